@@ -1,0 +1,555 @@
+package fsm
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
+)
+
+var (
+	bucketKV      = []byte("kv")      // user keys -> record
+	bucketMeta    = []byte("meta")    // bookkeeping that must commit with the data
+	bucketMembers = []byte("members") // raft server ID -> client address
+	keyApplied    = []byte("applied") // last applied log index
+)
+
+const (
+	// initialMmapSize is reserved up front so that a long snapshot read
+	// transaction rarely holds up a writer waiting to grow the mapping.
+	initialMmapSize = 1 << 30
+	// openTimeout bounds the wait for bbolt's file lock: a second process on
+	// the same data directory fails fast instead of hanging.
+	openTimeout = 2 * time.Second
+)
+
+// Sink receives the watch batch of each committed transaction. The FSM calls
+// WantPrev at the start of every batch and Publish after the commit; neither
+// may block. *watch.Dispatcher is the production Sink.
+type Sink interface {
+	WantPrev() bool
+	Publish(watch.Batch)
+}
+
+// EntryResult is the response of one applied command entry, in the order of
+// the Chunk's ops. It is what raft's ApplyFuture.Response() returns.
+type EntryResult struct {
+	Index uint64
+	Ops   []OpResult
+}
+
+// OpResult is the outcome of one op.
+type OpResult struct {
+	Succeeded   bool      // false when the op's condition did not hold
+	Deleted     bool      // DELETE removed an existing key
+	Prev        *KeyValue // state before the op, when asked or a condition was set; nil if absent
+	ModRevision uint64    // the key's mod revision after the op (0 = absent)
+}
+
+// FSM applies committed log entries to bbolt. It implements raft.BatchingFSM
+// and watch.RevisionSource.
+type FSM struct {
+	path string
+	sink Sink
+	log  *slog.Logger
+
+	// applyMu is held for the whole of a batch (and a restore); Fence takes it
+	// so a watcher registering for prev values knows every later batch saw it.
+	applyMu sync.Mutex
+
+	// dbMu guards the db pointer, which Restore swaps.
+	dbMu sync.RWMutex
+	db   *bolt.DB
+
+	applied atomic.Uint64
+
+	// notifyMu guards notify, a channel closed and replaced whenever applied
+	// advances, so WaitApplied can block without polling.
+	notifyMu sync.Mutex
+	notify   chan struct{}
+}
+
+// Open opens (or creates) the bbolt file at path.
+func Open(path string, sink Sink, log *slog.Logger) (*FSM, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	db, applied, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	f := &FSM{path: path, sink: sink, log: log, db: db, notify: make(chan struct{})}
+	f.applied.Store(applied)
+	log.Info("state machine opened", "path", path, "applied_index", applied)
+	return f, nil
+}
+
+func openDB(path string) (*bolt.DB, uint64, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         openTimeout,
+		InitialMmapSize: initialMmapSize,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("open state machine %s: %w", path, err)
+	}
+	var applied uint64
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketKV, bucketMeta, bucketMembers} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		applied = readApplied(tx)
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("init state machine %s: %w", path, err)
+	}
+	return db, applied, nil
+}
+
+func readApplied(tx *bolt.Tx) uint64 {
+	b := tx.Bucket(bucketMeta)
+	if b == nil {
+		return 0
+	}
+	if v := b.Get(keyApplied); len(v) == 8 {
+		return bytesU64(v)
+	}
+	return 0
+}
+
+// Close closes the database.
+func (f *FSM) Close() error {
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
+	return f.db.Close()
+}
+
+// Applied returns the index of the last entry committed to bbolt.
+func (f *FSM) Applied() uint64 { return f.applied.Load() }
+
+// Fence waits until the batch being applied (if any) has committed and
+// returns Applied(). A batch that starts after Fence returns observes any
+// change made to the Sink's WantPrev before Fence was called.
+func (f *FSM) Fence() uint64 {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	return f.applied.Load()
+}
+
+// WaitApplied blocks until Applied() >= index or the context ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.notifyMu.Lock()
+		ch := f.notify
+		f.notifyMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *FSM) advance(index uint64) {
+	f.applied.Store(index)
+	f.notifyMu.Lock()
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.notifyMu.Unlock()
+}
+
+// Apply applies a single entry; raft uses ApplyBatch, this satisfies raft.FSM.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in one bbolt transaction. Entries at or
+// below the stored applied index are skipped (their response is nil). A
+// command that cannot be decoded is skipped with an error response on every
+// node alike, since the bytes are the same everywhere.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	results := make([]interface{}, len(logs))
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+
+	applied := f.applied.Load()
+	last := applied
+	for _, l := range logs {
+		if l.Index > last {
+			last = l.Index
+		}
+	}
+	if last == applied {
+		return results // everything here was applied before a restart
+	}
+	wantPrev := f.sink != nil && f.sink.WantPrev()
+	var events []watch.Event
+
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev}
+		for i, l := range logs {
+			if l.Index <= applied || l.Type != raft.LogCommand {
+				continue
+			}
+			var chunk pb.Chunk
+			if err := proto.Unmarshal(l.Data, &chunk); err != nil {
+				f.log.Error("skipping undecodable log entry", "index", l.Index, "err", err)
+				results[i] = fmt.Errorf("decode entry %d: %w", l.Index, err)
+				continue
+			}
+			res, err := a.applyChunk(l.Index, &chunk)
+			if err != nil {
+				return err
+			}
+			results[i] = res
+		}
+		events = a.events
+		return tx.Bucket(bucketMeta).Put(keyApplied, u64(last))
+	})
+	if err != nil {
+		// The log is durable and the entries are committed; a state machine
+		// that cannot persist them must not pretend it did.
+		panic(fmt.Sprintf("fsm: commit of entries up to %d failed: %v", last, err))
+	}
+	f.advance(last)
+	if f.sink != nil {
+		f.sink.Publish(watch.Batch{Index: last, Events: events})
+	}
+	return results
+}
+
+// applier applies ops inside one write transaction and collects their events.
+type applier struct {
+	kv, members *bolt.Bucket
+	wantPrev    bool
+	events      []watch.Event
+}
+
+func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error) {
+	res := &EntryResult{Index: index, Ops: make([]OpResult, len(chunk.Ops))}
+	for i, op := range chunk.Ops {
+		var err error
+		switch op.Kind {
+		case pb.Op_PUT:
+			res.Ops[i], err = a.put(index, op)
+		case pb.Op_DELETE:
+			res.Ops[i], err = a.delete(index, op)
+		case pb.Op_SET_MEMBER:
+			err = a.members.Put(op.Key, op.Value)
+			res.Ops[i].Succeeded = true
+		default:
+			// An unknown kind from a newer version: skip it the same way everywhere.
+			res.Ops[i].Succeeded = false
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// current reads the key's record; found=false when absent.
+func (a *applier) current(key []byte) (KeyValue, bool, error) {
+	raw := a.kv.Get(key)
+	if raw == nil {
+		return KeyValue{}, false, nil
+	}
+	kv, err := decodeRecord(key, raw)
+	return kv, err == nil, err
+}
+
+// holds reports whether cond is satisfied by the key's current state.
+func holds(cond *pb.Condition, cur KeyValue, found bool) bool {
+	switch r := cond.GetRequire().(type) {
+	case *pb.Condition_ModRevision:
+		return found && cur.ModRevision == r.ModRevision
+	case *pb.Condition_Absent:
+		return !r.Absent || !found
+	}
+	return true
+}
+
+func (a *applier) put(index uint64, op *pb.Op) (OpResult, error) {
+	cur, found, err := a.current(op.Key)
+	if err != nil {
+		return OpResult{}, err
+	}
+	var res OpResult
+	if found && (op.WantPrev || op.Condition != nil) {
+		p := cur.clone()
+		res.Prev = &p
+	}
+	if !holds(op.Condition, cur, found) {
+		res.ModRevision = cur.ModRevision
+		return res, nil
+	}
+	create, version := index, uint64(1)
+	if found {
+		create, version = cur.CreateRevision, cur.Version+1
+	}
+	ev := watch.Event{Type: watch.Put, Key: op.Key, Value: op.Value, Revision: index, Version: version}
+	if a.wantPrev {
+		ev.HasPrev = true
+		ev.PrevValue = []byte{}
+		if found {
+			ev.PrevValue = append(ev.PrevValue, cur.Value...)
+		}
+	}
+	if err := a.kv.Put(op.Key, encodeRecord(create, index, version, op.Value)); err != nil {
+		return OpResult{}, err
+	}
+	a.events = append(a.events, ev)
+	res.Succeeded, res.ModRevision = true, index
+	return res, nil
+}
+
+func (a *applier) delete(index uint64, op *pb.Op) (OpResult, error) {
+	cur, found, err := a.current(op.Key)
+	if err != nil {
+		return OpResult{}, err
+	}
+	var res OpResult
+	if found && (op.WantPrev || op.Condition != nil) {
+		p := cur.clone()
+		res.Prev = &p
+	}
+	if !holds(op.Condition, cur, found) {
+		res.ModRevision = cur.ModRevision
+		return res, nil
+	}
+	res.Succeeded = true
+	if !found {
+		return res, nil // deleting an absent key changes nothing and emits nothing
+	}
+	ev := watch.Event{Type: watch.Delete, Key: op.Key, Revision: index}
+	if a.wantPrev {
+		ev.HasPrev = true
+		ev.PrevValue = append([]byte{}, cur.Value...)
+	}
+	if err := a.kv.Delete(op.Key); err != nil {
+		return OpResult{}, err
+	}
+	a.events = append(a.events, ev)
+	res.Deleted = true
+	return res, nil
+}
+
+// Get returns the key (nil if absent) and the revision it was read at, both
+// from one read transaction.
+func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
+	var out *KeyValue
+	var rev uint64
+	err := f.view(func(tx *bolt.Tx) error {
+		rev = readApplied(tx)
+		raw := tx.Bucket(bucketKV).Get(key)
+		if raw == nil {
+			return nil
+		}
+		kv, err := decodeRecord(key, raw)
+		if err != nil {
+			return err
+		}
+		kv = kv.clone()
+		out = &kv
+		return nil
+	})
+	return out, rev, err
+}
+
+// List returns up to limit keys starting with prefix (0 = no limit), in key
+// order, the revision they were read at, and whether more keys matched.
+func (f *FSM) List(prefix []byte, limit int) ([]KeyValue, uint64, bool, error) {
+	var out []KeyValue
+	var rev uint64
+	var more bool
+	err := f.view(func(tx *bolt.Tx) error {
+		rev = readApplied(tx)
+		c := tx.Bucket(bucketKV).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if limit > 0 && len(out) == limit {
+				more = true
+				break
+			}
+			kv, err := decodeRecord(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, kv.clone())
+		}
+		return nil
+	})
+	return out, rev, more, err
+}
+
+// Members returns the client addresses recorded by SET_MEMBER ops.
+func (f *FSM) Members() (map[string]string, error) {
+	out := map[string]string{}
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (f *FSM) view(fn func(*bolt.Tx) error) error {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	return f.db.View(fn)
+}
+
+// Snapshot captures the current state: a bbolt read transaction opened now
+// and streamed out by Persist, concurrently with later applies.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.dbMu.RLock()
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		f.dbMu.RUnlock()
+		return nil, fmt.Errorf("snapshot: begin read transaction: %w", err)
+	}
+	return &snapshot{tx: tx, release: f.dbMu.RUnlock, log: f.log}, nil
+}
+
+type snapshot struct {
+	tx      *bolt.Tx
+	release func()
+	once    sync.Once
+	log     *slog.Logger
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	n, err := s.tx.WriteTo(sink)
+	if err != nil {
+		sink.Cancel()
+		return fmt.Errorf("snapshot: write: %w", err)
+	}
+	s.log.Info("snapshot persisted", "applied_index", readApplied(s.tx), "bytes", n)
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {
+	s.once.Do(func() {
+		s.tx.Rollback()
+		s.release()
+	})
+}
+
+// Restore replaces the state with a snapshot streamed from the leader (or
+// from the snapshot store). The new database is written beside the current
+// one, checked, and swapped in with a rename, so a crash leaves either the
+// old or the new file. A snapshot at or below the index already applied is
+// discarded: the local state is already past it. Watchers are told through
+// a Reset batch, because the events between the two states are not known.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := f.path + ".restore"
+	if err := writeFileSync(tmp, rc); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	snapIndex, err := appliedIndexOf(tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: %w", err)
+	}
+
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if cur := f.applied.Load(); snapIndex <= cur {
+		os.Remove(tmp)
+		f.log.Info("snapshot not restored: state machine is already past it",
+			"snapshot_index", snapIndex, "applied_index", cur)
+		return nil
+	}
+	f.dbMu.Lock()
+	if err := f.db.Close(); err != nil {
+		f.dbMu.Unlock()
+		return fmt.Errorf("restore: close current database: %w", err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		f.dbMu.Unlock()
+		return fmt.Errorf("restore: swap in snapshot: %w", err)
+	}
+	syncDir(filepath.Dir(f.path))
+	db, applied, err := openDB(f.path)
+	if err != nil {
+		f.dbMu.Unlock()
+		return fmt.Errorf("restore: reopen: %w", err)
+	}
+	f.db = db
+	f.dbMu.Unlock()
+	f.advance(applied)
+	f.log.Warn("state machine replaced by snapshot; watchers will be canceled", "applied_index", applied)
+	if f.sink != nil {
+		f.sink.Publish(watch.Batch{Index: applied, Reset: true})
+	}
+	return nil
+}
+
+func writeFileSync(path string, r io.Reader) error {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// appliedIndexOf opens a bbolt file read-only and returns its applied index.
+func appliedIndexOf(path string) (uint64, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: openTimeout})
+	if err != nil {
+		return 0, fmt.Errorf("snapshot is not a valid database: %w", err)
+	}
+	defer db.Close()
+	var idx uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketKV) == nil || tx.Bucket(bucketMeta) == nil {
+			return errors.New("snapshot lacks raftwatch buckets")
+		}
+		idx = readApplied(tx)
+		return nil
+	})
+	return idx, err
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+func bytesU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

@@ -1,0 +1,58 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// KeyValue is one stored key with its revisions, the same model as etcd's.
+type KeyValue struct {
+	Key            []byte
+	Value          []byte
+	CreateRevision uint64 // log index of the entry that created the key
+	ModRevision    uint64 // log index of the entry that last changed it
+	Version        uint64 // puts since creation; 1 after the first
+}
+
+// recordHeader is the fixed part of a stored value: create, mod, version.
+const recordHeader = 24
+
+var errShortRecord = errors.New("fsm: stored record shorter than its header")
+
+// encodeRecord lays out a value as create|mod|version|value (big endian).
+func encodeRecord(create, mod, version uint64, value []byte) []byte {
+	b := make([]byte, recordHeader+len(value))
+	binary.BigEndian.PutUint64(b[0:], create)
+	binary.BigEndian.PutUint64(b[8:], mod)
+	binary.BigEndian.PutUint64(b[16:], version)
+	copy(b[recordHeader:], value)
+	return b
+}
+
+// decodeRecord reads a stored record. The returned Value aliases b, which for
+// bbolt is only valid inside the transaction; callers copy what they keep.
+func decodeRecord(key, b []byte) (KeyValue, error) {
+	if len(b) < recordHeader {
+		return KeyValue{}, errShortRecord
+	}
+	return KeyValue{
+		Key:            key,
+		CreateRevision: binary.BigEndian.Uint64(b[0:]),
+		ModRevision:    binary.BigEndian.Uint64(b[8:]),
+		Version:        binary.BigEndian.Uint64(b[16:]),
+		Value:          b[recordHeader:],
+	}, nil
+}
+
+// clone returns a copy of kv whose byte slices do not alias bbolt memory.
+func (kv KeyValue) clone() KeyValue {
+	kv.Key = append([]byte(nil), kv.Key...)
+	kv.Value = append([]byte{}, kv.Value...)
+	return kv
+}
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
