@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served only when --pprof is set
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/raftwatch/raftwatch/node"
+	"github.com/raftwatch/raftwatch/server"
+)
+
+// grpcDrainTimeout bounds how long shutdown waits for in-flight RPCs.
+const grpcDrainTimeout = 5 * time.Second
+
+func newServeCmd() *cobra.Command {
+	cfg := node.DefaultConfig()
+	var initial, logFormat, logLevel, pprofAddr string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a node",
+		Long: `Run a raftwatch node. A new cluster is bootstrapped by starting every member
+with the same --initial-cluster; a node restarted on an existing --data-dir
+resumes from it (and ignores --initial-cluster). A node started with no
+--initial-cluster and an empty data dir waits to be added with
+"raftwatch member add".
+
+SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
+node leads, every watcher gets CANCELED with reason "shutdown", in-flight
+requests drain, and the data files are closed.`,
+		Example: `  raftwatch serve --id n1 --data-dir .cluster/n1 \
+    --raft-addr 127.0.0.1:7201 --client-addr 127.0.0.1:7101 \
+    --initial-cluster n1=127.0.0.1:7201,n2=127.0.0.1:7202,n3=127.0.0.1:7203`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			if cfg.InitialCluster, err = parseInitialCluster(initial); err != nil {
+				return err
+			}
+			return serve(cfg, pprofAddr, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "this node's unique id (required), e.g. n1")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the raft log, snapshots and data (required)")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "host:port for raft traffic, bound and advertised (required)")
+	f.StringVar(&cfg.ClientAddr, "client-addr", "", "host:port for gRPC clients, bound and advertised (required)")
+	f.StringVar(&initial, "initial-cluster", "", "id=raft-addr,... of every initial member; bootstraps a new cluster")
+	f.IntVar(&cfg.MaxKeySize, "max-key-size", cfg.MaxKeySize, "largest key in bytes")
+	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest value in bytes")
+	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "follower waits this long without a leader before an election")
+	f.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "candidate waits this long before a new election")
+	f.DurationVar(&cfg.LeaderLeaseTimeout, "leader-lease-timeout", cfg.LeaderLeaseTimeout, "leader steps down after this long without quorum contact")
+	f.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "idle leader tells followers the commit index this often (bounds follower watch lag)")
+	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "log entries between snapshots")
+	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to check whether a snapshot is due")
+	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for slow followers")
+	f.IntVar(&cfg.Watch.BufferSize, "watch-buffer", cfg.Watch.BufferSize, "events buffered per watcher before it is canceled as too slow")
+	f.IntVar(&cfg.Watch.MaxWatchers, "max-watchers", cfg.Watch.MaxWatchers, "most watchers this node serves at once")
+	f.IntVar(&cfg.Watch.QueueSize, "watch-queue", cfg.Watch.QueueSize, "committed batches queued for the watch dispatcher before watchers are canceled")
+	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
+	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
+		cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+func parseInitialCluster(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--initial-cluster entry %q: want id=host:port", part)
+		}
+		if _, dup := out[id]; dup {
+			return nil, fmt.Errorf("--initial-cluster names %q twice", id)
+		}
+		out[id] = addr
+	}
+	return out, nil
+}
+
+// serve assembles the node (raft, dispatcher, batcher: node.Open), then the
+// gRPC server, and on a signal stops them in reverse.
+func serve(cfg node.Config, pprofAddr string, log *slog.Logger) error {
+	lis, err := net.Listen("tcp", cfg.ClientAddr)
+	if err != nil {
+		return fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
+	}
+	n, err := node.Open(cfg)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	g := server.New(n, log).NewGRPCServer()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.Serve(lis) }()
+	log.Info("serving clients", "addr", cfg.ClientAddr)
+	if pprofAddr != "" {
+		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(pprofAddr, nil)) }()
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	var runErr error
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case runErr = <-serveErr:
+		log.Error("gRPC server failed", "err", runErr)
+	}
+
+	n.StepDown()
+	n.CancelWatchers("shutdown")
+	drained := make(chan struct{})
+	go func() { g.GracefulStop(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(grpcDrainTimeout):
+		log.Warn("in-flight requests did not finish in time; closing them")
+		g.Stop()
+	}
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("close node: %w", err)
+	}
+	log.Info("shutdown complete")
+	return runErr
+}

@@ -1,0 +1,104 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/raftwatch/raftwatch/watch"
+)
+
+// Limits and defaults, each with the reason for its value.
+const (
+	// DefaultMaxKeySize matches etcd's practical key sizes with room to spare.
+	DefaultMaxKeySize = 4 << 10
+	// DefaultMaxValueSize keeps one entry well inside gRPC's message limit.
+	DefaultMaxValueSize = 1 << 20
+	// chunkMaxOps bounds how many client writes share one log entry: large
+	// enough that one fsync serves a burst, small enough to keep apply short.
+	chunkMaxOps = 512
+	// chunkMaxBytes bounds a chunk's payload (a single larger op is allowed
+	// alone) so that one entry never dominates replication.
+	chunkMaxBytes = 1 << 20
+	// proposalQueue is how many writes may wait for the batcher; under load
+	// they accumulate here and leave as large chunks.
+	proposalQueue = 4096
+	// inflightChunks bounds entries proposed but not yet answered.
+	inflightChunks = 1024
+	// readBatch bounds how many linearizable reads share one leadership check.
+	readBatch = 4096
+)
+
+// Config describes one node.
+type Config struct {
+	ID             string            // raft server ID, e.g. "n1"
+	DataDir        string            // raft log, snapshots and state machine live here
+	RaftAddr       string            // host:port raft binds and advertises
+	ClientAddr     string            // host:port clients reach this node's gRPC server at
+	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
+
+	MaxKeySize   int
+	MaxValueSize int
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout is how long the leader waits, with no new writes, before
+	// telling followers the latest commit index: it bounds how late a
+	// follower applies (and its watchers see) a write.
+	CommitTimeout     time.Duration
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	Watch watch.Config
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the settings tuned for nodes on one machine or a LAN.
+// Raft's defaults (1 s heartbeat and election timeouts, 50 ms commit timeout)
+// are for WANs: failover would take seconds and follower watchers would
+// trail the leader by up to 100 ms.
+func DefaultConfig() Config {
+	return Config{
+		MaxKeySize:         DefaultMaxKeySize,
+		MaxValueSize:       DefaultMaxValueSize,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      2 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   30 * time.Second,
+		TrailingLogs:       10240,
+		Watch: watch.Config{
+			BufferSize:       256,
+			MaxWatchers:      100000,
+			QueueSize:        4096,
+			ProgressInterval: time.Second,
+		},
+	}
+}
+
+func (c *Config) validate() error {
+	if c.ID == "" {
+		return fmt.Errorf("node id is required")
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("data directory is required")
+	}
+	if c.RaftAddr == "" || c.ClientAddr == "" {
+		return fmt.Errorf("raft and client addresses are required")
+	}
+	if len(c.InitialCluster) > 0 {
+		if addr, ok := c.InitialCluster[c.ID]; !ok {
+			return fmt.Errorf("initial cluster does not contain this node's id %q", c.ID)
+		} else if addr != c.RaftAddr {
+			return fmt.Errorf("initial cluster gives %s the raft address %s, but --raft-addr is %s", c.ID, addr, c.RaftAddr)
+		}
+	}
+	if c.MaxKeySize <= 0 || c.MaxValueSize <= 0 {
+		return fmt.Errorf("key and value size limits must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+)
+
+// NotLeaderError is returned by writes and linearizable reads on a node that
+// is not the leader. The request was not applied. LeaderAddr is the leader's
+// client address, empty when this node does not know it yet.
+type NotLeaderError struct {
+	LeaderID   string
+	LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	switch {
+	case e.LeaderID == "":
+		return "this node is not the leader and no leader is known; retry shortly"
+	case e.LeaderAddr == "":
+		return fmt.Sprintf("this node is not the leader; the leader is %s (client address not known yet)", e.LeaderID)
+	}
+	return fmt.Sprintf("this node is not the leader; send the request to the leader %s at %s", e.LeaderID, e.LeaderAddr)
+}
+
+var (
+	// ErrNoLeader: no leader is elected; the request was not applied.
+	ErrNoLeader = errors.New("no leader is elected; the request was not applied, retry shortly")
+	// ErrNotReady: this node has just become leader and has not yet committed
+	// an entry in its term, so it cannot serve a linearizable read.
+	ErrNotReady = errors.New("leader has not committed an entry in its term yet; retry shortly")
+	// ErrOutcomeUnknown: the write was proposed but leadership was lost or
+	// the node stopped before its fate was known; it may or may not apply.
+	ErrOutcomeUnknown = errors.New("write outcome unknown: leadership was lost after it was proposed")
+	// ErrShuttingDown: the node is stopping.
+	ErrShuttingDown = errors.New("node is shutting down")
+	// ErrInvalidArgument is wrapped by every input validation error.
+	ErrInvalidArgument = errors.New("invalid argument")
+)
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,567 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/raftwatch/raftwatch/fsm"
+	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
+)
+
+// KeyValue is a stored key with its revisions.
+type KeyValue = fsm.KeyValue
+
+// Node is one raftwatch node.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	raft       *raft.Raft
+	logStore   *raftboltdb.BoltStore
+	transport  *raft.NetworkTransport
+	fsm        *fsm.FSM
+	registry   *watch.Registry
+	dispatcher *watch.Dispatcher
+	batcher    *batcher
+
+	reads chan readRequest
+	// readyTerm is the term in which this node, as leader, has committed
+	// an entry of its own; linearizable reads need it to equal the term.
+	readyTerm atomic.Uint64
+
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// Open assembles and starts a node: state machine, raft, then the
+// background goroutines — watch dispatcher, write batcher and its completer,
+// read confirmer, leadership monitor. Close stops them in reverse.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("node", cfg.ID)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch), stop: make(chan struct{})}
+
+	// The registry asks the state machine where a new watcher starts; the
+	// state machine publishes to the dispatcher. fsmRef closes that loop.
+	var fsmRef *fsm.FSM
+	cfg.Watch.Logger = log.With("component", "watch")
+	n.registry = watch.NewRegistry(cfg.Watch, revisionSource{&fsmRef})
+	n.dispatcher = watch.NewDispatcher(n.registry, cfg.Watch)
+	f, err := fsm.Open(filepath.Join(cfg.DataDir, "state.db"), n.dispatcher, log.With("component", "fsm"))
+	if err != nil {
+		return nil, err
+	}
+	fsmRef, n.fsm = f, f
+
+	if err := n.startRaft(); err != nil {
+		n.fsm.Close()
+		return nil, err
+	}
+
+	n.batcher = newBatcher(n.raft)
+	n.wg.Add(5)
+	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
+	go func() { defer n.wg.Done(); n.batcher.run() }()
+	go func() { defer n.wg.Done(); n.batcher.complete() }()
+	go func() { defer n.wg.Done(); n.readConfirmer() }()
+	go func() { defer n.wg.Done(); n.monitorLeadership() }()
+	log.Info("node started", "raft_addr", cfg.RaftAddr, "client_addr", cfg.ClientAddr,
+		"data_dir", cfg.DataDir, "applied_index", n.fsm.Applied())
+	return n, nil
+}
+
+// revisionSource lets the registry reach the FSM created after it.
+type revisionSource struct{ f **fsm.FSM }
+
+func (r revisionSource) Applied() uint64 { return (*r.f).Applied() }
+func (r revisionSource) Fence() uint64   { return (*r.f).Fence() }
+
+func (n *Node) startRaft() error {
+	cfg := n.cfg
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = newRaftLogger(n.log)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	// Entries proposed concurrently share one disk write on the leader.
+	rc.BatchApplyCh = true
+	// The state machine is persistent and knows its own applied index.
+	rc.NoSnapshotRestoreOnStart = true
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("raft configuration: %w", err)
+	}
+
+	// fsync on every append (NoSync=false): a write is acknowledged only
+	// once it is on disk on a majority.
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	advertise, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
+	}
+	hasState, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return fmt.Errorf("inspect raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raft, n.logStore, n.transport = r, store, trans
+
+	if !hasState && len(cfg.InitialCluster) > 0 {
+		var servers []raft.Server
+		for id, addr := range cfg.InitialCluster {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+		}
+		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("bootstrap cluster: %w", err)
+		}
+		n.log.Info("bootstrapped new cluster", "members", len(servers))
+	} else if hasState {
+		n.log.Info("resuming from existing raft state", "last_index", r.LastIndex())
+	}
+	return nil
+}
+
+// monitorLeadership makes a new leader ready for linearizable reads: it
+// commits an entry of its own term (recording its client address, which
+// followers then use for leader hints) and notes the term once applied.
+func (n *Node) monitorLeadership() {
+	for {
+		select {
+		case isLeader := <-n.raft.LeaderCh():
+			if !isLeader {
+				n.readyTerm.Store(0)
+				n.log.Info("lost leadership")
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			n.log.Info("became leader", "term", term)
+			n.announceLeader(term)
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// announceLeader retries until the entry commits, leadership is lost or the
+// node stops.
+func (n *Node) announceLeader(term uint64) {
+	chunk := &pb.Chunk{Ops: []*pb.Op{{Kind: pb.Op_SET_MEMBER, Key: []byte(n.cfg.ID), Value: []byte(n.cfg.ClientAddr)}}}
+	data := mustMarshal(chunk)
+	for n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+		err := n.raft.Apply(data, applyEnqueueTimeout).Error()
+		if err == nil {
+			if n.raft.CurrentTerm() == term {
+				n.readyTerm.Store(term)
+				n.log.Info("leader ready", "term", term, "applied_index", n.fsm.Applied())
+			}
+			return
+		}
+		n.log.Warn("leader announcement failed; retrying", "term", term, "err", err)
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// notLeader builds the error a follower returns, with the leader's client
+// address when this node knows it.
+func (n *Node) notLeader() error {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return ErrNoLeader
+	}
+	e := &NotLeaderError{LeaderID: string(id)}
+	if members, err := n.fsm.Members(); err == nil {
+		e.LeaderAddr = members[string(id)]
+	}
+	return e
+}
+
+// Condition makes a write depend on the key's current state.
+type Condition struct {
+	ModRevision uint64 // when nonzero: the key exists with this mod revision
+	Absent      bool   // the key does not exist
+}
+
+// WriteOptions modify Put and Delete.
+type WriteOptions struct {
+	PrevKV bool       // return the key's previous state
+	If     *Condition // nil: unconditional
+}
+
+// WriteResult is the outcome of a Put or Delete.
+type WriteResult struct {
+	Revision    uint64    // index of the log entry that carried the write
+	Succeeded   bool      // false when the condition did not hold; nothing changed
+	Deleted     bool      // Delete removed an existing key
+	Prev        *KeyValue // previous state when asked or a condition was set (nil: absent)
+	ModRevision uint64    // the key's mod revision afterwards (0: absent)
+}
+
+// Put writes key=value through the leader's batcher.
+func (n *Node) Put(ctx context.Context, key, value []byte, opt WriteOptions) (WriteResult, error) {
+	if err := n.checkKey(key); err != nil {
+		return WriteResult{}, err
+	}
+	if len(value) > n.cfg.MaxValueSize {
+		return WriteResult{}, invalid("value of %d bytes exceeds the limit of %d bytes", len(value), n.cfg.MaxValueSize)
+	}
+	op, err := writeOp(pb.Op_PUT, key, value, opt)
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return n.propose(ctx, op)
+}
+
+// Delete removes key through the leader's batcher.
+func (n *Node) Delete(ctx context.Context, key []byte, opt WriteOptions) (WriteResult, error) {
+	if err := n.checkKey(key); err != nil {
+		return WriteResult{}, err
+	}
+	op, err := writeOp(pb.Op_DELETE, key, nil, opt)
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return n.propose(ctx, op)
+}
+
+func writeOp(kind pb.Op_Kind, key, value []byte, opt WriteOptions) (*pb.Op, error) {
+	op := &pb.Op{Kind: kind, Key: key, Value: value, WantPrev: opt.PrevKV}
+	if c := opt.If; c != nil {
+		switch {
+		case c.ModRevision != 0 && c.Absent:
+			return nil, invalid("a condition cannot require both a mod revision and absence")
+		case c.ModRevision != 0:
+			op.Condition = &pb.Condition{Require: &pb.Condition_ModRevision{ModRevision: c.ModRevision}}
+		case c.Absent:
+			op.Condition = &pb.Condition{Require: &pb.Condition_Absent{Absent: true}}
+		}
+	}
+	return op, nil
+}
+
+func (n *Node) checkKey(key []byte) error {
+	if len(key) == 0 {
+		return invalid("key is empty")
+	}
+	if len(key) > n.cfg.MaxKeySize {
+		return invalid("key of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
+	}
+	return nil
+}
+
+func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
+	if n.raft.State() != raft.Leader {
+		return WriteResult{}, n.notLeader()
+	}
+	p := &proposal{op: op, done: make(chan proposalResult, 1)}
+	select {
+	case n.batcher.in <- p:
+	case <-n.stop:
+		return WriteResult{}, ErrShuttingDown
+	case <-ctx.Done():
+		return WriteResult{}, ctx.Err() // not yet proposed
+	}
+	select {
+	case r := <-p.done:
+		if r.err != nil {
+			return WriteResult{}, r.err
+		}
+		return WriteResult{Revision: r.index, Succeeded: r.res.Succeeded, Deleted: r.res.Deleted,
+			Prev: r.res.Prev, ModRevision: r.res.ModRevision}, nil
+	case <-ctx.Done():
+		return WriteResult{}, errors.Join(ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+// Consistency selects how a read is served.
+type Consistency int
+
+const (
+	// Linearizable reads are served by the leader after confirming leadership.
+	Linearizable Consistency = iota
+	// Serializable reads are served locally and may be stale.
+	Serializable
+)
+
+func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
+	if c == Serializable {
+		return nil
+	}
+	_, err := n.readIndex(ctx)
+	return err
+}
+
+// Get returns the key (nil when absent) and the revision it was read at.
+func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, uint64, error) {
+	if err := n.checkKey(key); err != nil {
+		return nil, 0, err
+	}
+	if err := n.readBarrier(ctx, c); err != nil {
+		return nil, 0, err
+	}
+	return n.fsm.Get(key)
+}
+
+// ListResult holds the keys under a prefix and the revision they were read at.
+type ListResult struct {
+	KVs      []KeyValue
+	Revision uint64
+	More     bool // limit cut the result short
+}
+
+// List returns keys starting with prefix in key order, at most limit (0 =
+// all). The keys and the revision come from one read transaction.
+func (n *Node) List(ctx context.Context, prefix []byte, limit int, c Consistency) (ListResult, error) {
+	if limit < 0 {
+		return ListResult{}, invalid("limit must not be negative")
+	}
+	if err := n.readBarrier(ctx, c); err != nil {
+		return ListResult{}, err
+	}
+	kvs, rev, more, err := n.fsm.List(prefix, limit)
+	return ListResult{KVs: kvs, Revision: rev, More: more}, err
+}
+
+// WatchOptions select what a watch delivers.
+type WatchOptions struct {
+	Prefix bool // key is a prefix that starts and ends with '/'
+	PrevKV bool // events carry the previous value
+}
+
+// Watch registers a watcher on this node. Its Start() is the revision the
+// watch starts after; Events() delivers every later matching event, or a
+// CANCELED event. Close it when done.
+func (n *Node) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
+	if !opt.Prefix {
+		if err := n.checkKey(key); err != nil {
+			return nil, err
+		}
+	} else if len(key) > n.cfg.MaxKeySize {
+		return nil, invalid("prefix of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
+	}
+	return n.registry.Register(key, opt.Prefix, opt.PrevKV)
+}
+
+// Status describes this node's view of the cluster.
+type Status struct {
+	ID, Role, LeaderID, LeaderAddr, ClientAddr              string
+	Term, CommitIndex, AppliedIndex, FSMIndex, LastLogIndex uint64
+	Watchers                                                int
+}
+
+// Status returns this node's raft and state machine positions.
+func (n *Node) Status() Status {
+	_, leaderID := n.raft.LeaderWithID()
+	s := Status{
+		ID:           n.cfg.ID,
+		Role:         strings.ToLower(n.raft.State().String()),
+		LeaderID:     string(leaderID),
+		ClientAddr:   n.cfg.ClientAddr,
+		Term:         n.raft.CurrentTerm(),
+		CommitIndex:  n.raft.CommitIndex(),
+		AppliedIndex: n.raft.AppliedIndex(),
+		FSMIndex:     n.fsm.Applied(),
+		LastLogIndex: n.raft.LastIndex(),
+		Watchers:     n.registry.Len(),
+	}
+	if leaderID != "" {
+		if m, err := n.fsm.Members(); err == nil {
+			s.LeaderAddr = m[string(leaderID)]
+		}
+	}
+	return s
+}
+
+// Member is one server in the raft configuration.
+type Member struct {
+	ID, RaftAddr, ClientAddr string
+	Voter, Leader            bool
+}
+
+// Members returns the raft configuration with known client addresses.
+func (n *Node) Members() ([]Member, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	addrs, err := n.fsm.Members()
+	if err != nil {
+		return nil, err
+	}
+	_, leader := n.raft.LeaderWithID()
+	var out []Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Member{ID: string(s.ID), RaftAddr: string(s.Address), ClientAddr: addrs[string(s.ID)],
+			Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader})
+	}
+	return out, nil
+}
+
+// AddVoter adds a server to the cluster (leader only) and records its
+// client address.
+func (n *Node) AddVoter(ctx context.Context, id, raftAddr, clientAddr string) (uint64, error) {
+	if id == "" || raftAddr == "" {
+		return 0, invalid("id and raft address are required")
+	}
+	if n.raft.State() != raft.Leader {
+		return 0, n.notLeader()
+	}
+	f := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutFrom(ctx))
+	if err := f.Error(); err != nil {
+		return 0, classifyApplyError(err)
+	}
+	if clientAddr != "" {
+		op := &pb.Op{Kind: pb.Op_SET_MEMBER, Key: []byte(id), Value: []byte(clientAddr)}
+		if _, err := n.propose(ctx, op); err != nil {
+			return f.Index(), fmt.Errorf("server added, but recording its client address failed: %w", err)
+		}
+	}
+	return f.Index(), nil
+}
+
+// RemoveServer removes a server from the cluster (leader only).
+func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
+	if id == "" {
+		return 0, invalid("id is required")
+	}
+	if n.raft.State() != raft.Leader {
+		return 0, n.notLeader()
+	}
+	f := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutFrom(ctx))
+	if err := f.Error(); err != nil {
+		return 0, classifyApplyError(err)
+	}
+	return f.Index(), nil
+}
+
+func timeoutFrom(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return 10 * time.Second
+}
+
+// LogEntry is one committed raft log entry, decoded.
+type LogEntry struct {
+	Index, Term uint64
+	Type        string
+	Chunk       *pb.Chunk // command entries only
+}
+
+// CommittedLog calls fn for each committed entry from index from on, with
+// the oldest index this node still holds (older entries are compacted into
+// a snapshot), and returns that oldest index.
+func (n *Node) CommittedLog(from uint64, fn func(oldest uint64, e LogEntry) error) (uint64, error) {
+	first, err := n.logStore.FirstIndex()
+	if err != nil {
+		return 0, err
+	}
+	if from < first {
+		from = first
+	}
+	commit := n.raft.CommitIndex()
+	for i := from; i <= commit && i != 0; i++ {
+		var l raft.Log
+		if err := n.logStore.GetLog(i, &l); err != nil {
+			return first, fmt.Errorf("read log entry %d: %w", i, err)
+		}
+		e := LogEntry{Index: l.Index, Term: l.Term, Type: strings.TrimPrefix(strings.ToLower(l.Type.String()), "log")}
+		if l.Type == raft.LogCommand {
+			e.Chunk = new(pb.Chunk)
+			if err := unmarshal(l.Data, e.Chunk); err != nil {
+				return first, fmt.Errorf("decode log entry %d: %w", i, err)
+			}
+		}
+		if err := fn(first, e); err != nil {
+			return first, err
+		}
+	}
+	return first, nil
+}
+
+// StepDown hands leadership to another voter when this node leads, so a
+// planned stop does not wait for an election timeout.
+func (n *Node) StepDown() {
+	if n.raft.State() != raft.Leader {
+		return
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		n.log.Warn("leadership transfer failed", "err", err)
+		return
+	}
+	n.log.Info("leadership handed over")
+}
+
+// CancelWatchers ends every watch with a CANCELED event carrying reason and
+// stops the dispatcher; Close does it with "shutdown" if not done before.
+func (n *Node) CancelWatchers(reason string) { n.dispatcher.Stop(reason) }
+
+// Close stops the node: the background goroutines, raft, then the stores.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		n.CancelWatchers("shutdown")
+		close(n.stop)
+		close(n.batcher.stop)
+		if e := n.raft.Shutdown().Error(); e != nil {
+			err = fmt.Errorf("raft shutdown: %w", e)
+		}
+		n.wg.Wait()
+		err = errors.Join(err, n.transport.Close(), n.logStore.Close(), n.fsm.Close())
+		n.log.Info("node stopped")
+	})
+	return err
+}

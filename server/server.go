@@ -1,0 +1,284 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftwatch/raftwatch/node"
+	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
+)
+
+// MaxMessageSize admits a maximum-size value plus its key and framing.
+const MaxMessageSize = node.DefaultMaxValueSize + node.DefaultMaxKeySize + 64<<10
+
+// Server implements the KV, Watch and Cluster services over a node.
+type Server struct {
+	pb.UnimplementedKVServer
+	pb.UnimplementedWatchServer
+	pb.UnimplementedClusterServer
+
+	node *node.Node
+	log  *slog.Logger
+}
+
+// New returns the services for n.
+func New(n *node.Node, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{node: n, log: log}
+}
+
+// Register adds the three services to g.
+func (s *Server) Register(g *grpc.Server) {
+	pb.RegisterKVServer(g, s)
+	pb.RegisterWatchServer(g, s)
+	pb.RegisterClusterServer(g, s)
+}
+
+// NewGRPCServer returns a grpc.Server sized for raftwatch's limits with the
+// services registered.
+func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}, opts...)
+	g := grpc.NewServer(opts...)
+	s.Register(g)
+	return g
+}
+
+func consistency(c pb.Consistency) (node.Consistency, error) {
+	switch c {
+	case pb.Consistency_LINEARIZABLE:
+		return node.Linearizable, nil
+	case pb.Consistency_SERIALIZABLE:
+		return node.Serializable, nil
+	}
+	return 0, status.Errorf(codes.InvalidArgument, "unknown consistency %d: use LINEARIZABLE or SERIALIZABLE", c)
+}
+
+func condition(c *pb.Condition) (*node.Condition, error) {
+	if c == nil {
+		return nil, nil
+	}
+	switch r := c.Require.(type) {
+	case *pb.Condition_ModRevision:
+		if r.ModRevision == 0 {
+			return nil, status.Error(codes.InvalidArgument, "condition mod_revision must be > 0 (use absent=true to require that the key does not exist)")
+		}
+		return &node.Condition{ModRevision: r.ModRevision}, nil
+	case *pb.Condition_Absent:
+		if !r.Absent {
+			return nil, status.Error(codes.InvalidArgument, "condition absent=false means nothing; leave the condition unset")
+		}
+		return &node.Condition{Absent: true}, nil
+	}
+	return nil, status.Error(codes.InvalidArgument, "empty condition: set mod_revision or absent")
+}
+
+func toKV(kv *node.KeyValue) *pb.KeyValue {
+	if kv == nil {
+		return nil
+	}
+	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+}
+
+// Put implements KV.Put.
+func (s *Server) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
+	cond, err := condition(req.Condition)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.node.Put(ctx, req.Key, req.Value, node.WriteOptions{PrevKV: req.PrevKv, If: cond})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.PutResponse{Revision: r.Revision, Succeeded: r.Succeeded, PrevKv: toKV(r.Prev), ModRevision: r.ModRevision}, nil
+}
+
+// Delete implements KV.Delete.
+func (s *Server) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
+	cond, err := condition(req.Condition)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.node.Delete(ctx, req.Key, node.WriteOptions{PrevKV: req.PrevKv, If: cond})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DeleteResponse{Revision: r.Revision, Succeeded: r.Succeeded, Deleted: r.Deleted, PrevKv: toKV(r.Prev), ModRevision: r.ModRevision}, nil
+}
+
+// Get implements KV.Get.
+func (s *Server) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	c, err := consistency(req.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	kv, rev, err := s.node.Get(ctx, req.Key, c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetResponse{Kv: toKV(kv), Revision: rev}, nil
+}
+
+// List implements KV.List.
+func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+	c, err := consistency(req.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	const maxLimit = 1 << 31
+	if req.Limit > maxLimit {
+		return nil, status.Errorf(codes.InvalidArgument, "limit %d is too large (at most %d)", req.Limit, maxLimit)
+	}
+	r, err := s.node.List(ctx, req.Prefix, int(req.Limit), c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.ListResponse{Revision: r.Revision, More: r.More, Kvs: make([]*pb.KeyValue, len(r.KVs))}
+	for i := range r.KVs {
+		out.Kvs[i] = toKV(&r.KVs[i])
+	}
+	return out, nil
+}
+
+// Watch implements Watch.Watch: one watcher per stream.
+func (s *Server) Watch(stream pb.Watch_WatchServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	create := first.GetCreate()
+	if create == nil {
+		return status.Error(codes.InvalidArgument, "the first message of a watch stream must be a create request")
+	}
+	w, err := s.node.Watch(create.Key, node.WatchOptions{Prefix: create.Prefix, PrevKV: create.PrevKv})
+	if err != nil {
+		return toStatus(err)
+	}
+	defer w.Close()
+	if err := stream.Send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: create.Key, Revision: w.Start(), WatchId: w.ID()}); err != nil {
+		return err
+	}
+
+	// Later client messages ask for progress; reading them also notices
+	// the client going away.
+	recvDone := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvDone <- err
+				return
+			}
+			if msg.GetProgress() != nil {
+				w.RequestProgress()
+			}
+		}
+	}()
+
+	ctx := stream.Context()
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				return nil
+			}
+			if err := stream.Send(toWatchResponse(ev, w.ID())); err != nil {
+				return err
+			}
+			if ev.Type == watch.Canceled {
+				return nil
+			}
+		case <-ctx.Done():
+			return nil
+		case err := <-recvDone:
+			_ = err // the client closed its side or went away: unregister now
+			return nil
+		}
+	}
+}
+
+func toWatchResponse(ev watch.Event, id uint64) *pb.WatchResponse {
+	r := &pb.WatchResponse{Key: ev.Key, Value: ev.Value, Revision: ev.Revision, Version: ev.Version, Reason: ev.Reason, WatchId: id}
+	switch ev.Type {
+	case watch.Put:
+		r.Type = pb.EventType_PUT
+	case watch.Delete:
+		r.Type = pb.EventType_DELETE
+	case watch.Progress:
+		r.Type = pb.EventType_PROGRESS
+	case watch.Canceled:
+		r.Type = pb.EventType_CANCELED
+	}
+	if ev.HasPrev {
+		prev := ev.PrevValue
+		if prev == nil {
+			prev = []byte{}
+		}
+		r.PrevValue = prev
+	}
+	return r
+}
+
+// Status implements Cluster.Status.
+func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	st := s.node.Status()
+	return &pb.StatusResponse{Id: st.ID, Role: st.Role, LeaderId: st.LeaderID, LeaderAddr: st.LeaderAddr,
+		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, FsmIndex: st.FSMIndex,
+		LastLogIndex: st.LastLogIndex, Watchers: uint64(st.Watchers), ClientAddr: st.ClientAddr}, nil
+}
+
+// Members implements Cluster.Members.
+func (s *Server) Members(context.Context, *pb.MembersRequest) (*pb.MembersResponse, error) {
+	ms, err := s.node.Members()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.MembersResponse{}
+	for _, m := range ms {
+		out.Members = append(out.Members, &pb.Member{Id: m.ID, RaftAddr: m.RaftAddr, ClientAddr: m.ClientAddr, Voter: m.Voter, Leader: m.Leader})
+	}
+	return out, nil
+}
+
+// AddVoter implements Cluster.AddVoter.
+func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+	idx, err := s.node.AddVoter(ctx, req.Id, req.RaftAddr, req.ClientAddr)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("voter added", "id", req.Id, "raft_addr", req.RaftAddr, "index", idx)
+	return &pb.AddVoterResponse{Index: idx}, nil
+}
+
+// RemoveServer implements Cluster.RemoveServer.
+func (s *Server) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+	idx, err := s.node.RemoveServer(ctx, req.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("server removed", "id", req.Id, "index", idx)
+	return &pb.RemoveServerResponse{Index: idx}, nil
+}
+
+// Log implements Cluster.Log.
+func (s *Server) Log(req *pb.LogRequest, stream pb.Cluster_LogServer) error {
+	first := true
+	oldest, err := s.node.CommittedLog(req.FromIndex, func(oldest uint64, e node.LogEntry) error {
+		msg := &pb.LogEntry{Index: e.Index, Term: e.Term, Type: e.Type, Chunk: e.Chunk}
+		if first {
+			msg.FirstIndex, first = oldest, false
+		}
+		return stream.Send(msg)
+	})
+	if err != nil {
+		return toStatus(fmt.Errorf("read committed log (oldest index held %d): %w", oldest, err))
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftwatch/raftwatch/node"
+	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
+)
+
+// toStatus maps a node or watch error to a gRPC status error.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var nl *node.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		st := status.New(codes.FailedPrecondition, nl.Error())
+		if d, derr := st.WithDetails(&pb.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderAddr}); derr == nil {
+			st = d
+		}
+		return st.Err()
+	case errors.Is(err, node.ErrOutcomeUnknown):
+		if errors.Is(err, context.DeadlineExceeded) {
+			return status.Error(codes.DeadlineExceeded, err.Error())
+		}
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, node.ErrInvalidArgument), errors.Is(err, watch.ErrInvalidPrefix), errors.Is(err, watch.ErrInvalidKey):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, watch.ErrLimitExceeded):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady),
+		errors.Is(err, node.ErrShuttingDown), errors.Is(err, watch.ErrClosed):
+		return notApplied(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// ReasonNotApplied marks an UNAVAILABLE error whose request was certainly not
+// applied, so a client may retry it elsewhere without risking a double write.
+const ReasonNotApplied = "NOT_APPLIED"
+
+func notApplied(code codes.Code, msg string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonNotApplied, Domain: "raftwatch"}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
