@@ -1,0 +1,254 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/raftwatch/raftwatch/client"
+	pb "github.com/raftwatch/raftwatch/proto"
+)
+
+// binary is the raftwatch executable built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "raftwatch-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "raftwatch")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race") // the nodes' own code is race-checked too
+	}
+	build := exec.Command("go", append(args, "../cmd/raftwatch")...)
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building raftwatch:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one raftwatch serve process.
+type proc struct {
+	id, dataDir, raftAddr, clientAddr, logPath string
+	cmd                                        *exec.Cmd
+	exited                                     chan struct{}
+}
+
+// testCluster is three real processes on loopback TCP.
+type testCluster struct {
+	t       *testing.T
+	nodes   []*proc
+	extra   []string
+	initial string // --initial-cluster of the first start
+}
+
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var ls []net.Listener
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+func startCluster(t *testing.T, extraFlags ...string) *testCluster {
+	t.Helper()
+	ports := freePorts(t, 6)
+	c := &testCluster{t: t, extra: extraFlags}
+	var initial []string
+	for i := 0; i < 3; i++ {
+		p := &proc{id: fmt.Sprintf("n%d", i+1), raftAddr: ports[i], clientAddr: ports[3+i]}
+		p.dataDir = filepath.Join(t.TempDir(), p.id)
+		p.logPath = p.dataDir + ".log"
+		initial = append(initial, p.id+"="+p.raftAddr)
+		c.nodes = append(c.nodes, p)
+	}
+	c.initial = strings.Join(initial, ",")
+	for _, p := range c.nodes {
+		c.start(p)
+	}
+	t.Cleanup(func() {
+		for _, p := range c.nodes {
+			c.kill(p)
+		}
+		for _, p := range c.nodes {
+			if b, err := os.ReadFile(p.logPath); err == nil && strings.Contains(string(b), "DATA RACE") {
+				t.Errorf("the race detector reported a data race in %s:\n%s", p.id, b)
+			}
+		}
+		if t.Failed() {
+			for _, p := range c.nodes {
+				if b, err := os.ReadFile(p.logPath); err == nil {
+					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+					if len(lines) > 30 {
+						lines = lines[len(lines)-30:]
+					}
+					t.Logf("--- %s log tail ---\n%s", p.id, strings.Join(lines, "\n"))
+				}
+			}
+		}
+	})
+	c.waitLeader()
+	return c
+}
+
+// start runs p; on a restart the data dir exists and --initial-cluster is ignored.
+func (c *testCluster) start(p *proc) {
+	c.t.Helper()
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	args := append([]string{"serve", "--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
+		"--client-addr", p.clientAddr, "--initial-cluster", c.initial, "--progress-interval", "200ms"}, c.extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p.cmd, p.exited = cmd, make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(p.exited) }()
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (c *testCluster) kill(p *proc) {
+	if p.cmd == nil {
+		return
+	}
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (c *testCluster) stop(p *proc) error {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("%s did not exit within 15 s of SIGTERM", p.id)
+	}
+}
+
+func (c *testCluster) endpoints() []string {
+	var out []string
+	for _, p := range c.nodes {
+		out = append(out, p.clientAddr)
+	}
+	return out
+}
+
+func (c *testCluster) client(endpoints ...string) *client.Client {
+	c.t.Helper()
+	if len(endpoints) == 0 {
+		endpoints = c.endpoints()
+	}
+	cl, err := client.New(client.Config{Endpoints: endpoints})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func (c *testCluster) conn(p *proc) *grpc.ClientConn {
+	c.t.Helper()
+	cc, err := grpc.NewClient(p.clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func (c *testCluster) status(p *proc) (*pb.StatusResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return pb.NewClusterClient(c.conn(p)).Status(ctx, &pb.StatusRequest{})
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitLeader waits until a running node is a ready leader (its address is
+// known to the others) and returns it.
+func (c *testCluster) waitLeader() *proc {
+	c.t.Helper()
+	var leader *proc
+	eventually(c.t, 15*time.Second, "a leader", func() bool {
+		for _, p := range c.nodes {
+			if !p.running() {
+				continue
+			}
+			st, err := c.status(p)
+			if err == nil && st.Role == "leader" && st.LeaderAddr == p.clientAddr {
+				leader = p
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+func (c *testCluster) followers() []*proc {
+	leader := c.waitLeader()
+	var out []*proc
+	for _, p := range c.nodes {
+		if p != leader && p.running() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (p *proc) running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
