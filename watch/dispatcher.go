@@ -35,6 +35,10 @@ type Dispatcher struct {
 	// Owned by the delivering goroutine.
 	doomed  []*Watcher // canceled during a delivery, removed after it
 	pending []*Watcher // progress requests not yet served
+	// held is the stream whose lock the delivering goroutine holds across
+	// consecutive sends to its watchers (one lock per stream per event, not
+	// per watcher); nil outside a send loop. See holdStream.
+	held *Stream
 }
 
 // NewDispatcher returns a dispatcher for r. Only the QueueSize,
@@ -157,6 +161,7 @@ func (d *Dispatcher) deliver(b *Batch) {
 				d.send(w, ev)
 			}
 		}
+		d.releaseStream() // a Take waits for at most one event's fan-out
 	}
 	r.mu.RUnlock()
 	d.reap()
@@ -164,7 +169,9 @@ func (d *Dispatcher) deliver(b *Batch) {
 }
 
 // send puts ev in w's channel, or cancels w when only the reserved slot is
-// left. r.mu is read-locked.
+// left; in stream mode, it appends ev to the stream's queue, or cancels w
+// when BufferSize events of w are already waiting there. r.mu is
+// read-locked.
 func (d *Dispatcher) send(w *Watcher, ev *Event) {
 	if w.canceled || ev.Revision <= w.start {
 		return
@@ -175,11 +182,12 @@ func (d *Dispatcher) send(w *Watcher, ev *Event) {
 		d.cancel(w, fmt.Sprintf("internal error: the event at revision %d lacks the previous value this watcher asked for; re-list and watch again", ev.Revision))
 		return
 	}
-	if w.free() <= reservedSlots {
+	if w.stream == nil && w.free() <= reservedSlots {
 		d.cancel(w, fmt.Sprintf("watcher too slow: buffer of %d events full", cap(w.ch)-reservedSlots))
 		return
 	}
 	out := *ev
+	out.WatchID = w.id
 	if w.prevKV {
 		if out.PrevValue == nil {
 			out.PrevValue = []byte{} // HasPrev with empty value: the key did not exist
@@ -187,11 +195,23 @@ func (d *Dispatcher) send(w *Watcher, ev *Event) {
 	} else {
 		out.HasPrev, out.PrevValue = false, nil
 	}
+	if w.stream != nil {
+		// The bound check and the append are one step under the stream's
+		// lock, so a concurrent Take sees all or nothing of it. On refusal
+		// CANCELED is appended after every event w was sent (a Take in
+		// between only makes the cancel conservative), and w.canceled
+		// stops anything more for w.
+		if ok, pending := d.holdStream(w.stream).pushLocked(w, &out, d.reg.bufferSize); !ok {
+			d.cancel(w, fmt.Sprintf("watcher too slow: %d events waiting, the most it may have is %d", pending, d.reg.bufferSize))
+		}
+		return
+	}
 	w.ch <- out // cannot block: at least two free slots and we are the only sender
 }
 
 // cancel sends CANCELED to w and schedules its removal. r.mu is held.
 func (d *Dispatcher) cancel(w *Watcher, reason string) {
+	d.releaseStream() // w.cancel takes the stream's lock itself
 	if w.cancel(d.delivered.Load(), reason) {
 		d.doomed = append(d.doomed, w)
 		d.log.Warn("watcher canceled", "watcher_id", w.id, "key", w.key, "prefix", w.prefix, "start", w.start, "reason", reason)
@@ -201,6 +221,7 @@ func (d *Dispatcher) cancel(w *Watcher, reason string) {
 // cancelBefore cancels every watcher whose start is below index, logging
 // one warning for all of them. r.mu is held.
 func (d *Dispatcher) cancelBefore(index uint64, reason string) {
+	d.releaseStream() // w.cancel takes the stream's lock itself
 	n := 0
 	rev := d.delivered.Load()
 	d.reg.forEachLocked(func(w *Watcher) {
@@ -257,11 +278,18 @@ func (d *Dispatcher) progress(w *Watcher) bool {
 	if w.removed || w.canceled {
 		return true
 	}
+	// Never ahead of what w was sent, never below its start.
+	ev := Event{Type: Progress, WatchID: w.id, Revision: max(d.delivered.Load(), w.start)}
+	if w.stream != nil {
+		// Only with at most BufferSize-2 events waiting, so that room for
+		// a data event is left after it (one stricter than channel mode).
+		ok, _ := d.holdStream(w.stream).pushLocked(w, &ev, d.reg.bufferSize+reservedSlots-progressMinFree)
+		return ok
+	}
 	if w.free() < progressMinFree {
 		return false
 	}
-	// Never ahead of what w was sent, never below its start.
-	w.ch <- Event{Type: Progress, Revision: max(d.delivered.Load(), w.start)}
+	w.ch <- ev
 	return true
 }
 
@@ -278,6 +306,7 @@ func (d *Dispatcher) serveProgress() {
 			kept = append(kept, w)
 		}
 	}
+	d.releaseStream()
 	clear(d.pending[len(kept):])
 	d.pending = kept
 	d.reg.mu.RUnlock()
@@ -287,9 +316,31 @@ func (d *Dispatcher) serveProgress() {
 func (d *Dispatcher) heartbeat() {
 	d.reg.mu.RLock()
 	d.reg.forEachLocked(func(w *Watcher) { d.progress(w) })
+	d.releaseStream()
 	d.reg.mu.RUnlock()
 	if len(d.pending) > 0 {
 		d.serveProgress()
+	}
+}
+
+// holdStream returns s with its lock held by the delivering goroutine,
+// releasing the lock of the stream held before, if another. Whoever calls
+// it releases with releaseStream before leaving its send loop, before
+// w.cancel, and before blocking on anything.
+func (d *Dispatcher) holdStream(s *Stream) *Stream {
+	if d.held != s {
+		d.releaseStream()
+		s.mu.Lock()
+		d.held = s
+	}
+	return s
+}
+
+// releaseStream unlocks the stream held by holdStream, if any.
+func (d *Dispatcher) releaseStream() {
+	if d.held != nil {
+		d.held.mu.Unlock()
+		d.held = nil
 	}
 }
 

@@ -7,7 +7,8 @@
 // matching event with revision > its start revision, in revision order, or
 // receives a CANCELED event saying why: events are never lost silently. A
 // PROGRESS R on a watcher means every matching event with revision <= R was
-// already put in its channel.
+// already put in its channel or its stream's queue. Nothing follows a
+// CANCELED.
 //
 // # Model
 //
@@ -15,10 +16,29 @@
 // applied index, and then hands the batch's events to Dispatcher.Publish,
 // which never blocks: it enqueues the Batch or, when the queue is full,
 // records that the batch was lost. One goroutine, Dispatcher.Run, takes
-// batches off the queue and puts each event into the channel of every
-// matching watcher. A watcher that lets its channel fill up, or that the
+// batches off the queue and delivers each event to every matching watcher.
+// A watcher that lets BufferSize events wait undelivered, or that the
 // dispatcher could not keep up for, is canceled with a reason; the client
 // re-lists and watches again from a fresh revision.
+//
+// # Delivery modes
+//
+// Channel mode (Registry.Register): each watcher owns a channel of
+// BufferSize+1 events, allocated up front; the last slot is reserved for
+// CANCELED, so a full watcher can always be told why it stops. This suits
+// one consumer goroutine per watcher.
+//
+// Stream mode (Registry.NewStream, Stream.Register): many watchers share
+// one Stream, whose queue holds the events of all of them in dispatch order,
+// each tagged with its Event.WatchID. The queue grows only while events are
+// waiting and is emptied by Stream.Take, so an idle watcher costs only its
+// own struct and map entries; the consumer (one goroutine per gRPC stream,
+// say) waits on Stream.Ready and takes everything at once. The bound is the
+// same: a watcher with BufferSize events not yet taken gets CANCELED in
+// place of the next one (the CANCELED needs no reserved room, the queue is
+// unbounded), and the others sharing the stream are not affected. Every
+// other rule (start revision, previous values, PROGRESS, heartbeats, lag
+// and snapshot cancels, Stop) is the same in both modes.
 //
 // The Registry holds the watchers: exact-key watchers by key, prefix watchers
 // by prefix. A prefix starts and ends with '/', so delivering an event looks
@@ -35,6 +55,6 @@
 // (RevisionSource.Fence) before it takes its start, so every event it
 // receives carries the previous value.
 //
-// Events are opaque: this package imports no protobuf types. Event slices are
-// shared between watchers and must be treated as read-only.
+// Events are opaque: this package imports no protobuf types. The byte slices
+// in events are shared between watchers and must be treated as read-only.
 package watch

@@ -13,8 +13,8 @@ const (
 	// Progress reports that every matching event up to its revision has been
 	// sent; it carries no key.
 	Progress
-	// Canceled is the last event a watcher receives before its channel is
-	// closed; Reason says why.
+	// Canceled is the last event a watcher receives (before its channel is
+	// closed, in channel mode); Reason says why.
 	Canceled
 )
 
@@ -34,18 +34,26 @@ func (t EventType) String() string {
 	}
 }
 
-// Event is one message on a watcher's channel. Its byte slices may be shared
-// with other watchers and with the state machine: do not modify them.
+// Event is one message for a watcher, on its channel (channel mode) or in
+// its Stream's queue (stream mode). Its byte slices may be shared with other
+// watchers and with the state machine: do not modify them.
+//
+// Field order keeps Event at 120 bytes (Type and HasPrev share a word), so a
+// channel of DefaultBufferSize+1 events fits a 32 KiB allocation.
 type Event struct {
-	Type  EventType
-	Key   []byte
-	Value []byte // PUT: the new value
+	Type EventType
+	// HasPrev is true iff the watcher asked for previous values (PUT and
+	// DELETE events only); PrevValue is meaningful only when it is set.
+	HasPrev bool
+	// WatchID is the ID of the watcher the event is for (Watcher.ID). The
+	// dispatcher sets it on every event it delivers, in both modes; what
+	// the FSM publishes in it is ignored.
+	WatchID uint64
+	Key     []byte
+	Value   []byte // PUT: the new value
 	// PrevValue is meaningful only when HasPrev is set. An empty PrevValue
 	// then means the key did not exist before this event.
 	PrevValue []byte
-	// HasPrev is true iff the watcher asked for previous values (PUT and
-	// DELETE events only).
-	HasPrev bool
 	// Revision is, for PUT and DELETE, the revision (log index) of the
 	// mutation; for PROGRESS, the revision up to which every matching event
 	// was sent; for CANCELED, the last revision the dispatcher delivered.

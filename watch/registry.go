@@ -14,8 +14,10 @@ const (
 	// DefaultBufferSize lets a client fall this many events behind (a burst
 	// of writes under one prefix) before it is canceled as too slow.
 	DefaultBufferSize = 256
-	// DefaultMaxWatchers bounds the memory watchers can pin: each holds a
-	// channel of BufferSize+1 events (about 30 KiB at the default size).
+	// DefaultMaxWatchers bounds the memory watchers can pin: a channel-mode
+	// watcher holds a channel of BufferSize+1 events (about 32 KiB at the
+	// default size); a stream-mode watcher holds only its own few hundred
+	// bytes, plus up to BufferSize+1 events while they wait in its Stream.
 	DefaultMaxWatchers = 100000
 	// DefaultQueueSize is how many batches the FSM may run ahead of the
 	// dispatcher before watchers are canceled for lag.
@@ -59,8 +61,9 @@ type RevisionSource interface {
 // Config sizes the registry and the dispatcher. Zero fields take the
 // defaults above, except ProgressInterval, where zero disables heartbeats.
 type Config struct {
-	// BufferSize is the number of events buffered per watcher, not
-	// counting the slot reserved for CANCELED.
+	// BufferSize is the number of events a watcher may have waiting for
+	// its consumer (in its channel, or in its Stream's queue), not counting
+	// the slot reserved for CANCELED.
 	BufferSize int
 	// MaxWatchers is the hard cap on registered watchers.
 	MaxWatchers int
@@ -143,32 +146,53 @@ func NewRegistry(cfg Config, src RevisionSource) *Registry {
 	}
 }
 
-// Watcher receives the events of one key (or of every key under a prefix)
-// on its channel. Create one with Registry.Register and Close it when done.
+// Watcher receives the events of one key (or of every key under a prefix):
+// on its own channel when created by Registry.Register (channel mode), or
+// in the queue of its Stream when created by Stream.Register (stream mode).
+// Close it when done.
 type Watcher struct {
-	id     uint64
-	key    string
+	id    uint64
+	key   string
+	start uint64
+	reg   *Registry
+	// Exactly one of ch (channel mode) and stream (stream mode) is set.
+	ch     chan Event
+	stream *Stream
+
+	// Stream mode: the events queued for this watcher and not yet taken
+	// are the pending ones counted while takeGen == stream.gen (a Take
+	// bumps gen, resetting every count at once). Guarded by stream.mu.
+	pending int
+	takeGen uint64
+	// sidx is the watcher's index in stream.ws; guarded by reg.mu.
+	sidx int
+
 	prefix bool
 	prevKV bool
-	start  uint64
-	ch     chan Event
-	reg    *Registry
-
-	removed bool // guarded by reg.mu: out of the maps, channel closed
-	// canceled is set once CANCELED is in the channel; only the delivering
-	// goroutine reads or writes it.
+	// removed is guarded by reg.mu: out of the maps, its channel closed or
+	// out of its stream.
+	removed bool
+	// canceled is set once CANCELED is in the channel or the stream's
+	// queue; only the delivering goroutine reads or writes it.
 	canceled bool
 	// progressPending is set while a RequestProgress waits to be served.
 	progressPending atomic.Bool
 }
 
-// Register adds a watcher for key, or, when prefix is set, for every key
-// that starts with key (which must then start and end with '/'). With prevKV
-// every PUT and DELETE it receives carries the previous value.
+// Register adds a channel-mode watcher for key, or, when prefix is set, for
+// every key that starts with key (which must then start and end with '/').
+// With prevKV every PUT and DELETE it receives carries the previous value.
 //
-// The watcher receives every matching event with revision > Start().
-// Errors wrap ErrInvalidKey, ErrInvalidPrefix, ErrLimitExceeded or ErrClosed.
+// The watcher receives every matching event with revision > Start() on the
+// channel Events returns. Errors wrap ErrInvalidKey, ErrInvalidPrefix,
+// ErrLimitExceeded or ErrClosed.
 func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
+	return r.register(key, prefix, prevKV, nil)
+}
+
+// register adds a watcher delivering to s or, when s is nil, to its own
+// channel.
+func (r *Registry) register(key []byte, prefix, prevKV bool, s *Stream) (*Watcher, error) {
 	if prefix {
 		if err := validatePrefix(key); err != nil {
 			return nil, err
@@ -178,6 +202,9 @@ func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
 	}
 	if r.closed.Load() {
 		return nil, errClosed()
+	}
+	if s != nil && s.closed.Load() {
+		return nil, errStreamClosed()
 	}
 	if n := r.reserved.Add(1); n > r.max {
 		r.reserved.Add(-1)
@@ -195,8 +222,11 @@ func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
 		key:    string(key),
 		prefix: prefix,
 		prevKV: prevKV,
-		ch:     make(chan Event, r.bufferSize+reservedSlots),
 		reg:    r,
+		stream: s,
+	}
+	if s == nil {
+		w.ch = make(chan Event, r.bufferSize+reservedSlots)
 	}
 
 	r.mu.Lock()
@@ -204,6 +234,11 @@ func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
 		r.mu.Unlock()
 		r.release(w)
 		return nil, errClosed()
+	}
+	if s != nil && s.closed.Load() { // Stream.Close sets it under r.mu
+		r.mu.Unlock()
+		r.release(w)
+		return nil, errStreamClosed()
 	}
 	// Under the write lock no batch is being delivered, and the FSM stores
 	// Applied before it publishes: batches <= start are either delivered or
@@ -214,6 +249,10 @@ func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
 	} else {
 		r.exact[w.key] = append(r.exact[w.key], w)
 	}
+	if s != nil {
+		w.sidx = len(s.ws)
+		s.ws = append(s.ws, w)
+	}
 	r.n++
 	r.mu.Unlock()
 	return w, nil
@@ -221,6 +260,10 @@ func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
 
 func errClosed() error {
 	return fmt.Errorf("%w: the node is shutting down and accepts no new watchers", ErrClosed)
+}
+
+func errStreamClosed() error {
+	return fmt.Errorf("%w: the watch stream is closed and accepts no new watchers", ErrClosed)
 }
 
 // Len returns the number of registered watchers.
@@ -242,12 +285,20 @@ func (r *Registry) release(w *Watcher) {
 	}
 }
 
-// removeLocked unregisters w and closes its channel; it does nothing for a
-// watcher already removed. r.mu must be held for writing.
+// removeLocked unregisters w and closes its channel or takes it out of its
+// stream; it does nothing for a watcher already removed. r.mu must be held
+// for writing.
 func (r *Registry) removeLocked(w *Watcher) {
 	if w.removed {
 		return
 	}
+	r.unmapLocked(w)
+	r.detachLocked(w)
+}
+
+// unmapLocked takes w out of the key or prefix map. r.mu must be held for
+// writing.
+func (r *Registry) unmapLocked(w *Watcher) {
 	m := r.exact
 	if w.prefix {
 		m = r.prefix
@@ -267,14 +318,30 @@ func (r *Registry) removeLocked(w *Watcher) {
 	} else {
 		m[w.key] = ws
 	}
+}
+
+// detachLocked marks w removed, closes its channel or takes it out of its
+// stream, and gives back its counters; w must already be out of the maps
+// (or the maps about to be cleared). r.mu must be held for writing.
+func (r *Registry) detachLocked(w *Watcher) {
 	w.removed = true
-	close(w.ch)
+	if s := w.stream; s != nil {
+		last := len(s.ws) - 1
+		moved := s.ws[last]
+		s.ws[w.sidx] = moved
+		moved.sidx = w.sidx
+		s.ws[last] = nil
+		s.ws = s.ws[:last]
+	} else {
+		close(w.ch)
+	}
 	r.n--
 	r.release(w)
 }
 
 // shutdown refuses further registrations, sends CANCELED with reason to
-// every watcher not canceled yet, and removes them all. Only the delivering
+// every watcher not canceled yet, and removes them all. Streams stay open,
+// so their consumers can take those CANCELED events. Only the delivering
 // goroutine, or Stop once Run has returned, may call it.
 func (r *Registry) shutdown(rev uint64, reason string) {
 	r.mu.Lock()
@@ -284,10 +351,7 @@ func (r *Registry) shutdown(rev uint64, reason string) {
 		for _, ws := range m {
 			for _, w := range ws {
 				w.cancel(rev, reason)
-				w.removed = true
-				close(w.ch)
-				r.n--
-				r.release(w)
+				r.detachLocked(w)
 			}
 		}
 		clear(m)
@@ -327,7 +391,8 @@ func (w *Watcher) ID() uint64 { return w.id }
 func (w *Watcher) Start() uint64 { return w.start }
 
 // Events returns the watcher's channel. It is closed after a CANCELED event
-// or after Close.
+// or after Close. A stream-mode watcher has no channel: Events returns nil
+// and its events are taken from its Stream.
 func (w *Watcher) Events() <-chan Event { return w.ch }
 
 // RequestProgress asks the dispatcher for a PROGRESS event soon. It never
@@ -347,7 +412,9 @@ func (w *Watcher) RequestProgress() {
 }
 
 // Close unregisters the watcher at once and closes its channel: no event is
-// put in it after Close returns. It is idempotent.
+// put in it after Close returns. In stream mode no event for it is queued
+// after Close returns; events queued before may still be taken from the
+// Stream. It is idempotent.
 func (w *Watcher) Close() {
 	r := w.reg
 	r.mu.Lock()
@@ -355,16 +422,22 @@ func (w *Watcher) Close() {
 	r.mu.Unlock()
 }
 
-// cancel puts CANCELED in the reserved slot, once. The caller is the only
-// goroutine sending to w.ch and holds the registry lock (read or write) with
-// w not removed.
+// cancel puts CANCELED in the reserved slot (channel mode) or appends it to
+// the stream's queue (stream mode), once; nothing is delivered to w after
+// it. The caller is the only goroutine delivering to w and holds the
+// registry lock (read or write) with w not removed.
 func (w *Watcher) cancel(rev uint64, reason string) bool {
 	if w.canceled {
 		return false
 	}
 	w.canceled = true
+	ev := Event{Type: Canceled, WatchID: w.id, Revision: rev, Reason: reason}
+	if w.stream != nil {
+		w.stream.push(w, &ev, -1)
+		return true
+	}
 	select {
-	case w.ch <- Event{Type: Canceled, Revision: rev, Reason: reason}:
+	case w.ch <- ev:
 	default: // unreachable: data and progress sends always leave the reserved slot free
 	}
 	return true
