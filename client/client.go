@@ -33,6 +33,10 @@ const maxMessageSize = 1<<20 + 4<<10 + 64<<10
 // retryBackoff is the pause before trying again when no leader is known.
 const retryBackoff = 50 * time.Millisecond
 
+// maxHintHops is how many leader hints are followed back to back before
+// pausing for retryBackoff.
+const maxHintHops = 3
+
 // Config configures a Client.
 type Config struct {
 	Endpoints   []string // host:port of one or more nodes
@@ -49,7 +53,8 @@ type Client struct {
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
-	leader string // last known leader client address
+	muxes  map[*grpc.ClientConn]*watchMux // one shared watch stream per connection
+	leader string                         // last known leader client address
 }
 
 // New returns a client; connections are made on first use.
@@ -63,11 +68,18 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RetryTimeout == 0 {
 		cfg.RetryTimeout = 10 * time.Second
 	}
-	return &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}}, nil
+	return &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, muxes: map[*grpc.ClientConn]*watchMux{}}, nil
 }
 
 // Close closes every connection.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	muxes := c.muxes
+	c.muxes = map[*grpc.ClientConn]*watchMux{}
+	c.mu.Unlock()
+	for _, m := range muxes {
+		m.fail(status.Error(codes.Canceled, "client closed"))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
@@ -160,7 +172,7 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 	ctx, cancel := c.retryContext(ctx)
 	defer cancel()
 	addr := c.leaderGuess()
-	next := 0
+	next, hops := 0, 0
 	if addr == "" {
 		addr, next = c.cfg.Endpoints[0], 1
 	}
@@ -178,6 +190,15 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 			return err
 		}
 		if hint, ok := NotLeaderHint(err); ok && hint.LeaderAddr != "" && hint.LeaderAddr != addr {
+			// Nodes with stale views can point at each other during an
+			// election; pause after a few hops instead of spinning.
+			if hops++; hops%maxHintHops == 0 {
+				select {
+				case <-time.After(retryBackoff):
+				case <-ctx.Done():
+					return err
+				}
+			}
 			addr = hint.LeaderAddr
 			continue
 		}

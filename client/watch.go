@@ -2,51 +2,218 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
-// Watcher is one watch stream.
+// Watcher is one watch. Watches opened by one Client on one endpoint share
+// a single gRPC stream (as etcd's client does), so thousands of watches
+// cost the server one stream, not thousands.
 type Watcher struct {
-	stream  pb.Watch_WatchClient
-	cancel  context.CancelFunc
+	mux     *watchMux
+	ctx     context.Context
+	stop    func() bool // unregisters the context callback
 	created *pb.WatchResponse
+
+	mu     sync.Mutex
+	queue  []*pb.WatchResponse // unbounded: a slow reader never stalls the stream's other watches
+	err    error               // set once the watch has ended
+	notify chan struct{}       // capacity 1: poked when queue or err changes
 }
 
 // Watch opens a watch on key (or, WithPrefix, on a prefix) at the first
-// endpoint that answers. It returns once the server has confirmed the watch;
-// Created() is the revision the stream starts after.
+// endpoint that answers, and returns once the server has confirmed it;
+// Created() is the revision it starts after. The watch ends when ctx ends,
+// on Close, or when the server cancels it.
 func (c *Client) Watch(ctx context.Context, key []byte, opts ...OpOption) (*Watcher, error) {
 	o := buildOps(opts)
+	create := &pb.WatchCreate{Key: key, Prefix: o.prefix, PrevKv: o.prevKV}
 	var w *Watcher
-	err := c.onAny(ctx, func(_ context.Context, cc *grpc.ClientConn) error {
-		sctx, cancel := context.WithCancel(ctx)
-		stream, err := pb.NewWatchClient(cc).Watch(sctx)
+	err := c.onAny(ctx, func(cctx context.Context, cc *grpc.ClientConn) error {
+		m, err := c.watchMux(cc)
 		if err != nil {
-			cancel()
 			return err
 		}
-		create := &pb.WatchCreate{Key: key, Prefix: o.prefix, PrevKv: o.prevKV}
-		if err := stream.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: create}}); err != nil {
-			cancel()
-			return err
-		}
-		first, err := stream.Recv()
-		if err != nil {
-			cancel()
-			return err
-		}
-		if first.Type != pb.EventType_CREATED {
-			cancel()
-			return fmt.Errorf("client: watch stream began with %s instead of CREATED", first.Type)
-		}
-		w = &Watcher{stream: stream, cancel: cancel, created: first}
-		return nil
+		w, err = m.create(cctx, ctx, create)
+		return err
 	})
-	return w, err
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// watchMux is one shared watch stream to one endpoint.
+type watchMux struct {
+	client *Client
+	cc     *grpc.ClientConn
+	stream pb.Watch_WatchClient
+	cancel context.CancelFunc
+	sendMu sync.Mutex // grpc streams allow one sender at a time
+
+	mu       sync.Mutex
+	nextReq  uint64
+	pending  map[uint64]chan *pb.WatchResponse // request_id -> CREATED or refusal
+	watchers map[uint64]*Watcher
+	creating map[uint64]*Watcher // request_id -> watcher awaiting CREATED
+	err      error               // the stream has ended
+}
+
+func (c *Client) watchMux(cc *grpc.ClientConn) (*watchMux, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.muxes[cc]; ok {
+		return m, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := pb.NewWatchClient(cc).Watch(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	m := &watchMux{client: c, cc: cc, stream: stream, cancel: cancel,
+		pending: map[uint64]chan *pb.WatchResponse{}, watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
+	c.muxes[cc] = m
+	go m.read()
+	return m, nil
+}
+
+func (m *watchMux) send(req *pb.WatchRequest) error {
+	m.sendMu.Lock()
+	defer m.sendMu.Unlock()
+	return m.stream.Send(req)
+}
+
+func (m *watchMux) create(ctx, watchCtx context.Context, create *pb.WatchCreate) (*Watcher, error) {
+	reply := make(chan *pb.WatchResponse, 1)
+	w := &Watcher{mux: m, ctx: watchCtx, notify: make(chan struct{}, 1)}
+	m.mu.Lock()
+	if m.err != nil {
+		err := m.err
+		m.mu.Unlock()
+		return nil, err
+	}
+	m.nextReq++
+	id := m.nextReq
+	m.pending[id], m.creating[id] = reply, w
+	m.mu.Unlock()
+	c := &pb.WatchCreate{Key: create.Key, Prefix: create.Prefix, PrevKv: create.PrevKv, RequestId: id}
+	if err := m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: c}}); err != nil {
+		m.fail(err)
+	}
+	select {
+	case r := <-reply:
+		if r == nil {
+			m.mu.Lock()
+			err := m.err
+			m.mu.Unlock()
+			return nil, err
+		}
+		if r.Type != pb.EventType_CREATED {
+			return nil, status.Error(codes.Code(r.Code), r.Reason)
+		}
+		w.created = r
+		w.stop = context.AfterFunc(watchCtx, w.Close)
+		return w, nil
+	case <-ctx.Done():
+		m.mu.Lock()
+		delete(m.pending, id)
+		delete(m.creating, id)
+		m.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// read routes the stream's messages to their watches until it ends.
+func (m *watchMux) read() {
+	for {
+		r, err := m.stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = status.Error(codes.Unavailable, "the server ended the watch stream")
+			}
+			m.fail(err)
+			return
+		}
+		m.mu.Lock()
+		if r.Type == pb.EventType_CREATED || (r.Type == pb.EventType_CANCELED && r.WatchId == 0) {
+			if r.Type == pb.EventType_CREATED {
+				if w := m.creating[r.RequestId]; w != nil {
+					m.watchers[r.WatchId] = w // before its events can arrive
+				} else {
+					// The creator gave up; end the orphan on the server.
+					go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
+				}
+			}
+			if ch := m.pending[r.RequestId]; ch != nil {
+				ch <- r
+			}
+			delete(m.pending, r.RequestId)
+			delete(m.creating, r.RequestId)
+			m.mu.Unlock()
+			continue
+		}
+		w := m.watchers[r.WatchId]
+		if r.Type == pb.EventType_CANCELED {
+			delete(m.watchers, r.WatchId)
+		}
+		m.mu.Unlock()
+		if w != nil {
+			w.push(r, nil)
+		}
+	}
+}
+
+// fail ends the stream and every watch on it with err.
+func (m *watchMux) fail(err error) {
+	m.mu.Lock()
+	if m.err != nil {
+		m.mu.Unlock()
+		return
+	}
+	m.err = err
+	watchers, pending := m.watchers, m.pending
+	m.watchers, m.pending, m.creating = map[uint64]*Watcher{}, map[uint64]chan *pb.WatchResponse{}, map[uint64]*Watcher{}
+	m.mu.Unlock()
+	m.cancel()
+	m.client.mu.Lock()
+	if m.client.muxes[m.cc] == m {
+		delete(m.client.muxes, m.cc)
+	}
+	m.client.mu.Unlock()
+	for _, ch := range pending {
+		ch <- nil
+	}
+	for _, w := range watchers {
+		w.push(nil, err)
+	}
+}
+
+func (w *Watcher) push(r *pb.WatchResponse, err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		if r != nil {
+			w.queue = append(w.queue, r)
+			if r.Type == pb.EventType_CANCELED {
+				w.err = io.EOF
+			}
+		} else {
+			w.err = err
+		}
+	}
+	w.mu.Unlock()
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
 }
 
 // Created returns the revision the watch starts after.
@@ -55,14 +222,55 @@ func (w *Watcher) Created() uint64 { return w.created.Revision }
 // CreatedEvent returns the server's CREATED message.
 func (w *Watcher) CreatedEvent() *pb.WatchResponse { return w.created }
 
-// Recv returns the next event. After a CANCELED event the next Recv
-// returns io.EOF.
-func (w *Watcher) Recv() (*pb.WatchResponse, error) { return w.stream.Recv() }
+// ID returns the server's id for this watch.
+func (w *Watcher) ID() uint64 { return w.created.WatchId }
 
-// RequestProgress asks the server for a PROGRESS event.
-func (w *Watcher) RequestProgress() error {
-	return w.stream.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Progress{Progress: &pb.WatchProgressRequest{}}})
+// Recv returns the next event: PUT, DELETE, PROGRESS, or a final CANCELED.
+// After the CANCELED, and after Close, it returns io.EOF; if the stream
+// broke, the stream's error.
+func (w *Watcher) Recv() (*pb.WatchResponse, error) {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			r := w.queue[0]
+			w.queue[0] = nil
+			w.queue = w.queue[1:]
+			w.mu.Unlock()
+			return r, nil
+		}
+		err := w.err
+		w.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-w.notify:
+		case <-w.ctx.Done():
+			w.Close()
+		}
+	}
 }
 
-// Close ends the stream; the server unregisters the watcher at once.
-func (w *Watcher) Close() { w.cancel() }
+// RequestProgress asks the server for a PROGRESS event on this watch.
+func (w *Watcher) RequestProgress() error {
+	return w.mux.send(&pb.WatchRequest{Request: &pb.WatchRequest_Progress{Progress: &pb.WatchProgressRequest{WatchId: w.ID()}}})
+}
+
+// Close ends the watch; the server unregisters it at once.
+func (w *Watcher) Close() {
+	if w.stop != nil {
+		w.stop()
+	}
+	m := w.mux
+	m.mu.Lock()
+	_, live := m.watchers[w.ID()]
+	delete(m.watchers, w.ID())
+	alive := m.err == nil
+	m.mu.Unlock()
+	if live && alive {
+		m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: w.ID()}}})
+	}
+	w.push(nil, io.EOF)
+}
+
+func (w *Watcher) String() string { return fmt.Sprintf("watch %d", w.ID()) }

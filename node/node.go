@@ -43,7 +43,10 @@ type Node struct {
 	// an entry of its own; linearizable reads need it to equal the term.
 	readyTerm atomic.Uint64
 
-	stop      chan struct{}
+	stop chan struct{}
+	// raftDone is closed once raft has shut down: a raft future not
+	// answered by then never will be (see await).
+	raftDone  chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -63,7 +66,8 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch),
+		stop: make(chan struct{}), raftDone: make(chan struct{})}
 
 	// The registry asks the state machine where a new watcher starts; the
 	// state machine publishes to the dispatcher. fsmRef closes that loop.
@@ -82,7 +86,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 
-	n.batcher = newBatcher(n.raft)
+	n.batcher = newBatcher(n.raft, n.await)
 	n.wg.Add(5)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
@@ -147,6 +151,11 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
+	if err := n.restoreNewerSnapshot(snaps); err != nil {
+		store.Close()
+		trans.Close()
+		return err
+	}
 	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
 	if err != nil {
 		store.Close()
@@ -162,6 +171,9 @@ func (n *Node) startRaft() error {
 		}
 		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
 		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			r.Shutdown().Error()
+			store.Close()
+			trans.Close()
 			return fmt.Errorf("bootstrap cluster: %w", err)
 		}
 		n.log.Info("bootstrapped new cluster", "members", len(servers))
@@ -169,6 +181,50 @@ func (n *Node) startRaft() error {
 		n.log.Info("resuming from existing raft state", "last_index", r.LastIndex())
 	}
 	return nil
+}
+
+// restoreNewerSnapshot brings the state machine up to the newest stored
+// snapshot when it is behind it. Raft is told not to restore on start (the
+// bbolt state is persistent), and assumes everything up to its newest
+// snapshot is applied; that is false if the node crashed while installing
+// a snapshot from the leader (raft stores it before the FSM restores it),
+// so without this the node would apply later entries over older state.
+func (n *Node) restoreNewerSnapshot(snaps raft.SnapshotStore) error {
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(metas) == 0 || metas[0].Index <= n.fsm.Applied() {
+		return nil
+	}
+	n.log.Warn("state machine is behind the newest snapshot; restoring it",
+		"applied_index", n.fsm.Applied(), "snapshot_index", metas[0].Index)
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", metas[0].ID, err)
+	}
+	if err := n.fsm.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot %s: %w", metas[0].ID, err)
+	}
+	return nil
+}
+
+// await waits for a raft future, unless raft shuts down first: futures
+// still queued inside raft at shutdown are never answered.
+func (n *Node) await(f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-n.raftDone:
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }
 
 // monitorLeadership makes a new leader ready for linearizable reads: it
@@ -198,7 +254,7 @@ func (n *Node) announceLeader(term uint64) {
 	chunk := &pb.Chunk{Ops: []*pb.Op{{Kind: pb.Op_SET_MEMBER, Key: []byte(n.cfg.ID), Value: []byte(n.cfg.ClientAddr)}}}
 	data := mustMarshal(chunk)
 	for n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
-		err := n.raft.Apply(data, applyEnqueueTimeout).Error()
+		err := n.await(n.raft.Apply(data, applyEnqueueTimeout))
 		if err == nil {
 			if n.raft.CurrentTerm() == term {
 				n.readyTerm.Store(term)
@@ -323,6 +379,8 @@ func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
 			Prev: r.res.Prev, ModRevision: r.res.ModRevision}, nil
 	case <-ctx.Done():
 		return WriteResult{}, errors.Join(ErrOutcomeUnknown, ctx.Err())
+	case <-n.stop:
+		return WriteResult{}, errors.Join(ErrOutcomeUnknown, ErrShuttingDown)
 	}
 }
 
@@ -385,14 +443,40 @@ type WatchOptions struct {
 // watch starts after; Events() delivers every later matching event, or a
 // CANCELED event. Close it when done.
 func (n *Node) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
-	if !opt.Prefix {
-		if err := n.checkKey(key); err != nil {
-			return nil, err
-		}
-	} else if len(key) > n.cfg.MaxKeySize {
-		return nil, invalid("prefix of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
+	if err := n.checkWatchKey(key, opt); err != nil {
+		return nil, err
 	}
 	return n.registry.Register(key, opt.Prefix, opt.PrevKV)
+}
+
+// WatchStream multiplexes many watchers for one consumer (a gRPC stream):
+// their events share one queue that grows only while events wait.
+type WatchStream struct {
+	*watch.Stream
+	n *Node
+}
+
+// NewWatchStream returns an empty stream; Close it when the consumer goes.
+func (n *Node) NewWatchStream() *WatchStream {
+	return &WatchStream{Stream: n.registry.NewStream(), n: n}
+}
+
+// Watch registers a watcher on the stream, like Node.Watch.
+func (s *WatchStream) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
+	if err := s.n.checkWatchKey(key, opt); err != nil {
+		return nil, err
+	}
+	return s.Stream.Register(key, opt.Prefix, opt.PrevKV)
+}
+
+func (n *Node) checkWatchKey(key []byte, opt WatchOptions) error {
+	if !opt.Prefix {
+		return n.checkKey(key)
+	}
+	if len(key) > n.cfg.MaxKeySize {
+		return invalid("prefix of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
+	}
+	return nil
 }
 
 // Status describes this node's view of the cluster.
@@ -559,6 +643,7 @@ func (n *Node) Close() error {
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("raft shutdown: %w", e)
 		}
+		close(n.raftDone)
 		n.wg.Wait()
 		err = errors.Join(err, n.transport.Close(), n.logStore.Close(), n.fsm.Close())
 		n.log.Info("node stopped")

@@ -179,7 +179,7 @@ func (x Op_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op_Kind.Descriptor instead.
 func (Op_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26, 0}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27, 0}
 }
 
 type KeyValue struct {
@@ -853,12 +853,20 @@ func (x *ListResponse) GetMore() bool {
 	return false
 }
 
+// A watch stream multiplexes any number of watches. The client sends a
+// create for each; the server answers each with CREATED (or, if the create is
+// refused, CANCELED with watch_id 0 and code set), echoing request_id, then
+// tags every event with the watch's watch_id. A CANCELED ends that watch.
+// The server ends the stream when it cancels the last watch on it (e.g.
+// "shutdown"); the client ends it by closing it.
 type WatchCreate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// An exact key, or a prefix that starts and ends with '/' when prefix is set.
-	Key           []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Prefix        bool   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	PrevKv        bool   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	Key    []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Prefix bool   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	PrevKv bool   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// Chosen by the client; echoed in the CREATED (or refusing CANCELED).
+	RequestId     uint64 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -914,12 +922,20 @@ func (x *WatchCreate) GetPrevKv() bool {
 	return false
 }
 
+func (x *WatchCreate) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Request:
 	//
 	//	*WatchRequest_Create
 	//	*WatchRequest_Progress
+	//	*WatchRequest_Cancel
 	Request       isWatchRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -980,26 +996,43 @@ func (x *WatchRequest) GetProgress() *WatchProgressRequest {
 	return nil
 }
 
+func (x *WatchRequest) GetCancel() *WatchCancelRequest {
+	if x != nil {
+		if x, ok := x.Request.(*WatchRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
 type isWatchRequest_Request interface {
 	isWatchRequest_Request()
 }
 
 type WatchRequest_Create struct {
-	// First message of the stream: what to watch.
 	Create *WatchCreate `protobuf:"bytes,1,opt,name=create,proto3,oneof"`
 }
 
 type WatchRequest_Progress struct {
-	// Any later message: ask for a Progress event now.
+	// Ask for a PROGRESS event now.
 	Progress *WatchProgressRequest `protobuf:"bytes,2,opt,name=progress,proto3,oneof"`
+}
+
+type WatchRequest_Cancel struct {
+	// End one watch; the server answers CANCELED for it.
+	Cancel *WatchCancelRequest `protobuf:"bytes,3,opt,name=cancel,proto3,oneof"`
 }
 
 func (*WatchRequest_Create) isWatchRequest_Request() {}
 
 func (*WatchRequest_Progress) isWatchRequest_Request() {}
 
+func (*WatchRequest_Cancel) isWatchRequest_Request() {}
+
 type WatchProgressRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The watch to report on; 0 means every watch on the stream.
+	WatchId       uint64 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1067,57 @@ func (*WatchProgressRequest) Descriptor() ([]byte, []int) {
 	return file_proto_raftwatch_proto_rawDescGZIP(), []int{12}
 }
 
+func (x *WatchProgressRequest) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+type WatchCancelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCancelRequest) Reset() {
+	*x = WatchCancelRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCancelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCancelRequest) ProtoMessage() {}
+
+func (x *WatchCancelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCancelRequest.ProtoReflect.Descriptor instead.
+func (*WatchCancelRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchCancelRequest) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=raftwatch.v1.EventType" json:"type,omitempty"`
@@ -1048,15 +1132,19 @@ type WatchResponse struct {
 	// PUT: the key's version after the put.
 	Version uint64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	// CANCELED: why the server ended the stream.
-	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
-	WatchId       uint64 `protobuf:"varint,8,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	Reason  string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	WatchId uint64 `protobuf:"varint,8,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	// CREATED, and CANCELED refusing a create: the create's request_id.
+	RequestId uint64 `protobuf:"varint,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// CANCELED refusing a create: the gRPC code (e.g. 3 = INVALID_ARGUMENT).
+	Code          int32 `protobuf:"varint,10,opt,name=code,proto3" json:"code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	mi := &file_proto_raftwatch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1156,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	mi := &file_proto_raftwatch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1169,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{13}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchResponse) GetType() EventType {
@@ -1140,6 +1228,20 @@ func (x *WatchResponse) GetWatchId() uint64 {
 	return 0
 }
 
+func (x *WatchResponse) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1148,7 +1250,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[14]
+	mi := &file_proto_raftwatch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1262,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[14]
+	mi := &file_proto_raftwatch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1275,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{14}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{15}
 }
 
 type StatusResponse struct {
@@ -1198,7 +1300,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	mi := &file_proto_raftwatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1312,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	mi := &file_proto_raftwatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1325,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{15}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -1316,7 +1418,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	mi := &file_proto_raftwatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1430,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	mi := &file_proto_raftwatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1443,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{16}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Member) GetId() string {
@@ -1387,7 +1489,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	mi := &file_proto_raftwatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1501,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	mi := &file_proto_raftwatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1514,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{17}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{18}
 }
 
 type MembersResponse struct {
@@ -1424,7 +1526,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	mi := &file_proto_raftwatch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1538,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	mi := &file_proto_raftwatch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1551,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{18}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1470,7 +1572,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	mi := &file_proto_raftwatch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1584,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	mi := &file_proto_raftwatch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1597,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{19}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -1528,7 +1630,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	mi := &file_proto_raftwatch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1642,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	mi := &file_proto_raftwatch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1655,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{20}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddVoterResponse) GetIndex() uint64 {
@@ -1572,7 +1674,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	mi := &file_proto_raftwatch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1686,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	mi := &file_proto_raftwatch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1699,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{21}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -1616,7 +1718,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	mi := &file_proto_raftwatch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1730,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	mi := &file_proto_raftwatch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1743,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{22}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveServerResponse) GetIndex() uint64 {
@@ -1660,7 +1762,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	mi := &file_proto_raftwatch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1774,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	mi := &file_proto_raftwatch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1787,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{23}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LogRequest) GetFromIndex() uint64 {
@@ -1711,7 +1813,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1825,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1838,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{24}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogEntry) GetIndex() uint64 {
@@ -1786,7 +1888,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1900,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1913,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -1843,7 +1945,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1957,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +1970,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Op) GetKind() Op_Kind {
@@ -1917,7 +2019,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2031,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2044,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Chunk) GetOps() []*Op {
@@ -2002,16 +2104,22 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\fListResponse\x12(\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x16.raftwatch.v1.KeyValueR\x03kvs\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"P\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"o\n" +
 	"\vWatchCreate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12\x17\n" +
-	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\"\x90\x01\n" +
+	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\x04R\trequestId\"\xcc\x01\n" +
 	"\fWatchRequest\x123\n" +
 	"\x06create\x18\x01 \x01(\v2\x19.raftwatch.v1.WatchCreateH\x00R\x06create\x12@\n" +
-	"\bprogress\x18\x02 \x01(\v2\".raftwatch.v1.WatchProgressRequestH\x00R\bprogressB\t\n" +
-	"\arequest\"\x16\n" +
-	"\x14WatchProgressRequest\"\x80\x02\n" +
+	"\bprogress\x18\x02 \x01(\v2\".raftwatch.v1.WatchProgressRequestH\x00R\bprogress\x12:\n" +
+	"\x06cancel\x18\x03 \x01(\v2 .raftwatch.v1.WatchCancelRequestH\x00R\x06cancelB\t\n" +
+	"\arequest\"1\n" +
+	"\x14WatchProgressRequest\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"/\n" +
+	"\x12WatchCancelRequest\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\xb3\x02\n" +
 	"\rWatchResponse\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.raftwatch.v1.EventTypeR\x04type\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -2021,7 +2129,11 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\brevision\x18\x05 \x01(\x04R\brevision\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x19\n" +
-	"\bwatch_id\x18\b \x01(\x04R\awatchIdB\r\n" +
+	"\bwatch_id\x18\b \x01(\x04R\awatchId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\t \x01(\x04R\trequestId\x12\x12\n" +
+	"\x04code\x18\n" +
+	" \x01(\x05R\x04codeB\r\n" +
 	"\v_prev_value\"\x0f\n" +
 	"\rStatusRequest\"\xce\x02\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
@@ -2127,7 +2239,7 @@ func file_proto_raftwatch_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_raftwatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_proto_raftwatch_proto_goTypes = []any{
 	(Consistency)(0),             // 0: raftwatch.v1.Consistency
 	(EventType)(0),               // 1: raftwatch.v1.EventType
@@ -2145,21 +2257,22 @@ var file_proto_raftwatch_proto_goTypes = []any{
 	(*WatchCreate)(nil),          // 13: raftwatch.v1.WatchCreate
 	(*WatchRequest)(nil),         // 14: raftwatch.v1.WatchRequest
 	(*WatchProgressRequest)(nil), // 15: raftwatch.v1.WatchProgressRequest
-	(*WatchResponse)(nil),        // 16: raftwatch.v1.WatchResponse
-	(*StatusRequest)(nil),        // 17: raftwatch.v1.StatusRequest
-	(*StatusResponse)(nil),       // 18: raftwatch.v1.StatusResponse
-	(*Member)(nil),               // 19: raftwatch.v1.Member
-	(*MembersRequest)(nil),       // 20: raftwatch.v1.MembersRequest
-	(*MembersResponse)(nil),      // 21: raftwatch.v1.MembersResponse
-	(*AddVoterRequest)(nil),      // 22: raftwatch.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),     // 23: raftwatch.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),  // 24: raftwatch.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil), // 25: raftwatch.v1.RemoveServerResponse
-	(*LogRequest)(nil),           // 26: raftwatch.v1.LogRequest
-	(*LogEntry)(nil),             // 27: raftwatch.v1.LogEntry
-	(*NotLeader)(nil),            // 28: raftwatch.v1.NotLeader
-	(*Op)(nil),                   // 29: raftwatch.v1.Op
-	(*Chunk)(nil),                // 30: raftwatch.v1.Chunk
+	(*WatchCancelRequest)(nil),   // 16: raftwatch.v1.WatchCancelRequest
+	(*WatchResponse)(nil),        // 17: raftwatch.v1.WatchResponse
+	(*StatusRequest)(nil),        // 18: raftwatch.v1.StatusRequest
+	(*StatusResponse)(nil),       // 19: raftwatch.v1.StatusResponse
+	(*Member)(nil),               // 20: raftwatch.v1.Member
+	(*MembersRequest)(nil),       // 21: raftwatch.v1.MembersRequest
+	(*MembersResponse)(nil),      // 22: raftwatch.v1.MembersResponse
+	(*AddVoterRequest)(nil),      // 23: raftwatch.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),     // 24: raftwatch.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),  // 25: raftwatch.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil), // 26: raftwatch.v1.RemoveServerResponse
+	(*LogRequest)(nil),           // 27: raftwatch.v1.LogRequest
+	(*LogEntry)(nil),             // 28: raftwatch.v1.LogEntry
+	(*NotLeader)(nil),            // 29: raftwatch.v1.NotLeader
+	(*Op)(nil),                   // 30: raftwatch.v1.Op
+	(*Chunk)(nil),                // 31: raftwatch.v1.Chunk
 }
 var file_proto_raftwatch_proto_depIdxs = []int32{
 	4,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
@@ -2172,37 +2285,38 @@ var file_proto_raftwatch_proto_depIdxs = []int32{
 	3,  // 7: raftwatch.v1.ListResponse.kvs:type_name -> raftwatch.v1.KeyValue
 	13, // 8: raftwatch.v1.WatchRequest.create:type_name -> raftwatch.v1.WatchCreate
 	15, // 9: raftwatch.v1.WatchRequest.progress:type_name -> raftwatch.v1.WatchProgressRequest
-	1,  // 10: raftwatch.v1.WatchResponse.type:type_name -> raftwatch.v1.EventType
-	19, // 11: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
-	30, // 12: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
-	2,  // 13: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
-	4,  // 14: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
-	29, // 15: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
-	5,  // 16: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
-	7,  // 17: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
-	9,  // 18: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
-	11, // 19: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
-	14, // 20: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
-	17, // 21: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
-	20, // 22: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
-	22, // 23: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
-	24, // 24: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
-	26, // 25: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
-	6,  // 26: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
-	8,  // 27: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
-	10, // 28: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
-	12, // 29: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
-	16, // 30: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchResponse
-	18, // 31: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
-	21, // 32: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
-	23, // 33: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
-	25, // 34: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
-	27, // 35: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	16, // 10: raftwatch.v1.WatchRequest.cancel:type_name -> raftwatch.v1.WatchCancelRequest
+	1,  // 11: raftwatch.v1.WatchResponse.type:type_name -> raftwatch.v1.EventType
+	20, // 12: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
+	31, // 13: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
+	2,  // 14: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
+	4,  // 15: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
+	30, // 16: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
+	5,  // 17: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
+	7,  // 18: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
+	9,  // 19: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
+	11, // 20: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
+	14, // 21: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
+	18, // 22: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
+	21, // 23: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
+	23, // 24: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
+	25, // 25: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
+	27, // 26: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
+	6,  // 27: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
+	8,  // 28: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
+	10, // 29: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
+	12, // 30: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
+	17, // 31: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchResponse
+	19, // 32: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
+	22, // 33: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
+	24, // 34: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
+	26, // 35: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
+	28, // 36: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_proto_raftwatch_proto_init() }
@@ -2217,15 +2331,16 @@ func file_proto_raftwatch_proto_init() {
 	file_proto_raftwatch_proto_msgTypes[11].OneofWrappers = []any{
 		(*WatchRequest_Create)(nil),
 		(*WatchRequest_Progress)(nil),
+		(*WatchRequest_Cancel)(nil),
 	}
-	file_proto_raftwatch_proto_msgTypes[13].OneofWrappers = []any{}
+	file_proto_raftwatch_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raftwatch_proto_rawDesc), len(file_proto_raftwatch_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -11,7 +11,6 @@ import (
 
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
-	"github.com/raftwatch/raftwatch/watch"
 )
 
 // MaxMessageSize admits a maximum-size value plus its key and framing.
@@ -145,85 +144,6 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 		out.Kvs[i] = toKV(&r.KVs[i])
 	}
 	return out, nil
-}
-
-// Watch implements Watch.Watch: one watcher per stream.
-func (s *Server) Watch(stream pb.Watch_WatchServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	create := first.GetCreate()
-	if create == nil {
-		return status.Error(codes.InvalidArgument, "the first message of a watch stream must be a create request")
-	}
-	w, err := s.node.Watch(create.Key, node.WatchOptions{Prefix: create.Prefix, PrevKV: create.PrevKv})
-	if err != nil {
-		return toStatus(err)
-	}
-	defer w.Close()
-	if err := stream.Send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: create.Key, Revision: w.Start(), WatchId: w.ID()}); err != nil {
-		return err
-	}
-
-	// Later client messages ask for progress; reading them also notices
-	// the client going away.
-	recvDone := make(chan error, 1)
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recvDone <- err
-				return
-			}
-			if msg.GetProgress() != nil {
-				w.RequestProgress()
-			}
-		}
-	}()
-
-	ctx := stream.Context()
-	for {
-		select {
-		case ev, ok := <-w.Events():
-			if !ok {
-				return nil
-			}
-			if err := stream.Send(toWatchResponse(ev, w.ID())); err != nil {
-				return err
-			}
-			if ev.Type == watch.Canceled {
-				return nil
-			}
-		case <-ctx.Done():
-			return nil
-		case err := <-recvDone:
-			_ = err // the client closed its side or went away: unregister now
-			return nil
-		}
-	}
-}
-
-func toWatchResponse(ev watch.Event, id uint64) *pb.WatchResponse {
-	r := &pb.WatchResponse{Key: ev.Key, Value: ev.Value, Revision: ev.Revision, Version: ev.Version, Reason: ev.Reason, WatchId: id}
-	switch ev.Type {
-	case watch.Put:
-		r.Type = pb.EventType_PUT
-	case watch.Delete:
-		r.Type = pb.EventType_DELETE
-	case watch.Progress:
-		r.Type = pb.EventType_PROGRESS
-	case watch.Canceled:
-		r.Type = pb.EventType_CANCELED
-	}
-	if ev.HasPrev {
-		prev := ev.PrevValue
-		if prev == nil {
-			prev = []byte{}
-		}
-		r.PrevValue = prev
-	}
-	return r
 }
 
 // Status implements Cluster.Status.

@@ -319,15 +319,6 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"watch empty key", func(ctx context.Context) error {
 			return watchErr(ctx, c, leader, &pb.WatchCreate{})
 		}, codes.InvalidArgument, "empty"},
-		{"watch stream starting with a progress request", func(ctx context.Context) error {
-			s, err := pb.NewWatchClient(c.conn(leader)).Watch(ctx)
-			if err != nil {
-				return err
-			}
-			s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Progress{Progress: &pb.WatchProgressRequest{}}})
-			_, err = s.Recv()
-			return err
-		}, codes.InvalidArgument, "must be a create request"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,10 +346,13 @@ func watchErr(ctx context.Context, c *testCluster, p *proc, create *pb.WatchCrea
 		return err
 	}
 	ev, err := s.Recv()
-	if err == nil {
-		return fmt.Errorf("watch created: %v", ev)
+	switch {
+	case err != nil:
+		return err
+	case ev.Type == pb.EventType_CANCELED && ev.WatchId == 0 && ev.RequestId == create.RequestId:
+		return status.Error(codes.Code(ev.Code), ev.Reason) // refused in-band; the stream stays usable
 	}
-	return err
+	return fmt.Errorf("watch created: %v", ev)
 }
 
 func TestAcknowledgedWritesSurviveKillOfAllNodes(t *testing.T) {
@@ -481,5 +475,87 @@ func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
 	b, _ := os.ReadFile(f.logPath)
 	if !strings.Contains(string(b), "state machine replaced by snapshot") {
 		t.Fatal("follower caught up without installing a snapshot; the test did not exercise Restore")
+	}
+}
+
+func TestOneStreamCarriesManyWatches(t *testing.T) {
+	c := startCluster(t)
+	f := c.followers()[0]
+	s, err := pb.NewWatchClient(c.conn(f)).Watch(ctxT(t, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(req uint64, key string, prefix bool) {
+		if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte(key), Prefix: prefix, RequestId: req}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create(1, "/m/a", false)
+	create(2, "/m/", true)
+	create(3, "bad", true) // refused in-band; the stream stays open
+	ids := map[uint64]uint64{}
+	for len(ids) < 3 {
+		ev, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case ev.Type == pb.EventType_CREATED:
+			ids[ev.RequestId] = ev.WatchId
+		case ev.Type == pb.EventType_CANCELED && ev.RequestId == 3:
+			if codes.Code(ev.Code) != codes.InvalidArgument {
+				t.Fatalf("refusal code %d, want INVALID_ARGUMENT", ev.Code)
+			}
+			ids[3] = 0
+		default:
+			t.Fatalf("unexpected %v before CREATED", ev)
+		}
+	}
+	cl := c.client()
+	put := func(k string) uint64 {
+		r, err := cl.Put(ctxT(t, 5*time.Second), []byte(k), []byte("v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Revision
+	}
+	// recv returns the next data event or CANCELED, skipping PROGRESS.
+	recv := func() *pb.WatchResponse {
+		for {
+			ev, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type != pb.EventType_PROGRESS {
+				return ev
+			}
+		}
+	}
+	rev := put("/m/a")
+	got := map[uint64]bool{}
+	for i := 0; i < 2; i++ {
+		ev := recv()
+		if ev.Type != pb.EventType_PUT || ev.Revision != rev {
+			t.Fatalf("got %v, want PUT at %d", ev, rev)
+		}
+		got[ev.WatchId] = true
+	}
+	if !got[ids[1]] || !got[ids[2]] {
+		t.Fatalf("PUT reached watches %v, want both %d and %d", got, ids[1], ids[2])
+	}
+	// Cancel the exact watch: CANCELED for it, then only the prefix watch.
+	if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: ids[1]}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := recv(); ev.Type != pb.EventType_CANCELED || ev.WatchId != ids[1] {
+		t.Fatalf("got %v, want CANCELED for watch %d", ev, ids[1])
+	}
+	rev = put("/m/a")
+	if ev := recv(); ev.WatchId != ids[2] || ev.Revision != rev {
+		t.Fatalf("after cancel got %v, want only the prefix watch's PUT at %d", ev, rev)
+	}
+	st, err := c.status(f)
+	if err != nil || st.Watchers != 1 {
+		t.Fatalf("node reports %d watchers (%v), want 1", st.GetWatchers(), err)
 	}
 }

@@ -38,7 +38,7 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, watch.ErrLimitExceeded):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady),
+	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrNotApplied),
 		errors.Is(err, node.ErrShuttingDown), errors.Is(err, watch.ErrClosed):
 		return notApplied(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

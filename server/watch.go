@@ -1,0 +1,156 @@
+package server
+
+import (
+	"google.golang.org/grpc/status"
+
+	"github.com/raftwatch/raftwatch/node"
+	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
+)
+
+// watchCtlQueue bounds the client requests (create, cancel, progress)
+// waiting for the stream's sending goroutine.
+const watchCtlQueue = 64
+
+// takeBatch is the initial capacity of the slice events are taken into.
+const takeBatch = 64
+
+// Watch implements Watch.Watch. One stream carries any number of watches.
+// A receiving goroutine reads the client's requests and hands them to this
+// goroutine, the only one that registers, cancels and sends: so a watch's
+// CREATED always precedes its events, and its CANCELED ends them.
+func (s *Server) Watch(stream pb.Watch_WatchServer) error {
+	ws := s.node.NewWatchStream()
+	defer ws.Close()
+
+	ctl := make(chan *pb.WatchRequest, watchCtlQueue)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case ctl <- req:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
+
+	ss := &watchSession{stream: stream, ws: ws, watchers: map[uint64]*watch.Watcher{}, buf: make([]watch.Event, 0, takeBatch)}
+	for {
+		select {
+		case req := <-ctl:
+			if err := ss.handle(req); err != nil {
+				return err
+			}
+		case <-ws.Ready():
+			if err := ss.flush(); err != nil {
+				return err
+			}
+			if ss.serverCanceledLast {
+				return nil // the server canceled the stream's last watch
+			}
+		case <-recvErr:
+			return nil // the client closed its side or went away
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+// watchSession is the state of one Watch stream, owned by its sending
+// goroutine.
+type watchSession struct {
+	stream             pb.Watch_WatchServer
+	ws                 *node.WatchStream
+	watchers           map[uint64]*watch.Watcher
+	buf                []watch.Event
+	serverCanceledLast bool
+}
+
+// flush sends every queued event.
+func (ss *watchSession) flush() error {
+	ss.buf = ss.ws.Take(ss.buf[:0])
+	defer clear(ss.buf) // drop references to event payloads
+	for _, ev := range ss.buf {
+		if err := ss.stream.Send(toWatchResponse(ev)); err != nil {
+			return err
+		}
+		if ev.Type == watch.Canceled {
+			delete(ss.watchers, ev.WatchID)
+			ss.serverCanceledLast = len(ss.watchers) == 0
+		}
+	}
+	return nil
+}
+
+func (ss *watchSession) handle(req *pb.WatchRequest) error {
+	switch r := req.Request.(type) {
+	case *pb.WatchRequest_Create:
+		c := r.Create
+		w, err := ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv})
+		if err != nil {
+			st := status.Convert(toStatus(err))
+			return ss.stream.Send(&pb.WatchResponse{Type: pb.EventType_CANCELED, Key: c.Key, RequestId: c.RequestId,
+				Reason: st.Message(), Code: int32(st.Code())})
+		}
+		ss.watchers[w.ID()] = w
+		return ss.stream.Send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: c.Key, Revision: w.Start(),
+			WatchId: w.ID(), RequestId: c.RequestId})
+	case *pb.WatchRequest_Progress:
+		if id := r.Progress.WatchId; id != 0 {
+			if w, ok := ss.watchers[id]; ok {
+				w.RequestProgress()
+			}
+			return nil
+		}
+		for _, w := range ss.watchers {
+			w.RequestProgress()
+		}
+	case *pb.WatchRequest_Cancel:
+		id := r.Cancel.WatchId
+		w, ok := ss.watchers[id]
+		if !ok {
+			return nil // already ended
+		}
+		// Unregister first, then send what it had queued, then CANCELED:
+		// nothing of this watch can follow its CANCELED.
+		w.Close()
+		if err := ss.flush(); err != nil {
+			return err
+		}
+		if _, ok := ss.watchers[id]; !ok {
+			return nil // the server canceled it meanwhile; that CANCELED was sent
+		}
+		delete(ss.watchers, id)
+		return ss.stream.Send(&pb.WatchResponse{Type: pb.EventType_CANCELED, WatchId: id, Reason: "canceled by the client"})
+	}
+	return nil
+}
+
+func toWatchResponse(ev watch.Event) *pb.WatchResponse {
+	r := &pb.WatchResponse{Key: ev.Key, Value: ev.Value, Revision: ev.Revision, Version: ev.Version,
+		Reason: ev.Reason, WatchId: ev.WatchID}
+	switch ev.Type {
+	case watch.Put:
+		r.Type = pb.EventType_PUT
+	case watch.Delete:
+		r.Type = pb.EventType_DELETE
+	case watch.Progress:
+		r.Type = pb.EventType_PROGRESS
+	case watch.Canceled:
+		r.Type = pb.EventType_CANCELED
+	}
+	if ev.HasPrev {
+		prev := ev.PrevValue
+		if prev == nil {
+			prev = []byte{}
+		}
+		r.PrevValue = prev
+	}
+	return r
+}
