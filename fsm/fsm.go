@@ -491,18 +491,21 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.dbMu.Unlock()
 		return fmt.Errorf("restore: close current database: %w", err)
 	}
-	if err := os.Rename(tmp, f.path); err != nil {
-		f.dbMu.Unlock()
-		return fmt.Errorf("restore: swap in snapshot: %w", err)
+	renameErr := os.Rename(tmp, f.path)
+	if renameErr == nil {
+		syncDir(filepath.Dir(f.path))
 	}
-	syncDir(filepath.Dir(f.path))
+	// Reopen whichever file is now in place; the node cannot go on without one.
 	db, applied, err := openDB(f.path)
 	if err != nil {
-		f.dbMu.Unlock()
-		return fmt.Errorf("restore: reopen: %w", err)
+		panic(fmt.Sprintf("fsm: reopen %s after restore: %v", f.path, err))
 	}
 	f.db = db
 	f.dbMu.Unlock()
+	if renameErr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: swap in snapshot: %w", renameErr)
+	}
 	f.advance(applied)
 	f.log.Warn("state machine replaced by snapshot; watchers will be canceled", "applied_index", applied)
 	if f.sink != nil {

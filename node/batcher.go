@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -39,14 +40,16 @@ const applyEnqueueTimeout = 5 * time.Second
 // so a (revision, key) pair names exactly one mutation.
 type batcher struct {
 	raft    *raft.Raft
+	await   func(raft.Future) error
 	in      chan *proposal
 	pending chan inflight
 	stop    chan struct{}
 }
 
-func newBatcher(r *raft.Raft) *batcher {
+func newBatcher(r *raft.Raft, await func(raft.Future) error) *batcher {
 	return &batcher{
 		raft:    r,
+		await:   await,
 		in:      make(chan *proposal, proposalQueue),
 		pending: make(chan inflight, inflightChunks),
 		stop:    make(chan struct{}),
@@ -64,6 +67,7 @@ func (b *batcher) run() {
 			select {
 			case first = <-b.in:
 			case <-b.stop:
+				b.drain()
 				return
 			}
 		}
@@ -98,13 +102,25 @@ func (b *batcher) run() {
 	}
 }
 
+// drain fails the writes still queued at shutdown; none was proposed.
+func (b *batcher) drain() {
+	for {
+		select {
+		case p := <-b.in:
+			p.done <- proposalResult{err: ErrShuttingDown}
+		default:
+			return
+		}
+	}
+}
+
 func opSize(op *pb.Op) int { return len(op.Key) + len(op.Value) + 16 }
 
 // complete answers each write once its entry is applied (or failed). Futures
 // are answered in the order they were proposed, which is commit order.
 func (b *batcher) complete() {
 	for f := range b.pending {
-		err := f.future.Error()
+		err := b.await(f.future)
 		if err != nil {
 			fail(f.props, classifyApplyError(err))
 			continue
@@ -117,7 +133,7 @@ func (b *batcher) complete() {
 		case error:
 			fail(f.props, resp)
 		default:
-			fail(f.props, errors.New("entry was applied before this node restarted; outcome unknown"))
+			fail(f.props, errors.Join(ErrOutcomeUnknown, errors.New("the entry had been applied before this node restarted")))
 		}
 	}
 }
@@ -135,7 +151,7 @@ func classifyApplyError(err error) error {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return ErrNoLeader // rejected before it reached the log
 	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return errors.New("raft did not accept the write in time; it was not applied")
+		return fmt.Errorf("%w: raft did not accept the write within %v", ErrNotApplied, applyEnqueueTimeout)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return errors.Join(ErrOutcomeUnknown, ErrShuttingDown)
 	default:

@@ -32,6 +32,8 @@ var (
 	// ErrOutcomeUnknown: the write was proposed but leadership was lost or
 	// the node stopped before its fate was known; it may or may not apply.
 	ErrOutcomeUnknown = errors.New("write outcome unknown: leadership was lost after it was proposed")
+	// ErrNotApplied marks other failures that certainly left the state alone.
+	ErrNotApplied = errors.New("the request was not applied")
 	// ErrShuttingDown: the node is stopping.
 	ErrShuttingDown = errors.New("node is shutting down")
 	// ErrInvalidArgument is wrapped by every input validation error.

@@ -45,15 +45,22 @@ func (n *Node) readConfirmer() {
 	}
 }
 
+// confirmLeadership pins the whole check to one term: were this node to
+// lose and regain leadership between the steps, a commit index read in the
+// new term could trail writes committed by the leader in between.
 func (n *Node) confirmLeadership() (uint64, error) {
+	term := n.raft.CurrentTerm()
 	if n.raft.State() != raft.Leader {
 		return 0, n.notLeader()
 	}
-	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+	if n.readyTerm.Load() != term {
 		return 0, ErrNotReady
 	}
 	index := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.await(n.raft.VerifyLeader()); err != nil {
+		return 0, n.notLeader()
+	}
+	if n.raft.CurrentTerm() != term || n.raft.State() != raft.Leader {
 		return 0, n.notLeader()
 	}
 	return index, nil
@@ -78,5 +85,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		return r.index, n.fsm.WaitApplied(ctx, r.index)
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	case <-n.stop:
+		return 0, ErrShuttingDown
 	}
 }
