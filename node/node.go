@@ -44,6 +44,9 @@ type Node struct {
 	readyTerm atomic.Uint64
 
 	stop chan struct{}
+	// watchersDone is closed once every watcher has been canceled.
+	watchersDone     chan struct{}
+	watchersDoneOnce sync.Once
 	// raftDone is closed once raft has shut down: a raft future not
 	// answered by then never will be (see await).
 	raftDone  chan struct{}
@@ -67,7 +70,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch),
-		stop: make(chan struct{}), raftDone: make(chan struct{})}
+		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{})}
 
 	// The registry asks the state machine where a new watcher starts; the
 	// state machine publishes to the dispatcher. fsmRef closes that loop.
@@ -631,7 +634,14 @@ func (n *Node) StepDown() {
 
 // CancelWatchers ends every watch with a CANCELED event carrying reason and
 // stops the dispatcher; Close does it with "shutdown" if not done before.
-func (n *Node) CancelWatchers(reason string) { n.dispatcher.Stop(reason) }
+func (n *Node) CancelWatchers(reason string) {
+	n.dispatcher.Stop(reason)
+	n.watchersDoneOnce.Do(func() { close(n.watchersDone) })
+}
+
+// WatchersDone is closed once CancelWatchers (or Close) has canceled every
+// watcher; watch streams end then, as no watch can be created any more.
+func (n *Node) WatchersDone() <-chan struct{} { return n.watchersDone }
 
 // Close stops the node: the background goroutines, raft, then the stores.
 func (n *Node) Close() error {

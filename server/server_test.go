@@ -412,8 +412,17 @@ func TestSigtermCancelsWatchersWithShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := collect(w)
+	// A stream left with no watch (its only create was refused) must not
+	// hold up the shutdown either.
+	if err := watchErr(ctxT(t, time.Minute), c, f, &pb.WatchCreate{Key: []byte("bad"), Prefix: true}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("refused create: %v", err)
+	}
+	start := time.Now()
 	if err := c.stop(f); err != nil {
 		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("SIGTERM took %v; open watch streams held up the shutdown", d)
 	}
 	var last *pb.WatchResponse
 	for ev := range ch {

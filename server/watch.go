@@ -54,6 +54,10 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 			if ss.serverCanceledLast {
 				return nil // the server canceled the stream's last watch
 			}
+		case <-s.node.WatchersDone():
+			// Shutdown: send the CANCELED of every watch, then end the
+			// stream (no new watch could be created on it).
+			return ss.flush()
 		case <-recvErr:
 			return nil // the client closed its side or went away
 		case <-stream.Context().Done():
