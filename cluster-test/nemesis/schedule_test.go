@@ -1,0 +1,86 @@
+package nemesis
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestScheduleIsAPureFunctionOfTheSeed(t *testing.T) {
+	a := NewSchedule(7, 10*time.Minute, Families, 3)
+	b := NewSchedule(7, 10*time.Minute, Families, 3)
+	if !reflect.DeepEqual(a, b) || len(a) == 0 {
+		t.Fatalf("schedules differ or empty: %d vs %d", len(a), len(b))
+	}
+	c := NewSchedule(8, 10*time.Minute, Families, 3)
+	if reflect.DeepEqual(a, c) {
+		t.Fatal("different seeds gave the same schedule")
+	}
+}
+
+func TestScheduleHealsBeforeTheRecoveryMargin(t *testing.T) {
+	for seed := uint64(0); seed < 50; seed++ {
+		limit := 60 * time.Second
+		var prev time.Duration
+		for _, f := range NewSchedule(seed, limit, Families, 3) {
+			if f.Start < prev+HealthyMin || f.End <= f.Start || f.End > limit-RecoveryMargin {
+				t.Fatalf("seed %d: bad fault %+v after %v", seed, f, prev)
+			}
+			prev = f.End
+		}
+	}
+}
+
+func TestScheduleUsesOnlySelectedFamilies(t *testing.T) {
+	for _, f := range NewSchedule(3, 10*time.Minute, []string{Pause}, 3) {
+		if f.Family != Pause {
+			t.Fatalf("got %s", f.Family)
+		}
+	}
+	if s := NewSchedule(3, 10*time.Minute, nil, 3); len(s) != 0 {
+		t.Fatalf("no families should give no faults, got %d", len(s))
+	}
+}
+
+func TestPartitions(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3"}
+	tests := []struct {
+		name   string
+		fault  Fault
+		leader string
+		want   map[string][]string
+	}{
+		{"leader isolation cuts the leader off from both followers",
+			Fault{Variant: "leader", Perm: []int{0, 1, 2}}, "n2",
+			map[string][]string{"n1": {"n2"}, "n2": {"n1", "n3"}, "n3": {"n2"}}},
+		{"majority/minority split leaves one node alone",
+			Fault{Variant: "majority", Perm: []int{2, 0, 1}}, "",
+			map[string][]string{"n3": {"n1", "n2"}, "n1": {"n3"}, "n2": {"n3"}}},
+		{"bridge: the middle node sees both halves that cannot see each other",
+			Fault{Variant: "bridge", Perm: []int{0, 1, 2}}, "",
+			map[string][]string{"n1": {"n3"}, "n3": {"n1"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DropLists(nodes, tc.fault.Components(nodes, tc.leader))
+			for _, n := range nodes {
+				if !slices.Equal(got[n], tc.want[n]) {
+					t.Fatalf("%s drops %v, want %v (all: %v)", n, got[n], tc.want[n], got)
+				}
+			}
+		})
+	}
+}
+
+func TestParseFamilies(t *testing.T) {
+	if f, err := ParseFamilies("all"); err != nil || len(f) != 3 {
+		t.Fatalf("all: %v %v", f, err)
+	}
+	if f, err := ParseFamilies("kill,pause"); err != nil || !slices.Equal(f, []string{Kill, Pause}) {
+		t.Fatalf("kill,pause: %v %v", f, err)
+	}
+	if _, err := ParseFamilies("partition,flood"); err == nil {
+		t.Fatal("unknown family accepted")
+	}
+}
