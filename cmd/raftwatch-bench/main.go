@@ -1,0 +1,212 @@
+// Command raftwatch-bench is the load generator of scripts/bench.sh: the same
+// workloads, key and value sizes, and client/connection counts against
+// raftwatch and against etcd, one JSON line per result.
+//
+//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16
+//	raftwatch-bench get --consistency linearizable|serializable ...
+//	raftwatch-bench watch-latency --watchers 1000 --rate 20 ...
+//	raftwatch-bench watch-throughput --watchers 1000 --put-clients 16 --put-conns 4 ...
+//	raftwatch-bench watch-hold --watchers 10000 [--node 0] [--pids P1,P2,P3] ...
+//	raftwatch-bench ready --target ... --endpoints ...   (waits until a put succeeds)
+//	raftwatch-bench report --in results.jsonl --dir DIR
+//
+// N clients over M connections means M client objects, each used by N/M
+// goroutines; a client object is one connection per endpoint it talks to.
+// Every run is bounded by --timeout and stops by itself.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// watchdogGrace is how long past --timeout a stuck run may take to unwind
+// before the process exits anyway.
+const watchdogGrace = 30 * time.Second
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	if err := run(os.Args[1], os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "raftwatch-bench %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "usage: raftwatch-bench put|get|watch-latency|watch-throughput|watch-hold|ready|report [flags]\n"+
+		"targets compiled in: %s; run a subcommand with -h for its flags\n", targetNames())
+}
+
+// common are the flags of every workload subcommand.
+type common struct {
+	target    string
+	endpoints []string
+	round     int
+	out       string
+	timeout   time.Duration
+}
+
+func commonFlags(fs *flag.FlagSet) func() (common, error) {
+	var c common
+	var eps string
+	fs.StringVar(&c.target, "target", "", "system under test: "+targetNames())
+	fs.StringVar(&eps, "endpoints", "", "comma-separated client addresses (host:port) of the cluster")
+	fs.IntVar(&c.round, "round", 0, "round number recorded in the result")
+	fs.StringVar(&c.out, "out", "", "also append the JSON result line to this file")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "hard limit for the whole run")
+	return func() (common, error) {
+		if _, ok := drivers[c.target]; !ok {
+			return c, fmt.Errorf("--target %q: want one of %s", c.target, targetNames())
+		}
+		for _, e := range strings.Split(eps, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				e = strings.TrimPrefix(strings.TrimPrefix(e, "http://"), "https://")
+				c.endpoints = append(c.endpoints, e)
+			}
+		}
+		if len(c.endpoints) == 0 {
+			return c, errors.New("--endpoints is required (e.g. 127.0.0.1:2379,127.0.0.1:22379)")
+		}
+		return c, nil
+	}
+}
+
+func run(cmd string, args []string) error {
+	if cmd == "report" {
+		return runReportCmd(args)
+	}
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	parseCommon := commonFlags(fs)
+	var (
+		clients, conns      int
+		duration, warmup    time.Duration
+		ops                 int64
+		consistency         string
+		watchers, node      int
+		rate                float64
+		drainMax, settle    time.Duration
+		putClients, putConn int
+		pidList             string
+		hold                time.Duration
+	)
+	switch cmd {
+	case "put", "get":
+		defClients, defConns := 1, 1
+		if cmd == "get" {
+			defClients, defConns = 64, 16
+		}
+		fs.IntVar(&clients, "clients", defClients, "concurrent requesters (goroutines)")
+		fs.IntVar(&conns, "conns", defConns, "client objects (connections) the requesters share")
+		fs.DurationVar(&duration, "duration", 10*time.Second, "measured window")
+		fs.DurationVar(&warmup, "warmup", time.Second, "unmeasured run before the window")
+		fs.Int64Var(&ops, "ops", 0, "stop after this many measured ops (0: --duration only)")
+		if cmd == "get" {
+			fs.StringVar(&consistency, "consistency", "linearizable", "linearizable|serializable")
+		}
+	case "watch-latency", "watch-throughput", "watch-hold":
+		defWatchers := 1000
+		if cmd == "watch-hold" {
+			defWatchers = 10000
+		}
+		fs.IntVar(&watchers, "watchers", defWatchers, "watch streams on the one key")
+		fs.IntVar(&conns, "conns", 0, "client objects for the watchers (0: one per endpoint, or 1 with --node)")
+		fs.IntVar(&node, "node", -1, "put every watcher on this endpoint index (-1: spread round-robin)")
+		switch cmd {
+		case "watch-latency":
+			fs.Float64Var(&rate, "rate", 20, "puts per second")
+			fs.DurationVar(&duration, "duration", 10*time.Second, "how long to put")
+			fs.DurationVar(&drainMax, "drain", 10*time.Second, "max wait for deliveries after the last put")
+		case "watch-throughput":
+			fs.IntVar(&putClients, "put-clients", 16, "concurrent writers")
+			fs.IntVar(&putConn, "put-conns", 4, "client objects the writers share")
+			fs.DurationVar(&duration, "duration", 10*time.Second, "how long to put")
+			fs.DurationVar(&drainMax, "drain", 15*time.Second, "max wait for deliveries after the last put")
+		case "watch-hold":
+			fs.StringVar(&pidList, "pids", "", "node PIDs in --endpoints order: measure RSS idle and held, then exit")
+			fs.DurationVar(&settle, "settle", 3*time.Second, "wait after opening before measuring RSS")
+			fs.DurationVar(&hold, "hold", 10*time.Minute, "without --pids: hold at most this long")
+		}
+	case "ready":
+	default:
+		usage()
+		return fmt.Errorf("unknown subcommand %q", cmd)
+	}
+	fs.Parse(args)
+	c, err := parseCommon()
+	if err != nil {
+		return err
+	}
+
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if cmd != "watch-hold" {
+		// Only watch-hold treats a signal as "stop holding"; elsewhere it aborts.
+		go func() {
+			<-sigCtx.Done()
+			cancel()
+		}()
+	}
+	time.AfterFunc(c.timeout+watchdogGrace, func() {
+		fmt.Fprintf(os.Stderr, "raftwatch-bench %s: still running %v after --timeout; exiting\n", cmd, watchdogGrace)
+		os.Exit(3)
+	})
+
+	wcfg := watchConfig{target: c.target, endpoints: c.endpoints, watchers: watchers, conns: conns, node: node}
+	if wcfg.conns == 0 {
+		wcfg.conns = len(c.endpoints)
+		if node >= 0 {
+			wcfg.conns = 1
+		}
+	}
+	lcfg := loadConfig{target: c.target, endpoints: c.endpoints, clients: clients, conns: conns,
+		duration: duration, warmup: warmup, ops: ops}
+	var r Result
+	switch cmd {
+	case "ready":
+		return waitReady(ctx, c.target, c.endpoints)
+	case "put":
+		r, err = runPut(ctx, lcfg)
+	case "get":
+		if consistency != "linearizable" && consistency != "serializable" {
+			return fmt.Errorf("--consistency %q: want linearizable or serializable", consistency)
+		}
+		r, err = runGet(ctx, lcfg, consistency == "serializable")
+	case "watch-latency":
+		r, err = runWatchLatency(ctx, wcfg, rate, duration, drainMax)
+	case "watch-throughput":
+		r, err = runWatchThroughput(ctx, wcfg, putClients, putConn, duration, drainMax)
+	case "watch-hold":
+		var pids []int
+		for _, p := range strings.Split(pidList, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			pid, perr := strconv.Atoi(p)
+			if perr != nil {
+				return fmt.Errorf("--pids: %q is not a PID", p)
+			}
+			pids = append(pids, pid)
+		}
+		holdCtx, holdCancel := context.WithTimeout(sigCtx, hold)
+		defer holdCancel()
+		r, err = runWatchHold(ctx, holdCtx, wcfg, pids, settle)
+	}
+	if err != nil {
+		return err
+	}
+	r.Round = c.round
+	return emit(r, c.out)
+}

@@ -1,0 +1,461 @@
+package main
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image/color"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// The report compares raftwatch (A) with etcd (B); ratio = A median / B median.
+const (
+	targetA = "raftwatch"
+	targetB = "etcd"
+)
+
+// metric is one number of a result and which direction is better.
+type metric struct {
+	name         string
+	unit         string
+	higherBetter bool
+	get          func(Result) float64
+}
+
+var (
+	mThroughput = metric{"throughput", "ops/s", true, func(r Result) float64 { return r.Throughput }}
+	mP50        = metric{"p50", "ms", false, func(r Result) float64 { return r.P50Ms }}
+	mP99        = metric{"p99", "ms", false, func(r Result) float64 { return r.P99Ms }}
+	mEvents     = metric{"events/s", "", true, func(r Result) float64 { return r.EventsPerS }}
+	mPuts       = metric{"puts/s", "", true, func(r Result) float64 { return r.PutsPerS }}
+	mBytes      = metric{"bytes/watcher", "B", false, func(r Result) float64 { return r.BytesPerWatcher }}
+)
+
+// workloads lists the tables in print order with the metrics of each.
+var workloads = []struct {
+	name    string
+	metrics []metric
+}{
+	{"put", []metric{mThroughput, mP50, mP99}},
+	{"get", []metric{mThroughput, mP50, mP99}},
+	{"watch-latency", []metric{mP50, mP99, mEvents}},
+	{"watch-throughput", []metric{mEvents, mPuts}},
+	{"memory", []metric{mBytes}},
+}
+
+// goal is a target of issue 4 on the ratio raftwatch/etcd of one metric.
+type goal struct {
+	workload   string
+	metric     string
+	minClients int // applies to cases with at least this many clients (0: any)
+	maxClients int // and at most this many (0: any)
+	atLeast    bool
+	ratio      float64
+}
+
+var goals = []goal{
+	{"put", "throughput", 64, 0, true, 1.5},
+	{"put", "p99", 64, 0, false, 1.0},
+	{"put", "p50", 0, 1, false, 1.0},
+	{"get", "throughput", 0, 0, true, 1.0},
+	{"watch-latency", "p99", 0, 0, false, 1.0},
+	{"watch-throughput", "events/s", 0, 0, true, 1.0},
+	{"memory", "bytes/watcher", 0, 0, false, 1.0},
+}
+
+func goalFor(workload, metric string, clients int) *goal {
+	for i, g := range goals {
+		if g.workload != workload || g.metric != metric {
+			continue
+		}
+		if (g.minClients > 0 && clients < g.minClients) || (g.maxClients > 0 && clients > g.maxClients) {
+			continue
+		}
+		return &goals[i]
+	}
+	return nil
+}
+
+func (g goal) String() string {
+	if g.atLeast {
+		return fmt.Sprintf("≥ %.1f", g.ratio)
+	}
+	return fmt.Sprintf("≤ %.1f", g.ratio)
+}
+
+// row is one (case, metric) line of a table.
+type row struct {
+	workload, caseName string
+	m                  metric
+	a, b               []float64 // per-round values of raftwatch and etcd
+	goal               *goal
+}
+
+func (r row) ratio() float64 {
+	if len(r.a) == 0 || len(r.b) == 0 || median(r.b) == 0 {
+		return math.NaN()
+	}
+	return median(r.a) / median(r.b)
+}
+
+// advantage is how many times better raftwatch is (> 1: raftwatch better).
+func (r row) advantage() float64 {
+	if r.m.higherBetter {
+		return r.ratio()
+	}
+	return 1 / r.ratio()
+}
+
+func (r row) met() string {
+	x := r.ratio()
+	switch {
+	case r.goal == nil:
+		return ""
+	case math.IsNaN(x):
+		return "n/a"
+	case r.goal.atLeast && x >= r.goal.ratio, !r.goal.atLeast && x <= r.goal.ratio:
+		return "yes"
+	}
+	return "**no**"
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	c := slices.Clone(v)
+	slices.Sort(c)
+	if len(c)%2 == 1 {
+		return c[len(c)/2]
+	}
+	return (c[len(c)/2-1] + c[len(c)/2]) / 2
+}
+
+func runReportCmd(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ExitOnError)
+	in := fs.String("in", "results.jsonl", "JSON lines written by the workload subcommands")
+	dir := fs.String("dir", ".", "where to write summary.md, results.csv and ratios.png")
+	settings := fs.String("settings", "", "markdown file to print before the tables")
+	gobench := fs.String("gobench", "", "output of go test -bench for the watch package")
+	fs.Parse(args)
+
+	results, err := readResults(*in)
+	if err != nil {
+		return err
+	}
+	if err := writeCSV(filepath.Join(*dir, "results.csv"), results); err != nil {
+		return err
+	}
+	var md strings.Builder
+	if *settings != "" {
+		if b, err := os.ReadFile(*settings); err == nil {
+			md.Write(b)
+		}
+	}
+	rows := buildRows(results)
+	writeTables(&md, rows, results)
+	if *gobench != "" {
+		writeGoBench(&md, *gobench)
+	}
+	if err := writeChart(filepath.Join(*dir, "ratios.png"), rows); err != nil {
+		fmt.Fprintf(&md, "\n(chart not written: %v)\n", err)
+	}
+	os.Stdout.WriteString(md.String())
+	return os.WriteFile(filepath.Join(*dir, "summary.md"), []byte(md.String()), 0o644)
+}
+
+func readResults(path string) ([]Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Result
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
+}
+
+// writeCSV writes every number of every result in long form.
+func writeCSV(path string, results []Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"workload", "case", "target", "round", "metric", "value"})
+	for _, r := range results {
+		num := func(name string, v float64) {
+			w.Write([]string{r.Workload, r.Case, r.Target, strconv.Itoa(r.Round), name, strconv.FormatFloat(v, 'g', 6, 64)})
+		}
+		num("throughput_ops_s", r.Throughput)
+		num("p50_ms", r.P50Ms)
+		num("p99_ms", r.P99Ms)
+		num("max_ms", r.MaxMs)
+		num("ops", float64(r.Ops))
+		num("errors", float64(r.Errors))
+		num("events_per_s", r.EventsPerS)
+		num("events", float64(r.Events))
+		num("expected_events", float64(r.ExpectedEvents))
+		num("puts_per_s", r.PutsPerS)
+		num("ended_streams", float64(r.EndedStreams))
+		num("bytes_per_watcher", r.BytesPerWatcher)
+		num("duration_s", r.DurationS)
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func buildRows(results []Result) []row {
+	var rows []row
+	for _, wl := range workloads {
+		var cases []string
+		clients := map[string]int{}
+		for _, r := range results {
+			if r.Workload == wl.name && !slices.Contains(cases, r.Case) {
+				cases = append(cases, r.Case)
+				clients[r.Case] = r.Clients
+			}
+		}
+		for _, c := range cases {
+			for _, m := range wl.metrics {
+				rw := row{workload: wl.name, caseName: c, m: m}
+				for _, r := range results {
+					if r.Case != c {
+						continue
+					}
+					switch r.Target {
+					case targetA:
+						rw.a = append(rw.a, m.get(r))
+					case targetB:
+						rw.b = append(rw.b, m.get(r))
+					}
+				}
+				rw.goal = goalFor(wl.name, m.name, clients[c])
+				rows = append(rows, rw)
+			}
+		}
+	}
+	return rows
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case math.Abs(v) >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case math.Abs(v) >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func spread(v []float64) string {
+	if len(v) == 0 {
+		return "–"
+	}
+	return fmtNum(slices.Min(v)) + "–" + fmtNum(slices.Max(v))
+}
+
+func writeTables(w io.Writer, rows []row, results []Result) {
+	fmt.Fprintf(w, "## Results (medians over rounds; ratio = %s / %s)\n", targetA, targetB)
+	for _, wl := range workloads {
+		first := true
+		for _, r := range rows {
+			if r.workload != wl.name {
+				continue
+			}
+			if first {
+				fmt.Fprintf(w, "\n### %s\n\n", wl.name)
+				fmt.Fprintf(w, "| case | metric | %s median | %s median | ratio | %s min–max | %s min–max | target | met |\n",
+					targetA, targetB, targetA, targetB)
+				fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|---|")
+				first = false
+			}
+			g := ""
+			if r.goal != nil {
+				g = r.goal.String()
+			}
+			name := r.m.name
+			if r.m.unit != "" {
+				name += " (" + r.m.unit + ")"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				r.caseName, name, fmtNum(median(r.a)), fmtNum(median(r.b)), fmtNum(r.ratio()),
+				spread(r.a), spread(r.b), g, r.met())
+		}
+		for _, res := range results {
+			if res.Workload != wl.name {
+				continue
+			}
+			var notes []string
+			if res.Errors > 0 {
+				notes = append(notes, fmt.Sprintf("%d errors (first: %s)", res.Errors, res.FirstError))
+			}
+			if res.EndedStreams > 0 {
+				notes = append(notes, fmt.Sprintf("%d watch streams ended early (%s)", res.EndedStreams, res.FirstError))
+			}
+			if res.ExpectedEvents > 0 && res.Events < res.ExpectedEvents {
+				notes = append(notes, fmt.Sprintf("delivered %d of %d events (%.1f%%)", res.Events, res.ExpectedEvents,
+					100*float64(res.Events)/float64(res.ExpectedEvents)))
+			}
+			if len(notes) > 0 {
+				fmt.Fprintf(w, "\n- %s, %s, round %d: %s", res.Case, res.Target, res.Round, strings.Join(notes, "; "))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([\d.]+) ns/op(.*)$`)
+
+// writeGoBench prints the watch package's benchmarks and, for names that
+// differ only in a watcher count, the time with the most watchers over the
+// time with the fewest (the prefix-dispatch target wants <= 2).
+func writeGoBench(w io.Writer, path string) {
+	b, err := os.ReadFile(path)
+	fmt.Fprintf(w, "\n### watch/ Go benchmarks (prefix dispatch)\n\n")
+	if err != nil {
+		fmt.Fprintf(w, "not run: %v\n", err)
+		return
+	}
+	type bench struct {
+		name string
+		ns   float64
+		rest string
+	}
+	var list []bench
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := benchLine.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			ns, _ := strconv.ParseFloat(m[3], 64)
+			list = append(list, bench{m[1], ns, strings.TrimSpace(m[4])})
+		}
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(w, "no benchmark results in %s:\n\n```\n%s\n```\n", path, strings.TrimSpace(string(b)))
+		return
+	}
+	fmt.Fprintln(w, "| benchmark | ns/op | other |")
+	fmt.Fprintln(w, "|---|---:|---|")
+	for _, x := range list {
+		fmt.Fprintf(w, "| %s | %s | %s |\n", x.name, fmtNum(x.ns), x.rest)
+	}
+	num := regexp.MustCompile(`\d+`)
+	type point struct {
+		n  int
+		ns float64
+	}
+	groups := map[string][]point{}
+	var order []string
+	for _, x := range list {
+		ms := num.FindAllStringIndex(x.name, -1)
+		for _, loc := range ms {
+			n, _ := strconv.Atoi(x.name[loc[0]:loc[1]])
+			key := x.name[:loc[0]] + "N" + x.name[loc[1]:]
+			if _, ok := groups[key]; !ok {
+				order = append(order, key)
+			}
+			groups[key] = append(groups[key], point{n, x.ns})
+		}
+	}
+	var lines []string
+	for _, k := range order {
+		g := groups[k]
+		if len(g) < 2 {
+			continue
+		}
+		lo, hi := g[0], g[0]
+		for _, p := range g {
+			if p.n < lo.n {
+				lo = p
+			}
+			if p.n > hi.n {
+				hi = p
+			}
+		}
+		if lo.n == hi.n || lo.ns == 0 {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("- %s: N=%d %s ns/op vs N=%d %s ns/op: %.2fx", k, hi.n, fmtNum(hi.ns), lo.n, fmtNum(lo.ns), hi.ns/lo.ns))
+	}
+	if len(lines) > 0 {
+		fmt.Fprintf(w, "\nScaling by count (target: unrelated-prefix watchers 100,000 vs 1 within 2x):\n\n%s\n", strings.Join(lines, "\n"))
+	}
+}
+
+// writeChart draws raftwatch's advantage per row (> 1: raftwatch better),
+// green where better, red where worse, with a line at 1.
+func writeChart(path string, rows []row) error {
+	var names []string
+	var better, worse plotter.Values
+	for _, r := range rows {
+		a := r.advantage()
+		if math.IsNaN(a) || math.IsInf(a, 0) {
+			continue
+		}
+		names = append(names, r.caseName+" "+r.m.name)
+		if a >= 1 {
+			better, worse = append(better, a), append(worse, 0)
+		} else {
+			better, worse = append(better, 0), append(worse, a)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("no metric has results for both %s and %s", targetA, targetB)
+	}
+	p := plot.New()
+	p.Title.Text = "raftwatch vs etcd: advantage (×, > 1 = raftwatch better; medians)"
+	p.X.Label.Text = "etcd/raftwatch for latency and memory, raftwatch/etcd for rates"
+	p.X.Min = 0
+	width := vg.Points(10)
+	for _, s := range []struct {
+		v plotter.Values
+		c color.Color
+	}{{better, color.RGBA{G: 150, A: 255}}, {worse, color.RGBA{R: 200, A: 255}}} {
+		bars, err := plotter.NewBarChart(s.v, width)
+		if err != nil {
+			return err
+		}
+		bars.Horizontal = true
+		bars.Color = s.c
+		bars.LineStyle.Width = 0
+		p.Add(bars)
+	}
+	one, err := plotter.NewLine(plotter.XYs{{X: 1, Y: -0.5}, {X: 1, Y: float64(len(names)) - 0.5}})
+	if err != nil {
+		return err
+	}
+	one.LineStyle.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	p.Add(one)
+	p.NominalY(names...)
+	p.Add(plotter.NewGrid())
+	return p.Save(10*vg.Inch, vg.Length(1.2+0.22*float64(len(names)))*vg.Inch, path)
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Result is one measurement, written as one JSON line. Fields that do not
+// apply to a workload are omitted.
+type Result struct {
+	Workload string `json:"workload"` // put, get, watch-latency, watch-throughput, memory
+	Case     string `json:"case"`     // the workload with its parameters; the table row key
+	Target   string `json:"target"`
+	Round    int    `json:"round"`
+
+	Clients  int `json:"clients,omitempty"`
+	Conns    int `json:"conns,omitempty"`
+	Watchers int `json:"watchers,omitempty"`
+
+	DurationS  float64 `json:"duration_s"`
+	Ops        int64   `json:"ops,omitempty"`
+	Errors     int64   `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+
+	Throughput float64 `json:"throughput,omitempty"` // completed ops per second
+	P50Ms      float64 `json:"p50_ms,omitempty"`
+	P99Ms      float64 `json:"p99_ms,omitempty"`
+	MaxMs      float64 `json:"max_ms,omitempty"`
+
+	PutsPerS       float64 `json:"puts_per_s,omitempty"`
+	Events         int64   `json:"events,omitempty"`          // PUT events delivered to watchers
+	ExpectedEvents int64   `json:"expected_events,omitempty"` // acknowledged puts x watchers
+	EventsPerS     float64 `json:"events_per_s,omitempty"`
+	EndedStreams   int     `json:"ended_streams,omitempty"` // watch streams that ended early
+
+	IdleRSS         []int64 `json:"idle_rss_bytes,omitempty"` // per node, in --pids order
+	HeldRSS         []int64 `json:"held_rss_bytes,omitempty"`
+	BytesPerWatcher float64 `json:"bytes_per_watcher,omitempty"`
+}
+
+var outMu sync.Mutex
+
+// emit writes r as one JSON line to stdout, and appends it to path when set.
+func emit(r Result, path string) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	outMu.Lock()
+	defer outMu.Unlock()
+	os.Stdout.Write(b)
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.Write(b)
+	return err
+}
+
+// latencies collects durations from many goroutines: each owns a slice
+// and hands it over once, so recording takes no lock.
+type latencies struct {
+	mu  sync.Mutex
+	all []time.Duration
+}
+
+func (l *latencies) add(part []time.Duration) {
+	l.mu.Lock()
+	l.all = append(l.all, part...)
+	l.mu.Unlock()
+}
+
+// percentiles returns p50, p99 and max in milliseconds (nearest rank).
+func (l *latencies) percentiles() (p50, p99, max float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.all) == 0 {
+		return 0, 0, 0
+	}
+	sort.Slice(l.all, func(i, j int) bool { return l.all[i] < l.all[j] })
+	at := func(q float64) float64 {
+		i := int(q*float64(len(l.all))+0.5) - 1
+		if i < 0 {
+			i = 0
+		}
+		if i >= len(l.all) {
+			i = len(l.all) - 1
+		}
+		return ms(l.all[i])
+	}
+	return at(0.50), at(0.99), ms(l.all[len(l.all)-1])
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// firstError keeps the first error message seen by any goroutine.
+type firstError struct {
+	once sync.Once
+	msg  string
+}
+
+func (f *firstError) set(err error) { f.once.Do(func() { f.msg = err.Error() }) }
