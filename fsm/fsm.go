@@ -64,9 +64,10 @@ type OpResult struct {
 // FSM applies committed log entries to bbolt. It implements raft.BatchingFSM
 // and watch.RevisionSource.
 type FSM struct {
-	path string
-	sink Sink
-	log  *slog.Logger
+	path   string
+	sink   Sink
+	log    *slog.Logger
+	noSync bool
 
 	// applyMu is held for the whole of a batch (and a restore); Fence takes it
 	// so a watcher registering for prev values knows every later batch saw it.
@@ -84,27 +85,37 @@ type FSM struct {
 	notify   chan struct{}
 }
 
+// Options tune the state machine's storage.
+type Options struct {
+	// NoSync skips fsync on each commit. Acknowledged writes stay durable
+	// through the fsynced raft log; the caller must then rebuild the state
+	// (newest snapshot plus log replay) if the machine may have lost its
+	// page cache — node does that after a reboot that interrupted it.
+	NoSync bool
+}
+
 // Open opens (or creates) the bbolt file at path.
-func Open(path string, sink Sink, log *slog.Logger) (*FSM, error) {
+func Open(path string, sink Sink, log *slog.Logger, opts Options) (*FSM, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, applied, err := openDB(path)
+	db, applied, err := openDB(path, opts.NoSync)
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{path: path, sink: sink, log: log, db: db, notify: make(chan struct{})}
+	f := &FSM{path: path, sink: sink, log: log, db: db, noSync: opts.NoSync, notify: make(chan struct{})}
 	f.applied.Store(applied)
 	log.Info("state machine opened", "path", path, "applied_index", applied)
 	return f, nil
 }
 
-func openDB(path string) (*bolt.DB, uint64, error) {
+func openDB(path string, noSync bool) (*bolt.DB, uint64, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         openTimeout,
 		InitialMmapSize: initialMmapSize,
 		FreelistType:    bolt.FreelistMapType,
 		NoFreelistSync:  true,
+		NoSync:          noSync,
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("open state machine %s: %w", path, err)
@@ -137,11 +148,11 @@ func readApplied(tx *bolt.Tx) uint64 {
 	return 0
 }
 
-// Close closes the database.
+// Close syncs and closes the database.
 func (f *FSM) Close() error {
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
-	return f.db.Close()
+	return errors.Join(f.db.Sync(), f.db.Close())
 }
 
 // Applied returns the index of the last entry committed to bbolt.
@@ -496,7 +507,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		syncDir(filepath.Dir(f.path))
 	}
 	// Reopen whichever file is now in place; the node cannot go on without one.
-	db, applied, err := openDB(f.path)
+	db, applied, err := openDB(f.path, f.noSync)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: reopen %s after restore: %v", f.path, err))
 	}

@@ -47,7 +47,7 @@ func (s *recordingSink) events() []watch.Event {
 
 func openTest(t *testing.T, path string, sink Sink) *FSM {
 	t.Helper()
-	f, err := Open(path, sink, nil)
+	f, err := Open(path, sink, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestConditions(t *testing.T) {
 
 func TestRestartSkipsAppliedEntries(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	f, err := Open(path, &recordingSink{}, nil)
+	f, err := Open(path, &recordingSink{}, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,11 @@ type Config struct {
 	MaxKeySize   int
 	MaxValueSize int
 
+	// FSMSync fsyncs the state machine on every batch. Off by default: the
+	// raft log is fsynced, and after a machine crash the state machine is
+	// rebuilt from the newest snapshot and the log (see session.go).
+	FSMSync bool
+
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration

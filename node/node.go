@@ -78,7 +78,13 @@ func Open(cfg Config) (*Node, error) {
 	cfg.Watch.Logger = log.With("component", "watch")
 	n.registry = watch.NewRegistry(cfg.Watch, revisionSource{&fsmRef})
 	n.dispatcher = watch.NewDispatcher(n.registry, cfg.Watch)
-	f, err := fsm.Open(filepath.Join(cfg.DataDir, "state.db"), n.dispatcher, log.With("component", "fsm"))
+	statePath := filepath.Join(cfg.DataDir, "state.db")
+	if !cfg.FSMSync {
+		if _, err := n.beginSession(statePath); err != nil {
+			return nil, err
+		}
+	}
+	f, err := fsm.Open(statePath, n.dispatcher, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync})
 	if err != nil {
 		return nil, err
 	}
@@ -655,7 +661,12 @@ func (n *Node) Close() error {
 		}
 		close(n.raftDone)
 		n.wg.Wait()
-		err = errors.Join(err, n.transport.Close(), n.logStore.Close(), n.fsm.Close())
+		err = errors.Join(err, n.transport.Close(), n.logStore.Close())
+		if ferr := n.fsm.Close(); ferr != nil {
+			err = errors.Join(err, ferr)
+		} else if !n.cfg.FSMSync {
+			err = errors.Join(err, n.endSession())
+		}
 		n.log.Info("node stopped")
 	})
 	return err

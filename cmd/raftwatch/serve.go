@@ -58,6 +58,7 @@ requests drain, and the data files are closed.`,
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "host:port for raft traffic, bound and advertised (required)")
 	f.StringVar(&cfg.ClientAddr, "client-addr", "", "host:port for gRPC clients, bound and advertised (required)")
 	f.StringVar(&initial, "initial-cluster", "", "id=raft-addr,... of every initial member; bootstraps a new cluster")
+	f.BoolVar(&cfg.FSMSync, "fsm-sync", cfg.FSMSync, "fsync the state machine on every commit (not needed for durability: the raft log is fsynced and the state is rebuilt from it after a machine crash)")
 	f.IntVar(&cfg.MaxKeySize, "max-key-size", cfg.MaxKeySize, "largest key in bytes")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest value in bytes")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "follower waits this long without a leader before an election")
