@@ -43,7 +43,10 @@ type batcher struct {
 	await   func(raft.Future) error
 	in      chan *proposal
 	pending chan inflight
-	stop    chan struct{}
+	// slots holds one token per chunk raft may have in flight; while all
+	// are taken, writes wait in `in` and leave together as one chunk.
+	slots chan struct{}
+	stop  chan struct{}
 }
 
 func newBatcher(r *raft.Raft, await func(raft.Future) error) *batcher {
@@ -52,6 +55,7 @@ func newBatcher(r *raft.Raft, await func(raft.Future) error) *batcher {
 		await:   await,
 		in:      make(chan *proposal, proposalQueue),
 		pending: make(chan inflight, inflightChunks),
+		slots:   make(chan struct{}, inflightChunks),
 		stop:    make(chan struct{}),
 	}
 }
@@ -70,6 +74,13 @@ func (b *batcher) run() {
 				b.drain()
 				return
 			}
+		}
+		select {
+		case b.slots <- struct{}{}:
+		case <-b.stop:
+			first.done <- proposalResult{err: ErrShuttingDown}
+			b.drain()
+			return
 		}
 		props := []*proposal{first}
 		keys := map[string]struct{}{string(first.op.Key): {}}
@@ -121,6 +132,7 @@ func opSize(op *pb.Op) int { return len(op.Key) + len(op.Value) + 16 }
 func (b *batcher) complete() {
 	for f := range b.pending {
 		err := b.await(f.future)
+		<-b.slots
 		if err != nil {
 			fail(f.props, classifyApplyError(err))
 			continue

@@ -23,8 +23,15 @@ const (
 	// proposalQueue is how many writes may wait for the batcher; under load
 	// they accumulate here and leave as large chunks.
 	proposalQueue = 4096
-	// inflightChunks bounds entries proposed but not yet answered.
-	inflightChunks = 1024
+	// inflightChunks bounds entries proposed but not yet applied. Raft
+	// pipelines a few (leader append, replication, apply overlap); beyond
+	// that, letting writes wait and leave as one chunk costs less per
+	// write than more entries (fewer log records to encode, store, read
+	// back and send).
+	inflightChunks = 4
+	// logCacheSize keeps the newest entries in memory so replication does
+	// not read them back from bbolt and decode them again.
+	logCacheSize = 1024
 	// readBatch bounds how many linearizable reads share one leadership check.
 	readBatch = 4096
 )

@@ -165,7 +165,13 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return err
 	}
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	logs, err := raft.NewLogCache(logCacheSize, store)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, trans)
 	if err != nil {
 		store.Close()
 		trans.Close()

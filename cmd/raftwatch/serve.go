@@ -8,6 +8,7 @@ import (
 	_ "net/http/pprof" // served only when --pprof is set
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -21,9 +22,16 @@ import (
 // grpcDrainTimeout bounds how long shutdown waits for in-flight RPCs.
 const grpcDrainTimeout = 5 * time.Second
 
+// defaultGCPercent trades heap for CPU: a node's live heap is small (tens of
+// MB), and at Go's default of 100 the write path spent ~15% of its CPU in
+// the collector; 400 raised put throughput at 64 clients by about a quarter
+// on a 2-core machine.
+const defaultGCPercent = 400
+
 func newServeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var initial, logFormat, logLevel, pprofAddr string
+	var gcPercent int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node",
@@ -48,6 +56,9 @@ requests drain, and the data files are closed.`,
 			cfg.Logger = log
 			if cfg.InitialCluster, err = parseInitialCluster(initial); err != nil {
 				return err
+			}
+			if _, set := os.LookupEnv("GOGC"); !set && gcPercent > 0 {
+				debug.SetGCPercent(gcPercent)
 			}
 			return serve(cfg, pprofAddr, log)
 		},
@@ -74,6 +85,7 @@ requests drain, and the data files are closed.`,
 	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (GOGC); ignored when GOGC is set in the environment")
 	f.StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
 		cmd.MarkFlagRequired(name)
