@@ -135,7 +135,7 @@ func (m *watchMux) create(ctx, watchCtx context.Context, create *pb.WatchCreate)
 // read routes the stream's messages to their watches until it ends.
 func (m *watchMux) read() {
 	for {
-		r, err := m.stream.Recv()
+		b, err := m.stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = status.Error(codes.Unavailable, "the server ended the watch stream")
@@ -143,32 +143,38 @@ func (m *watchMux) read() {
 			m.fail(err)
 			return
 		}
-		m.mu.Lock()
-		if r.Type == pb.EventType_CREATED || (r.Type == pb.EventType_CANCELED && r.WatchId == 0) {
-			if r.Type == pb.EventType_CREATED {
-				if w := m.creating[r.RequestId]; w != nil {
-					m.watchers[r.WatchId] = w // before its events can arrive
-				} else {
-					// The creator gave up; end the orphan on the server.
-					go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
-				}
-			}
-			if ch := m.pending[r.RequestId]; ch != nil {
-				ch <- r
-			}
-			delete(m.pending, r.RequestId)
-			delete(m.creating, r.RequestId)
-			m.mu.Unlock()
-			continue
+		for _, r := range b.Responses {
+			m.route(r)
 		}
-		w := m.watchers[r.WatchId]
-		if r.Type == pb.EventType_CANCELED {
-			delete(m.watchers, r.WatchId)
+	}
+}
+
+func (m *watchMux) route(r *pb.WatchResponse) {
+	m.mu.Lock()
+	if r.Type == pb.EventType_CREATED || (r.Type == pb.EventType_CANCELED && r.WatchId == 0) {
+		if r.Type == pb.EventType_CREATED {
+			if w := m.creating[r.RequestId]; w != nil {
+				m.watchers[r.WatchId] = w // before its events can arrive
+			} else {
+				// The creator gave up; end the orphan on the server.
+				go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
+			}
 		}
+		if ch := m.pending[r.RequestId]; ch != nil {
+			ch <- r
+		}
+		delete(m.pending, r.RequestId)
+		delete(m.creating, r.RequestId)
 		m.mu.Unlock()
-		if w != nil {
-			w.push(r, nil)
-		}
+		return
+	}
+	w := m.watchers[r.WatchId]
+	if r.Type == pb.EventType_CANCELED {
+		delete(m.watchers, r.WatchId)
+	}
+	m.mu.Unlock()
+	if w != nil {
+		w.push(r, nil)
 	}
 }
 

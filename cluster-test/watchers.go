@@ -146,21 +146,24 @@ func (ws *watchers) stream(ctx context.Context, s watchSpec, base history.WatchM
 		}
 	}()
 	for {
-		resp, err := st.Recv()
+		batch, err := st.Recv()
 		if err != nil {
 			return err
 		}
-		m := base
-		m.Time = ws.now()
-		m.Type = resp.Type.String()
-		m.Key, m.Value, m.Revision, m.Version = string(resp.Key), string(resp.Value), resp.Revision, resp.Version
-		m.Reason, m.WatchID = resp.Reason, resp.WatchId
-		if resp.PrevValue != nil {
-			m.HasPrev, m.PrevValue = true, string(resp.PrevValue)
+		now := ws.now()
+		for _, resp := range batch.Responses {
+			m := base
+			m.Time = now
+			m.Type = resp.Type.String()
+			m.Key, m.Value, m.Revision, m.Version = string(resp.Key), string(resp.Value), resp.Revision, resp.Version
+			m.Reason, m.WatchID = resp.Reason, resp.WatchId
+			if resp.PrevValue != nil {
+				m.HasPrev, m.PrevValue = true, string(resp.PrevValue)
+			}
+			w.Write(m)
 		}
-		w.Write(m)
 		ws.mu.Lock()
-		ws.msgs++
+		ws.msgs += int64(len(batch.Responses))
 		ws.mu.Unlock()
 		// After CANCELED keep reading: anything else that arrives is recorded
 		// and flagged by the checker.

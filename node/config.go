@@ -85,6 +85,7 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		Watch: watch.Config{
 			BufferSize:       256,
+			StreamBufferSize: 8192,
 			MaxWatchers:      100000,
 			QueueSize:        4096,
 			ProgressInterval: time.Second,

@@ -179,7 +179,7 @@ func (x Op_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op_Kind.Descriptor instead.
 func (Op_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27, 0}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28, 0}
 }
 
 type KeyValue struct {
@@ -1242,6 +1242,54 @@ func (x *WatchResponse) GetCode() int32 {
 	return 0
 }
 
+// WatchBatch is one message of the server's side of a watch stream: the
+// responses queued for the stream's watches since the last message, in
+// order. Batching spares per-message framing when many watches share a
+// stream or events come in bursts.
+type WatchBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Responses     []*WatchResponse       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBatch) Reset() {
+	*x = WatchBatch{}
+	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBatch) ProtoMessage() {}
+
+func (x *WatchBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBatch.ProtoReflect.Descriptor instead.
+func (*WatchBatch) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchBatch) GetResponses() []*WatchResponse {
+	if x != nil {
+		return x.Responses
+	}
+	return nil
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1250,7 +1298,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	mi := &file_proto_raftwatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1310,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	mi := &file_proto_raftwatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1323,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{15}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{16}
 }
 
 type StatusResponse struct {
@@ -1300,7 +1348,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	mi := &file_proto_raftwatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1360,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	mi := &file_proto_raftwatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1373,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{16}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -1418,7 +1466,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	mi := &file_proto_raftwatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1478,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	mi := &file_proto_raftwatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1491,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{17}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Member) GetId() string {
@@ -1489,7 +1537,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	mi := &file_proto_raftwatch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1549,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	mi := &file_proto_raftwatch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1562,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{18}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{19}
 }
 
 type MembersResponse struct {
@@ -1526,7 +1574,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	mi := &file_proto_raftwatch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1586,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	mi := &file_proto_raftwatch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1599,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{19}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1572,7 +1620,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	mi := &file_proto_raftwatch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1632,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	mi := &file_proto_raftwatch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1645,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{20}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -1630,7 +1678,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	mi := &file_proto_raftwatch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1690,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	mi := &file_proto_raftwatch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1703,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{21}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddVoterResponse) GetIndex() uint64 {
@@ -1674,7 +1722,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	mi := &file_proto_raftwatch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1734,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	mi := &file_proto_raftwatch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1747,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{22}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -1718,7 +1766,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	mi := &file_proto_raftwatch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1778,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	mi := &file_proto_raftwatch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1791,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{23}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveServerResponse) GetIndex() uint64 {
@@ -1762,7 +1810,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1822,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1835,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{24}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogRequest) GetFromIndex() uint64 {
@@ -1813,7 +1861,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1873,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1886,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogEntry) GetIndex() uint64 {
@@ -1888,7 +1936,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +1948,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +1961,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -1945,7 +1993,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2005,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2018,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Op) GetKind() Op_Kind {
@@ -2019,7 +2067,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_proto_raftwatch_proto_msgTypes[28]
+	mi := &file_proto_raftwatch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2079,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[28]
+	mi := &file_proto_raftwatch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2092,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Chunk) GetOps() []*Op {
@@ -2134,7 +2182,10 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"request_id\x18\t \x01(\x04R\trequestId\x12\x12\n" +
 	"\x04code\x18\n" +
 	" \x01(\x05R\x04codeB\r\n" +
-	"\v_prev_value\"\x0f\n" +
+	"\v_prev_value\"G\n" +
+	"\n" +
+	"WatchBatch\x129\n" +
+	"\tresponses\x18\x01 \x03(\v2\x1b.raftwatch.v1.WatchResponseR\tresponses\"\x0f\n" +
 	"\rStatusRequest\"\xce\x02\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2216,9 +2267,9 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x03Put\x12\x18.raftwatch.v1.PutRequest\x1a\x19.raftwatch.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.raftwatch.v1.GetRequest\x1a\x19.raftwatch.v1.GetResponse\x12C\n" +
 	"\x06Delete\x12\x1b.raftwatch.v1.DeleteRequest\x1a\x1c.raftwatch.v1.DeleteResponse\x12=\n" +
-	"\x04List\x12\x19.raftwatch.v1.ListRequest\x1a\x1a.raftwatch.v1.ListResponse2M\n" +
-	"\x05Watch\x12D\n" +
-	"\x05Watch\x12\x1a.raftwatch.v1.WatchRequest\x1a\x1b.raftwatch.v1.WatchResponse(\x010\x012\xf3\x02\n" +
+	"\x04List\x12\x19.raftwatch.v1.ListRequest\x1a\x1a.raftwatch.v1.ListResponse2J\n" +
+	"\x05Watch\x12A\n" +
+	"\x05Watch\x12\x1a.raftwatch.v1.WatchRequest\x1a\x18.raftwatch.v1.WatchBatch(\x010\x012\xf3\x02\n" +
 	"\aCluster\x12C\n" +
 	"\x06Status\x12\x1b.raftwatch.v1.StatusRequest\x1a\x1c.raftwatch.v1.StatusResponse\x12F\n" +
 	"\aMembers\x12\x1c.raftwatch.v1.MembersRequest\x1a\x1d.raftwatch.v1.MembersResponse\x12I\n" +
@@ -2239,7 +2290,7 @@ func file_proto_raftwatch_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_raftwatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_proto_raftwatch_proto_goTypes = []any{
 	(Consistency)(0),             // 0: raftwatch.v1.Consistency
 	(EventType)(0),               // 1: raftwatch.v1.EventType
@@ -2259,20 +2310,21 @@ var file_proto_raftwatch_proto_goTypes = []any{
 	(*WatchProgressRequest)(nil), // 15: raftwatch.v1.WatchProgressRequest
 	(*WatchCancelRequest)(nil),   // 16: raftwatch.v1.WatchCancelRequest
 	(*WatchResponse)(nil),        // 17: raftwatch.v1.WatchResponse
-	(*StatusRequest)(nil),        // 18: raftwatch.v1.StatusRequest
-	(*StatusResponse)(nil),       // 19: raftwatch.v1.StatusResponse
-	(*Member)(nil),               // 20: raftwatch.v1.Member
-	(*MembersRequest)(nil),       // 21: raftwatch.v1.MembersRequest
-	(*MembersResponse)(nil),      // 22: raftwatch.v1.MembersResponse
-	(*AddVoterRequest)(nil),      // 23: raftwatch.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),     // 24: raftwatch.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),  // 25: raftwatch.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil), // 26: raftwatch.v1.RemoveServerResponse
-	(*LogRequest)(nil),           // 27: raftwatch.v1.LogRequest
-	(*LogEntry)(nil),             // 28: raftwatch.v1.LogEntry
-	(*NotLeader)(nil),            // 29: raftwatch.v1.NotLeader
-	(*Op)(nil),                   // 30: raftwatch.v1.Op
-	(*Chunk)(nil),                // 31: raftwatch.v1.Chunk
+	(*WatchBatch)(nil),           // 18: raftwatch.v1.WatchBatch
+	(*StatusRequest)(nil),        // 19: raftwatch.v1.StatusRequest
+	(*StatusResponse)(nil),       // 20: raftwatch.v1.StatusResponse
+	(*Member)(nil),               // 21: raftwatch.v1.Member
+	(*MembersRequest)(nil),       // 22: raftwatch.v1.MembersRequest
+	(*MembersResponse)(nil),      // 23: raftwatch.v1.MembersResponse
+	(*AddVoterRequest)(nil),      // 24: raftwatch.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),     // 25: raftwatch.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),  // 26: raftwatch.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil), // 27: raftwatch.v1.RemoveServerResponse
+	(*LogRequest)(nil),           // 28: raftwatch.v1.LogRequest
+	(*LogEntry)(nil),             // 29: raftwatch.v1.LogEntry
+	(*NotLeader)(nil),            // 30: raftwatch.v1.NotLeader
+	(*Op)(nil),                   // 31: raftwatch.v1.Op
+	(*Chunk)(nil),                // 32: raftwatch.v1.Chunk
 }
 var file_proto_raftwatch_proto_depIdxs = []int32{
 	4,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
@@ -2287,36 +2339,37 @@ var file_proto_raftwatch_proto_depIdxs = []int32{
 	15, // 9: raftwatch.v1.WatchRequest.progress:type_name -> raftwatch.v1.WatchProgressRequest
 	16, // 10: raftwatch.v1.WatchRequest.cancel:type_name -> raftwatch.v1.WatchCancelRequest
 	1,  // 11: raftwatch.v1.WatchResponse.type:type_name -> raftwatch.v1.EventType
-	20, // 12: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
-	31, // 13: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
-	2,  // 14: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
-	4,  // 15: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
-	30, // 16: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
-	5,  // 17: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
-	7,  // 18: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
-	9,  // 19: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
-	11, // 20: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
-	14, // 21: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
-	18, // 22: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
-	21, // 23: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
-	23, // 24: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
-	25, // 25: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
-	27, // 26: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
-	6,  // 27: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
-	8,  // 28: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
-	10, // 29: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
-	12, // 30: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
-	17, // 31: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchResponse
-	19, // 32: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
-	22, // 33: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
-	24, // 34: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
-	26, // 35: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
-	28, // 36: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 12: raftwatch.v1.WatchBatch.responses:type_name -> raftwatch.v1.WatchResponse
+	21, // 13: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
+	32, // 14: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
+	2,  // 15: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
+	4,  // 16: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
+	31, // 17: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
+	5,  // 18: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
+	7,  // 19: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
+	9,  // 20: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
+	11, // 21: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
+	14, // 22: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
+	19, // 23: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
+	22, // 24: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
+	24, // 25: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
+	26, // 26: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
+	28, // 27: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
+	6,  // 28: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
+	8,  // 29: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
+	10, // 30: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
+	12, // 31: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
+	18, // 32: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
+	20, // 33: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
+	23, // 34: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
+	25, // 35: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
+	27, // 36: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
+	29, // 37: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_raftwatch_proto_init() }
@@ -2340,7 +2393,7 @@ func file_proto_raftwatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raftwatch_proto_rawDesc), len(file_proto_raftwatch_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -245,7 +245,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type WatchClient interface {
-	Watch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchResponse], error)
+	Watch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchBatch], error)
 }
 
 type watchClient struct {
@@ -256,24 +256,24 @@ func NewWatchClient(cc grpc.ClientConnInterface) WatchClient {
 	return &watchClient{cc}
 }
 
-func (c *watchClient) Watch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchResponse], error) {
+func (c *watchClient) Watch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchBatch], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Watch_ServiceDesc.Streams[0], Watch_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[WatchRequest, WatchBatch]{ClientStream: stream}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Watch_WatchClient = grpc.BidiStreamingClient[WatchRequest, WatchResponse]
+type Watch_WatchClient = grpc.BidiStreamingClient[WatchRequest, WatchBatch]
 
 // WatchServer is the server API for Watch service.
 // All implementations must embed UnimplementedWatchServer
 // for forward compatibility.
 type WatchServer interface {
-	Watch(grpc.BidiStreamingServer[WatchRequest, WatchResponse]) error
+	Watch(grpc.BidiStreamingServer[WatchRequest, WatchBatch]) error
 	mustEmbedUnimplementedWatchServer()
 }
 
@@ -284,7 +284,7 @@ type WatchServer interface {
 // pointer dereference when methods are called.
 type UnimplementedWatchServer struct{}
 
-func (UnimplementedWatchServer) Watch(grpc.BidiStreamingServer[WatchRequest, WatchResponse]) error {
+func (UnimplementedWatchServer) Watch(grpc.BidiStreamingServer[WatchRequest, WatchBatch]) error {
 	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedWatchServer) mustEmbedUnimplementedWatchServer() {}
@@ -309,11 +309,11 @@ func RegisterWatchServer(s grpc.ServiceRegistrar, srv WatchServer) {
 }
 
 func _Watch_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(WatchServer).Watch(&grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+	return srv.(WatchServer).Watch(&grpc.GenericServerStream[WatchRequest, WatchBatch]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Watch_WatchServer = grpc.BidiStreamingServer[WatchRequest, WatchResponse]
+type Watch_WatchServer = grpc.BidiStreamingServer[WatchRequest, WatchBatch]
 
 // Watch_ServiceDesc is the grpc.ServiceDesc for Watch service.
 // It's only intended for direct use with grpc.RegisterService,

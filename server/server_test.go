@@ -345,7 +345,7 @@ func watchErr(ctx context.Context, c *testCluster, p *proc, create *pb.WatchCrea
 	if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: create}}); err != nil {
 		return err
 	}
-	ev, err := s.Recv()
+	ev, err := (&rawWatch{s: s}).recv()
 	switch {
 	case err != nil:
 		return err
@@ -490,12 +490,13 @@ func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
 func TestOneStreamCarriesManyWatches(t *testing.T) {
 	c := startCluster(t)
 	f := c.followers()[0]
-	s, err := pb.NewWatchClient(c.conn(f)).Watch(ctxT(t, time.Minute))
+	stream, err := pb.NewWatchClient(c.conn(f)).Watch(ctxT(t, time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &rawWatch{s: stream}
 	create := func(req uint64, key string, prefix bool) {
-		if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte(key), Prefix: prefix, RequestId: req}}}); err != nil {
+		if err := stream.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte(key), Prefix: prefix, RequestId: req}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -504,7 +505,7 @@ func TestOneStreamCarriesManyWatches(t *testing.T) {
 	create(3, "bad", true) // refused in-band; the stream stays open
 	ids := map[uint64]uint64{}
 	for len(ids) < 3 {
-		ev, err := s.Recv()
+		ev, err := s.recv()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -531,7 +532,7 @@ func TestOneStreamCarriesManyWatches(t *testing.T) {
 	// recv returns the next data event or CANCELED, skipping PROGRESS.
 	recv := func() *pb.WatchResponse {
 		for {
-			ev, err := s.Recv()
+			ev, err := s.recv()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -553,7 +554,7 @@ func TestOneStreamCarriesManyWatches(t *testing.T) {
 		t.Fatalf("PUT reached watches %v, want both %d and %d", got, ids[1], ids[2])
 	}
 	// Cancel the exact watch: CANCELED for it, then only the prefix watch.
-	if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: ids[1]}}}); err != nil {
+	if err := stream.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: ids[1]}}}); err != nil {
 		t.Fatal(err)
 	}
 	if ev := recv(); ev.Type != pb.EventType_CANCELED || ev.WatchId != ids[1] {
@@ -567,4 +568,23 @@ func TestOneStreamCarriesManyWatches(t *testing.T) {
 	if err != nil || st.Watchers != 1 {
 		t.Fatalf("node reports %d watchers (%v), want 1", st.GetWatchers(), err)
 	}
+}
+
+// rawWatch reads a raw watch stream one response at a time.
+type rawWatch struct {
+	s       pb.Watch_WatchClient
+	pending []*pb.WatchResponse
+}
+
+func (r *rawWatch) recv() (*pb.WatchResponse, error) {
+	for len(r.pending) == 0 {
+		b, err := r.s.Recv()
+		if err != nil {
+			return nil, err
+		}
+		r.pending = b.Responses
+	}
+	ev := r.pending[0]
+	r.pending = r.pending[1:]
+	return ev, nil
 }

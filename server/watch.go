@@ -15,6 +15,11 @@ const watchCtlQueue = 64
 // takeBatch is the initial capacity of the slice events are taken into.
 const takeBatch = 64
 
+// maxBatchBytes is a soft cap on the payload of one WatchBatch message (a
+// single larger event still goes alone), keeping messages well under the
+// client's receive limit.
+const maxBatchBytes = 256 << 10
+
 // Watch implements Watch.Watch. One stream carries any number of watches.
 // A receiving goroutine reads the client's requests and hands them to this
 // goroutine, the only one that registers, cancels and sends: so a watch's
@@ -76,20 +81,36 @@ type watchSession struct {
 	serverCanceledLast bool
 }
 
-// flush sends every queued event.
+// flush sends every queued event, as few messages as the size cap allows.
 func (ss *watchSession) flush() error {
 	ss.buf = ss.ws.Take(ss.buf[:0])
 	defer clear(ss.buf) // drop references to event payloads
+	batch := &pb.WatchBatch{}
+	size := 0
 	for _, ev := range ss.buf {
-		if err := ss.stream.Send(toWatchResponse(ev)); err != nil {
-			return err
+		n := len(ev.Key) + len(ev.Value) + len(ev.PrevValue) + len(ev.Reason) + 32
+		if len(batch.Responses) > 0 && size+n > maxBatchBytes {
+			if err := ss.stream.Send(batch); err != nil {
+				return err
+			}
+			batch, size = &pb.WatchBatch{}, 0
 		}
+		batch.Responses = append(batch.Responses, toWatchResponse(ev))
+		size += n
 		if ev.Type == watch.Canceled {
 			delete(ss.watchers, ev.WatchID)
 			ss.serverCanceledLast = len(ss.watchers) == 0
 		}
 	}
-	return nil
+	if len(batch.Responses) == 0 {
+		return nil
+	}
+	return ss.stream.Send(batch)
+}
+
+// send sends one response on its own.
+func (ss *watchSession) send(r *pb.WatchResponse) error {
+	return ss.stream.Send(&pb.WatchBatch{Responses: []*pb.WatchResponse{r}})
 }
 
 func (ss *watchSession) handle(req *pb.WatchRequest) error {
@@ -99,11 +120,11 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 		w, err := ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv})
 		if err != nil {
 			st := status.Convert(toStatus(err))
-			return ss.stream.Send(&pb.WatchResponse{Type: pb.EventType_CANCELED, Key: c.Key, RequestId: c.RequestId,
+			return ss.send(&pb.WatchResponse{Type: pb.EventType_CANCELED, Key: c.Key, RequestId: c.RequestId,
 				Reason: st.Message(), Code: int32(st.Code())})
 		}
 		ss.watchers[w.ID()] = w
-		return ss.stream.Send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: c.Key, Revision: w.Start(),
+		return ss.send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: c.Key, Revision: w.Start(),
 			WatchId: w.ID(), RequestId: c.RequestId})
 	case *pb.WatchRequest_Progress:
 		if id := r.Progress.WatchId; id != 0 {
@@ -131,7 +152,7 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 			return nil // the server canceled it meanwhile; that CANCELED was sent
 		}
 		delete(ss.watchers, id)
-		return ss.stream.Send(&pb.WatchResponse{Type: pb.EventType_CANCELED, WatchId: id, Reason: "canceled by the client"})
+		return ss.send(&pb.WatchResponse{Type: pb.EventType_CANCELED, WatchId: id, Reason: "canceled by the client"})
 	}
 	return nil
 }

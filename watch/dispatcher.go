@@ -201,8 +201,8 @@ func (d *Dispatcher) send(w *Watcher, ev *Event) {
 		// CANCELED is appended after every event w was sent (a Take in
 		// between only makes the cancel conservative), and w.canceled
 		// stops anything more for w.
-		if ok, pending := d.holdStream(w.stream).pushLocked(w, &out, d.reg.bufferSize); !ok {
-			d.cancel(w, fmt.Sprintf("watcher too slow: %d events waiting, the most it may have is %d", pending, d.reg.bufferSize))
+		if ok, pending := d.holdStream(w.stream).pushLocked(w, &out, d.reg.streamBufferSize); !ok {
+			d.cancel(w, fmt.Sprintf("watcher too slow: %d events waiting, the most it may have is %d", pending, d.reg.streamBufferSize))
 		}
 		return
 	}
@@ -281,9 +281,9 @@ func (d *Dispatcher) progress(w *Watcher) bool {
 	// Never ahead of what w was sent, never below its start.
 	ev := Event{Type: Progress, WatchID: w.id, Revision: max(d.delivered.Load(), w.start)}
 	if w.stream != nil {
-		// Only with at most BufferSize-2 events waiting, so that room for
+		// Only with at most StreamBufferSize-2 events waiting, so that room for
 		// a data event is left after it (one stricter than channel mode).
-		ok, _ := d.holdStream(w.stream).pushLocked(w, &ev, d.reg.bufferSize+reservedSlots-progressMinFree)
+		ok, _ := d.holdStream(w.stream).pushLocked(w, &ev, d.reg.streamBufferSize+reservedSlots-progressMinFree)
 		return ok
 	}
 	if w.free() < progressMinFree {

@@ -34,7 +34,7 @@
 // waiting and is emptied by Stream.Take, so an idle watcher costs only its
 // own struct and map entries; the consumer (one goroutine per gRPC stream,
 // say) waits on Stream.Ready and takes everything at once. The bound is the
-// same: a watcher with BufferSize events not yet taken gets CANCELED in
+// same: a watcher with StreamBufferSize events not yet taken gets CANCELED in
 // place of the next one (the CANCELED needs no reserved room, the queue is
 // unbounded), and the others sharing the stream are not affected. Every
 // other rule (start revision, previous values, PROGRESS, heartbeats, lag

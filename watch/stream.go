@@ -20,7 +20,7 @@ const (
 //
 // Its queue grows only while events are waiting, with no room set aside per
 // watcher, and is emptied by every Take. Each watcher still has the bound
-// of channel mode: it may have at most Config.BufferSize events queued and
+// of channel mode: it may have at most Config.StreamBufferSize events queued and
 // not yet taken; the event that would exceed that is replaced by CANCELED
 // (the watcher is removed, the others on the stream are not affected).
 //

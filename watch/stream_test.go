@@ -142,7 +142,7 @@ func TestChannelModeEventsCarryWatchID(t *testing.T) {
 }
 
 func TestStreamDeliversToSeveralWatchersInOrder(t *testing.T) {
-	h := newHarness(t, Config{BufferSize: 1000}, true)
+	h := newHarness(t, Config{StreamBufferSize: 1000}, true)
 	s, sr := h.stream()
 	exact := h.registerOn(s, "/config/db", false, false)
 	prefix := h.registerOn(s, "/config/", true, false)
@@ -222,7 +222,7 @@ func TestStreamPrevValueSemantics(t *testing.T) {
 
 func TestStreamOverflowCancelsOnlyTheSlowWatcher(t *testing.T) {
 	const buf = 8
-	h := newHarness(t, Config{BufferSize: buf}, true)
+	h := newHarness(t, Config{StreamBufferSize: buf}, true)
 	a, ra := h.stream()
 	b, rb := h.stream()
 	slow := h.registerOn(a, "/k", false, false)
@@ -262,7 +262,7 @@ func TestStreamBoundIsPerTake(t *testing.T) {
 	// Taking resets the count: a watcher taken from often is never canceled,
 	// whatever the total number of events.
 	const buf = 4
-	h := newHarness(t, Config{BufferSize: buf}, false)
+	h := newHarness(t, Config{StreamBufferSize: buf}, false)
 	s, sr := h.stream()
 	w := h.registerOn(s, "/k", false, false)
 	for i := uint64(1); i <= 10*buf; i++ {
@@ -309,7 +309,7 @@ func TestStreamProgressRevisionIsLive(t *testing.T) {
 }
 
 func TestStreamProgressNeverAheadOfEvents(t *testing.T) {
-	h := newHarness(t, Config{BufferSize: 4096, ProgressInterval: time.Millisecond}, true)
+	h := newHarness(t, Config{StreamBufferSize: 4096, ProgressInterval: time.Millisecond}, true)
 	s, sr := h.stream()
 	ws := []*Watcher{h.registerOn(s, "/a/", true, false), h.registerOn(s, "/a/x", false, false)}
 	const n = 2000
@@ -371,14 +371,14 @@ func TestStreamRequestProgress(t *testing.T) {
 	})
 	t.Run("retried when too many events wait", func(t *testing.T) {
 		const buf = 3
-		h := newHarness(t, Config{BufferSize: buf}, false)
+		h := newHarness(t, Config{StreamBufferSize: buf}, false)
 		s, sr := h.stream()
 		w := h.registerOn(s, "/k", false, false)
 		h.d.deliver(&Batch{Index: 1, Events: []Event{put("/k", 1)}})
 		h.d.deliver(&Batch{Index: 2, Events: []Event{put("/k", 2)}})
 		w.RequestProgress()
 		h.d.pending = h.reg.takeRequests(h.d.pending)
-		h.d.serveProgress() // 2 = BufferSize-1 waiting: must wait
+		h.d.serveProgress() // 2 = StreamBufferSize-1 waiting: must wait
 		sr.takeNow()
 		sr.nextType(w, Put, 1)
 		sr.nextType(w, Put, 2)
@@ -387,7 +387,7 @@ func TestStreamRequestProgress(t *testing.T) {
 		h.d.serveProgress() // as Run does after every batch
 		sr.takeNow()
 		sr.nextType(w, Progress, 3)
-		// One waiting (<= BufferSize-2): served at once.
+		// One waiting (<= StreamBufferSize-2): served at once.
 		h.d.deliver(&Batch{Index: 4, Events: []Event{put("/k", 4)}})
 		w.RequestProgress()
 		h.d.pending = h.reg.takeRequests(h.d.pending)
@@ -413,18 +413,18 @@ func TestStreamHeartbeatReachesEveryWatcher(t *testing.T) {
 func TestStreamHeartbeatNeverCancels(t *testing.T) {
 	// Driven by hand (no Run) so the heartbeats fall exactly where wanted.
 	const buf = 4
-	h := newHarness(t, Config{BufferSize: buf}, false)
+	h := newHarness(t, Config{StreamBufferSize: buf}, false)
 	a, ra := h.stream()
 	b, rb := h.stream()
 	full := h.registerOn(a, "/k", false, false)
 	probe := h.registerOn(b, "/probe", false, false)
 	h.d.deliver(&Batch{Index: 3, Events: []Event{put("/k", 1), put("/k", 2), put("/k", 3)}})
 	for range 3 {
-		h.d.heartbeat() // 3 > BufferSize-2 waiting: no PROGRESS for full
+		h.d.heartbeat() // 3 > StreamBufferSize-2 waiting: no PROGRESS for full
 		rb.takeNow()
 		rb.nextType(probe, Progress, 3)
 	}
-	h.d.deliver(&Batch{Index: 4, Events: []Event{put("/k", 4)}}) // BufferSize waiting: still fits
+	h.d.deliver(&Batch{Index: 4, Events: []Event{put("/k", 4)}}) // StreamBufferSize waiting: still fits
 	h.d.heartbeat()
 	ra.takeNow()
 	for i := uint64(1); i <= 4; i++ {
@@ -635,7 +635,7 @@ func TestStreamTakeConcurrentWithCancels(t *testing.T) {
 		perGroup = 5
 		bursts   = 300
 	)
-	h := newHarness(t, Config{BufferSize: buf, ProgressInterval: time.Millisecond}, true)
+	h := newHarness(t, Config{StreamBufferSize: buf, ProgressInterval: time.Millisecond}, true)
 	s, _ := h.stream()
 	barrier := h.registerOn(s, "/barrier", false, false)
 	group := map[uint64]int{}     // watcher ID -> group
@@ -784,7 +784,7 @@ func TestStreamTakeConcurrentWithCancels(t *testing.T) {
 }
 
 func TestStreamQueueShrinksAfterBurst(t *testing.T) {
-	h := newHarness(t, Config{BufferSize: 4 * streamRetainCap}, false)
+	h := newHarness(t, Config{StreamBufferSize: 4 * streamRetainCap}, false)
 	s, _ := h.stream()
 	h.registerOn(s, "/k", false, false)
 	burst := make([]Event, 2*streamRetainCap)

@@ -79,7 +79,7 @@ requests drain, and the data files are closed.`,
 	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "log entries between snapshots")
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to check whether a snapshot is due")
 	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for slow followers")
-	f.IntVar(&cfg.Watch.BufferSize, "watch-buffer", cfg.Watch.BufferSize, "events buffered per watcher before it is canceled as too slow")
+	f.IntVar(&cfg.Watch.StreamBufferSize, "watch-buffer", cfg.Watch.StreamBufferSize, "events a client's watch may fall behind (queued, memory used only while waiting) before it is canceled as too slow")
 	f.IntVar(&cfg.Watch.MaxWatchers, "max-watchers", cfg.Watch.MaxWatchers, "most watchers this node serves at once")
 	f.IntVar(&cfg.Watch.QueueSize, "watch-queue", cfg.Watch.QueueSize, "committed batches queued for the watch dispatcher before watchers are canceled")
 	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
