@@ -305,19 +305,29 @@ func holds(cond *pb.Condition, cur KeyValue, found bool) bool {
 	return true
 }
 
-func (a *applier) put(index uint64, op *pb.Op) (OpResult, error) {
-	cur, found, err := a.current(op.Key)
+// check reads the key's current state and starts the op's result: Prev
+// when asked for (or when a condition was set), and, when the condition does
+// not hold, the key's mod revision with ok=false.
+func (a *applier) check(op *pb.Op) (cur KeyValue, found bool, res OpResult, ok bool, err error) {
+	cur, found, err = a.current(op.Key)
 	if err != nil {
-		return OpResult{}, err
+		return cur, found, res, false, err
 	}
-	var res OpResult
 	if found && (op.WantPrev || op.Condition != nil) {
 		p := cur.clone()
 		res.Prev = &p
 	}
 	if !holds(op.Condition, cur, found) {
 		res.ModRevision = cur.ModRevision
-		return res, nil
+		return cur, found, res, false, nil
+	}
+	return cur, found, res, true, nil
+}
+
+func (a *applier) put(index uint64, op *pb.Op) (OpResult, error) {
+	cur, found, res, ok, err := a.check(op)
+	if err != nil || !ok {
+		return res, err
 	}
 	create, version := index, uint64(1)
 	if found {
@@ -340,18 +350,9 @@ func (a *applier) put(index uint64, op *pb.Op) (OpResult, error) {
 }
 
 func (a *applier) delete(index uint64, op *pb.Op) (OpResult, error) {
-	cur, found, err := a.current(op.Key)
-	if err != nil {
-		return OpResult{}, err
-	}
-	var res OpResult
-	if found && (op.WantPrev || op.Condition != nil) {
-		p := cur.clone()
-		res.Prev = &p
-	}
-	if !holds(op.Condition, cur, found) {
-		res.ModRevision = cur.ModRevision
-		return res, nil
+	cur, found, res, ok, err := a.check(op)
+	if err != nil || !ok {
+		return res, err
 	}
 	res.Succeeded = true
 	if !found {
