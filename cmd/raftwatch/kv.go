@@ -75,13 +75,11 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
+			defer done()
 			r, err := c.Put(ctx, []byte(args[0]), []byte(args[1]), opts...)
 			if err != nil {
 				return err
@@ -105,13 +103,11 @@ func newDelCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
+			defer done()
 			r, err := c.Delete(ctx, []byte(args[0]), opts...)
 			if err != nil {
 				return err
@@ -159,13 +155,11 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		Long:  "Read a key. Exits 1 with \"key not found\" when the key does not exist.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
+			defer done()
 			var o []client.OpOption
 			if serializable {
 				o = append(o, client.WithSerializable())
@@ -196,13 +190,11 @@ func newListCmd(g *globalFlags) *cobra.Command {
 		Short: "List keys starting with PREFIX, in key order",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
+			defer done()
 			o := []client.OpOption{client.WithLimit(limit)}
 			if serializable {
 				o = append(o, client.WithSerializable())
@@ -282,13 +274,11 @@ func newMembersCmd(g *globalFlags) *cobra.Command {
 		Short: "List the cluster's members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
+			defer done()
 			r, err := c.Members(ctx)
 			if err != nil {
 				return err

@@ -63,3 +63,13 @@ func (g *globalFlags) client() (*client.Client, error) {
 func (g *globalFlags) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
 }
+
+// open returns a client and a request context, and a func releasing both.
+func (g *globalFlags) open() (*client.Client, context.Context, func(), error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.ctx()
+	return c, ctx, func() { cancel(); c.Close() }, nil
+}
