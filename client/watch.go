@@ -134,6 +134,11 @@ func (m *watchMux) create(ctx, watchCtx context.Context, create *pb.WatchCreate)
 
 // read routes the stream's messages to their watches until it ends.
 func (m *watchMux) read() {
+	type delivery struct {
+		w *Watcher
+		r *pb.WatchResponse
+	}
+	var out []delivery
 	for {
 		b, err := m.stream.Recv()
 		if err != nil {
@@ -143,14 +148,25 @@ func (m *watchMux) read() {
 			m.fail(err)
 			return
 		}
+		// Route the whole batch under one lock, then hand events over.
+		m.mu.Lock()
 		for _, r := range b.Responses {
-			m.route(r)
+			if w := m.routeLocked(r); w != nil {
+				out = append(out, delivery{w, r})
+			}
 		}
+		m.mu.Unlock()
+		for i, d := range out {
+			d.w.push(d.r, nil)
+			out[i] = delivery{}
+		}
+		out = out[:0]
 	}
 }
 
-func (m *watchMux) route(r *pb.WatchResponse) {
-	m.mu.Lock()
+// routeLocked settles creates and returns the watch an event is for (nil
+// when it is for no live watch). m.mu is held.
+func (m *watchMux) routeLocked(r *pb.WatchResponse) *Watcher {
 	if r.Type == pb.EventType_CREATED || (r.Type == pb.EventType_CANCELED && r.WatchId == 0) {
 		if r.Type == pb.EventType_CREATED {
 			if w := m.creating[r.RequestId]; w != nil {
@@ -165,17 +181,13 @@ func (m *watchMux) route(r *pb.WatchResponse) {
 		}
 		delete(m.pending, r.RequestId)
 		delete(m.creating, r.RequestId)
-		m.mu.Unlock()
-		return
+		return nil
 	}
 	w := m.watchers[r.WatchId]
 	if r.Type == pb.EventType_CANCELED {
 		delete(m.watchers, r.WatchId)
 	}
-	m.mu.Unlock()
-	if w != nil {
-		w.push(r, nil)
-	}
+	return w
 }
 
 // fail ends the stream and every watch on it with err.
