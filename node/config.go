@@ -71,14 +71,16 @@ type Config struct {
 // DefaultConfig returns the settings tuned for nodes on one machine or a LAN.
 // Raft's defaults (1 s heartbeat and election timeouts, 50 ms commit timeout)
 // are for WANs: failover would take seconds and follower watchers would
-// trail the leader by up to 100 ms.
+// trail the leader by up to 100 ms. The timeouts stay well above what a
+// CPU-starved 2-core machine under benchmark load delays heartbeats by: a
+// 250 ms leader lease made the leader step down mid-benchmark.
 func DefaultConfig() Config {
 	return Config{
 		MaxKeySize:         DefaultMaxKeySize,
 		MaxValueSize:       DefaultMaxValueSize,
-		HeartbeatTimeout:   500 * time.Millisecond,
-		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		HeartbeatTimeout:   750 * time.Millisecond,
+		ElectionTimeout:    750 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      2 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
