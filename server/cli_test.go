@@ -1,0 +1,194 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The CLI is the same binary the nodes run; these tests drive it the way a
+// person would, against three real nodes.
+
+// cli runs the raftwatch binary with args and returns stdout, stderr and
+// the exit code.
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+type cliEvent struct {
+	Type      string  `json:"type"`
+	Key       string  `json:"key"`
+	Value     string  `json:"value"`
+	PrevValue *string `json:"prev_value"`
+	Revision  uint64  `json:"revision"`
+	Reason    string  `json:"reason"`
+}
+
+func TestCLIPutThroughFollowerAndWatchOnAnother(t *testing.T) {
+	c := startCluster(t)
+	fs := c.followers()
+	if len(fs) < 2 {
+		t.Fatal("want two followers")
+	}
+	// Start the watcher first on one follower; read its JSON lines.
+	watch := exec.Command(binary, "watch", "--prefix", "/config/", "--prev-kv", "--json", "--endpoints", fs[1].clientAddr)
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { watch.Process.Kill(); watch.Wait() }()
+	events := make(chan cliEvent, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev cliEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				events <- ev
+			}
+		}
+		close(events)
+	}()
+	next := func(skipProgress bool) cliEvent {
+		t.Helper()
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatal("watch output ended")
+				}
+				if skipProgress && ev.Type == "PROGRESS" {
+					continue
+				}
+				return ev
+			case <-time.After(10 * time.Second):
+				t.Fatal("no watch output within 10 s")
+			}
+		}
+	}
+	if ev := next(true); ev.Type != "CREATED" {
+		t.Fatalf("first line %+v, want CREATED", ev)
+	}
+
+	// Flags after the positional arguments; the endpoint is a follower.
+	out, errOut, code := cli(t, "put", "/config/db/host", "a", "--endpoints", fs[0].clientAddr, "--json")
+	if code != 0 {
+		t.Fatalf("put via follower exited %d: %s", code, errOut)
+	}
+	var put struct {
+		Revision  uint64 `json:"revision"`
+		Succeeded bool   `json:"succeeded"`
+	}
+	if err := json.Unmarshal([]byte(out), &put); err != nil || !put.Succeeded {
+		t.Fatalf("put output %q: %v", out, err)
+	}
+	ev := next(true)
+	if ev.Type != "PUT" || ev.Key != "/config/db/host" || ev.Value != "a" || ev.Revision != put.Revision ||
+		ev.PrevValue == nil || *ev.PrevValue != "" {
+		t.Fatalf("watch printed %+v, want PUT a at %d with empty prev_value", ev, put.Revision)
+	}
+
+	out, errOut, code = cli(t, "--endpoints", fs[0].clientAddr, "--json", "del", "/config/db/host")
+	if code != 0 {
+		t.Fatalf("del exited %d: %s", code, errOut)
+	}
+	var del struct {
+		Revision uint64 `json:"revision"`
+		Deleted  bool   `json:"deleted"`
+	}
+	if err := json.Unmarshal([]byte(out), &del); err != nil || !del.Deleted {
+		t.Fatalf("del output %q: %v", out, err)
+	}
+	ev = next(true)
+	if ev.Type != "DELETE" || ev.Revision != del.Revision || del.Revision <= put.Revision || ev.PrevValue == nil || *ev.PrevValue != "a" {
+		t.Fatalf("watch printed %+v, want DELETE at %d with prev_value a", ev, del.Revision)
+	}
+
+	// A prefix without slashes fails with a clear message and a non-zero exit.
+	_, errOut, code = cli(t, "watch", "--prefix", "config", "--endpoints", fs[1].clientAddr)
+	if code == 0 || !strings.Contains(errOut, `invalid prefix "config"`) || !strings.Contains(errOut, `try "/config/"`) {
+		t.Fatalf("watch --prefix config: exit %d, stderr %q", code, errOut)
+	}
+	// get of the deleted key says so and exits 1.
+	_, errOut, code = cli(t, "get", "/config/db/host", "--endpoints", fs[0].clientAddr)
+	if code != 1 || !strings.Contains(errOut, "key not found") {
+		t.Fatalf("get of a deleted key: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCLIWatchExitsNonZeroWhenCanceled(t *testing.T) {
+	c := startCluster(t)
+	f := c.followers()[0]
+	watch := exec.Command(binary, "watch", "/k", "--endpoints", f.clientAddr)
+	var out bytes.Buffer
+	watch.Stdout = &out
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the watch to register", func() bool {
+		st, err := c.status(f)
+		return err == nil && st.Watchers == 1
+	})
+	if err := c.stop(f); err != nil { // the node cancels every watcher with "shutdown"
+		t.Fatal(err)
+	}
+	err := watch.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 3 || !strings.Contains(out.String(), "CANCELED: shutdown") {
+		t.Fatalf("watch ended with %v, output %q; want exit 3 after CANCELED: shutdown", err, out.String())
+	}
+}
+
+func TestMembershipChange(t *testing.T) {
+	c := startCluster(t)
+	// A fourth node with no --initial-cluster waits to be added.
+	ports := freePorts(t, 2)
+	p := &proc{id: "n4", raftAddr: ports[0], clientAddr: ports[1]}
+	p.dataDir = t.TempDir() + "/n4"
+	p.logPath = p.dataDir + ".log"
+	saved := c.initial
+	c.initial = ""
+	c.start(p)
+	c.initial = saved
+	c.nodes = append(c.nodes, p)
+
+	if _, errOut, code := cli(t, "member", "add", "n4", p.raftAddr, p.clientAddr, "--endpoints", strings.Join(c.endpoints()[:3], ",")); code != 0 {
+		t.Fatalf("member add exited %d: %s", code, errOut)
+	}
+	out, _, code := cli(t, "members", "--json", "--endpoints", p.clientAddr)
+	if code != 0 || strings.Count(out, `"voter":true`) != 4 || !strings.Contains(out, p.clientAddr) {
+		t.Fatalf("members after add: %s", out)
+	}
+	// The new member receives writes.
+	if _, errOut, code := cli(t, "put", "/after-add", "1", "--endpoints", c.endpoints()[0]); code != 0 {
+		t.Fatalf("put: %s", errOut)
+	}
+	eventually(t, 10*time.Second, "n4 to apply the put", func() bool {
+		out, _, code := cli(t, "get", "/after-add", "--serializable", "--endpoints", p.clientAddr)
+		return code == 0 && strings.TrimSpace(out) == "1"
+	})
+	if _, errOut, code := cli(t, "member", "remove", "n4", "--endpoints", c.endpoints()[0]); code != 0 {
+		t.Fatalf("member remove exited %d: %s", code, errOut)
+	}
+	out, _, _ = cli(t, "members", "--json", "--endpoints", c.endpoints()[0])
+	if strings.Contains(out, `"id":"n4"`) {
+		t.Fatalf("n4 still a member: %s", out)
+	}
+}
