@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	rwclient "github.com/raftwatch/raftwatch/client"
 	"github.com/raftwatch/raftwatch/cluster-test/history"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -299,10 +299,11 @@ func classify(err error) (string, string) {
 	case codes.FailedPrecondition, codes.InvalidArgument, codes.ResourceExhausted:
 		return history.Fail, msg
 	case codes.Unavailable:
-		for _, d := range st.Details() {
-			if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == notAppliedReason {
-				return history.Fail, msg
-			}
+		// The server's NOT_APPLIED marker, or a connection that was never
+		// established (the request never left this process): the same rule
+		// the Go client uses before it retries a write.
+		if rwclient.NotApplied(err) {
+			return history.Fail, msg
 		}
 	}
 	return history.Info, msg

@@ -41,6 +41,8 @@ func TestClassify(t *testing.T) {
 		{"INVALID_ARGUMENT was not applied", status.Error(codes.InvalidArgument, "empty key"), history.Fail},
 		{"UNAVAILABLE with the NOT_APPLIED marker was not applied", withDetail(t, codes.Unavailable, "no leader", &errdetails.ErrorInfo{Reason: notAppliedReason}), history.Fail},
 		{"UNAVAILABLE without the marker (leadership lost, transport) is unknown", status.Error(codes.Unavailable, "connection reset"), history.Info},
+		{"UNAVAILABLE from a connection that was never made was not sent", status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 10.77.0.11:7101: connect: connection refused"`), history.Fail},
+		{"UNAVAILABLE after the connection broke mid-request is unknown", status.Error(codes.Unavailable, "error reading from server: EOF"), history.Info},
 		{"DEADLINE_EXCEEDED is unknown", status.Error(codes.DeadlineExceeded, "deadline"), history.Info},
 		{"a non-status error is unknown", context.DeadlineExceeded, history.Info},
 		{"INTERNAL is unknown", status.Error(codes.Internal, "boom"), history.Info},
