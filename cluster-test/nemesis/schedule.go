@@ -88,6 +88,9 @@ func NewSchedule(seed uint64, limit time.Duration, families []string, n int) []F
 	between := func(lo, hi time.Duration) time.Duration {
 		return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
 	}
+	// The first faults go through the families in a seeded order, so a
+	// short run still exercises each one it was asked for.
+	order := rng.Perm(len(families))
 	var out []Fault
 	t := time.Duration(0)
 	last := limit - RecoveryMargin
@@ -100,7 +103,11 @@ func NewSchedule(seed uint64, limit time.Duration, families []string, n int) []F
 		if end-t < minFault {
 			return out
 		}
-		f := Fault{Start: t, End: end, Family: families[rng.IntN(len(families))], Perm: rng.Perm(n)}
+		family := families[rng.IntN(len(families))]
+		if len(out) < len(order) {
+			family = families[order[len(out)]]
+		}
+		f := Fault{Start: t, End: end, Family: family, Perm: rng.Perm(n)}
 		switch f.Family {
 		case Partition:
 			f.Variant = []string{"leader", "majority", "bridge"}[rng.IntN(3)]

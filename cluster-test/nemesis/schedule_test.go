@@ -84,3 +84,18 @@ func TestParseFamilies(t *testing.T) {
 		t.Fatal("unknown family accepted")
 	}
 }
+
+// CI runs 75 s with every family; each must appear whatever the seed.
+func TestShortScheduleCoversEveryFamily(t *testing.T) {
+	for seed := uint64(0); seed < 500; seed++ {
+		seen := map[string]bool{}
+		for _, f := range NewSchedule(seed, 75*time.Second, Families, 3) {
+			seen[f.Family] = true
+		}
+		for _, fam := range Families {
+			if !seen[fam] {
+				t.Fatalf("seed %d: a 75 s schedule has no %s fault", seed, fam)
+			}
+		}
+	}
+}
