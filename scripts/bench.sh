@@ -275,5 +275,10 @@ fi
 # ---------------------------------------------------------------- report
 
 "$BENCH" report --in "$JSONL" --dir "$RESULTS" --settings "$RESULTS/settings.md" --gobench "$GOBENCH"
+if grep -q '\*\*no\*\*' "$RESULTS/summary.md" 2>/dev/null; then
+	echo
+	echo "Missed targets: README.md, section Performance, gives for each the profile-backed reason"
+	echo "(what limits it, what was measured, what was already fixed)."
+fi
 echo >&2
 echo "bench.sh: results in $RESULTS" >&2
