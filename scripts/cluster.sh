@@ -32,7 +32,7 @@ up() {
       "$BIN" status --endpoints "$ENDPOINTS" --timeout 1s
       echo
       echo "cluster up; endpoints: $ENDPOINTS"
-      echo "try: $BIN put /config/db/host a --endpoints 127.0.0.1:7102"
+      echo "try: $BIN put /config/db/host a   (any endpoint; followers redirect to the leader)"
       return 0
     fi
     for i in 1 2 3; do
