@@ -161,6 +161,16 @@ func (r *receivers) drain(ctx context.Context, want int64, max time.Duration) {
 	}
 }
 
+// drainUntil drains (for at most max) and returns when the last event
+// arrived, or now if none arrived after start.
+func (r *receivers) drainUntil(ctx context.Context, want int64, max time.Duration, start int64) int64 {
+	r.drain(ctx, want, max)
+	if end := r.lastRecv.Load(); end > start {
+		return end
+	}
+	return sinceEpoch()
+}
+
 // stop closes the streams and waits for the receivers; after it the
 // latencies are complete. It may be called more than once.
 func (r *receivers) stop(ws *watchSet) {
@@ -213,11 +223,7 @@ func runWatchLatency(ctx context.Context, cfg watchConfig, rate float64, dur, dr
 		acked++
 	}
 	want := acked * int64(cfg.watchers)
-	rcv.drain(ctx, want, drainMax)
-	end := rcv.lastRecv.Load()
-	if end <= start {
-		end = sinceEpoch()
-	}
+	end := rcv.drainUntil(ctx, want, drainMax, start)
 	r := Result{
 		Workload:       "watch-latency",
 		Case:           fmt.Sprintf("watch-latency %d watchers %s", cfg.watchers, placement(cfg)),
@@ -264,11 +270,7 @@ func runWatchThroughput(ctx context.Context, cfg watchConfig, putClients, putCon
 		return Result{}, err
 	}
 	want := load.Ops * int64(cfg.watchers)
-	rcv.drain(ctx, want, drainMax)
-	end := rcv.lastRecv.Load()
-	if end <= start {
-		end = sinceEpoch()
-	}
+	end := rcv.drainUntil(ctx, want, drainMax, start)
 	r := Result{
 		Workload:       "watch-throughput",
 		Case:           fmt.Sprintf("watch-throughput %d watchers %s", cfg.watchers, placement(cfg)),
