@@ -121,13 +121,27 @@ func (m *watchMux) create(ctx, watchCtx context.Context, create *pb.WatchCreate)
 			return nil, status.Error(codes.Code(r.Code), r.Reason)
 		}
 		w.created = r
+		w.mu.Lock() // Close may run at once, from AfterFunc's goroutine
 		w.stop = context.AfterFunc(watchCtx, w.Close)
+		w.mu.Unlock()
 		return w, nil
 	case <-ctx.Done():
 		m.mu.Lock()
 		delete(m.pending, id)
 		delete(m.creating, id)
 		m.mu.Unlock()
+		// The CREATED may have been routed in the same instant: then the
+		// watch exists on both sides and nobody holds it; end it.
+		select {
+		case r := <-reply:
+			if r != nil && r.Type == pb.EventType_CREATED {
+				m.mu.Lock()
+				delete(m.watchers, r.WatchId)
+				m.mu.Unlock()
+				go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
+			}
+		default:
+		}
 		return nil, ctx.Err()
 	}
 }
@@ -276,8 +290,11 @@ func (w *Watcher) RequestProgress() error {
 
 // Close ends the watch; the server unregisters it at once.
 func (w *Watcher) Close() {
-	if w.stop != nil {
-		w.stop()
+	w.mu.Lock()
+	stop := w.stop
+	w.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
 	m := w.mux
 	m.mu.Lock()

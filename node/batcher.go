@@ -106,6 +106,7 @@ func (b *batcher) run() {
 		}
 		data, err := proto.Marshal(chunk)
 		if err != nil {
+			<-b.slots
 			fail(props, err)
 			continue
 		}

@@ -79,10 +79,9 @@ func Open(cfg Config) (*Node, error) {
 	n.registry = watch.NewRegistry(cfg.Watch, revisionSource{&fsmRef})
 	n.dispatcher = watch.NewDispatcher(n.registry, cfg.Watch)
 	statePath := filepath.Join(cfg.DataDir, "state.db")
-	if !cfg.FSMSync {
-		if _, err := n.beginSession(statePath); err != nil {
-			return nil, err
-		}
+	// Even with FSMSync: the previous run may have been without it.
+	if _, err := n.beginSession(statePath); err != nil {
+		return nil, err
 	}
 	f, err := fsm.Open(statePath, n.dispatcher, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync})
 	if err != nil {
@@ -225,7 +224,10 @@ func (n *Node) restoreNewerSnapshot(snaps raft.SnapshotStore) error {
 }
 
 // await waits for a raft future, unless raft shuts down first: futures
-// still queued inside raft at shutdown are never answered.
+// still queued inside raft at shutdown are never answered. The goroutine
+// waiting on such a future then stays blocked for the life of the process
+// (at most inflightChunks plus a read round's per Close; it matters only to
+// a program that opens and closes many nodes).
 func (n *Node) await(f raft.Future) error {
 	ch := make(chan error, 1)
 	go func() { ch <- f.Error() }()
@@ -670,7 +672,7 @@ func (n *Node) Close() error {
 		err = errors.Join(err, n.transport.Close(), n.logStore.Close())
 		if ferr := n.fsm.Close(); ferr != nil {
 			err = errors.Join(err, ferr)
-		} else if !n.cfg.FSMSync {
+		} else {
 			err = errors.Join(err, n.endSession())
 		}
 		n.log.Info("node stopped")

@@ -56,7 +56,7 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 			if err := ss.flush(); err != nil {
 				return err
 			}
-			if ss.serverCanceledLast {
+			if ss.serverCanceledLast && len(ss.watchers) == 0 {
 				return nil // the server canceled the stream's last watch
 			}
 		case <-s.node.WatchersDone():
@@ -124,6 +124,7 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 				Reason: st.Message(), Code: int32(st.Code())})
 		}
 		ss.watchers[w.ID()] = w
+		ss.serverCanceledLast = false
 		return ss.send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: c.Key, Revision: w.Start(),
 			WatchId: w.ID(), RequestId: c.RequestId})
 	case *pb.WatchRequest_Progress:
