@@ -866,7 +866,16 @@ type WatchCreate struct {
 	Prefix bool   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	PrevKv bool   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
 	// Chosen by the client; echoed in the CREATED (or refusing CANCELED).
-	RequestId     uint64 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId uint64 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Deliver every matching event with revision >= start_revision (from the
+	// node's retained history), then continue live. 0 = from now: events
+	// after the revision CREATED reports. A start_revision older than the
+	// oldest retained revision is refused with CANCELED, code OUT_OF_RANGE
+	// (11) and compact_revision set; one in the future waits for it.
+	StartRevision uint64 `protobuf:"varint,5,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// Cancel the watch (reason "no leader", code UNAVAILABLE) when this node
+	// loses touch with the leader, so a resuming client moves elsewhere.
+	RequireLeader bool `protobuf:"varint,6,opt,name=require_leader,json=requireLeader,proto3" json:"require_leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -927,6 +936,20 @@ func (x *WatchCreate) GetRequestId() uint64 {
 		return x.RequestId
 	}
 	return 0
+}
+
+func (x *WatchCreate) GetStartRevision() uint64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *WatchCreate) GetRequireLeader() bool {
+	if x != nil {
+		return x.RequireLeader
+	}
+	return false
 }
 
 type WatchRequest struct {
@@ -1137,9 +1160,13 @@ type WatchResponse struct {
 	// CREATED, and CANCELED refusing a create: the create's request_id.
 	RequestId uint64 `protobuf:"varint,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// CANCELED refusing a create: the gRPC code (e.g. 3 = INVALID_ARGUMENT).
-	Code          int32 `protobuf:"varint,10,opt,name=code,proto3" json:"code,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Code int32 `protobuf:"varint,10,opt,name=code,proto3" json:"code,omitempty"`
+	// CANCELED because history no longer holds what the watch needs: the
+	// oldest revision still retained (like etcd's compact_revision, but the
+	// first revision that can be asked for, not the last one compacted).
+	CompactRevision uint64 `protobuf:"varint,11,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WatchResponse) Reset() {
@@ -1242,6 +1269,13 @@ func (x *WatchResponse) GetCode() int32 {
 	return 0
 }
 
+func (x *WatchResponse) GetCompactRevision() uint64 {
+	if x != nil {
+		return x.CompactRevision
+	}
+	return 0
+}
+
 // WatchBatch is one message of the server's side of a watch stream: the
 // responses queued for the stream's watches since the last message, in
 // order. Batching spares per-message framing when many watches share a
@@ -1338,12 +1372,17 @@ type StatusResponse struct {
 	// Raft's applied index (entries handed to the state machine).
 	AppliedIndex uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// The last index the state machine committed to bbolt.
-	FsmIndex      uint64 `protobuf:"varint,8,opt,name=fsm_index,json=fsmIndex,proto3" json:"fsm_index,omitempty"`
-	LastLogIndex  uint64 `protobuf:"varint,9,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	Watchers      uint64 `protobuf:"varint,10,opt,name=watchers,proto3" json:"watchers,omitempty"`
-	ClientAddr    string `protobuf:"bytes,11,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FsmIndex     uint64 `protobuf:"varint,8,opt,name=fsm_index,json=fsmIndex,proto3" json:"fsm_index,omitempty"`
+	LastLogIndex uint64 `protobuf:"varint,9,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	Watchers     uint64 `protobuf:"varint,10,opt,name=watchers,proto3" json:"watchers,omitempty"`
+	ClientAddr   string `protobuf:"bytes,11,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	// Event history: the oldest revision a watch can start at, and what is
+	// retained.
+	HistoryOldestRevision uint64 `protobuf:"varint,12,opt,name=history_oldest_revision,json=historyOldestRevision,proto3" json:"history_oldest_revision,omitempty"`
+	HistoryEvents         uint64 `protobuf:"varint,13,opt,name=history_events,json=historyEvents,proto3" json:"history_events,omitempty"`
+	HistoryBytes          uint64 `protobuf:"varint,14,opt,name=history_bytes,json=historyBytes,proto3" json:"history_bytes,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1451,6 +1490,27 @@ func (x *StatusResponse) GetClientAddr() string {
 		return x.ClientAddr
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetHistoryOldestRevision() uint64 {
+	if x != nil {
+		return x.HistoryOldestRevision
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetHistoryEvents() uint64 {
+	if x != nil {
+		return x.HistoryEvents
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetHistoryBytes() uint64 {
+	if x != nil {
+		return x.HistoryBytes
+	}
+	return 0
 }
 
 type Member struct {
@@ -2152,13 +2212,15 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\fListResponse\x12(\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x16.raftwatch.v1.KeyValueR\x03kvs\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"o\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xbd\x01\n" +
 	"\vWatchCreate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12\x17\n" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\x04R\trequestId\"\xcc\x01\n" +
+	"request_id\x18\x04 \x01(\x04R\trequestId\x12%\n" +
+	"\x0estart_revision\x18\x05 \x01(\x04R\rstartRevision\x12%\n" +
+	"\x0erequire_leader\x18\x06 \x01(\bR\rrequireLeader\"\xcc\x01\n" +
 	"\fWatchRequest\x123\n" +
 	"\x06create\x18\x01 \x01(\v2\x19.raftwatch.v1.WatchCreateH\x00R\x06create\x12@\n" +
 	"\bprogress\x18\x02 \x01(\v2\".raftwatch.v1.WatchProgressRequestH\x00R\bprogress\x12:\n" +
@@ -2167,7 +2229,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x14WatchProgressRequest\x12\x19\n" +
 	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"/\n" +
 	"\x12WatchCancelRequest\x12\x19\n" +
-	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\xb3\x02\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\xde\x02\n" +
 	"\rWatchResponse\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.raftwatch.v1.EventTypeR\x04type\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -2181,12 +2243,13 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\t \x01(\x04R\trequestId\x12\x12\n" +
 	"\x04code\x18\n" +
-	" \x01(\x05R\x04codeB\r\n" +
+	" \x01(\x05R\x04code\x12)\n" +
+	"\x10compact_revision\x18\v \x01(\x04R\x0fcompactRevisionB\r\n" +
 	"\v_prev_value\"G\n" +
 	"\n" +
 	"WatchBatch\x129\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1b.raftwatch.v1.WatchResponseR\tresponses\"\x0f\n" +
-	"\rStatusRequest\"\xce\x02\n" +
+	"\rStatusRequest\"\xd2\x03\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -2201,7 +2264,10 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\bwatchers\x18\n" +
 	" \x01(\x04R\bwatchers\x12\x1f\n" +
 	"\vclient_addr\x18\v \x01(\tR\n" +
-	"clientAddr\"\x84\x01\n" +
+	"clientAddr\x126\n" +
+	"\x17history_oldest_revision\x18\f \x01(\x04R\x15historyOldestRevision\x12%\n" +
+	"\x0ehistory_events\x18\r \x01(\x04R\rhistoryEvents\x12#\n" +
+	"\rhistory_bytes\x18\x0e \x01(\x04R\fhistoryBytes\"\x84\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +
