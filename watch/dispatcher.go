@@ -1,8 +1,10 @@
 package watch
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -13,17 +15,19 @@ import (
 // their clients) started together do not all wake on the same tick.
 const heartbeatJitter = 0.10
 
-// Dispatcher carries batches from the FSM to the watchers of a Registry.
-// Publish is called by the FSM; Run is the one goroutine that delivers.
+// Dispatcher carries batches from the FSM to the watchers of a Registry and
+// feeds watchers that are catching up from history. Publish is called by
+// the FSM; Run is the one goroutine that delivers.
 type Dispatcher struct {
 	reg      *Registry
+	hist     History
 	log      *slog.Logger
 	interval time.Duration
+	step     int
 	queue    chan Batch
 
-	halted    atomic.Bool   // Stop was called: Publish drops everything
-	lost      atomic.Uint64 // highest index Publish had to drop; 0 = none
-	delivered atomic.Uint64 // index of the last batch fully delivered
+	halted atomic.Bool   // Stop was called: Publish drops everything
+	lost   atomic.Uint64 // highest index Publish had to drop; 0 = none
 
 	mu       sync.Mutex // guards started and stopped
 	started  bool
@@ -33,31 +37,35 @@ type Dispatcher struct {
 	stopOnce sync.Once
 
 	// Owned by the delivering goroutine.
-	doomed  []*Watcher // canceled during a delivery, removed after it
 	pending []*Watcher // progress requests not yet served
-	// held is the stream whose lock the delivering goroutine holds across
-	// consecutive sends to its watchers (one lock per stream per event, not
-	// per watcher); nil outside a send loop. See holdStream.
-	held *Stream
+	scratch []Event    // events read from history by one catch-up step
+	// catchUp is set while catching-up watchers may be able to make
+	// progress; cleared when a step finds none that can.
+	catchUp bool
 }
 
-// NewDispatcher returns a dispatcher for r. Only the QueueSize,
+// NewDispatcher returns a dispatcher delivering to the watchers of r,
+// reading history from hist. Only the QueueSize, CatchUpEvents,
 // ProgressInterval and Logger fields of cfg are used here.
-func NewDispatcher(r *Registry, cfg Config) *Dispatcher {
+func NewDispatcher(r *Registry, hist History, cfg Config) *Dispatcher {
 	cfg = cfg.withDefaults()
 	return &Dispatcher{
 		reg:      r,
-		log:      cfg.logger(),
+		hist:     hist,
+		log:      cfg.Logger,
 		interval: cfg.ProgressInterval,
+		step:     cfg.CatchUpEvents,
 		queue:    make(chan Batch, cfg.QueueSize),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		catchUp:  true,
 	}
 }
 
 // Publish hands a committed batch to the dispatcher. It never blocks: when
-// the queue is full the batch is dropped and, before delivering anything
-// published later, the dispatcher cancels every watcher that needed it.
+// the queue is full the batch is not queued and, before delivering anything
+// published later, the dispatcher moves every live watcher to catching up
+// from history, which holds the batch.
 func (d *Dispatcher) Publish(b Batch) {
 	if d.halted.Load() {
 		return // every watcher is canceled or about to be
@@ -78,11 +86,9 @@ func (d *Dispatcher) Publish(b Batch) {
 // WantPrev reports whether any watcher wants previous values.
 func (d *Dispatcher) WantPrev() bool { return d.reg.WantPrev() }
 
-// Delivered returns the index of the last batch fully delivered.
-func (d *Dispatcher) Delivered() uint64 { return d.delivered.Load() }
-
-// Run delivers batches, progress requests and heartbeats until Stop. It is
-// the only goroutine that sends to watchers; start it once with go d.Run().
+// Run delivers batches, catches up watchers from history, and serves
+// progress requests and heartbeats until Stop. It is the only goroutine
+// that queues data events; start it once with go d.Run().
 func (d *Dispatcher) Run() {
 	d.mu.Lock()
 	if d.started || d.stopped {
@@ -102,14 +108,61 @@ func (d *Dispatcher) Run() {
 		defer timer.Stop()
 		tick = timer.C
 	}
+	rearm := func() {}
+	if timer != nil {
+		rearm = func() { timer.Reset(d.jittered()) }
+	}
 	for {
-		d.checkLost() // before idling
-		select {
-		case <-d.stop:
+		d.checkLost()
+		// Live batches, requests and heartbeats first; a catch-up step runs
+		// only when none is waiting, so a backlog delays live watchers by
+		// at most one step.
+		if d.catchUp {
+			if quit, handled := d.handleNext(false, tick, rearm); quit {
+				return
+			} else if !handled {
+				d.catchUp = d.catchUpStep()
+			}
+			continue
+		}
+		if quit, _ := d.handleNext(true, tick, rearm); quit {
 			return
+		}
+	}
+}
+
+// handleNext handles one batch, progress request, heartbeat or wake-up:
+// the first ready one or, with block, the first to come. It reports
+// whether Stop was called and whether it handled anything.
+func (d *Dispatcher) handleNext(block bool, tick <-chan time.Time, rearm func()) (quit, handled bool) {
+	var nothing chan struct{} // nil: never ready
+	if !block {
+		nothing = closedChan
+	}
+	select {
+	case <-d.stop:
+		return true, false
+	case b := <-d.queue:
+		d.checkLost() // a batch published after a loss: handle the loss first
+		d.deliver(&b)
+		if len(d.pending) > 0 {
+			d.serveProgress()
+		}
+	case <-d.reg.reqSignal:
+		d.pending = d.reg.takeRequests(d.pending)
+		d.serveProgress()
+	case <-tick:
+		d.heartbeat()
+		rearm()
+	case <-d.reg.wake:
+		d.catchUp = true
+	default:
+		select {
+		case <-nothing:
+			return false, false
+		case <-d.stop:
+			return true, false
 		case b := <-d.queue:
-			// A batch published after a loss must not reach a watcher
-			// that missed the lost one: check again before delivering.
 			d.checkLost()
 			d.deliver(&b)
 			if len(d.pending) > 0 {
@@ -120,14 +173,20 @@ func (d *Dispatcher) Run() {
 			d.serveProgress()
 		case <-tick:
 			d.heartbeat()
-			timer.Reset(d.jittered())
+			rearm()
+		case <-d.reg.wake:
+			d.catchUp = true
 		}
 	}
+	return false, true
 }
 
-// Stop ends Run, then sends CANCELED with reason to every watcher and closes
-// their channels; later registrations fail with ErrClosed. It is idempotent
-// and also works when Run was never started.
+// closedChan is always ready to receive from.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Stop ends Run, then sends CANCELED with reason (CauseShutdown) to every
+// watcher; later registrations fail with ErrClosed. It is idempotent and
+// also works when Run was never started.
 func (d *Dispatcher) Stop(reason string) {
 	d.stopOnce.Do(func() {
 		d.halted.Store(true)
@@ -139,165 +198,244 @@ func (d *Dispatcher) Stop(reason string) {
 		if started {
 			<-d.done
 		}
-		d.reg.shutdown(d.delivered.Load(), reason)
+		d.reg.shutdown(reason)
 	})
 }
 
-// deliver puts every event of b into the channels of the watchers it
-// matches, then marks b delivered.
+// deliver queues every event of b for the live watchers it matches, then
+// marks b delivered.
 func (d *Dispatcher) deliver(b *Batch) {
 	r := d.reg
-	r.mu.RLock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b.Index <= r.delivered {
+		return // covered by a loss or a snapshot handled before: history has it
+	}
 	if b.Reset {
-		d.cancelBefore(b.Index, fmt.Sprintf("snapshot installed at revision %d: state was replaced; re-list and watch again", b.Index))
+		// The state was replaced; the snapshot's history holds what
+		// happened in between. Every watcher continues from there.
+		d.allBehindLocked(b.Index)
+		d.log.Info("snapshot installed: watchers continue from history", "revision", b.Index, "catching_up", len(r.behind))
+		return
 	}
 	for i := range b.Events {
 		ev := &b.Events[i]
 		for _, w := range r.exact[string(ev.Key)] {
-			d.send(w, ev)
+			d.send(w, ev, b.PrevRead)
 		}
 		for p := range prefixSegments(ev.Key) {
 			for _, w := range r.prefix[string(p)] {
-				d.send(w, ev)
+				d.send(w, ev, b.PrevRead)
 			}
 		}
-		d.releaseStream() // a Take waits for at most one event's fan-out
 	}
-	r.mu.RUnlock()
-	d.reap()
-	d.advance(b.Index)
+	r.delivered = b.Index
+	r.reapLocked()
 }
 
-// send puts ev in w's channel, or cancels w when only the reserved slot is
-// left; in stream mode, it appends ev to the stream's queue, or cancels w
-// when BufferSize events of w are already waiting there. r.mu is
-// read-locked.
-func (d *Dispatcher) send(w *Watcher, ev *Event) {
-	if w.canceled || ev.Revision <= w.start {
+// send queues ev for the live watcher w, or moves w to catching up when it
+// has no room or needs a previous value the batch lacks. r.mu is held.
+func (d *Dispatcher) send(w *Watcher, ev *Event, prevRead bool) {
+	if w.state != live || ev.Revision < w.next {
 		return
 	}
-	if w.prevKV && !ev.HasPrev {
-		// Fence in Register makes this impossible; if it happens anyway,
-		// say so rather than send an event without its previous value.
-		d.cancel(w, fmt.Sprintf("internal error: the event at revision %d lacks the previous value this watcher asked for; re-list and watch again", ev.Revision))
-		return
-	}
-	if w.stream == nil && w.free() <= reservedSlots {
-		d.cancel(w, fmt.Sprintf("watcher too slow: buffer of %d events full", cap(w.ch)-reservedSlots))
+	if w.prevKV && !prevRead {
+		d.fallBehind(w, ev.Revision) // history has the previous value
 		return
 	}
 	out := *ev
 	out.WatchID = w.id
 	if w.prevKV {
+		out.HasPrev = true
 		if out.PrevValue == nil {
-			out.PrevValue = []byte{} // HasPrev with empty value: the key did not exist
+			out.PrevValue = []byte{} // the key did not exist
 		}
 	} else {
 		out.HasPrev, out.PrevValue = false, nil
 	}
-	if w.stream != nil {
-		// The bound check and the append are one step under the stream's
-		// lock, so a concurrent Take sees all or nothing of it. On refusal
-		// CANCELED is appended after every event w was sent (a Take in
-		// between only makes the cancel conservative), and w.canceled
-		// stops anything more for w.
-		if ok, pending := d.holdStream(w.stream).pushLocked(w, &out, d.reg.streamBufferSize); !ok {
-			d.cancel(w, fmt.Sprintf("watcher too slow: %d events waiting, the most it may have is %d", pending, d.reg.streamBufferSize))
-		}
+	// The first event of a revision needs room; the rest of it follows.
+	if !w.stream.push(w, &out, ev.Revision == w.curRev) {
+		d.fallBehind(w, ev.Revision)
 		return
 	}
-	w.ch <- out // cannot block: at least two free slots and we are the only sender
+	w.curRev = ev.Revision
 }
 
-// cancel sends CANCELED to w and schedules its removal. r.mu is held.
-func (d *Dispatcher) cancel(w *Watcher, reason string) {
-	d.releaseStream() // w.cancel takes the stream's lock itself
-	if w.cancel(d.delivered.Load(), reason) {
-		d.doomed = append(d.doomed, w)
-		d.log.Warn("watcher canceled", "watcher_id", w.id, "key", w.key, "prefix", w.prefix, "start", w.start, "reason", reason)
-	}
+func (d *Dispatcher) fallBehind(w *Watcher, next uint64) {
+	d.reg.fallBehindLocked(w, next)
+	d.catchUp = true
 }
 
-// cancelBefore cancels every watcher whose start is below index, logging
-// one warning for all of them. r.mu is held.
-func (d *Dispatcher) cancelBefore(index uint64, reason string) {
-	d.releaseStream() // w.cancel takes the stream's lock itself
-	n := 0
-	rev := d.delivered.Load()
-	d.reg.forEachLocked(func(w *Watcher) {
-		if w.start < index && w.cancel(rev, reason) {
-			d.doomed = append(d.doomed, w)
-			n++
-		}
-	})
-	if n > 0 {
-		d.log.Warn("watchers canceled", "count", n, "reason", reason)
-	}
+// allBehindLocked moves every live watcher to catching up after index, the
+// new delivered revision. r.mu is held.
+func (d *Dispatcher) allBehindLocked(index uint64) {
+	r := d.reg
+	next := r.delivered + 1
+	r.forEachLocked(func(w *Watcher) { r.fallBehindLocked(w, next) })
+	r.delivered = index
+	d.catchUp = true
 }
 
-// checkLost cancels the watchers that needed a batch Publish dropped.
+// checkLost handles batches Publish could not queue: history holds them,
+// so every live watcher catches up from there.
 func (d *Dispatcher) checkLost() {
 	lost := d.lost.Swap(0)
 	if lost == 0 {
 		return
 	}
-	d.reg.mu.RLock()
-	d.cancelBefore(lost, fmt.Sprintf("dispatcher fell behind the state machine; events up to revision %d could not be delivered", lost))
-	d.reg.mu.RUnlock()
-	// Every watcher still registered starts at or after lost, and every
-	// watcher registered from now on starts at Applied() >= lost.
-	d.reap()
-	d.advance(lost)
-}
-
-func (d *Dispatcher) advance(index uint64) {
-	if index > d.delivered.Load() {
-		d.delivered.Store(index) // only this goroutine stores
-	}
-}
-
-// reap removes the watchers canceled since the last call.
-func (d *Dispatcher) reap() {
-	if len(d.doomed) == 0 {
-		return
-	}
 	r := d.reg
 	r.mu.Lock()
-	for _, w := range d.doomed {
-		r.removeLocked(w)
+	defer r.mu.Unlock()
+	if lost <= r.delivered {
+		return
+	}
+	d.allBehindLocked(lost)
+	d.log.Warn("watch dispatcher fell behind the state machine; watchers continue from history",
+		"revision", lost, "catching_up", len(r.behind))
+}
+
+// catchUpStep feeds the catching-up watchers that have room from one read
+// of history (at most Config.CatchUpEvents events, whole revisions), makes
+// the ones that reach the delivered revision live, and reports whether
+// another step could make progress now.
+func (d *Dispatcher) catchUpStep() bool {
+	r := d.reg
+	r.mu.Lock()
+	to := r.delivered
+	from := uint64(math.MaxUint64)
+	withPrev := false
+	var ready []*Watcher
+	for w := range r.behind {
+		if w.next > to {
+			w.state = live // nothing left to read: live from here
+			delete(r.behind, w)
+			continue
+		}
+		if !w.stream.hasRoom(w) {
+			continue // its consumer has not taken its queue; Take wakes us
+		}
+		ready = append(ready, w)
+		from = min(from, w.next)
+		withPrev = withPrev || w.prevKV
 	}
 	r.mu.Unlock()
-	clear(d.doomed)
-	d.doomed = d.doomed[:0]
-}
-
-// progress sends w a PROGRESS if that leaves the reserved slot and one more
-// free, so a heartbeat never causes a cancel. It reports whether w needs no
-// retry (sent, canceled or removed). r.mu is held.
-func (d *Dispatcher) progress(w *Watcher) bool {
-	if w.removed || w.canceled {
-		return true
-	}
-	// Never ahead of what w was sent, never below its start.
-	ev := Event{Type: Progress, WatchID: w.id, Revision: max(d.delivered.Load(), w.start)}
-	if w.stream != nil {
-		// Only with at most StreamBufferSize-2 events waiting, so that room for
-		// a data event is left after it (one stricter than channel mode).
-		ok, _ := d.holdStream(w.stream).pushLocked(w, &ev, d.reg.streamBufferSize+reservedSlots-progressMinFree)
-		return ok
-	}
-	if w.free() < progressMinFree {
+	if len(ready) == 0 {
 		return false
 	}
-	w.ch <- ev
-	return true
+
+	// Read without holding r.mu: registrations and live delivery are not
+	// held up by the disk. Only this goroutine moves delivered or next.
+	evs := d.scratch[:0]
+	readTo, last := to, uint64(0)
+	err := d.hist.ReadHistory(from, to, withPrev, func(ev *Event) bool {
+		if len(evs) >= d.step && ev.Revision != last {
+			readTo = last // stop on a revision boundary
+			return false
+		}
+		evs = append(evs, *ev)
+		last = ev.Revision
+		return true
+	})
+	defer func() { clear(evs); d.scratch = evs[:0] }()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.reapLocked()
+	if err != nil {
+		var ce *CompactedError
+		if errors.As(err, &ce) {
+			n := 0
+			for _, w := range ready {
+				if w.state == catchingUp && w.next < ce.Oldest {
+					r.cancelLocked(w, CauseCompacted, fmt.Sprintf("watcher fell behind past the retained history: it needs revision %d, the oldest retained is %d; re-list and watch again", w.next, ce.Oldest), ce.Oldest)
+					n++
+				}
+			}
+			return n > 0 // the others may retry from a later revision
+		}
+		d.log.Error("reading watch history failed; canceling the watchers that needed it", "from", from, "to", to, "err", err)
+		for _, w := range ready {
+			if w.state == catchingUp {
+				r.cancelLocked(w, CauseInternal, "reading the event history failed on this node: "+err.Error(), 0)
+			}
+		}
+		return false
+	}
+
+	// Index the ready watchers like the registry does, for this step.
+	exact := make(map[string][]*Watcher)
+	prefix := make(map[string][]*Watcher)
+	for _, w := range ready {
+		if w.prefix {
+			prefix[w.key] = append(prefix[w.key], w)
+		} else {
+			exact[w.key] = append(exact[w.key], w)
+		}
+	}
+	stalled := make(map[*Watcher]bool)
+	feed := func(w *Watcher, ev *Event) {
+		if w.state != catchingUp || stalled[w] || ev.Revision < w.next {
+			return
+		}
+		out := *ev
+		out.WatchID = w.id
+		if !w.prevKV {
+			out.HasPrev, out.PrevValue = false, nil
+		}
+		if !w.stream.push(w, &out, ev.Revision == w.curRev) {
+			w.next = ev.Revision // resume here once its queue is taken
+			stalled[w] = true
+			return
+		}
+		w.curRev = ev.Revision
+	}
+	for i := range evs {
+		ev := &evs[i]
+		for _, w := range exact[string(ev.Key)] {
+			feed(w, ev)
+		}
+		for p := range prefixSegments(ev.Key) {
+			for _, w := range prefix[string(p)] {
+				feed(w, ev)
+			}
+		}
+	}
+	progress := false
+	for _, w := range ready {
+		if w.state != catchingUp || stalled[w] {
+			continue
+		}
+		progress = true
+		w.next = max(w.next, readTo+1)
+		if w.next > r.delivered { // delivered == to: only this goroutine moves it
+			w.state = live
+			delete(r.behind, w)
+		}
+	}
+	return progress && len(r.behind) > 0
 }
 
-// serveProgress answers pending progress requests; a watcher whose buffer
-// is too full stays pending and is retried after the next batch, request
-// or heartbeat.
+// progress queues a PROGRESS for w if it has room. It reports whether w
+// needs no retry (sent, canceled or removed). r.mu is held.
+func (d *Dispatcher) progress(w *Watcher) bool {
+	r := d.reg
+	if w.removed || w.state == canceled {
+		return true
+	}
+	// Never ahead of what w was sent, never below what it was told before.
+	rev := w.next - 1
+	if w.state == live {
+		rev = max(rev, r.delivered)
+	}
+	ev := Event{Type: Progress, WatchID: w.id, Revision: rev}
+	return w.stream.pushProgress(w, &ev)
+}
+
+// serveProgress answers pending progress requests; a watcher without room
+// stays pending and is retried after the next batch, request or heartbeat.
 func (d *Dispatcher) serveProgress() {
-	d.reg.mu.RLock()
+	d.reg.mu.Lock()
+	defer d.reg.mu.Unlock()
 	kept := d.pending[:0]
 	for _, w := range d.pending {
 		if d.progress(w) {
@@ -306,41 +444,17 @@ func (d *Dispatcher) serveProgress() {
 			kept = append(kept, w)
 		}
 	}
-	d.releaseStream()
 	clear(d.pending[len(kept):])
 	d.pending = kept
-	d.reg.mu.RUnlock()
 }
 
 // heartbeat sends PROGRESS to every watcher with room for it.
 func (d *Dispatcher) heartbeat() {
-	d.reg.mu.RLock()
+	d.reg.mu.Lock()
 	d.reg.forEachLocked(func(w *Watcher) { d.progress(w) })
-	d.releaseStream()
-	d.reg.mu.RUnlock()
+	d.reg.mu.Unlock()
 	if len(d.pending) > 0 {
 		d.serveProgress()
-	}
-}
-
-// holdStream returns s with its lock held by the delivering goroutine,
-// releasing the lock of the stream held before, if another. Whoever calls
-// it releases with releaseStream before leaving its send loop, before
-// w.cancel, and before blocking on anything.
-func (d *Dispatcher) holdStream(s *Stream) *Stream {
-	if d.held != s {
-		d.releaseStream()
-		s.mu.Lock()
-		d.held = s
-	}
-	return s
-}
-
-// releaseStream unlocks the stream held by holdStream, if any.
-func (d *Dispatcher) releaseStream() {
-	if d.held != nil {
-		d.held.mu.Unlock()
-		d.held = nil
 	}
 }
 

@@ -1,59 +1,59 @@
 // Package watch delivers the key changes committed by the state machine to
-// watchers, the way etcd's watch does, without ever slowing the state machine.
+// watchers, the way etcd's watch does, without ever slowing the state
+// machine, without unbounded memory, and without a silent gap.
 //
 // # Invariant
 //
-// The FSM never blocks on watchers. Every watcher either receives every
-// matching event with revision > its start revision, in revision order, or
-// receives a CANCELED event saying why: events are never lost silently. A
-// PROGRESS R on a watcher means every matching event with revision <= R was
-// already put in its channel or its stream's queue. Nothing follows a
-// CANCELED.
+// The FSM never blocks on watchers. Every watcher receives every matching
+// event with revision > its start revision, in revision order, exactly
+// once, each revision whole — or, last, a CANCELED saying why: because the
+// history it needs was compacted (CauseCompacted), the node is stopping, or
+// it asked to follow the leader and the node lost it. Falling behind never
+// cancels and never drops: a watcher that cannot take more is moved to
+// catching up, which holds only its next revision, and is fed from history.
+// A PROGRESS R means every matching event with revision <= R was already
+// queued before it, and R never goes down.
 //
 // # Model
 //
-// The FSM commits one bbolt transaction per batch of log entries, stores the
-// applied index, and then hands the batch's events to Dispatcher.Publish,
-// which never blocks: it enqueues the Batch or, when the queue is full,
-// records that the batch was lost. One goroutine, Dispatcher.Run, takes
-// batches off the queue and delivers each event to every matching watcher.
-// A watcher that lets BufferSize events wait undelivered, or that the
-// dispatcher could not keep up for, is canceled with a reason; the client
-// re-lists and watches again from a fresh revision.
+// The FSM commits one bbolt transaction per batch of log entries, with the
+// batch's events in its history (History), and then hands the batch to
+// Dispatcher.Publish, which never blocks: it queues the Batch or, when the
+// queue is full, records its index. One goroutine, Dispatcher.Run, owns
+// delivery. It hands each batch's events to the matching live watchers and
+// then advances the registry's delivered revision; it feeds catching-up
+// watchers from History in bounded steps between batches. A watcher is in
+// one of three states (see state):
 //
-// # Delivery modes
+//   - live: the published batches feed it;
+//   - catchingUp: history feeds it from its next revision, once its
+//     stream has room; when next passes the delivered revision it is live
+//     again, with no gap and no duplicate because only Run moves either;
+//   - canceled: its CANCELED is queued; nothing follows.
 //
-// Channel mode (Registry.Register): each watcher owns a channel of
-// BufferSize+1 events, allocated up front; the last slot is reserved for
-// CANCELED, so a full watcher can always be told why it stops. This suits
-// one consumer goroutine per watcher.
+// A live watcher falls behind when its stream has no room for a revision's
+// first event (its buffer of Config.BufferSize events or the stream's byte
+// budget, Config.StreamBytes), when Publish had to drop batches (every live
+// watcher does), when a snapshot replaced the state (the snapshot carries
+// the history; every live watcher does), and when it wants previous values
+// but the batch was applied without them (the FSM reads previous values
+// during apply only while some watcher wants them: WantPrev). A watcher
+// registered with a start revision in the past starts catching up; one in
+// the future is live and skips what precedes it. A start revision below the
+// oldest retained one is refused with a *CompactedError.
 //
-// Stream mode (Registry.NewStream, Stream.Register): many watchers share
-// one Stream, whose queue holds the events of all of them in dispatch order,
-// each tagged with its Event.WatchID. The queue grows only while events are
-// waiting and is emptied by Stream.Take, so an idle watcher costs only its
-// own struct and map entries; the consumer (one goroutine per gRPC stream,
-// say) waits on Stream.Ready and takes everything at once. The bound is the
-// same: a watcher with StreamBufferSize events not yet taken gets CANCELED in
-// place of the next one (the CANCELED needs no reserved room, the queue is
-// unbounded), and the others sharing the stream are not affected. Every
-// other rule (start revision, previous values, PROGRESS, heartbeats, lag
-// and snapshot cancels, Stop) is the same in both modes.
+// Watchers are registered on a Stream, which carries the events of many
+// watchers to one consumer (a gRPC stream) in one queue that grows only
+// while events wait; Event.WatchID says whose an event is. The Registry
+// indexes watchers by key and by prefix. A prefix starts and ends with '/',
+// so delivering an event looks up its key and each '/'-terminated prefix of
+// it: the cost per event grows with the depth of the key, not with the
+// number of watchers.
 //
-// The Registry holds the watchers: exact-key watchers by key, prefix watchers
-// by prefix. A prefix starts and ends with '/', so delivering an event looks
-// up its key and each '/'-terminated prefix of it (`/config/db/host` is
-// matched by the prefixes `/`, `/config/` and `/config/db/`): the cost per
-// event grows with the depth of the key, not with the number of watchers.
-//
-// A watcher starts at the revision the FSM had applied when it registered
-// (Watcher.Start) and receives the events after it. Registration and batch
-// delivery exclude each other (a sync.RWMutex), and the FSM stores the applied
-// index before publishing, so no event after the start is missed and none at
-// or before it is repeated. A watcher that asks for previous values raises
-// the count the FSM polls (WantPrev) and waits for the batch in flight
-// (RevisionSource.Fence) before it takes its start, so every event it
-// receives carries the previous value.
+// Locking: Registry.mu guards the maps, every watcher's state and position,
+// and the delivered revision; Stream.mu guards a stream's queue. Lock order
+// is Registry.mu, then Stream.mu. Every lock is taken and released in the
+// same function. History is read without Registry.mu held.
 //
 // Events are opaque: this package imports no protobuf types. The byte slices
 // in events are shared between watchers and must be treated as read-only.

@@ -13,8 +13,8 @@ const (
 	// Progress reports that every matching event up to its revision has been
 	// sent; it carries no key.
 	Progress
-	// Canceled is the last event a watcher receives (before its channel is
-	// closed, in channel mode); Reason says why.
+	// Canceled is the last event a watcher receives; Reason and Cause say
+	// why.
 	Canceled
 )
 
@@ -34,20 +34,39 @@ func (t EventType) String() string {
 	}
 }
 
-// Event is one message for a watcher, on its channel (channel mode) or in
-// its Stream's queue (stream mode). Its byte slices may be shared with other
-// watchers and with the state machine: do not modify them.
-//
-// Field order keeps Event at 120 bytes (Type and HasPrev share a word), so a
-// channel of DefaultBufferSize+1 events fits a 32 KiB allocation.
+// CancelCause classifies a CANCELED event, so the edge (gRPC) can map it to
+// a status code and a resuming client can tell whether to resume.
+type CancelCause uint8
+
+const (
+	// CauseUnknown is the zero value; not used by this package.
+	CauseUnknown CancelCause = iota
+	// CauseShutdown: the node is stopping. Resume elsewhere.
+	CauseShutdown
+	// CauseCompacted: history no longer holds the revision the watcher
+	// needs (Event.CompactRevision is the oldest retained). Re-list.
+	CauseCompacted
+	// CauseNoLeader: a require-leader watcher's node lost the leader.
+	// Resume elsewhere.
+	CauseNoLeader
+	// CauseInternal: the node could not serve the watcher (a history read
+	// failed). Resume elsewhere.
+	CauseInternal
+)
+
+// Event is one message for a watcher, in its Stream's queue. Its byte
+// slices may be shared with other watchers and with the state machine: do
+// not modify them.
 type Event struct {
 	Type EventType
 	// HasPrev is true iff the watcher asked for previous values (PUT and
 	// DELETE events only); PrevValue is meaningful only when it is set.
 	HasPrev bool
+	// Cause classifies a CANCELED.
+	Cause CancelCause
 	// WatchID is the ID of the watcher the event is for (Watcher.ID). The
-	// dispatcher sets it on every event it delivers, in both modes; what
-	// the FSM publishes in it is ignored.
+	// dispatcher sets it on every event it delivers; what the FSM publishes
+	// in it is ignored.
 	WatchID uint64
 	Key     []byte
 	Value   []byte // PUT: the new value
@@ -56,21 +75,38 @@ type Event struct {
 	PrevValue []byte
 	// Revision is, for PUT and DELETE, the revision (log index) of the
 	// mutation; for PROGRESS, the revision up to which every matching event
-	// was sent; for CANCELED, the last revision the dispatcher delivered.
+	// was sent; for CANCELED, the revision up to which every matching event
+	// was sent before it.
 	Revision uint64
 	Version  uint64 // PUT: the key's version after the put
-	Reason   string // CANCELED: why the watcher was canceled
+	// CompactRevision is set on a CANCELED with CauseCompacted: the oldest
+	// revision history still holds.
+	CompactRevision uint64
+	Reason          string // CANCELED: why the watcher was canceled
 }
 
 // Batch is what the FSM publishes after committing one bbolt transaction.
 type Batch struct {
 	// Index is the last log index applied in that transaction; every Event
-	// has Revision <= Index.
+	// has Revision <= Index, and history holds every event <= Index.
 	Index uint64
-	// Events are the PUT and DELETE events in apply order. The FSM sets
-	// HasPrev and PrevValue when it read previous values for this batch.
+	// Events are the PUT and DELETE events in apply order.
 	Events []Event
-	// Reset says the state was replaced by a snapshot install: every watcher
-	// with a start revision below Index is canceled.
+	// PrevRead says the FSM read previous values for this batch (it does
+	// while WantPrev reports true): every event then has HasPrev set and
+	// PrevValue filled.
+	PrevRead bool
+	// Reset says the state was replaced by a snapshot install. The events
+	// between the old state and Index are not in Events; every watcher
+	// catches up on them from history (which the snapshot carries).
 	Reset bool
+}
+
+// eventOverhead is what a queued Event costs beyond its byte slices,
+// counted against a stream's byte budget.
+const eventOverhead = 128
+
+// size is the number of bytes ev counts for against a stream's budget.
+func (ev *Event) size() int {
+	return eventOverhead + len(ev.Key) + len(ev.Value) + len(ev.PrevValue) + len(ev.Reason)
 }

@@ -11,35 +11,27 @@ import (
 
 // Defaults applied to zero or negative Config fields.
 const (
-	// DefaultBufferSize lets a client fall this many events behind (a burst
-	// of writes under one prefix) before it is canceled as too slow.
-	DefaultBufferSize = 256
-	// DefaultStreamBufferSize is larger than DefaultBufferSize because a
-	// stream's queue costs memory only while events actually wait: a
-	// consumer may fall behind by a few seconds of a busy prefix (a
-	// benchmark's 1000 watchers at ~1000 puts/s) before it is canceled.
-	DefaultStreamBufferSize = 8192
-	// DefaultMaxWatchers bounds the memory watchers can pin: a channel-mode
-	// watcher holds a channel of BufferSize+1 events (about 32 KiB at the
-	// default size); a stream-mode watcher holds only its own few hundred
-	// bytes, plus up to BufferSize+1 events while they wait in its Stream.
+	// DefaultBufferSize is how many events one watcher may have waiting in
+	// its stream before it falls behind (it is then fed from history once
+	// its consumer takes what is queued, never canceled for it).
+	DefaultBufferSize = 8192
+	// DefaultStreamBytes bounds the bytes waiting in one stream's queue,
+	// whatever the number of its watchers: past it, every watcher on the
+	// stream falls behind instead of queuing more.
+	DefaultStreamBytes = 4 << 20
+	// DefaultMaxWatchers bounds the number of registered watchers.
 	DefaultMaxWatchers = 100000
 	// DefaultQueueSize is how many batches the FSM may run ahead of the
-	// dispatcher before watchers are canceled for lag.
+	// dispatcher; past it the dispatcher moves every live watcher to
+	// catching up from history.
 	DefaultQueueSize = 4096
-	// DefaultProgressInterval is the heartbeat period the node configures:
-	// often enough for a client to notice a dead stream within seconds.
+	// DefaultCatchUpEvents is how many history events one catch-up step
+	// reads, between two live batches.
+	DefaultCatchUpEvents = 4096
+	// DefaultProgressInterval is the heartbeat period the node configures.
 	// A zero Config.ProgressInterval disables heartbeats.
 	DefaultProgressInterval = time.Second
 )
-
-// reservedSlots is the channel room kept free for the CANCELED event, so a
-// watcher whose buffer is full can still be told why it stops.
-const reservedSlots = 1
-
-// progressMinFree is the free room a PROGRESS needs: one slot for itself and
-// the reserved one, so a heartbeat never turns into a cancel.
-const progressMinFree = reservedSlots + 1
 
 var (
 	// ErrInvalidPrefix: a prefix must start and end with '/'.
@@ -48,40 +40,30 @@ var (
 	ErrInvalidKey = errors.New("invalid key")
 	// ErrLimitExceeded: the registry holds Config.MaxWatchers watchers.
 	ErrLimitExceeded = errors.New("watcher limit exceeded")
-	// ErrClosed: the dispatcher was stopped; no watcher can be registered.
+	// ErrClosed: the dispatcher was stopped or the stream closed.
 	ErrClosed = errors.New("watch registry closed")
 )
-
-// RevisionSource is implemented by the FSM.
-type RevisionSource interface {
-	// Applied returns the index of the last batch committed. It is stored
-	// before the batch is published.
-	Applied() uint64
-	// Fence waits for any batch being applied to finish, then returns
-	// Applied(). Batches started after Fence returns see the new value of
-	// the prev-value watcher count (WantPrev).
-	Fence() uint64
-}
 
 // Config sizes the registry and the dispatcher. Zero fields take the
 // defaults above, except ProgressInterval, where zero disables heartbeats.
 type Config struct {
-	// BufferSize is the number of events a channel-mode watcher may have
-	// waiting in its channel, not counting the slot reserved for CANCELED.
+	// BufferSize is the number of events one watcher may have waiting in
+	// its stream's queue before it falls behind.
 	BufferSize int
-	// StreamBufferSize is the same bound for a stream-mode watcher, whose
-	// events wait in its Stream's queue.
-	StreamBufferSize int
+	// StreamBytes is the byte budget of one stream's queue.
+	StreamBytes int
 	// MaxWatchers is the hard cap on registered watchers.
 	MaxWatchers int
 	// QueueSize is the number of batches buffered between the FSM and the
 	// dispatcher.
 	QueueSize int
+	// CatchUpEvents is the number of history events one catch-up step reads.
+	CatchUpEvents int
 	// ProgressInterval is the heartbeat period, jittered by ±10%; missed
 	// ticks are skipped. Zero disables heartbeats.
 	ProgressInterval time.Duration
-	// Logger receives a warning for every cancel the watcher did not ask
-	// for. Nil means slog.Default().
+	// Logger receives a line for every cancel the watcher did not ask for.
+	// Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -89,8 +71,8 @@ func (c Config) withDefaults() Config {
 	if c.BufferSize <= 0 {
 		c.BufferSize = DefaultBufferSize
 	}
-	if c.StreamBufferSize <= 0 {
-		c.StreamBufferSize = DefaultStreamBufferSize
+	if c.StreamBytes <= 0 {
+		c.StreamBytes = DefaultStreamBytes
 	}
 	if c.MaxWatchers <= 0 {
 		c.MaxWatchers = DefaultMaxWatchers
@@ -98,114 +80,158 @@ func (c Config) withDefaults() Config {
 	if c.QueueSize <= 0 {
 		c.QueueSize = DefaultQueueSize
 	}
+	if c.CatchUpEvents <= 0 {
+		c.CatchUpEvents = DefaultCatchUpEvents
+	}
 	if c.ProgressInterval < 0 {
 		c.ProgressInterval = 0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }
 
-func (c Config) logger() *slog.Logger {
-	if c.Logger != nil {
-		return c.Logger
+// state is where a watcher's events come from.
+type state uint8
+
+const (
+	// live: the dispatcher hands it the events of each published batch.
+	// Everything matching at or below the registry's delivered revision
+	// (and below next) has been queued for it.
+	live state = iota
+	// catchingUp: it fell behind (full buffer, a lagging dispatcher, a
+	// snapshot install, a batch without the previous values it wants) or
+	// started in the past. It holds only next, the first revision it still
+	// needs; the dispatcher feeds it from history until next passes the
+	// delivered revision, then it is live again.
+	catchingUp
+	// canceled: CANCELED is queued; nothing follows it.
+	canceled
+)
+
+func (s state) String() string {
+	switch s {
+	case live:
+		return "live"
+	case catchingUp:
+		return "catching-up"
+	default:
+		return "canceled"
 	}
-	return slog.Default()
 }
 
-// Registry holds the registered watchers. It is safe for concurrent use.
-// Exactly one Dispatcher delivers to a Registry.
+// Options select what a watcher delivers.
+type Options struct {
+	// Prefix: key is a prefix that starts and ends with '/'.
+	Prefix bool
+	// PrevKV: every PUT and DELETE carries the key's previous value.
+	PrevKV bool
+	// RequireLeader: CancelRequireLeader cancels it (CauseNoLeader).
+	RequireLeader bool
+	// StartRevision: deliver every matching event with revision >= it;
+	// 0 = from now (after the delivered revision). A revision below the
+	// oldest one history retains is refused with a *CompactedError; one in
+	// the future is waited for.
+	StartRevision uint64
+}
+
+// Registry holds the watchers and their states. Every watcher field that
+// changes after registration (state, next, removed) is guarded by mu, as is
+// the revision delivered so far; the Dispatcher is the only goroutine that
+// moves watchers between states, except cancels, which any holder of mu may
+// make.
 type Registry struct {
-	src              RevisionSource
-	bufferSize       int
-	streamBufferSize int
-	max              int64
+	hist        History
+	bufferSize  int
+	streamBytes int
+	max         int64
+	log         *slog.Logger
 
 	nextID atomic.Uint64
-	// reserved counts registered watchers plus registrations in progress;
-	// a registration reserves its slot before checking the cap so
-	// concurrent registrations never overshoot it.
+	// reserved counts registered watchers plus registrations in progress,
+	// so concurrent registrations never overshoot the cap.
 	reserved atomic.Int64
-	// prev counts watchers (registered or registering) that want previous
-	// values; the FSM polls it through WantPrev every batch.
+	// prev counts watchers that want previous values; the FSM polls it
+	// (WantPrev) at the start of every batch.
 	prev   atomic.Int64
 	closed atomic.Bool
 
-	// mu excludes registration and removal (Lock) from delivery (RLock).
-	mu     sync.RWMutex
+	mu     sync.Mutex
 	exact  map[string][]*Watcher // by key
 	prefix map[string][]*Watcher // by prefix; every prefix starts and ends with '/'
 	n      int                   // registered watchers
+	// behind holds the catching-up watchers.
+	behind map[*Watcher]struct{}
+	// delivered: every event at or below it was offered to every live
+	// watcher (and is in history).
+	delivered uint64
+	// doomed holds watchers canceled while their maps were being walked;
+	// reapLocked removes them.
+	doomed []*Watcher
 
 	// Progress requests: RequestProgress appends to reqs (at most once per
-	// watcher until served) and pokes reqSignal, a one-slot channel that
-	// wakes the dispatcher; several pokes coalesce, requests never do.
+	// watcher until served) and pokes reqSignal.
 	reqMu     sync.Mutex
 	reqs      []*Watcher
 	reqSignal chan struct{}
+	// wake tells the dispatcher that catching up may make progress: a
+	// catching-up watcher was registered or a stream's queue was taken.
+	wake chan struct{}
 }
 
-// NewRegistry returns an empty registry whose watchers start at the
-// revisions src reports.
-func NewRegistry(cfg Config, src RevisionSource) *Registry {
+// NewRegistry returns an empty registry over hist, whose watchers start
+// after delivered (the index the state machine has applied) until the
+// dispatcher delivers more.
+func NewRegistry(cfg Config, hist History, delivered uint64) *Registry {
 	cfg = cfg.withDefaults()
 	return &Registry{
-		src:              src,
-		bufferSize:       cfg.BufferSize,
-		streamBufferSize: cfg.StreamBufferSize,
-		max:              int64(cfg.MaxWatchers),
-		exact:            make(map[string][]*Watcher),
-		prefix:           make(map[string][]*Watcher),
-		reqSignal:        make(chan struct{}, 1),
+		hist:        hist,
+		bufferSize:  cfg.BufferSize,
+		streamBytes: cfg.StreamBytes,
+		max:         int64(cfg.MaxWatchers),
+		log:         cfg.Logger,
+		exact:       make(map[string][]*Watcher),
+		prefix:      make(map[string][]*Watcher),
+		behind:      make(map[*Watcher]struct{}),
+		delivered:   delivered,
+		reqSignal:   make(chan struct{}, 1),
+		wake:        make(chan struct{}, 1),
 	}
 }
 
-// Watcher receives the events of one key (or of every key under a prefix):
-// on its own channel when created by Registry.Register (channel mode), or
-// in the queue of its Stream when created by Stream.Register (stream mode).
-// Close it when done.
+// Watcher receives the events of one key (or of every key under a prefix)
+// in the queue of its Stream. Close it when done.
 type Watcher struct {
-	id    uint64
-	key   string
-	start uint64
-	reg   *Registry
-	// Exactly one of ch (channel mode) and stream (stream mode) is set.
-	ch     chan Event
+	id     uint64
+	key    string
+	start  uint64
+	reg    *Registry
 	stream *Stream
 
-	// Stream mode: the events queued for this watcher and not yet taken
-	// are the pending ones counted while takeGen == stream.gen (a Take
-	// bumps gen, resetting every count at once). Guarded by stream.mu.
+	prefix        bool
+	prevKV        bool
+	requireLeader bool
+
+	// Guarded by reg.mu.
+	state   state
+	next    uint64 // first revision not yet queued (see live and catchingUp)
+	curRev  uint64 // revision being queued: its remaining events need no room check
+	removed bool   // out of the maps and out of its stream
+	sidx    int    // index in stream.ws
+
+	// Guarded by stream.mu: events queued and not yet taken are pending
+	// while takeGen == stream.gen (a Take bumps gen, resetting every count).
 	pending int
 	takeGen uint64
-	// sidx is the watcher's index in stream.ws; guarded by reg.mu.
-	sidx int
 
-	prefix bool
-	prevKV bool
-	// removed is guarded by reg.mu: out of the maps, its channel closed or
-	// out of its stream.
-	removed bool
-	// canceled is set once CANCELED is in the channel or the stream's
-	// queue; only the delivering goroutine reads or writes it.
-	canceled bool
 	// progressPending is set while a RequestProgress waits to be served.
 	progressPending atomic.Bool
 }
 
-// Register adds a channel-mode watcher for key, or, when prefix is set, for
-// every key that starts with key (which must then start and end with '/').
-// With prevKV every PUT and DELETE it receives carries the previous value.
-//
-// The watcher receives every matching event with revision > Start() on the
-// channel Events returns. Errors wrap ErrInvalidKey, ErrInvalidPrefix,
-// ErrLimitExceeded or ErrClosed.
-func (r *Registry) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
-	return r.register(key, prefix, prevKV, nil)
-}
-
-// register adds a watcher delivering to s or, when s is nil, to its own
-// channel.
-func (r *Registry) register(key []byte, prefix, prevKV bool, s *Stream) (*Watcher, error) {
-	if prefix {
+// register adds a watcher delivering to s.
+func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) {
+	if o.Prefix {
 		if err := validatePrefix(key); err != nil {
 			return nil, err
 		}
@@ -215,58 +241,53 @@ func (r *Registry) register(key []byte, prefix, prevKV bool, s *Stream) (*Watche
 	if r.closed.Load() {
 		return nil, errClosed()
 	}
-	if s != nil && s.closed.Load() {
-		return nil, errStreamClosed()
-	}
 	if n := r.reserved.Add(1); n > r.max {
 		r.reserved.Add(-1)
 		return nil, fmt.Errorf("%w: this node already serves its maximum of %d watchers; close unused watchers, spread them over other nodes or raise MaxWatchers", ErrLimitExceeded, r.max)
 	}
-	if prevKV {
-		// Raise the count first, then wait out the batch in flight: every
-		// batch applied after Fence reads previous values, and the start
-		// taken below covers every batch that did not.
+	if o.PrevKV {
 		r.prev.Add(1)
-		r.src.Fence()
 	}
-	w := &Watcher{
-		id:     r.nextID.Add(1),
-		key:    string(key),
-		prefix: prefix,
-		prevKV: prevKV,
-		reg:    r,
-		stream: s,
-	}
-	if s == nil {
-		w.ch = make(chan Event, r.bufferSize+reservedSlots)
-	}
+	w := &Watcher{id: r.nextID.Add(1), key: string(key), reg: r, stream: s,
+		prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader}
 
 	r.mu.Lock()
-	if r.closed.Load() {
-		r.mu.Unlock()
+	defer r.mu.Unlock()
+	switch {
+	case r.closed.Load():
 		r.release(w)
 		return nil, errClosed()
-	}
-	if s != nil && s.closed.Load() { // Stream.Close sets it under r.mu
-		r.mu.Unlock()
+	case s.closed.Load(): // Stream.Close sets it under r.mu
 		r.release(w)
 		return nil, errStreamClosed()
 	}
-	// Under the write lock no batch is being delivered, and the FSM stores
-	// Applied before it publishes: batches <= start are either delivered or
-	// hold only events this watcher must skip; later ones will reach it.
-	w.start = r.src.Applied()
-	if prefix {
+	w.next = r.delivered + 1
+	if o.StartRevision > 0 {
+		// Checked under mu: the dispatcher cannot have moved on, and
+		// history holds every revision from oldest through delivered.
+		if oldest := r.hist.OldestRevision(); o.StartRevision < oldest {
+			r.release(w)
+			return nil, &CompactedError{Requested: o.StartRevision, Oldest: oldest}
+		}
+		w.next = o.StartRevision
+	}
+	w.start = w.next - 1
+	if w.next <= r.delivered {
+		// In the past: history feeds it. (A PrevKV watcher starting now is
+		// live; the first batch read without previous values, if any,
+		// moves it to history, which has them.)
+		w.state = catchingUp
+		r.behind[w] = struct{}{}
+		r.poke()
+	}
+	if o.Prefix {
 		r.prefix[w.key] = append(r.prefix[w.key], w)
 	} else {
 		r.exact[w.key] = append(r.exact[w.key], w)
 	}
-	if s != nil {
-		w.sidx = len(s.ws)
-		s.ws = append(s.ws, w)
-	}
+	w.sidx = len(s.ws)
+	s.ws = append(s.ws, w)
 	r.n++
-	r.mu.Unlock()
 	return w, nil
 }
 
@@ -278,11 +299,35 @@ func errStreamClosed() error {
 	return fmt.Errorf("%w: the watch stream is closed and accepts no new watchers", ErrClosed)
 }
 
+// poke wakes the dispatcher for catching up; it never blocks.
+func (r *Registry) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Len returns the number of registered watchers.
 func (r *Registry) Len() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.n
+}
+
+// Counts returns how many registered watchers are live and how many are
+// catching up from history.
+func (r *Registry) Counts() (live, catchingUp int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n - len(r.behind), len(r.behind)
+}
+
+// Delivered returns the revision up to which every event was offered to
+// every live watcher.
+func (r *Registry) Delivered() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.delivered
 }
 
 // WantPrev reports whether any watcher wants previous values. It is one
@@ -297,20 +342,52 @@ func (r *Registry) release(w *Watcher) {
 	}
 }
 
-// removeLocked unregisters w and closes its channel or takes it out of its
-// stream; it does nothing for a watcher already removed. r.mu must be held
-// for writing.
+// fallBehindLocked moves a live watcher to catching up from next on.
+func (r *Registry) fallBehindLocked(w *Watcher, next uint64) {
+	if w.state != live {
+		return
+	}
+	w.state = catchingUp
+	w.next = max(w.next, next)
+	r.behind[w] = struct{}{}
+}
+
+// cancelLocked queues CANCELED for w (once) and schedules its removal. The
+// revision it carries is the one every matching event up to which was
+// queued before it.
+func (r *Registry) cancelLocked(w *Watcher, cause CancelCause, reason string, compact uint64) {
+	if w.state == canceled || w.removed {
+		return
+	}
+	rev := w.next - 1
+	if w.state == live {
+		rev = max(rev, r.delivered)
+	}
+	w.state = canceled
+	delete(r.behind, w)
+	ev := Event{Type: Canceled, WatchID: w.id, Revision: rev, Cause: cause, Reason: reason, CompactRevision: compact}
+	w.stream.pushForce(w, &ev)
+	r.doomed = append(r.doomed, w)
+	if cause != CauseShutdown {
+		r.log.Warn("watcher canceled", "watcher_id", w.id, "key", w.key, "prefix", w.prefix, "reason", reason)
+	}
+}
+
+// reapLocked removes the watchers canceled since the last call.
+func (r *Registry) reapLocked() {
+	for _, w := range r.doomed {
+		r.removeLocked(w)
+	}
+	clear(r.doomed)
+	r.doomed = r.doomed[:0]
+}
+
+// removeLocked unregisters w and takes it out of its stream; it does
+// nothing for a watcher already removed.
 func (r *Registry) removeLocked(w *Watcher) {
 	if w.removed {
 		return
 	}
-	r.unmapLocked(w)
-	r.detachLocked(w)
-}
-
-// unmapLocked takes w out of the key or prefix map. r.mu must be held for
-// writing.
-func (r *Registry) unmapLocked(w *Watcher) {
 	m := r.exact
 	if w.prefix {
 		m = r.prefix
@@ -330,47 +407,24 @@ func (r *Registry) unmapLocked(w *Watcher) {
 	} else {
 		m[w.key] = ws
 	}
-}
-
-// detachLocked marks w removed, closes its channel or takes it out of its
-// stream, and gives back its counters; w must already be out of the maps
-// (or the maps about to be cleared). r.mu must be held for writing.
-func (r *Registry) detachLocked(w *Watcher) {
 	w.removed = true
-	if s := w.stream; s != nil {
-		last := len(s.ws) - 1
-		moved := s.ws[last]
-		s.ws[w.sidx] = moved
-		moved.sidx = w.sidx
-		s.ws[last] = nil
-		s.ws = s.ws[:last]
-	} else {
-		close(w.ch)
+	if w.state != canceled {
+		w.state = canceled
 	}
+	delete(r.behind, w)
+	s := w.stream
+	last := len(s.ws) - 1
+	moved := s.ws[last]
+	s.ws[w.sidx] = moved
+	moved.sidx = w.sidx
+	s.ws[last] = nil
+	s.ws = s.ws[:last]
 	r.n--
 	r.release(w)
 }
 
-// shutdown refuses further registrations, sends CANCELED with reason to
-// every watcher not canceled yet, and removes them all. Streams stay open,
-// so their consumers can take those CANCELED events. Only the delivering
-// goroutine, or Stop once Run has returned, may call it.
-func (r *Registry) shutdown(rev uint64, reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.closed.Store(true)
-	for _, m := range []map[string][]*Watcher{r.exact, r.prefix} {
-		for _, ws := range m {
-			for _, w := range ws {
-				w.cancel(rev, reason)
-				r.detachLocked(w)
-			}
-		}
-		clear(m)
-	}
-}
-
-// forEachLocked calls fn for every registered watcher; r.mu must be held.
+// forEachLocked calls fn for every registered watcher; fn must not remove
+// any (cancel, which defers removal, is fine).
 func (r *Registry) forEachLocked(fn func(*Watcher)) {
 	for _, ws := range r.exact {
 		for _, w := range ws {
@@ -382,6 +436,33 @@ func (r *Registry) forEachLocked(fn func(*Watcher)) {
 			fn(w)
 		}
 	}
+}
+
+// CancelRequireLeader cancels every watcher registered with RequireLeader
+// (CauseNoLeader) and returns how many.
+func (r *Registry) CancelRequireLeader(reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	r.forEachLocked(func(w *Watcher) {
+		if w.requireLeader && w.state != canceled {
+			r.cancelLocked(w, CauseNoLeader, reason, 0)
+			n++
+		}
+	})
+	r.reapLocked()
+	return n
+}
+
+// shutdown refuses further registrations, sends CANCELED with reason to
+// every watcher not canceled yet, and removes them all. Streams stay open,
+// so their consumers can take those CANCELED events.
+func (r *Registry) shutdown(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed.Store(true)
+	r.forEachLocked(func(w *Watcher) { r.cancelLocked(w, CauseShutdown, reason, 0) })
+	r.reapLocked()
 }
 
 // takeRequests returns the watchers that asked for progress since the last
@@ -398,14 +479,9 @@ func (r *Registry) takeRequests(dst []*Watcher) []*Watcher {
 // ID returns the watcher's identifier, unique within its registry.
 func (w *Watcher) ID() uint64 { return w.id }
 
-// Start returns the revision the watcher starts after (what CREATED reports):
-// it receives every matching event with a greater revision.
+// Start returns the revision the watcher starts after (what CREATED
+// reports): it receives every matching event with a greater revision.
 func (w *Watcher) Start() uint64 { return w.start }
-
-// Events returns the watcher's channel. It is closed after a CANCELED event
-// or after Close. A stream-mode watcher has no channel: Events returns nil
-// and its events are taken from its Stream.
-func (w *Watcher) Events() <-chan Event { return w.ch }
 
 // RequestProgress asks the dispatcher for a PROGRESS event soon. It never
 // blocks; requests made before the dispatcher serves the first coalesce.
@@ -423,38 +499,12 @@ func (w *Watcher) RequestProgress() {
 	}
 }
 
-// Close unregisters the watcher at once and closes its channel: no event is
-// put in it after Close returns. In stream mode no event for it is queued
-// after Close returns; events queued before may still be taken from the
-// Stream. It is idempotent.
+// Close unregisters the watcher at once: no event for it is queued after
+// Close returns (events queued before may still be taken from the Stream).
+// It is idempotent.
 func (w *Watcher) Close() {
 	r := w.reg
 	r.mu.Lock()
 	r.removeLocked(w)
 	r.mu.Unlock()
 }
-
-// cancel puts CANCELED in the reserved slot (channel mode) or appends it to
-// the stream's queue (stream mode), once; nothing is delivered to w after
-// it. The caller is the only goroutine delivering to w and holds the
-// registry lock (read or write) with w not removed.
-func (w *Watcher) cancel(rev uint64, reason string) bool {
-	if w.canceled {
-		return false
-	}
-	w.canceled = true
-	ev := Event{Type: Canceled, WatchID: w.id, Revision: rev, Reason: reason}
-	if w.stream != nil {
-		w.stream.push(w, &ev, -1)
-		return true
-	}
-	select {
-	case w.ch <- ev:
-	default: // unreachable: data and progress sends always leave the reserved slot free
-	}
-	return true
-}
-
-// free returns the room left in w's channel. Only the sender fills it, so
-// the room can only grow until the sender sends again.
-func (w *Watcher) free() int { return cap(w.ch) - len(w.ch) }

@@ -1,28 +1,32 @@
 package watch
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 )
 
-// The queue array of a Stream grows by doubling from streamMinCap events
-// (120 bytes each), so its capacity is always a power of two; once drained,
-// an array of at most streamRetainCap events (120 KiB) is kept for reuse, a
-// larger one, left by a burst, is released.
+// The queue array of a Stream grows by doubling from streamMinCap events,
+// so its capacity is always a power of two; once drained, an array of at
+// most streamRetainCap events is kept for reuse, a larger one, left by a
+// burst, is released.
 const (
 	streamMinCap    = 16
 	streamRetainCap = 1024
 )
 
-// Stream delivers the events of many watchers to one consumer, in dispatch
-// order: the order the dispatcher delivered them, which is revision order
-// for each watcher. Event.WatchID says which watcher an event is for.
+// Stream delivers the events of many watchers to one consumer, in the order
+// the dispatcher queued them, which is revision order for each watcher;
+// Event.WatchID says which watcher an event is for.
 //
-// Its queue grows only while events are waiting, with no room set aside per
-// watcher, and is emptied by every Take. Each watcher still has the bound
-// of channel mode: it may have at most Config.StreamBufferSize events queued and
-// not yet taken; the event that would exceed that is replaced by CANCELED
-// (the watcher is removed, the others on the stream are not affected).
+// Its queue grows only while events are waiting and is emptied by every
+// Take. It is bounded twice: a watcher may have at most Config.BufferSize
+// events waiting, and the queue at most Config.StreamBytes bytes. An event
+// that would exceed either is not queued: its watcher falls behind and is
+// fed from history once the consumer has taken the queue. (The rest of a
+// revision whose first event was queued for a watcher is always queued with
+// it, so a revision is never split by a bound; CANCELED and PROGRESS need
+// no room of their own beyond that.)
 //
 // A Stream is safe for concurrent use; Take is meant to be called by one
 // consumer goroutine. Create one with Registry.NewStream and Close it when
@@ -35,8 +39,9 @@ type Stream struct {
 	// ws holds the stream's registered watchers; guarded by reg.mu.
 	ws []*Watcher
 
-	mu sync.Mutex
-	q  []Event
+	mu    sync.Mutex
+	q     []Event
+	bytes int // what q counts for against Config.StreamBytes
 	// gen counts the Takes that emptied a non-empty queue; a watcher's
 	// pending count is valid only while its takeGen equals gen.
 	gen uint64
@@ -47,13 +52,12 @@ func (r *Registry) NewStream() *Stream {
 	return &Stream{reg: r, ready: make(chan struct{}, 1)}
 }
 
-// Register adds a stream-mode watcher: it behaves as one added by
-// Registry.Register (same validation, cap shared with channel-mode watchers,
-// start revision and errors), except that its events are queued in s, not
-// sent on a channel of its own (its Events method returns nil). It fails
-// with ErrClosed also once s is closed.
-func (s *Stream) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
-	return s.reg.register(key, prefix, prevKV, s)
+// Register adds a watcher for key (or, with o.Prefix, for every key under
+// the prefix key, which must start and end with '/'), whose events are
+// queued in s. Errors wrap ErrInvalidKey, ErrInvalidPrefix,
+// ErrLimitExceeded or ErrClosed, or are a *CompactedError.
+func (s *Stream) Register(key []byte, o Options) (*Watcher, error) {
+	return s.reg.register(key, o, s)
 }
 
 // Ready returns a channel with room for one signal, sent when events are
@@ -63,13 +67,11 @@ func (s *Stream) Register(key []byte, prefix, prevKV bool) (*Watcher, error) {
 // one it has not yet answered with Take.
 func (s *Stream) Ready() <-chan struct{} { return s.ready }
 
-// Take never waits for events (it may wait for the dispatcher to finish
-// queuing one event for the watchers of s). It appends every event queued
-// in s, in dispatch order, to buf[:0] and returns the result (buf[:0],
-// possibly nil, when none is waiting); the queue is then empty and every
-// watcher of s has zero events pending. The returned slice (and buf's array, if it was reused) belongs to
-// the caller: pass it back on the next call to avoid allocating. The events'
-// byte slices are shared and read-only, as in channel mode.
+// Take never waits for events. It appends every event queued in s, in
+// order, to buf[:0] and returns the result (buf[:0] when none is waiting);
+// the queue is then empty and every watcher of s has zero events pending.
+// The returned slice belongs to the caller: pass it back on the next call
+// to avoid allocating. The events' byte slices are shared and read-only.
 func (s *Stream) Take(buf []Event) []Event {
 	buf = buf[:0]
 	s.mu.Lock()
@@ -84,9 +86,32 @@ func (s *Stream) Take(buf []Event) []Event {
 		clear(s.q) // drop the references to keys and values
 		s.q = s.q[:0]
 	}
+	s.bytes = 0
 	s.gen++
 	s.mu.Unlock()
+	s.reg.poke() // watchers of s that fell behind have room again
 	return buf
+}
+
+// Next returns the next event queued in s, taking the queue into *buf when
+// it is empty and waiting (for Ready) while nothing is queued, until ctx
+// ends. It is the simple way to consume a stream one event at a time;
+// *buf carries the taken events between calls.
+func (s *Stream) Next(ctx context.Context, buf *[]Event) (Event, error) {
+	for len(*buf) == 0 {
+		if *buf = s.Take((*buf)[:0]); len(*buf) > 0 {
+			break
+		}
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		}
+	}
+	ev := (*buf)[0]
+	(*buf)[0] = Event{}
+	*buf = (*buf)[1:]
+	return ev, nil
 }
 
 // Close unregisters every watcher of s at once, without sending them
@@ -95,48 +120,84 @@ func (s *Stream) Take(buf []Event) []Event {
 func (s *Stream) Close() {
 	r := s.reg
 	r.mu.Lock()
-	if !s.closed.Load() {
-		s.closed.Store(true)
-		for i := len(s.ws) - 1; i >= 0; i-- { // from the end: no element moves
-			r.removeLocked(s.ws[i])
-		}
-		s.ws = nil
-		s.mu.Lock()
-		s.q = nil
-		s.mu.Unlock()
+	defer r.mu.Unlock()
+	if s.closed.Load() {
+		return
 	}
-	r.mu.Unlock()
+	s.closed.Store(true)
+	for i := len(s.ws) - 1; i >= 0; i-- { // from the end: no element moves
+		r.removeLocked(s.ws[i])
+	}
+	s.ws = nil
+	s.mu.Lock()
+	s.q, s.bytes = nil, 0
+	s.mu.Unlock()
 }
 
 // Len returns the number of watchers registered on s.
 func (s *Stream) Len() int {
-	s.reg.mu.RLock()
-	defer s.reg.mu.RUnlock()
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
 	return len(s.ws)
 }
 
-// push appends ev, an event for w, unless w already has limit events
-// pending (limit < 0: no limit). It reports whether it appended (or dropped
-// ev because s is closed) and how many events w had pending. Only the
-// delivering goroutine calls it, holding reg.mu (read or write), which
-// excludes Close.
-func (s *Stream) push(w *Watcher, ev *Event, limit int) (ok bool, pending int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pushLocked(w, ev, limit)
-}
-
-// pushLocked is push with s.mu held.
-func (s *Stream) pushLocked(w *Watcher, ev *Event, limit int) (ok bool, pending int) {
-	if s.closed.Load() {
-		return true, 0
-	}
+// pendingLocked returns how many events of w are waiting; s.mu is held.
+func (s *Stream) pendingLocked(w *Watcher) int {
 	if w.takeGen != s.gen {
 		w.takeGen, w.pending = s.gen, 0 // a Take emptied the queue since
 	}
-	if limit >= 0 && w.pending >= limit {
-		return false, w.pending
+	return w.pending
+}
+
+// hasRoom reports whether w may start queuing another revision: fewer than
+// BufferSize of its events wait and the queue is within its byte budget.
+func (s *Stream) hasRoom(w *Watcher) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roomLocked(w, 0)
+}
+
+// roomLocked is hasRoom with s.mu held, keeping spare events free.
+func (s *Stream) roomLocked(w *Watcher, spare int) bool {
+	return s.pendingLocked(w)+spare < s.reg.bufferSize && s.bytes < s.reg.streamBytes
+}
+
+// push queues ev for w if w has room (or always, with force) and reports
+// whether it did. A closed stream drops ev and reports true. The caller
+// holds reg.mu.
+func (s *Stream) push(w *Watcher, ev *Event, force bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return true
 	}
+	if !force && !s.roomLocked(w, 0) {
+		return false
+	}
+	s.appendLocked(w, ev)
+	return true
+}
+
+// pushProgress queues a PROGRESS for w if that leaves room for a data
+// event after it, so a heartbeat never makes a watcher fall behind.
+func (s *Stream) pushProgress(w *Watcher, ev *Event) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return true
+	}
+	if !s.roomLocked(w, 1) {
+		return false
+	}
+	s.appendLocked(w, ev)
+	return true
+}
+
+// pushForce queues ev for w whatever the bounds (CANCELED).
+func (s *Stream) pushForce(w *Watcher, ev *Event) { s.push(w, ev, true) }
+
+func (s *Stream) appendLocked(w *Watcher, ev *Event) {
+	s.pendingLocked(w)
 	if len(s.q) == cap(s.q) {
 		// Exact powers of two (append would round up to a size class and
 		// overshoot streamRetainCap at 1024 events).
@@ -145,6 +206,7 @@ func (s *Stream) pushLocked(w *Watcher, ev *Event, limit int) (ok bool, pending 
 		s.q = q
 	}
 	s.q = append(s.q, *ev)
+	s.bytes += ev.size()
 	w.pending++
 	if len(s.q) == 1 {
 		select {
@@ -152,5 +214,4 @@ func (s *Stream) pushLocked(w *Watcher, ev *Event, limit int) (ok bool, pending 
 		default: // a signal is already pending
 		}
 	}
-	return true, w.pending - 1
 }
