@@ -62,15 +62,14 @@ type OpResult struct {
 }
 
 // FSM applies committed log entries to bbolt. It implements raft.BatchingFSM
-// and watch.RevisionSource.
+// and watch.History.
 type FSM struct {
 	path   string
 	sink   Sink
 	log    *slog.Logger
 	noSync bool
 
-	// applyMu is held for the whole of a batch (and a restore); Fence takes it
-	// so a watcher registering for prev values knows every later batch saw it.
+	// applyMu is held for the whole of a batch and of a restore.
 	applyMu sync.Mutex
 
 	// dbMu guards the db pointer, which Restore swaps.
@@ -158,14 +157,10 @@ func (f *FSM) Close() error {
 // Applied returns the index of the last entry committed to bbolt.
 func (f *FSM) Applied() uint64 { return f.applied.Load() }
 
-// Fence waits until the batch being applied (if any) has committed and
-// returns Applied(). A batch that starts after Fence returns observes any
-// change made to the Sink's WantPrev before Fence was called.
-func (f *FSM) Fence() uint64 {
-	f.applyMu.Lock()
-	defer f.applyMu.Unlock()
-	return f.applied.Load()
-}
+// SetSink sets where committed batches are published. Call it before the
+// FSM is handed to raft: the dispatcher it publishes to reads the FSM's
+// history, so the two are made one after the other.
+func (f *FSM) SetSink(s Sink) { f.sink = s }
 
 // WaitApplied blocks until Applied() >= index or the context ends.
 func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
@@ -249,7 +244,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	f.advance(last)
 	if f.sink != nil {
-		f.sink.Publish(watch.Batch{Index: last, Events: events})
+		f.sink.Publish(watch.Batch{Index: last, Events: events, PrevRead: wantPrev})
 	}
 	return results
 }
@@ -519,7 +514,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore: swap in snapshot: %w", renameErr)
 	}
 	f.advance(applied)
-	f.log.Warn("state machine replaced by snapshot; watchers will be canceled", "applied_index", applied)
+	f.log.Warn("state machine replaced by snapshot; watchers continue from its history", "applied_index", applied)
 	if f.sink != nil {
 		f.sink.Publish(watch.Batch{Index: applied, Reset: true})
 	}

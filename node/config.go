@@ -51,6 +51,11 @@ type Config struct {
 	// raft log is fsynced, and after a machine crash the state machine is
 	// rebuilt from the newest snapshot and the log (see session.go).
 	FSMSync bool
+	// HistoryMaxEvents and HistoryMaxBytes bound the event history the
+	// state machine keeps for watches that start in the past, catch up or
+	// resume (zero: fsm's defaults, 1,000,000 events and 256 MiB).
+	HistoryMaxEvents uint64
+	HistoryMaxBytes  uint64
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -86,11 +91,11 @@ func DefaultConfig() Config {
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,
 		Watch: watch.Config{
-			BufferSize:       256,
-			StreamBufferSize: 8192,
-			MaxWatchers:      100000,
-			QueueSize:        4096,
-			ProgressInterval: time.Second,
+			BufferSize:       watch.DefaultBufferSize,
+			StreamBytes:      watch.DefaultStreamBytes,
+			MaxWatchers:      watch.DefaultMaxWatchers,
+			QueueSize:        watch.DefaultQueueSize,
+			ProgressInterval: watch.DefaultProgressInterval,
 		},
 	}
 }

@@ -72,22 +72,24 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch),
 		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{})}
 
-	// The registry asks the state machine where a new watcher starts; the
-	// state machine publishes to the dispatcher. fsmRef closes that loop.
-	var fsmRef *fsm.FSM
-	cfg.Watch.Logger = log.With("component", "watch")
-	n.registry = watch.NewRegistry(cfg.Watch, revisionSource{&fsmRef})
-	n.dispatcher = watch.NewDispatcher(n.registry, cfg.Watch)
 	statePath := filepath.Join(cfg.DataDir, "state.db")
 	// Even with FSMSync: the previous run may have been without it.
 	if _, err := n.beginSession(statePath); err != nil {
 		return nil, err
 	}
-	f, err := fsm.Open(statePath, n.dispatcher, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync})
+	f, err := fsm.Open(statePath, nil, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync,
+		HistoryMaxEvents: cfg.HistoryMaxEvents, HistoryMaxBytes: cfg.HistoryMaxBytes})
 	if err != nil {
 		return nil, err
 	}
-	fsmRef, n.fsm = f, f
+	n.fsm = f
+	// The state machine publishes each committed batch to the dispatcher;
+	// the dispatcher reads the state machine's history for watchers that
+	// start in the past or fall behind. Nothing else links them.
+	cfg.Watch.Logger = log.With("component", "watch")
+	n.registry = watch.NewRegistry(cfg.Watch, f, f.Applied())
+	n.dispatcher = watch.NewDispatcher(n.registry, f, cfg.Watch)
+	f.SetSink(n.dispatcher)
 
 	if err := n.startRaft(); err != nil {
 		n.fsm.Close()
@@ -95,22 +97,17 @@ func Open(cfg Config) (*Node, error) {
 	}
 
 	n.batcher = newBatcher(n.raft, n.await)
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
 	go func() { defer n.wg.Done(); n.batcher.complete() }()
 	go func() { defer n.wg.Done(); n.readConfirmer() }()
 	go func() { defer n.wg.Done(); n.monitorLeadership() }()
+	go func() { defer n.wg.Done(); n.watchLeaderContact() }()
 	log.Info("node started", "raft_addr", cfg.RaftAddr, "client_addr", cfg.ClientAddr,
 		"data_dir", cfg.DataDir, "applied_index", n.fsm.Applied())
 	return n, nil
 }
-
-// revisionSource lets the registry reach the FSM created after it.
-type revisionSource struct{ f **fsm.FSM }
-
-func (r revisionSource) Applied() uint64 { return (*r.f).Applied() }
-func (r revisionSource) Fence() uint64   { return (*r.f).Fence() }
 
 func (n *Node) startRaft() error {
 	cfg := n.cfg
@@ -261,6 +258,30 @@ func (n *Node) monitorLeadership() {
 			n.announceLeader(term)
 		case <-n.stop:
 			return
+		}
+	}
+}
+
+// leaderCheckInterval is how often watchLeaderContact looks for a leader.
+const leaderCheckInterval = 100 * time.Millisecond
+
+// watchLeaderContact cancels require-leader watchers while this node knows
+// no leader: raft forgets the leader when a follower misses heartbeats for
+// the heartbeat timeout and when a leader cannot reach a quorum within its
+// lease, so such watchers move to a node in touch with the cluster.
+func (n *Node) watchLeaderContact() {
+	t := time.NewTicker(leaderCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			if _, id := n.raft.LeaderWithID(); id == "" {
+				if c := n.registry.CancelRequireLeader("this node lost touch with the leader; resume on another node"); c > 0 {
+					n.log.Warn("canceled require-leader watchers: no leader", "count", c)
+				}
+			}
 		}
 	}
 }
@@ -454,20 +475,22 @@ func (n *Node) List(ctx context.Context, prefix []byte, limit int, c Consistency
 type WatchOptions struct {
 	Prefix bool // key is a prefix that starts and ends with '/'
 	PrevKV bool // events carry the previous value
+	// StartRevision: deliver every matching event with revision >= it,
+	// from history, then live events. 0 = from now. Below the oldest
+	// retained revision: a *watch.CompactedError. In the future: waits.
+	StartRevision uint64
+	// RequireLeader: cancel the watch (watch.CauseNoLeader) when this node
+	// loses touch with the leader, so the client resumes elsewhere.
+	RequireLeader bool
 }
 
-// Watch registers a watcher on this node. Its Start() is the revision the
-// watch starts after; Events() delivers every later matching event, or a
-// CANCELED event. Close it when done.
-func (n *Node) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
-	if err := n.checkWatchKey(key, opt); err != nil {
-		return nil, err
-	}
-	return n.registry.Register(key, opt.Prefix, opt.PrevKV)
+func (o WatchOptions) watchOptions() watch.Options {
+	return watch.Options{Prefix: o.Prefix, PrevKV: o.PrevKV, StartRevision: o.StartRevision, RequireLeader: o.RequireLeader}
 }
 
-// WatchStream multiplexes many watchers for one consumer (a gRPC stream):
-// their events share one queue that grows only while events wait.
+// WatchStream multiplexes many watchers for one consumer (a gRPC stream, or
+// an embedding program): their events share one bounded queue, taken with
+// Take or, one at a time, Next.
 type WatchStream struct {
 	*watch.Stream
 	n *Node
@@ -478,12 +501,17 @@ func (n *Node) NewWatchStream() *WatchStream {
 	return &WatchStream{Stream: n.registry.NewStream(), n: n}
 }
 
-// Watch registers a watcher on the stream, like Node.Watch.
+// Watch registers a watcher on the stream. Its Start() is the revision the
+// watch starts after; the stream then carries every later matching event
+// for it (Event.WatchID), or a CANCELED event.
 func (s *WatchStream) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
 	if err := s.n.checkWatchKey(key, opt); err != nil {
 		return nil, err
 	}
-	return s.Stream.Register(key, opt.Prefix, opt.PrevKV)
+	if _, id := s.n.raft.LeaderWithID(); opt.RequireLeader && id == "" {
+		return nil, ErrNoLeader
+	}
+	return s.Stream.Register(key, opt.watchOptions())
 }
 
 func (n *Node) checkWatchKey(key []byte, opt WatchOptions) error {
@@ -500,7 +528,9 @@ func (n *Node) checkWatchKey(key []byte, opt WatchOptions) error {
 type Status struct {
 	ID, Role, LeaderID, LeaderAddr, ClientAddr              string
 	Term, CommitIndex, AppliedIndex, FSMIndex, LastLogIndex uint64
-	Watchers                                                int
+	Watchers, WatchersLive, WatchersCatchingUp              int
+	// HistoryOldest is the oldest revision a watch can start at.
+	HistoryOldest, HistoryEvents, HistoryBytes uint64
 }
 
 // Status returns this node's raft and state machine positions.
@@ -516,8 +546,10 @@ func (n *Node) Status() Status {
 		AppliedIndex: n.raft.AppliedIndex(),
 		FSMIndex:     n.fsm.Applied(),
 		LastLogIndex: n.raft.LastIndex(),
-		Watchers:     n.registry.Len(),
 	}
+	s.WatchersLive, s.WatchersCatchingUp = n.registry.Counts()
+	s.Watchers = s.WatchersLive + s.WatchersCatchingUp
+	s.HistoryOldest, s.HistoryEvents, s.HistoryBytes = n.fsm.HistoryStats()
 	if leaderID != "" {
 		if m, err := n.fsm.Members(); err == nil {
 			s.LeaderAddr = m[string(leaderID)]

@@ -1381,8 +1381,11 @@ type StatusResponse struct {
 	HistoryOldestRevision uint64 `protobuf:"varint,12,opt,name=history_oldest_revision,json=historyOldestRevision,proto3" json:"history_oldest_revision,omitempty"`
 	HistoryEvents         uint64 `protobuf:"varint,13,opt,name=history_events,json=historyEvents,proto3" json:"history_events,omitempty"`
 	HistoryBytes          uint64 `protobuf:"varint,14,opt,name=history_bytes,json=historyBytes,proto3" json:"history_bytes,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Of watchers: how many are catching up from history (fell behind or
+	// started in the past) rather than live.
+	WatchersCatchingUp uint64 `protobuf:"varint,15,opt,name=watchers_catching_up,json=watchersCatchingUp,proto3" json:"watchers_catching_up,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1509,6 +1512,13 @@ func (x *StatusResponse) GetHistoryEvents() uint64 {
 func (x *StatusResponse) GetHistoryBytes() uint64 {
 	if x != nil {
 		return x.HistoryBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetWatchersCatchingUp() uint64 {
+	if x != nil {
+		return x.WatchersCatchingUp
 	}
 	return 0
 }
@@ -2249,7 +2259,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"WatchBatch\x129\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1b.raftwatch.v1.WatchResponseR\tresponses\"\x0f\n" +
-	"\rStatusRequest\"\xd2\x03\n" +
+	"\rStatusRequest\"\x84\x04\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -2267,7 +2277,8 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"clientAddr\x126\n" +
 	"\x17history_oldest_revision\x18\f \x01(\x04R\x15historyOldestRevision\x12%\n" +
 	"\x0ehistory_events\x18\r \x01(\x04R\rhistoryEvents\x12#\n" +
-	"\rhistory_bytes\x18\x0e \x01(\x04R\fhistoryBytes\"\x84\x01\n" +
+	"\rhistory_bytes\x18\x0e \x01(\x04R\fhistoryBytes\x120\n" +
+	"\x14watchers_catching_up\x18\x0f \x01(\x04R\x12watchersCatchingUp\"\x84\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +

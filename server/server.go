@@ -151,7 +151,9 @@ func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse,
 	st := s.node.Status()
 	return &pb.StatusResponse{Id: st.ID, Role: st.Role, LeaderId: st.LeaderID, LeaderAddr: st.LeaderAddr,
 		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, FsmIndex: st.FSMIndex,
-		LastLogIndex: st.LastLogIndex, Watchers: uint64(st.Watchers), ClientAddr: st.ClientAddr}, nil
+		LastLogIndex: st.LastLogIndex, Watchers: uint64(st.Watchers), ClientAddr: st.ClientAddr,
+		HistoryOldestRevision: st.HistoryOldest, HistoryEvents: st.HistoryEvents, HistoryBytes: st.HistoryBytes,
+		WatchersCatchingUp: uint64(st.WatchersCatchingUp)}, nil
 }
 
 // Members implements Cluster.Members.

@@ -1,6 +1,9 @@
 package server
 
 import (
+	"errors"
+
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/node"
@@ -117,11 +120,17 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 	switch r := req.Request.(type) {
 	case *pb.WatchRequest_Create:
 		c := r.Create
-		w, err := ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv})
+		w, err := ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv,
+			StartRevision: c.StartRevision, RequireLeader: c.RequireLeader})
 		if err != nil {
 			st := status.Convert(toStatus(err))
-			return ss.send(&pb.WatchResponse{Type: pb.EventType_CANCELED, Key: c.Key, RequestId: c.RequestId,
-				Reason: st.Message(), Code: int32(st.Code())})
+			r := &pb.WatchResponse{Type: pb.EventType_CANCELED, Key: c.Key, RequestId: c.RequestId,
+				Reason: st.Message(), Code: int32(st.Code())}
+			var ce *watch.CompactedError
+			if errors.As(err, &ce) {
+				r.CompactRevision = ce.Oldest
+			}
+			return ss.send(r)
 		}
 		ss.watchers[w.ID()] = w
 		ss.serverCanceledLast = false
@@ -158,6 +167,19 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 	return nil
 }
 
+// cancelCode is the gRPC code a CANCELED carries: OUT_OF_RANGE when history
+// was compacted (re-list; resuming cannot help), UNAVAILABLE when the node
+// cannot serve the watch any more (resume on another node).
+func cancelCode(c watch.CancelCause) codes.Code {
+	switch c {
+	case watch.CauseCompacted:
+		return codes.OutOfRange
+	case watch.CauseShutdown, watch.CauseNoLeader, watch.CauseInternal:
+		return codes.Unavailable
+	}
+	return codes.OK
+}
+
 func toWatchResponse(ev watch.Event) *pb.WatchResponse {
 	r := &pb.WatchResponse{Key: ev.Key, Value: ev.Value, Revision: ev.Revision, Version: ev.Version,
 		Reason: ev.Reason, WatchId: ev.WatchID}
@@ -170,6 +192,8 @@ func toWatchResponse(ev watch.Event) *pb.WatchResponse {
 		r.Type = pb.EventType_PROGRESS
 	case watch.Canceled:
 		r.Type = pb.EventType_CANCELED
+		r.Code = int32(cancelCode(ev.Cause))
+		r.CompactRevision = ev.CompactRevision
 	}
 	if ev.HasPrev {
 		prev := ev.PrevValue
