@@ -241,8 +241,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	if r.closed.Load() {
 		return nil, errClosed()
 	}
-	if n := r.reserved.Add(1); n > r.max {
-		r.reserved.Add(-1)
+	if !r.reserve() {
 		return nil, fmt.Errorf("%w: this node already serves its maximum of %d watchers; close unused watchers, spread them over other nodes or raise MaxWatchers", ErrLimitExceeded, r.max)
 	}
 	if o.PrevKV {
@@ -333,6 +332,21 @@ func (r *Registry) Delivered() uint64 {
 // WantPrev reports whether any watcher wants previous values. It is one
 // atomic load: the FSM calls it at the start of every batch.
 func (r *Registry) WantPrev() bool { return r.prev.Load() > 0 }
+
+// reserve takes a watcher slot if one is free. It never raises reserved
+// past the cap, even for a moment: a refused registration holds no slot, so
+// it cannot make one racing with a Close be refused too.
+func (r *Registry) reserve() bool {
+	for {
+		n := r.reserved.Load()
+		if n >= r.max {
+			return false
+		}
+		if r.reserved.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
 
 // release gives back the counters a watcher holds.
 func (r *Registry) release(w *Watcher) {
