@@ -344,14 +344,16 @@ func (d *Dispatcher) catchUpStep() bool {
 	if err != nil {
 		var ce *CompactedError
 		if errors.As(err, &ce) {
-			n := 0
 			for _, w := range ready {
 				if w.state == catchingUp && w.next < ce.Oldest {
 					r.cancelLocked(w, CauseCompacted, fmt.Sprintf("watcher fell behind past the retained history: it needs revision %d, the oldest retained is %d; re-list and watch again", w.next, ce.Oldest), ce.Oldest)
-					n++
 				}
 			}
-			return n > 0 // the others may retry from a later revision
+			// The others retry from their later revisions. (Even when none
+			// was canceled here: the one that needed the compacted revision
+			// may have been closed during the read, and nothing else would
+			// wake the dispatcher for them.)
+			return len(r.behind) > 0
 		}
 		d.log.Error("reading watch history failed; canceling the watchers that needed it", "from", from, "to", to, "err", err)
 		for _, w := range ready {

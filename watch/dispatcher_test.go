@@ -273,6 +273,30 @@ func TestCompactionCancelsOnlyWhatItMust(t *testing.T) {
 	sr.expectNone(w)
 }
 
+// A compaction that a step meets when the watcher that needed the
+// compacted revision has just gone (closed during the read) must not
+// strand the other catching-up watchers of that step.
+func TestCompactionDuringReadDoesNotStrandOthers(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	for i := uint64(1); i <= 10; i++ {
+		h.deliverNow(i, false, put("/a", i))
+	}
+	gone := h.registerOpts("/a", Options{StartRevision: 1})
+	s, sr := h.stream()
+	w := h.registerOn(s, "/a", Options{StartRevision: 5})
+	var once sync.Once
+	h.hist.setOnRead(func(from, to uint64) {
+		once.Do(func() {
+			gone.Close()
+			h.hist.compact(3)
+		})
+	})
+	h.run()
+	for rev := uint64(5); rev <= 10; rev++ {
+		sr.nextType(w, Put, rev)
+	}
+}
+
 // A failing history read cancels the watchers that needed it with
 // CauseInternal; live watchers go on.
 func TestHistoryErrorCancelsWithCauseInternal(t *testing.T) {
