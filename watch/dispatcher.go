@@ -155,7 +155,7 @@ func (d *Dispatcher) handleNext(block bool, tick <-chan time.Time, rearm func())
 		d.heartbeat()
 		rearm()
 	case <-d.reg.wake:
-		d.catchUp = true
+		d.woken()
 	default:
 		select {
 		case <-nothing:
@@ -175,10 +175,20 @@ func (d *Dispatcher) handleNext(block bool, tick <-chan time.Time, rearm func())
 			d.heartbeat()
 			rearm()
 		case <-d.reg.wake:
-			d.catchUp = true
+			d.woken()
 		}
 	}
 	return false, true
+}
+
+// woken handles a wake-up: a catching-up watcher was registered or a
+// stream's queue was taken, so catching up, and the progress requests
+// that found no room, may succeed now.
+func (d *Dispatcher) woken() {
+	d.catchUp = true
+	if len(d.pending) > 0 {
+		d.serveProgress()
+	}
 }
 
 // closedChan is always ready to receive from.
@@ -434,7 +444,8 @@ func (d *Dispatcher) progress(w *Watcher) bool {
 }
 
 // serveProgress answers pending progress requests; a watcher without room
-// stays pending and is retried after the next batch, request or heartbeat.
+// stays pending and is retried after the next batch, request, heartbeat or
+// Take.
 func (d *Dispatcher) serveProgress() {
 	d.reg.mu.Lock()
 	defer d.reg.mu.Unlock()

@@ -353,6 +353,26 @@ func TestRequestProgress(t *testing.T) {
 	sr.expectNone(w)
 }
 
+// A PROGRESS request on a watcher without room is served once its consumer
+// takes the queue, without waiting for another batch or a heartbeat.
+func TestRequestProgressServedAfterTake(t *testing.T) {
+	h := newHarness(t, Config{BufferSize: 2}, true)
+	s, sr := h.stream()
+	w := h.registerOn(s, "/k", Options{})
+	b, br := h.stream()
+	probe := h.registerOn(b, "/probe", Options{})
+	h.publish(1, put("/k", 1))
+	h.publish(2, put("/k", 2))
+	waitFor(t, func() bool { return h.reg.Delivered() == 2 })
+	w.RequestProgress() // no room: 2 events wait, a PROGRESS needs 2 free
+	probe.RequestProgress()
+	br.nextType(probe, Progress, 2) // w's request was tried too, and kept
+	sr.takeNow()
+	sr.nextType(w, Put, 1)
+	sr.nextType(w, Put, 2)
+	sr.nextType(w, Progress, 2) // no batch, no heartbeat: the Take must do
+}
+
 // PROGRESS never goes down and never claims what was not queued, across
 // falling behind and catching up.
 func TestProgressMonotonicAcrossCatchUp(t *testing.T) {

@@ -175,8 +175,9 @@ type Registry struct {
 	reqMu     sync.Mutex
 	reqs      []*Watcher
 	reqSignal chan struct{}
-	// wake tells the dispatcher that catching up may make progress: a
-	// catching-up watcher was registered or a stream's queue was taken.
+	// wake tells the dispatcher that catching up, or serving a progress
+	// request that found no room, may succeed now: a catching-up watcher was
+	// registered or a stream's queue was taken.
 	wake chan struct{}
 }
 
