@@ -169,6 +169,9 @@ type Registry struct {
 	// doomed holds watchers canceled while their maps were being walked;
 	// reapLocked removes them.
 	doomed []*Watcher
+	// notes holds the cancels to log; logCancels logs them once mu is
+	// released, so no log handler ever runs with mu held.
+	notes []cancelNote
 
 	// Progress requests: RequestProgress appends to reqs (at most once per
 	// watcher until served) and pokes reqSignal.
@@ -250,6 +253,14 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	}
 	w := &Watcher{id: r.nextID.Add(1), key: string(key), reg: r, stream: s,
 		prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader}
+	var oldest uint64
+	if o.StartRevision > 0 {
+		// Asked before taking mu: History is never called with mu held.
+		// Holding it would not keep history from being compacted anyway: a
+		// compaction after this check is met by the watcher's first
+		// catch-up step, which cancels it with CauseCompacted.
+		oldest = r.hist.OldestRevision()
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -263,9 +274,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	}
 	w.next = r.delivered + 1
 	if o.StartRevision > 0 {
-		// Checked under mu: the dispatcher cannot have moved on, and
-		// history holds every revision from oldest through delivered.
-		if oldest := r.hist.OldestRevision(); o.StartRevision < oldest {
+		if o.StartRevision < oldest {
 			r.release(w)
 			return nil, &CompactedError{Requested: o.StartRevision, Oldest: oldest}
 		}
@@ -384,7 +393,27 @@ func (r *Registry) cancelLocked(w *Watcher, cause CancelCause, reason string, co
 	w.stream.pushForce(w, &ev)
 	r.doomed = append(r.doomed, w)
 	if cause != CauseShutdown {
-		r.log.Warn("watcher canceled", "watcher_id", w.id, "key", w.key, "prefix", w.prefix, "reason", reason)
+		r.notes = append(r.notes, cancelNote{id: w.id, key: w.key, prefix: w.prefix, reason: reason})
+	}
+}
+
+// cancelNote is a cancel to log.
+type cancelNote struct {
+	id     uint64
+	key    string
+	prefix bool
+	reason string
+}
+
+// logCancels logs the cancels made since the last call. Call it without mu
+// held after any cancelLocked: the handler may be slow or call back here.
+func (r *Registry) logCancels() {
+	r.mu.Lock()
+	notes := r.notes
+	r.notes = nil
+	r.mu.Unlock()
+	for _, n := range notes {
+		r.log.Warn("watcher canceled", "watcher_id", n.id, "key", n.key, "prefix", n.prefix, "reason", n.reason)
 	}
 }
 
@@ -457,7 +486,6 @@ func (r *Registry) forEachLocked(fn func(*Watcher)) {
 // (CauseNoLeader) and returns how many.
 func (r *Registry) CancelRequireLeader(reason string) int {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := 0
 	r.forEachLocked(func(w *Watcher) {
 		if w.requireLeader && w.state != canceled {
@@ -466,6 +494,8 @@ func (r *Registry) CancelRequireLeader(reason string) int {
 		}
 	})
 	r.reapLocked()
+	r.mu.Unlock()
+	r.logCancels()
 	return n
 }
 

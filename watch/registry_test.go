@@ -2,6 +2,7 @@ package watch
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -706,4 +707,154 @@ func TestStopWithoutRun(t *testing.T) {
 		t.Fatalf("CANCELED %q@%d, want shutdown@0", ev.Reason, ev.Revision)
 	}
 	h.d.Run() // returns at once after Stop
+}
+
+// within fails the test unless fn returns within waitTimeout.
+func within(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s did not return within %v", what, waitTimeout)
+	}
+}
+
+// slowOldest is a History whose OldestRevision blocks until released, like
+// a slow disk read.
+type slowOldest struct {
+	*memHistory
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *slowOldest) OldestRevision() uint64 {
+	h.entered <- struct{}{}
+	<-h.release
+	return h.memHistory.OldestRevision()
+}
+
+func (h *slowOldest) unblock() { h.once.Do(func() { close(h.release) }) }
+
+// Registry.mu is not held while History is called: a registration waiting
+// on a slow OldestRevision holds up neither delivery nor other
+// registrations.
+func TestSlowOldestRevisionBlocksNothing(t *testing.T) {
+	hist := &slowOldest{memHistory: newMemHistory(), entered: make(chan struct{}), release: make(chan struct{})}
+	cfg := Config{Logger: slog.New(slog.DiscardHandler)}
+	r := NewRegistry(cfg, hist, 0)
+	d := NewDispatcher(r, hist, cfg)
+	go d.Run()
+	t.Cleanup(func() { d.Stop("test over") })
+	t.Cleanup(hist.unblock) // first: Stop waits for Run
+	s := r.NewStream()
+	w, err := s.Register([]byte("/k"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.NewStream().Register([]byte("/k"), Options{StartRevision: 1})
+		errc <- err
+	}()
+	<-hist.entered // the registration is inside OldestRevision
+	d.Publish(Batch{Index: 1, Events: hist.add(put("/k", 1))})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var buf []Event
+	if ev, err := s.Next(ctx, &buf); err != nil || ev.Revision != 1 {
+		t.Fatalf("delivery while OldestRevision is slow: %v@%d, %v", ev.Type, ev.Revision, err)
+	}
+	within(t, "a registration without a start revision", func() {
+		if _, err := r.NewStream().Register([]byte("/other"), Options{}); err != nil {
+			t.Error(err)
+		}
+	})
+	hist.unblock()
+	if err := <-errc; err != nil {
+		t.Fatalf("the slow registration: %v", err)
+	}
+	w.Close()
+}
+
+// blockingHandler is a slog.Handler whose Handle blocks, while armed, until
+// released, like a logger writing to a stuck pipe.
+type blockingHandler struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *blockingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *blockingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *blockingHandler) Handle(context.Context, slog.Record) error {
+	if h.armed.Load() {
+		select {
+		case h.entered <- struct{}{}:
+		default:
+		}
+		<-h.release
+	}
+	return nil
+}
+
+// Registry.mu is not held while logging: with the log handler stuck while
+// CancelRequireLeader or the dispatcher logs (a cancel, a snapshot, an
+// overflow), registrations and Close go on, and so does delivery when the
+// one stuck is not the dispatcher.
+func TestStuckLoggerBlocksNothing(t *testing.T) {
+	for _, how := range []string{"CancelRequireLeader", "compaction", "history error", "Reset", "overflow"} {
+		t.Run(how, func(t *testing.T) {
+			lh := &blockingHandler{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			h := newHarness(t, Config{Logger: slog.New(lh), BufferSize: 1, QueueSize: 1}, false)
+			s, sr := h.stream()
+			o, or := h.stream()
+			t.Cleanup(func() { close(lh.release) }) // first
+			h.registerOn(s, "/v", Options{RequireLeader: true})
+			h.deliverNow(1, false, put("/v", 1))
+			h.deliverNow(2, false, put("/v", 2)) // behind at 2
+			w := h.registerOn(o, "/k", Options{})
+			lh.armed.Store(true)
+			switch how {
+			case "CancelRequireLeader":
+				go h.reg.CancelRequireLeader("lost the leader")
+			case "compaction":
+				h.hist.compact(3)
+				sr.takeNow()
+			case "history error":
+				h.hist.setFail(errors.New("disk on fire"))
+				sr.takeNow()
+			case "Reset":
+				h.d.Publish(Batch{Index: 3, Reset: true})
+			case "overflow":
+				h.d.Publish(Batch{Index: 3})
+				h.d.Publish(Batch{Index: 4}) // lost
+			}
+			h.run()
+			select {
+			case <-lh.entered:
+			case <-time.After(waitTimeout):
+				t.Fatal("nothing was logged")
+			}
+			within(t, "Register and Close with the logger stuck", func() {
+				x, err := h.reg.NewStream().Register([]byte("/x"), Options{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				x.Close()
+				h.reg.Counts()
+			})
+			if how == "CancelRequireLeader" {
+				h.publish(5, put("/k", 5))
+				or.nextType(w, Put, 5)
+			}
+		})
+	}
 }
