@@ -85,7 +85,8 @@ func (h *memHistory) ReadHistory(from, to uint64, withPrev bool, fn func(*Event)
 		return &CompactedError{Requested: from, Oldest: h.oldest}
 	}
 	i := sort.Search(len(h.evs), func(i int) bool { return h.evs[i].Revision >= from })
-	for _, ev := range h.evs[i:] {
+	var ev Event // one variable: &ev escapes to fn
+	for _, ev = range h.evs[i:] {
 		if ev.Revision > to {
 			break
 		}
