@@ -775,6 +775,12 @@ type consumeOpts struct {
 	// seen, if set, is raised to the highest revision taken and signaled.
 	seen   *atomic.Uint64
 	signal chan struct{}
+	// compacted: a watcher may end with a CANCELED for compaction (which
+	// must name an oldest revision above the one it still needed); any
+	// other CANCELED is a failure.
+	compacted bool
+	// ended, if set, receives each watcher's check once it is done.
+	ended func(*watchCheck)
 }
 
 // consume takes s until every watcher of ws (and o.nLate later ones) has
@@ -790,7 +796,7 @@ func consume(s *Stream, ws []*Watcher, all []Event, o consumeOpts) error {
 	doneCount := func() int {
 		n := 0
 		for _, c := range checks {
-			if c.done() {
+			if c.done() || c.canceled != nil {
 				n++
 			}
 		}
@@ -831,6 +837,14 @@ func consume(s *Stream, ws []*Watcher, all []Event, o consumeOpts) error {
 			if err := c.see(ev); err != nil {
 				return err
 			}
+			if ev.Type == Canceled {
+				switch {
+				case !o.compacted || ev.Cause != CauseCompacted:
+					return fmt.Errorf("watcher %d: unexpected CANCELED@%d cause %d: %s", ev.WatchID, ev.Revision, ev.Cause, ev.Reason)
+				case c.done() || ev.CompactRevision <= c.want[c.i].Revision:
+					return fmt.Errorf("watcher %d: CANCELED compacted at %d, but the revision it needed, %v, is retained", ev.WatchID, ev.CompactRevision, c.want[min(c.i, len(c.want)-1)].Revision)
+				}
+			}
 			if o.seen != nil && ev.Revision > o.seen.Load() && ev.Type != Progress {
 				o.seen.Store(ev.Revision)
 			}
@@ -848,6 +862,11 @@ func consume(s *Stream, ws []*Watcher, all []Event, o consumeOpts) error {
 	for _, ev := range s.Take(buf) {
 		if ev.Type != Progress {
 			return fmt.Errorf("watcher %d: %v@%d after all it must receive", ev.WatchID, ev.Type, ev.Revision)
+		}
+	}
+	if o.ended != nil {
+		for _, c := range checks {
+			o.ended(c)
 		}
 	}
 	return nil
@@ -1003,4 +1022,104 @@ func TestCatchUpWhilePublishing(t *testing.T) {
 		live, behind := h.reg.Counts()
 		return behind == 0 && live == 9
 	})
+}
+
+// While 2000 revisions are published and history is compacted to the last
+// 300, watchers that fall too far behind are canceled with CauseCompacted
+// (naming an oldest revision above the one they needed, after exactly
+// their events before it, in order), and the others get everything; a
+// watcher never read until the end is surely canceled.
+func TestCompactionWhilePublishing(t *testing.T) {
+	const (
+		n      = 2000
+		window = 300
+	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	h := newHarness(t, Config{BufferSize: 8, StreamBytes: 3000, CatchUpEvents: 16, ProgressInterval: time.Millisecond}, true)
+	plan := genPlan(rand.New(rand.NewPCG(seed, 1)), n)
+	all := planHistory(plan)
+	slow, slower, fast, never := h.reg.NewStream(), h.reg.NewStream(), h.reg.NewStream(), h.reg.NewStream()
+	for _, s := range []*Stream{slow, slower, fast, never} {
+		t.Cleanup(s.Close)
+	}
+	slowWs := []*Watcher{
+		h.registerOn(slow, "/a/", Options{Prefix: true, PrevKV: true}),
+		h.registerOn(slow, "/", Options{Prefix: true}),
+	}
+	slowerWs := []*Watcher{h.registerOn(slower, "/b/", Options{Prefix: true})}
+	fastW := h.registerOn(fast, "/", Options{Prefix: true})
+	neverW := h.registerOn(never, "/a/x", Options{})
+	var fastSeen atomic.Uint64
+	fastSignal := make(chan struct{}, 1)
+
+	var mu sync.Mutex
+	var canceled, completed int
+	ended := func(c *watchCheck) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c.canceled != nil {
+			canceled++
+		} else {
+			completed++
+		}
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	quit := make(chan struct{})
+	defer close(quit)
+	run := func(s *Stream, ws []*Watcher, o consumeOpts) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := consume(s, ws, all, o); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	run(slow, slowWs, consumeOpts{slow: true, seed: seed + 1, compacted: true, ended: ended})
+	run(slower, slowerWs, consumeOpts{slow: true, seed: seed + 2, compacted: true, ended: ended})
+	run(fast, []*Watcher{fastW}, consumeOpts{seen: &fastSeen, signal: fastSignal})
+	wg.Add(1)
+	go func() { // the publisher
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(seed, 2))
+		for rev := 0; rev < n; {
+			k := min(1+rng.IntN(3), n-rev)
+			var evs []Event
+			for _, e := range plan[rev : rev+k] {
+				evs = append(evs, e...)
+			}
+			rev += k
+			h.publishPrev(uint64(rev), h.reg.WantPrev(), evs...)
+			if rev > window {
+				h.hist.compact(uint64(rev - window))
+			}
+			if rev%25 < k { // pace on the fast watcher, which stays well within the window
+				deadline := time.After(waitTimeout)
+				for fastSeen.Load() < uint64(rev) {
+					select {
+					case <-fastSignal:
+					case <-deadline:
+						errc <- fmt.Errorf("the fast watcher did not reach %d", rev)
+						return
+					case <-quit:
+						return
+					}
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if err := consume(never, []*Watcher{neverW}, all, consumeOpts{compacted: true, ended: ended}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d watchers canceled for compaction, %d got everything", canceled, completed)
+	if canceled == 0 {
+		t.Fatal("the never-read watcher was not canceled")
+	}
 }
