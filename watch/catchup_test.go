@@ -28,7 +28,7 @@ func TestSlowWatcherCatchesUpFromHistory(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { live, behind := h.reg.Counts(); return live == 1 && behind == 0 })
-	if h.hist.reads == 0 {
+	if h.hist.readCount() == 0 {
 		t.Fatal("the watcher was never fed from history")
 	}
 	h.publish(n+1, put("/a/x", n+1))

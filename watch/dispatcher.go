@@ -155,7 +155,7 @@ func (d *Dispatcher) handleNext(block bool, tick <-chan time.Time, rearm func())
 		d.heartbeat()
 		rearm()
 	case <-d.reg.wake:
-		d.catchUp = true
+		d.woken()
 	default:
 		select {
 		case <-nothing:
@@ -175,10 +175,20 @@ func (d *Dispatcher) handleNext(block bool, tick <-chan time.Time, rearm func())
 			d.heartbeat()
 			rearm()
 		case <-d.reg.wake:
-			d.catchUp = true
+			d.woken()
 		}
 	}
 	return false, true
+}
+
+// woken handles a wake-up: a catching-up watcher was registered or a
+// stream's queue was taken, so catching up, and the progress requests
+// that found no room, may succeed now.
+func (d *Dispatcher) woken() {
+	d.catchUp = true
+	if len(d.pending) > 0 {
+		d.serveProgress()
+	}
 }
 
 // closedChan is always ready to receive from.
@@ -207,15 +217,17 @@ func (d *Dispatcher) Stop(reason string) {
 func (d *Dispatcher) deliver(b *Batch) {
 	r := d.reg
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if b.Index <= r.delivered {
+		r.mu.Unlock()
 		return // covered by a loss or a snapshot handled before: history has it
 	}
 	if b.Reset {
 		// The state was replaced; the snapshot's history holds what
 		// happened in between. Every watcher continues from there.
 		d.allBehindLocked(b.Index)
-		d.log.Info("snapshot installed: watchers continue from history", "revision", b.Index, "catching_up", len(r.behind))
+		behind := len(r.behind)
+		r.mu.Unlock()
+		d.log.Info("snapshot installed: watchers continue from history", "revision", b.Index, "catching_up", behind)
 		return
 	}
 	for i := range b.Events {
@@ -231,6 +243,7 @@ func (d *Dispatcher) deliver(b *Batch) {
 	}
 	r.delivered = b.Index
 	r.reapLocked()
+	r.mu.Unlock()
 }
 
 // send queues ev for the live watcher w, or moves w to catching up when it
@@ -285,13 +298,15 @@ func (d *Dispatcher) checkLost() {
 	}
 	r := d.reg
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if lost <= r.delivered {
+		r.mu.Unlock()
 		return
 	}
 	d.allBehindLocked(lost)
+	behind := len(r.behind)
+	r.mu.Unlock()
 	d.log.Warn("watch dispatcher fell behind the state machine; watchers continue from history",
-		"revision", lost, "catching_up", len(r.behind))
+		"revision", lost, "catching_up", behind)
 }
 
 // catchUpStep feeds the catching-up watchers that have room from one read
@@ -338,22 +353,37 @@ func (d *Dispatcher) catchUpStep() bool {
 	})
 	defer func() { clear(evs); d.scratch = evs[:0] }()
 
+	more := d.applyRead(ready, evs, readTo, err)
+	var ce *CompactedError
+	if err != nil && !errors.As(err, &ce) {
+		d.log.Error("reading watch history failed; canceling the watchers that needed it", "from", from, "to", to, "err", err)
+	}
+	r.logCancels()
+	return more
+}
+
+// applyRead feeds the ready watchers the events read from history up to
+// readTo, or cancels those the read failed for, and reports whether another
+// catch-up step could make progress now.
+func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err error) bool {
+	r := d.reg
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer r.reapLocked()
 	if err != nil {
 		var ce *CompactedError
 		if errors.As(err, &ce) {
-			n := 0
 			for _, w := range ready {
 				if w.state == catchingUp && w.next < ce.Oldest {
 					r.cancelLocked(w, CauseCompacted, fmt.Sprintf("watcher fell behind past the retained history: it needs revision %d, the oldest retained is %d; re-list and watch again", w.next, ce.Oldest), ce.Oldest)
-					n++
 				}
 			}
-			return n > 0 // the others may retry from a later revision
+			// The others retry from their later revisions. (Even when none
+			// was canceled here: the one that needed the compacted revision
+			// may have been closed during the read, and nothing else would
+			// wake the dispatcher for them.)
+			return len(r.behind) > 0
 		}
-		d.log.Error("reading watch history failed; canceling the watchers that needed it", "from", from, "to", to, "err", err)
 		for _, w := range ready {
 			if w.state == catchingUp {
 				r.cancelLocked(w, CauseInternal, "reading the event history failed on this node: "+err.Error(), 0)
@@ -432,7 +462,8 @@ func (d *Dispatcher) progress(w *Watcher) bool {
 }
 
 // serveProgress answers pending progress requests; a watcher without room
-// stays pending and is retried after the next batch, request or heartbeat.
+// stays pending and is retried after the next batch, request, heartbeat or
+// Take.
 func (d *Dispatcher) serveProgress() {
 	d.reg.mu.Lock()
 	defer d.reg.mu.Unlock()

@@ -53,7 +53,8 @@
 // Locking: Registry.mu guards the maps, every watcher's state and position,
 // and the delivered revision; Stream.mu guards a stream's queue. Lock order
 // is Registry.mu, then Stream.mu. Every lock is taken and released in the
-// same function. History is read without Registry.mu held.
+// same function. History and the logger are called without Registry.mu
+// held (cancels are logged after it is released).
 //
 // Events are opaque: this package imports no protobuf types. The byte slices
 // in events are shared between watchers and must be treated as read-only.

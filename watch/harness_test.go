@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,12 @@ type memHistory struct {
 	oldest uint64
 	cur    map[string][]byte // live value per key, to compute previous values
 	reads  int               // ReadHistory calls
+	all    []Event           // every event ever added, never compacted
+	// onRead, if set, runs at the start of every ReadHistory, without mu
+	// held (it may compact, or close watchers).
+	onRead func(from, to uint64)
+	// fail, if set, is what every ReadHistory returns.
+	fail error
 }
 
 func newMemHistory() *memHistory { return &memHistory{oldest: 1, cur: map[string][]byte{}} }
@@ -40,6 +47,7 @@ func (h *memHistory) add(evs ...Event) []Event {
 			delete(h.cur, string(ev.Key))
 		}
 		h.evs = append(h.evs, ev)
+		h.all = append(h.all, ev)
 		out[i] = ev
 	}
 	return out
@@ -59,17 +67,28 @@ func (h *memHistory) compact(rev uint64) {
 
 func (h *memHistory) ReadHistory(from, to uint64, withPrev bool, fn func(*Event) bool) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.reads++
+	hook, fail := h.onRead, h.fail
+	h.mu.Unlock()
+	if hook != nil {
+		hook(from, to)
+	}
+	if fail != nil {
+		return fail
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if from == 0 {
 		from = h.oldest
 	}
 	if from < h.oldest {
 		return &CompactedError{Requested: from, Oldest: h.oldest}
 	}
-	for _, ev := range h.evs {
-		if ev.Revision < from || ev.Revision > to {
-			continue
+	i := sort.Search(len(h.evs), func(i int) bool { return h.evs[i].Revision >= from })
+	var ev Event // one variable: &ev escapes to fn
+	for _, ev = range h.evs[i:] {
+		if ev.Revision > to {
+			break
 		}
 		if !withPrev {
 			ev.HasPrev, ev.PrevValue = false, nil
@@ -79,6 +98,34 @@ func (h *memHistory) ReadHistory(from, to uint64, withPrev bool, fn func(*Event)
 		}
 	}
 	return nil
+}
+
+// readCount returns the number of ReadHistory calls so far.
+func (h *memHistory) readCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reads
+}
+
+// setOnRead installs a hook run at the start of every ReadHistory.
+func (h *memHistory) setOnRead(fn func(from, to uint64)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onRead = fn
+}
+
+// setFail makes every ReadHistory return err (nil: succeed again).
+func (h *memHistory) setFail(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fail = err
+}
+
+// allEvents returns a copy of every event ever added, with previous values.
+func (h *memHistory) allEvents() []Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Event(nil), h.all...)
 }
 
 func (h *memHistory) OldestRevision() uint64 {
@@ -139,6 +186,30 @@ func (h *harness) publish(index uint64, evs ...Event) {
 		}
 	}
 	h.d.Publish(Batch{Index: index, Events: full, PrevRead: prevRead})
+}
+
+// commit adds evs to history and returns their batch as the FSM would
+// publish it, read with previous values or not.
+func (h *harness) commit(index uint64, prevRead bool, evs ...Event) Batch {
+	full := h.hist.add(evs...)
+	if !prevRead {
+		for i := range full {
+			full[i].HasPrev, full[i].PrevValue = false, nil
+		}
+	}
+	return Batch{Index: index, Events: full, PrevRead: prevRead}
+}
+
+// publishPrev is publish with an explicit PrevRead.
+func (h *harness) publishPrev(index uint64, prevRead bool, evs ...Event) {
+	h.d.Publish(h.commit(index, prevRead, evs...))
+}
+
+// deliverNow commits a batch and delivers it on the calling goroutine; only
+// for tests that do not run the dispatcher.
+func (h *harness) deliverNow(index uint64, prevRead bool, evs ...Event) {
+	b := h.commit(index, prevRead, evs...)
+	h.d.deliver(&b)
 }
 
 // register adds a watcher on a stream of its own.

@@ -169,14 +169,18 @@ type Registry struct {
 	// doomed holds watchers canceled while their maps were being walked;
 	// reapLocked removes them.
 	doomed []*Watcher
+	// notes holds the cancels to log; logCancels logs them once mu is
+	// released, so no log handler ever runs with mu held.
+	notes []cancelNote
 
 	// Progress requests: RequestProgress appends to reqs (at most once per
 	// watcher until served) and pokes reqSignal.
 	reqMu     sync.Mutex
 	reqs      []*Watcher
 	reqSignal chan struct{}
-	// wake tells the dispatcher that catching up may make progress: a
-	// catching-up watcher was registered or a stream's queue was taken.
+	// wake tells the dispatcher that catching up, or serving a progress
+	// request that found no room, may succeed now: a catching-up watcher was
+	// registered or a stream's queue was taken.
 	wake chan struct{}
 }
 
@@ -241,8 +245,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	if r.closed.Load() {
 		return nil, errClosed()
 	}
-	if n := r.reserved.Add(1); n > r.max {
-		r.reserved.Add(-1)
+	if !r.reserve() {
 		return nil, fmt.Errorf("%w: this node already serves its maximum of %d watchers; close unused watchers, spread them over other nodes or raise MaxWatchers", ErrLimitExceeded, r.max)
 	}
 	if o.PrevKV {
@@ -250,6 +253,14 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	}
 	w := &Watcher{id: r.nextID.Add(1), key: string(key), reg: r, stream: s,
 		prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader}
+	var oldest uint64
+	if o.StartRevision > 0 {
+		// Asked before taking mu: History is never called with mu held.
+		// Holding it would not keep history from being compacted anyway: a
+		// compaction after this check is met by the watcher's first
+		// catch-up step, which cancels it with CauseCompacted.
+		oldest = r.hist.OldestRevision()
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -263,9 +274,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	}
 	w.next = r.delivered + 1
 	if o.StartRevision > 0 {
-		// Checked under mu: the dispatcher cannot have moved on, and
-		// history holds every revision from oldest through delivered.
-		if oldest := r.hist.OldestRevision(); o.StartRevision < oldest {
+		if o.StartRevision < oldest {
 			r.release(w)
 			return nil, &CompactedError{Requested: o.StartRevision, Oldest: oldest}
 		}
@@ -334,6 +343,21 @@ func (r *Registry) Delivered() uint64 {
 // atomic load: the FSM calls it at the start of every batch.
 func (r *Registry) WantPrev() bool { return r.prev.Load() > 0 }
 
+// reserve takes a watcher slot if one is free. It never raises reserved
+// past the cap, even for a moment: a refused registration holds no slot, so
+// it cannot make one racing with a Close be refused too.
+func (r *Registry) reserve() bool {
+	for {
+		n := r.reserved.Load()
+		if n >= r.max {
+			return false
+		}
+		if r.reserved.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // release gives back the counters a watcher holds.
 func (r *Registry) release(w *Watcher) {
 	r.reserved.Add(-1)
@@ -369,7 +393,27 @@ func (r *Registry) cancelLocked(w *Watcher, cause CancelCause, reason string, co
 	w.stream.pushForce(w, &ev)
 	r.doomed = append(r.doomed, w)
 	if cause != CauseShutdown {
-		r.log.Warn("watcher canceled", "watcher_id", w.id, "key", w.key, "prefix", w.prefix, "reason", reason)
+		r.notes = append(r.notes, cancelNote{id: w.id, key: w.key, prefix: w.prefix, reason: reason})
+	}
+}
+
+// cancelNote is a cancel to log.
+type cancelNote struct {
+	id     uint64
+	key    string
+	prefix bool
+	reason string
+}
+
+// logCancels logs the cancels made since the last call. Call it without mu
+// held after any cancelLocked: the handler may be slow or call back here.
+func (r *Registry) logCancels() {
+	r.mu.Lock()
+	notes := r.notes
+	r.notes = nil
+	r.mu.Unlock()
+	for _, n := range notes {
+		r.log.Warn("watcher canceled", "watcher_id", n.id, "key", n.key, "prefix", n.prefix, "reason", n.reason)
 	}
 }
 
@@ -442,7 +486,6 @@ func (r *Registry) forEachLocked(fn func(*Watcher)) {
 // (CauseNoLeader) and returns how many.
 func (r *Registry) CancelRequireLeader(reason string) int {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := 0
 	r.forEachLocked(func(w *Watcher) {
 		if w.requireLeader && w.state != canceled {
@@ -451,6 +494,8 @@ func (r *Registry) CancelRequireLeader(reason string) int {
 		}
 	})
 	r.reapLocked()
+	r.mu.Unlock()
+	r.logCancels()
 	return n
 }
 
