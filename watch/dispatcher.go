@@ -11,6 +11,10 @@ import (
 	"time"
 )
 
+// stepEvery is how many batches (or other wake-ups) the dispatcher handles
+// at most between two catch-up steps while watchers are catching up.
+const stepEvery = 8
+
 // heartbeatJitter spreads heartbeats by ±10% of the interval, so nodes (and
 // their clients) started together do not all wake on the same tick.
 const heartbeatJitter = 0.10
@@ -112,15 +116,25 @@ func (d *Dispatcher) Run() {
 	if timer != nil {
 		rearm = func() { timer.Reset(d.jittered()) }
 	}
+	handledSinceStep := 0
 	for {
 		d.checkLost()
 		// Live batches, requests and heartbeats first; a catch-up step runs
-		// only when none is waiting, so a backlog delays live watchers by
-		// at most one step.
+		// when none is waiting, so a backlog delays live watchers by at
+		// most one step, and at least every stepEvery of them, so a
+		// steady stream of batches cannot starve catching-up watchers.
 		if d.catchUp {
+			if handledSinceStep >= stepEvery {
+				handledSinceStep = 0
+				d.catchUp = d.catchUpStep()
+				continue
+			}
 			if quit, handled := d.handleNext(false, tick, rearm); quit {
 				return
-			} else if !handled {
+			} else if handled {
+				handledSinceStep++
+			} else {
+				handledSinceStep = 0
 				d.catchUp = d.catchUpStep()
 			}
 			continue
