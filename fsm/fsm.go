@@ -61,8 +61,8 @@ type OpResult struct {
 	ModRevision uint64    // the key's mod revision after the op (0 = absent)
 }
 
-// FSM applies committed log entries to bbolt. It implements raft.BatchingFSM
-// and watch.RevisionSource.
+// FSM applies committed log entries to bbolt. It implements raft.BatchingFSM,
+// watch.RevisionSource and watch.History.
 type FSM struct {
 	path   string
 	sink   Sink
