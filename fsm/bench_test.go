@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
 )
 
 // The shapes of raftwatch-bench's put workload: 8-byte keys over a key space
@@ -42,9 +44,15 @@ func benchChunks(b *testing.B, ops int) [][]byte {
 	return chunks
 }
 
+// benchHistory is the history the benchmarks keep: as many events as the
+// key space has keys, so that after benchFSM every batch also compacts
+// (the steady state of a busy node), without the default million events
+// making each benchmark's setup long.
+const benchHistory = benchKeySpace
+
 // benchFSM opens an FSM the way node does (no fsync per commit) and writes
 // every key once, so the measured batches overwrite existing keys.
-func benchFSM(b *testing.B, opts Options, chunks [][]byte) (*FSM, uint64) {
+func benchFSM(b *testing.B, opts Options, history bool, chunks [][]byte) (*FSM, uint64) {
 	b.Helper()
 	opts.NoSync = true
 	f, err := Open(filepath.Join(b.TempDir(), "state.db"), nil, slog.New(slog.DiscardHandler), opts)
@@ -52,6 +60,7 @@ func benchFSM(b *testing.B, opts Options, chunks [][]byte) (*FSM, uint64) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { f.Close() })
+	f.noHistory = !history
 	var index uint64
 	for _, data := range chunks {
 		index++
@@ -62,19 +71,98 @@ func benchFSM(b *testing.B, opts Options, chunks [][]byte) (*FSM, uint64) {
 
 // BenchmarkApplyBatch applies one log entry of ops puts per iteration, the
 // largest entry 64 and 256 concurrent clients can form (each has one write
-// in flight). ns/put is the state machine's share of a put's cost.
+// in flight), without and with history. With history every batch also
+// compacts as many events as it adds. ns/put is the state machine's share
+// of a put's cost.
 func BenchmarkApplyBatch(b *testing.B) {
 	for _, ops := range []int{64, 256} {
-		b.Run(fmt.Sprintf("ops=%d", ops), func(b *testing.B) {
-			chunks := benchChunks(b, ops)
-			f, index := benchFSM(b, Options{}, chunks)
+		chunks := benchChunks(b, ops)
+		for _, history := range []bool{false, true} {
+			b.Run(fmt.Sprintf("ops=%d/history=%v", ops, history), func(b *testing.B) {
+				f, index := benchFSM(b, Options{HistoryMaxEvents: benchHistory}, history, chunks)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					index++
+					f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: chunks[i%len(chunks)]}})
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*ops), "ns/put")
+			})
+		}
+	}
+}
+
+// BenchmarkReadHistory reads 10 entries of 256 puts (a watcher catching up)
+// and reports ns/event, for each place a prev value can come from.
+func BenchmarkReadHistory(b *testing.B) {
+	const ops, readEntries = 256, 10
+	chunks := benchChunks(b, ops)
+	cycle := uint64(len(chunks)) // entries that write every key once
+	// Three writes of every key, then readEntries entries that all write
+	// the first chunk's keys (hot), then readEntries entries of random keys
+	// (scattered), with room for two writes of every key.
+	f, index := benchFSM(b, Options{HistoryMaxEvents: 2 * benchHistory}, true, chunks)
+	apply := func(data []byte) {
+		index++
+		f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: data}})
+	}
+	for range 2 {
+		for _, data := range chunks {
+			apply(data)
+		}
+	}
+	hot := index + 1
+	for range readEntries {
+		apply(chunks[0])
+	}
+	scattered := index + 1
+	rng := rand.New(rand.NewPCG(1, 1))
+	value := make([]byte, benchValueSize)
+	for range readEntries {
+		chunk := &pb.Chunk{}
+		for _, k := range rng.Perm(benchKeySpace)[:ops] {
+			chunk.Ops = append(chunk.Ops, &pb.Op{Kind: pb.Op_PUT, Key: fmt.Appendf(nil, "%08d", k), Value: value})
+		}
+		data, err := proto.Marshal(chunk)
+		if err != nil {
+			b.Fatal(err)
+		}
+		apply(data)
+	}
+	oldest := f.OldestRevision() // the first write and 2*readEntries entries of the second are compacted
+	if oldest != cycle+2*readEntries+1 {
+		b.Fatalf("oldest %d, want %d", oldest, cycle+2*readEntries+1)
+	}
+	cases := []struct {
+		name     string
+		from     uint64
+		withPrev bool
+	}{
+		{"prev=none", oldest + cycle, false},
+		// The previous versions were compacted: read from hbase.
+		{"prev=hbase", oldest, true},
+		// The previous versions are in history before from, each entry's
+		// in one earlier entry: scanned for once, then indexed.
+		{"prev=history", oldest + cycle, true},
+		// The previous versions are in history before from, each in a
+		// different entry: a scan of up to 256 records per event.
+		{"prev=history-scattered", scattered, true},
+		// All but the first entry's previous versions are in entries the
+		// read has passed.
+		{"prev=read", hot, true},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			n := 0
 			b.ReportAllocs()
 			b.ResetTimer()
-			for i := range b.N {
-				index++
-				f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: chunks[i%len(chunks)]}})
+			for range b.N {
+				err := f.ReadHistory(tc.from, tc.from+readEntries-1, tc.withPrev, func(*watch.Event) bool { n++; return true })
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*ops), "ns/put")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
 		})
 	}
 }
