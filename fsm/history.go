@@ -232,11 +232,14 @@ type historyWriter struct {
 // record adds the history record of one event. prev is the key's mod
 // revision before the op (0 = absent).
 func (h *historyWriter) record(rev uint64, pos int, typ byte, version, create, prev uint64, key, value []byte) error {
+	// The key goes in the arena too: bbolt copies it, but a local array
+	// passed to Put escapes to the heap, an allocation per record.
 	k := histKey(rev, uint32(pos))
+	h.arena = append(h.arena, k[:]...)
 	start := len(h.arena)
 	h.arena = appendHistRecord(h.arena, typ, version, create, prev, key, value)
 	end := len(h.arena)
-	if err := h.hist.Put(k[:], h.arena[start:end:end]); err != nil {
+	if err := h.hist.Put(h.arena[start-histKeyLen:start], h.arena[start:end:end]); err != nil {
 		return fmt.Errorf("history record at revision %d position %d: %w", rev, pos, err)
 	}
 	h.added++
