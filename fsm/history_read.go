@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -75,17 +76,31 @@ type histPos struct {
 	pos uint32
 }
 
+// collided marks, in a revision index, a hash two keys of the revision share.
+const collided = ^uint32(0)
+
 // historyReader is one ReadHistory's state.
 type historyReader struct {
 	hist, hbase *bolt.Bucket
 	oldest      uint64
 	withPrev    bool
-	// seen maps each key read so far to its newest record: the previous
-	// value of its next event. It holds at most readSeenMaxBytes.
-	seen      map[string]histPos
+	// seen maps each key read so far to its index in seenPos, the position
+	// of its newest record: the previous value of its next event. It
+	// holds at most readSeenMaxBytes.
+	seen      map[string]int
+	seenPos   []histPos
 	seenBytes int
-	scan      *bolt.Cursor // for previous revisions not in seen
-	slab      []watch.Event
+	// lookup and base are the cursors of point reads in history and hbase;
+	// bbolt's Get allocates a new cursor per call.
+	lookup, base *bolt.Cursor
+	// lastScan is the revision the last scan searched. A second scan of the
+	// same revision in a row (keys written together and again together)
+	// indexes it instead: idx maps its keys' hashes to their positions.
+	lastScan uint64
+	idxRev   uint64
+	idx      map[uint64]uint32
+	seed     maphash.Seed
+	slab     []watch.Event
 }
 
 func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error {
@@ -93,7 +108,8 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 		return nil
 	}
 	if r.withPrev {
-		r.seen = make(map[string]histPos)
+		r.seen = make(map[string]int)
+		r.lookup = r.hist.Cursor()
 	}
 	start := histKey(from, 0)
 	c := r.hist.Cursor()
@@ -125,15 +141,16 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 
 // remember records that key's newest record read so far is at p.
 func (r *historyReader) remember(key []byte, p histPos) {
-	if _, ok := r.seen[string(key)]; ok {
-		r.seen[string(key)] = p
+	if i, ok := r.seen[string(key)]; ok {
+		r.seenPos[i] = p
 		return
 	}
 	if r.seenBytes+len(key)+seenEntryOverhead > readSeenMaxBytes {
 		return
 	}
 	r.seenBytes += len(key) + seenEntryOverhead
-	r.seen[string(key)] = p
+	r.seen[string(key)] = len(r.seenPos)
+	r.seenPos = append(r.seenPos, p)
 }
 
 // prevValue returns the value rec's key had before the event at rev: empty
@@ -148,7 +165,10 @@ func (r *historyReader) prevValue(rev uint64, rec histRecord) ([]byte, error) {
 	case p >= r.oldest:
 		return r.valueAt(rec.key, p)
 	}
-	v := r.hbase.Get(rec.key)
+	if r.base == nil {
+		r.base = r.hbase.Cursor()
+	}
+	v := get(r.base, rec.key)
 	if v == nil {
 		return nil, fmt.Errorf("history inconsistent: key %q at revision %d has compacted previous revision %d and no history base", rec.key, rev, p)
 	}
@@ -165,18 +185,25 @@ func (r *historyReader) prevValue(rev uint64, rec histRecord) ([]byte, error) {
 // valueAt returns the value key was given at revision rev, which history
 // retains: it must be a PUT.
 func (r *historyReader) valueAt(key []byte, rev uint64) ([]byte, error) {
-	if p, ok := r.seen[string(key)]; ok {
-		if p.rev != rev {
+	if i, ok := r.seen[string(key)]; ok {
+		if p := r.seenPos[i]; p.rev != rev {
 			return nil, fmt.Errorf("history inconsistent: key %q was last written at revision %d, its next event names %d", key, p.rev, rev)
 		}
-		k := histKey(p.rev, p.pos)
-		return putValue(key, rev, r.hist.Get(k[:]))
+		return r.putAt(key, r.seenPos[i])
 	}
-	if r.scan == nil {
-		r.scan = r.hist.Cursor()
+	if r.lastScan == rev && r.idxRev != rev {
+		if err := r.index(rev); err != nil {
+			return nil, err
+		}
 	}
+	if r.idxRev == rev {
+		if pos, ok := r.idx[maphash.Bytes(r.seed, key)]; ok && pos != collided {
+			return r.putAt(key, histPos{rev, pos})
+		}
+	}
+	r.lastScan = rev
 	start := histKey(rev, 0)
-	for k, v := r.scan.Seek(start[:]); k != nil; k, v = r.scan.Next() {
+	for k, v := r.lookup.Seek(start[:]); k != nil; k, v = r.lookup.Next() {
 		at, _, err := splitHistKey(k)
 		if err != nil {
 			return nil, err
@@ -193,6 +220,51 @@ func (r *historyReader) valueAt(key []byte, rev uint64) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
+}
+
+// index builds the index of revision rev's keys.
+func (r *historyReader) index(rev uint64) error {
+	if r.idx == nil {
+		r.idx, r.seed = make(map[uint64]uint32), maphash.MakeSeed()
+	}
+	clear(r.idx)
+	r.idxRev = 0
+	start := histKey(rev, 0)
+	for k, v := r.lookup.Seek(start[:]); k != nil; k, v = r.lookup.Next() {
+		at, pos, err := splitHistKey(k)
+		if err != nil {
+			return err
+		}
+		if at != rev {
+			break
+		}
+		rec, err := decodeHistRecord(v)
+		if err != nil {
+			return fmt.Errorf("record at revision %d: %w", rev, err)
+		}
+		h := maphash.Bytes(r.seed, rec.key)
+		if _, dup := r.idx[h]; dup {
+			pos = collided // neither key is found by hash: both are scanned for
+		}
+		r.idx[h] = pos
+	}
+	r.idxRev = rev
+	return nil
+}
+
+// putAt returns the value of the record at p, which must be a PUT of key.
+func (r *historyReader) putAt(key []byte, p histPos) ([]byte, error) {
+	k := histKey(p.rev, p.pos)
+	return putValue(key, p.rev, get(r.lookup, k[:]))
+}
+
+// get returns key's value in c's bucket, nil if absent.
+func get(c *bolt.Cursor, key []byte) []byte {
+	k, v := c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // putValue decodes raw, the record of key at rev that an event names as
