@@ -15,9 +15,10 @@
 // removes whole revisions from the front only, so the oldest retained
 // revision is always a revision boundary. The previous value of every
 // retained event is servable: from history when the key's previous version is
-// retained, otherwise from the history base (hbase), which holds each key's
-// newest version at or below the compaction point, the way etcd's MVCC keeps
-// the newest revision at or below its compaction revision.
+// retained (the history index, hidx, finds it in its revision), otherwise
+// from the history base (hbase), which holds each key's newest version at or
+// below the compaction point, the way etcd's MVCC keeps the newest revision
+// at or below its compaction revision.
 //
 // The files: fsm.go applies batches and serves reads, snapshots and restores;
 // record.go is the key-value record; history.go is the history's format,

@@ -86,10 +86,11 @@ type FSM struct {
 	// commit, so OldestRevision never names a revision already compacted.
 	hist atomic.Pointer[histStats]
 
-	// arena and compacted are the history writer's buffers, reused by
-	// batches (under applyMu).
-	arena     []byte
-	compacted []compactedRecord
+	// The history writer's buffers, reused by batches (under applyMu).
+	arena         []byte
+	histIdx       []byte
+	compacted     []compactedRecord
+	compactedRevs []uint64
 
 	// notifyMu guards notify, a channel closed and replaced whenever applied
 	// advances, so WaitApplied can block without polling.
@@ -635,8 +636,8 @@ func appliedIndexOf(path string) (uint64, error) {
 		// A snapshot without history (from an older node) gets it when
 		// opened; one with history must have its meta, or reopening fails.
 		if tx.Bucket(bucketHistory) != nil {
-			if tx.Bucket(bucketHBase) == nil {
-				return errors.New("snapshot has history but no history base")
+			if tx.Bucket(bucketHBase) == nil || tx.Bucket(bucketHIndex) == nil {
+				return errors.New("snapshot has history but no history base or index")
 			}
 			if _, err := readHistStats(tx); err != nil {
 				return fmt.Errorf("snapshot history: %w", err)

@@ -14,15 +14,20 @@ import (
 //
 //	history: revision (8) | position (4)  ->  type (1) | version (8) | create revision (8) |
 //	                                          prev revision (8) | key length (uvarint) | key | value (PUT only)
+//	hidx:    revision (8)                 ->  per record of the revision, in position order:
+//	                                          FNV-1a 32 of its key (4) | position (4)
 //	hbase:   key                          ->  revision (8) | value
 //	meta:    history_oldest, history_events, history_bytes  ->  uint64 (8)
 //
 // The position is the op's index in its entry's Chunk.Ops, so (revision,
 // position) orders all mutations. A DELETE record carries version and create
 // revision 0, like etcd's tombstones. The prev revision is the key's mod
-// revision before the op, 0 when it was absent.
+// revision before the op, 0 when it was absent; hidx finds the key's record
+// at that revision without scanning the revision's records (up to an entry's
+// ops, a cache miss each), so reading a prev value costs two lookups.
 var (
 	bucketHistory = []byte("history") // revision|position -> history record
+	bucketHIndex  = []byte("hidx")    // revision -> key hash|position of each of its records
 	bucketHBase   = []byte("hbase")   // key -> revision|value of its newest PUT at or below the compaction point
 
 	keyHistOldest = []byte("history_oldest") // every event at or above this revision is in history
@@ -37,8 +42,8 @@ const (
 	DefaultHistoryMaxEvents = 1_000_000
 	// DefaultHistoryMaxBytes bounds the history's key and value bytes so a
 	// workload of large values cannot grow the state machine file without
-	// limit. Record keys, headers and bbolt's per-element overhead add about
-	// 55 bytes per event on top, bounded by DefaultHistoryMaxEvents.
+	// limit. Record keys, headers, hidx and bbolt's per-element overhead add
+	// about 65 bytes per event on top, bounded by DefaultHistoryMaxEvents.
 	DefaultHistoryMaxBytes = 256 << 20
 
 	// compactMinPerBatch is the least compaction may remove in one batch
@@ -59,8 +64,9 @@ const (
 )
 
 const (
-	histKeyLen = 12 // revision (8) | position (4)
-	histHeader = 25 // type (1) | version (8) | create (8) | prev (8)
+	histKeyLen   = 12 // revision (8) | position (4)
+	histHeader   = 25 // type (1) | version (8) | create (8) | prev (8)
+	hidxEntryLen = 8  // key hash (4) | position (4)
 
 	histPut    byte = 1
 	histDelete byte = 2
@@ -129,6 +135,18 @@ func decodeHistRecord(b []byte) (histRecord, error) {
 	return r, nil
 }
 
+// keyHash is the 32-bit FNV-1a hash of key, as hidx stores it. It is part
+// of the file format: every node, and every later version, must compute it
+// the same way.
+func keyHash(key []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range key {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
+}
+
 // decodeHBase reads an hbase record: the revision and value of a key's
 // newest PUT at or below the compaction point.
 func decodeHBase(b []byte) (rev uint64, value []byte, err error) {
@@ -170,8 +188,8 @@ func writeHistStats(tx *bolt.Tx, st histStats) error {
 // values of every later event are servable. upgraded reports the latter.
 func initHistory(tx *bolt.Tx, applied uint64) (st histStats, filled int, upgraded bool, err error) {
 	if tx.Bucket(bucketHistory) != nil {
-		if tx.Bucket(bucketHBase) == nil {
-			return histStats{}, 0, false, errors.New("history bucket without its hbase bucket")
+		if tx.Bucket(bucketHBase) == nil || tx.Bucket(bucketHIndex) == nil {
+			return histStats{}, 0, false, errors.New("history bucket without its hbase or hidx bucket")
 		}
 		st, err = readHistStats(tx)
 		if err != nil {
@@ -179,12 +197,16 @@ func initHistory(tx *bolt.Tx, applied uint64) (st histStats, filled int, upgrade
 		}
 		return st, 0, false, nil
 	}
-	if _, err := tx.CreateBucket(bucketHistory); err != nil {
-		return histStats{}, 0, false, err
+	// Leftover hidx or hbase without history cannot be trusted: rebuild.
+	for _, b := range [][]byte{bucketHIndex, bucketHBase} {
+		if tx.Bucket(b) != nil {
+			if err := tx.DeleteBucket(b); err != nil {
+				return histStats{}, 0, false, err
+			}
+		}
 	}
-	// A leftover hbase without history cannot be trusted: rebuild it.
-	if tx.Bucket(bucketHBase) != nil {
-		if err := tx.DeleteBucket(bucketHBase); err != nil {
+	for _, b := range [][]byte{bucketHistory, bucketHIndex} {
+		if _, err := tx.CreateBucket(b); err != nil {
 			return histStats{}, 0, false, err
 		}
 	}
@@ -220,20 +242,32 @@ func (l historyLimits) exceeded(st histStats) bool {
 // historyWriter appends the history records of one batch, inside its write
 // transaction, and compacts the oldest records when a limit is exceeded.
 type historyWriter struct {
-	hist, hbase *bolt.Bucket
-	st          histStats
-	added       int
+	hist, hidx, hbase *bolt.Bucket
+	st                histStats
+	added             int
 	// arena holds the encoded records passed to Put. bbolt keeps a
 	// reference to a value until commit, so the arena only grows within a
 	// transaction: append never writes over bytes already handed out.
 	arena []byte
-	// compacted is compaction's scratch list, kept between batches.
-	compacted []compactedRecord
+	// idxRev is the revision whose hidx value idx is building.
+	idxRev uint64
+	idx    []byte
+	// compacted and compactedRevs are compaction's scratch lists.
+	compacted     []compactedRecord
+	compactedRevs []uint64
 }
 
 // record adds the history record of one event. prev is the key's mod
 // revision before the op (0 = absent).
 func (h *historyWriter) record(rev uint64, pos int, typ byte, version, create, prev uint64, key, value []byte) error {
+	if rev != h.idxRev {
+		if err := h.flushIndex(); err != nil {
+			return err
+		}
+		h.idxRev = rev
+	}
+	h.idx = binary.BigEndian.AppendUint32(h.idx, keyHash(key))
+	h.idx = binary.BigEndian.AppendUint32(h.idx, uint32(pos))
 	// The key goes in the arena too: bbolt copies it, but a local array
 	// passed to Put escapes to the heap, an allocation per record.
 	k := histKey(rev, uint32(pos))
@@ -247,6 +281,24 @@ func (h *historyWriter) record(rev uint64, pos int, typ byte, version, create, p
 	h.added++
 	h.st.events++
 	h.st.bytes += uint64(len(key) + len(value))
+	return nil
+}
+
+// flushIndex stores the hidx value of the revision whose records were
+// just written.
+func (h *historyWriter) flushIndex() error {
+	if len(h.idx) == 0 {
+		return nil
+	}
+	k := len(h.arena)
+	h.arena = binary.BigEndian.AppendUint64(h.arena, h.idxRev)
+	start := len(h.arena)
+	h.arena = append(h.arena, h.idx...)
+	end := len(h.arena)
+	h.idx = h.idx[:0]
+	if err := h.hidx.Put(h.arena[k:start], h.arena[start:end:end]); err != nil {
+		return fmt.Errorf("history index of revision %d: %w", h.idxRev, err)
+	}
 	return nil
 }
 
@@ -266,10 +318,10 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 		return 0, nil
 	}
 	budget := max(compactPerAdded*h.added, compactMinPerBatch)
-	list := h.compacted[:0]
+	list, revs := h.compacted[:0], h.compactedRevs[:0]
 	defer func() {
 		clear(list) // drop references into this transaction's memory
-		h.compacted = list[:0]
+		h.compacted, h.compactedRevs = list[:0], revs[:0]
 	}()
 	var last uint64
 	c := h.hist.Cursor()
@@ -303,6 +355,7 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 			list = append(list, compactedRecord{hkey: k, key: r.key, value: r.value, rev: rev, del: r.typ == histDelete})
 		}
 		last = first
+		revs = append(revs, first)
 	}
 	// The newest compacted state of each key goes to hbase: sort by key,
 	// keeping revision order among equal keys, and take the last of each.
@@ -331,6 +384,12 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 			return 0, fmt.Errorf("compact history: %w", err)
 		}
 	}
+	for _, rev := range revs {
+		k := histKey(rev, 0)
+		if err := h.hidx.Delete(k[:8]); err != nil {
+			return 0, fmt.Errorf("compact history index: %w", err)
+		}
+	}
 	h.st.oldest = last + 1
 	return len(list), nil
 }
@@ -343,12 +402,18 @@ func (f *FSM) historyWriter(tx *bolt.Tx) (*historyWriter, error) {
 	}
 	hist := tx.Bucket(bucketHistory)
 	hist.FillPercent = historyFillPercent
-	return &historyWriter{hist: hist, hbase: tx.Bucket(bucketHBase), st: st, arena: f.arena[:0], compacted: f.compacted}, nil
+	return &historyWriter{
+		hist: hist, hidx: tx.Bucket(bucketHIndex), hbase: tx.Bucket(bucketHBase), st: st,
+		arena: f.arena[:0], idx: f.histIdx[:0], compacted: f.compacted, compactedRevs: f.compactedRevs,
+	}, nil
 }
 
 // finishHistory compacts the history if it is over a limit and stores its
 // stats, in meta and (the transaction being about to commit) in f.hist.
 func (f *FSM) finishHistory(tx *bolt.Tx, h *historyWriter) error {
+	if err := h.flushIndex(); err != nil {
+		return err
+	}
 	removed, err := h.compact(f.limits)
 	if err != nil {
 		return err
@@ -363,7 +428,7 @@ func (f *FSM) finishHistory(tx *bolt.Tx, h *historyWriter) error {
 	} else {
 		f.arena = nil
 	}
-	f.compacted = h.compacted
+	f.histIdx, f.compacted, f.compactedRevs = h.idx[:0], h.compacted, h.compactedRevs
 	st := h.st
 	f.hist.Store(&st)
 	return nil

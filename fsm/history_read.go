@@ -2,8 +2,8 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -62,7 +62,10 @@ func (f *FSM) ReadHistory(from, to uint64, withPrev bool, fn func(*watch.Event) 
 		if from < st.oldest {
 			return &watch.CompactedError{Requested: from, Oldest: st.oldest}
 		}
-		r := historyReader{hist: tx.Bucket(bucketHistory), hbase: tx.Bucket(bucketHBase), oldest: st.oldest, withPrev: withPrev}
+		r := historyReader{
+			hist: tx.Bucket(bucketHistory), hidx: tx.Bucket(bucketHIndex), hbase: tx.Bucket(bucketHBase),
+			oldest: st.oldest, withPrev: withPrev,
+		}
 		if err := r.read(from, to, fn); err != nil {
 			return fmt.Errorf("read history: %w", err)
 		}
@@ -76,31 +79,21 @@ type histPos struct {
 	pos uint32
 }
 
-// collided marks, in a revision index, a hash two keys of the revision share.
-const collided = ^uint32(0)
-
 // historyReader is one ReadHistory's state.
 type historyReader struct {
-	hist, hbase *bolt.Bucket
-	oldest      uint64
-	withPrev    bool
+	hist, hidx, hbase *bolt.Bucket
+	oldest            uint64
+	withPrev          bool
 	// seen maps each key read so far to its index in seenPos, the position
 	// of its newest record: the previous value of its next event. It
 	// holds at most readSeenMaxBytes.
 	seen      map[string]int
 	seenPos   []histPos
 	seenBytes int
-	// lookup and base are the cursors of point reads in history and hbase;
-	// bbolt's Get allocates a new cursor per call.
-	lookup, base *bolt.Cursor
-	// lastScan is the revision the last scan searched. A second scan of the
-	// same revision in a row (keys written together and again together)
-	// indexes it instead: idx maps its keys' hashes to their positions.
-	lastScan uint64
-	idxRev   uint64
-	idx      map[uint64]uint32
-	seed     maphash.Seed
-	slab     []watch.Event
+	// lookup, index and base are the cursors of point reads in history,
+	// hidx and hbase; bbolt's Get allocates a new cursor per call.
+	lookup, index, base *bolt.Cursor
+	slab                []watch.Event
 }
 
 func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error {
@@ -109,7 +102,7 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 	}
 	if r.withPrev {
 		r.seen = make(map[string]int)
-		r.lookup = r.hist.Cursor()
+		r.lookup, r.index = r.hist.Cursor(), r.hidx.Cursor()
 	}
 	start := histKey(from, 0)
 	c := r.hist.Cursor()
@@ -191,65 +184,35 @@ func (r *historyReader) valueAt(key []byte, rev uint64) ([]byte, error) {
 		}
 		return r.putAt(key, r.seenPos[i])
 	}
-	if r.lastScan == rev && r.idxRev != rev {
-		if err := r.index(rev); err != nil {
-			return nil, err
-		}
+	k := histKey(rev, 0)
+	idx := get(r.index, k[:8])
+	if len(idx)%hidxEntryLen != 0 {
+		return nil, fmt.Errorf("history index of revision %d is %d bytes, not a multiple of %d", rev, len(idx), hidxEntryLen)
 	}
-	if r.idxRev == rev {
-		if pos, ok := r.idx[maphash.Bytes(r.seed, key)]; ok && pos != collided {
-			return r.putAt(key, histPos{rev, pos})
+	h := keyHash(key)
+	for i := 0; i < len(idx); i += hidxEntryLen {
+		if binary.BigEndian.Uint32(idx[i:]) != h {
+			continue
 		}
-	}
-	r.lastScan = rev
-	start := histKey(rev, 0)
-	for k, v := r.lookup.Seek(start[:]); k != nil; k, v = r.lookup.Next() {
-		at, _, err := splitHistKey(k)
+		p := histPos{rev, binary.BigEndian.Uint32(idx[i+4:])}
+		k := histKey(p.rev, p.pos)
+		raw := get(r.lookup, k[:])
+		if raw == nil {
+			return nil, fmt.Errorf("history inconsistent: the index of revision %d names position %d, which holds no record", rev, p.pos)
+		}
+		rec, err := decodeHistRecord(raw)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("record at revision %d position %d: %w", p.rev, p.pos, err)
 		}
-		if at != rev {
-			break
+		if !bytes.Equal(rec.key, key) {
+			continue // another key with the same hash
 		}
-		rec, err := decodeHistRecord(v)
-		if err != nil {
-			return nil, fmt.Errorf("record at revision %d: %w", rev, err)
+		if rec.typ != histPut {
+			return nil, fmt.Errorf("history inconsistent: the previous version of key %q at revision %d is not a PUT", key, rev)
 		}
-		if bytes.Equal(rec.key, key) {
-			return putValue(key, rev, v)
-		}
+		return rec.value, nil
 	}
 	return nil, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
-}
-
-// index builds the index of revision rev's keys.
-func (r *historyReader) index(rev uint64) error {
-	if r.idx == nil {
-		r.idx, r.seed = make(map[uint64]uint32), maphash.MakeSeed()
-	}
-	clear(r.idx)
-	r.idxRev = 0
-	start := histKey(rev, 0)
-	for k, v := r.lookup.Seek(start[:]); k != nil; k, v = r.lookup.Next() {
-		at, pos, err := splitHistKey(k)
-		if err != nil {
-			return err
-		}
-		if at != rev {
-			break
-		}
-		rec, err := decodeHistRecord(v)
-		if err != nil {
-			return fmt.Errorf("record at revision %d: %w", rev, err)
-		}
-		h := maphash.Bytes(r.seed, rec.key)
-		if _, dup := r.idx[h]; dup {
-			pos = collided // neither key is found by hash: both are scanned for
-		}
-		r.idx[h] = pos
-	}
-	r.idxRev = rev
-	return nil
 }
 
 // putAt returns the value of the record at p, which must be a PUT of key.

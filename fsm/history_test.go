@@ -145,6 +145,24 @@ func historyRecords(t *testing.T, f *FSM) (count, size, lowest uint64) {
 	return count, size, lowest
 }
 
+// indexedRevisions returns how many revisions hidx holds and the first.
+func indexedRevisions(t *testing.T, f *FSM) (count, first uint64) {
+	t.Helper()
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHIndex).ForEach(func(k, _ []byte) error {
+			if count == 0 {
+				first = bytesU64(k)
+			}
+			count++
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return count, first
+}
+
 func hbaseOf(t *testing.T, f *FSM, key string) (rev uint64, value string, ok bool) {
 	t.Helper()
 	err := f.view(func(tx *bolt.Tx) error {
@@ -358,6 +376,9 @@ func TestCompactionBoundsHistory(t *testing.T) {
 				}
 				if n > 0 && lowest != oldest {
 					t.Fatalf("revision %d: oldest %d, but the first retained event is at %d (every revision below it had events)", rev, oldest, lowest)
+				}
+				if revs, first := indexedRevisions(t, f); revs != rev-oldest+1 || (revs > 0 && first != oldest) {
+					t.Fatalf("revision %d: hidx holds %d revisions from %d, want one per retained revision (%d from %d)", rev, revs, first, rev-oldest+1, oldest)
 				}
 			}
 		})
@@ -737,4 +758,32 @@ func TestRestoreRejectsSnapshotWithBrokenHistory(t *testing.T) {
 	}
 	dst.ApplyBatch([]*raft.Log{entry(t, 1, put("/b", "1"))})
 	sameEvents(t, "after the rejected restore", readHistory(t, dst, 0, 10, false), []hev{{watch.Put, "/b", "1", 1, 1, false, ""}})
+}
+
+// collidingKeys returns two keys with the same hidx hash.
+func collidingKeys(t *testing.T) (string, string) {
+	t.Helper()
+	seen := map[uint32]string{}
+	for i := range 1 << 22 {
+		k := fmt.Sprintf("/c%d", i)
+		if other, ok := seen[keyHash([]byte(k))]; ok {
+			return other, k
+		}
+		seen[keyHash([]byte(k))] = k
+	}
+	t.Fatal("no two keys share a hash")
+	return "", ""
+}
+
+func TestPrevValueOfKeysSharingAHash(t *testing.T) {
+	a, b := collidingKeys(t)
+	f := openWith(t, filepath.Join(t.TempDir(), "state.db"), nil, Options{})
+	f.ApplyBatch([]*raft.Log{entry(t, 1, put("/x", "x"), put(b, "b1"), put(a, "a1"))})
+	f.ApplyBatch([]*raft.Log{entry(t, 2, put(a, "a2"), put(b, "b2"))})
+	// Reading from 2, both previous versions are found through the index,
+	// where a's hash also names b's record.
+	sameEvents(t, "keys sharing a hash", readHistory(t, f, 2, 2, true), []hev{
+		{watch.Put, a, "a2", 2, 2, true, "a1"},
+		{watch.Put, b, "b2", 2, 2, true, "b1"},
+	})
 }
