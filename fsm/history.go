@@ -54,9 +54,9 @@ const (
 	// the batch added: above 1, so history shrinks back under its limits at
 	// any steady write rate; small, so no batch stalls on compaction.
 	compactPerAdded = 2
-	// historyFillPercent packs history pages: records are appended in key
-	// order and removed from the front, never inserted in the middle, so
-	// bbolt's default half-full split only wastes space.
+	// historyFillPercent packs history and hidx pages: records are appended
+	// in key order and removed from the front, never inserted in the middle,
+	// so bbolt's default half-full split only wastes space.
 	historyFillPercent = 0.9
 	// arenaKeepMax is the largest record arena kept between batches; a
 	// batch of huge values allocates its own, which is then dropped.
@@ -400,10 +400,10 @@ func (f *FSM) historyWriter(tx *bolt.Tx) (*historyWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("history: %w", err)
 	}
-	hist := tx.Bucket(bucketHistory)
-	hist.FillPercent = historyFillPercent
+	hist, hidx := tx.Bucket(bucketHistory), tx.Bucket(bucketHIndex)
+	hist.FillPercent, hidx.FillPercent = historyFillPercent, historyFillPercent
 	return &historyWriter{
-		hist: hist, hidx: tx.Bucket(bucketHIndex), hbase: tx.Bucket(bucketHBase), st: st,
+		hist: hist, hidx: hidx, hbase: tx.Bucket(bucketHBase), st: st,
 		arena: f.arena[:0], idx: f.histIdx[:0], compacted: f.compacted, compactedRevs: f.compactedRevs,
 	}, nil
 }

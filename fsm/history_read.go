@@ -120,7 +120,7 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 		}
 		var prev []byte
 		if r.withPrev {
-			if prev, err = r.prevValue(rev, rec); err != nil {
+			if prev, err = r.prevValue(histPos{rev, pos}, rec); err != nil {
 				return err
 			}
 			r.remember(rec.key, histPos{rev, pos})
@@ -148,15 +148,15 @@ func (r *historyReader) remember(key []byte, p histPos) {
 
 // prevValue returns the value rec's key had before the event at rev: empty
 // (not nil) when the key was absent. The slice aliases bbolt memory.
-func (r *historyReader) prevValue(rev uint64, rec histRecord) ([]byte, error) {
-	p := rec.prev
+func (r *historyReader) prevValue(at histPos, rec histRecord) ([]byte, error) {
+	p, rev := rec.prev, at.rev
 	switch {
 	case p == 0:
 		return []byte{}, nil
-	case p >= rev:
+	case p > rev:
 		return nil, fmt.Errorf("history inconsistent: key %q at revision %d has previous revision %d", rec.key, rev, p)
 	case p >= r.oldest:
-		return r.valueAt(rec.key, p)
+		return r.valueAt(rec.key, p, at)
 	}
 	if r.base == nil {
 		r.base = r.hbase.Cursor()
@@ -176,8 +176,10 @@ func (r *historyReader) prevValue(rev uint64, rec histRecord) ([]byte, error) {
 }
 
 // valueAt returns the value key was given at revision rev, which history
-// retains: it must be a PUT.
-func (r *historyReader) valueAt(key []byte, rev uint64) ([]byte, error) {
+// retains, as the event at `at` saw it: its last record in rev before at
+// (the batcher never puts two ops on one key in an entry, but an entry that
+// did is still read right). That record must be a PUT.
+func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, error) {
 	if i, ok := r.seen[string(key)]; ok {
 		if p := r.seenPos[i]; p.rev != rev {
 			return nil, fmt.Errorf("history inconsistent: key %q was last written at revision %d, its next event names %d", key, p.rev, rev)
@@ -190,11 +192,14 @@ func (r *historyReader) valueAt(key []byte, rev uint64) ([]byte, error) {
 		return nil, fmt.Errorf("history index of revision %d is %d bytes, not a multiple of %d", rev, len(idx), hidxEntryLen)
 	}
 	h := keyHash(key)
-	for i := 0; i < len(idx); i += hidxEntryLen {
+	for i := len(idx) - hidxEntryLen; i >= 0; i -= hidxEntryLen {
 		if binary.BigEndian.Uint32(idx[i:]) != h {
 			continue
 		}
 		p := histPos{rev, binary.BigEndian.Uint32(idx[i+4:])}
+		if p.rev == at.rev && p.pos >= at.pos {
+			continue // at itself, or after it
+		}
 		k := histKey(p.rev, p.pos)
 		raw := get(r.lookup, k[:])
 		if raw == nil {

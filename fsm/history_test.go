@@ -787,3 +787,29 @@ func TestPrevValueOfKeysSharingAHash(t *testing.T) {
 		{watch.Put, b, "b2", 2, 2, true, "b1"},
 	})
 }
+
+func TestTwoOpsOnOneKeyInAnEntry(t *testing.T) {
+	// The batcher never does this, but the FSM applies what it is given,
+	// and history must then read back what the live events said.
+	sink := &recordingSink{wantPrev: true}
+	f := openWith(t, filepath.Join(t.TempDir(), "state.db"), sink, Options{HistoryMaxEvents: 5})
+	f.ApplyBatch([]*raft.Log{entry(t, 1, put("/k", "a"), put("/k", "b"))})
+	f.ApplyBatch([]*raft.Log{entry(t, 2, put("/k", "c"), del("/k"), put("/k", "d"))})
+	var live []hev
+	for _, e := range sink.events() {
+		live = append(live, toHev(t, &e))
+	}
+	// Nothing is compacted yet: read from each event's revision, so the
+	// previous version is found in seen and through hidx.
+	sameEvents(t, "from 1", readHistory(t, f, 1, 2, true), live)
+	sameEvents(t, "from 2", readHistory(t, f, 2, 2, true), live[2:])
+
+	// Revision 1 compacted: hbase holds its last PUT.
+	f.ApplyBatch([]*raft.Log{entry(t, 3, put("/k", "e"))})
+	if rev, v, ok := hbaseOf(t, f, "/k"); !ok || rev != 1 || v != "b" {
+		t.Fatalf("hbase[/k] = %d %q %v, want revision 1 \"b\", the last op of the entry", rev, v, ok)
+	}
+	want := append(live[2:], hev{watch.Put, "/k", "e", 3, 2, true, "d"})
+	sameEvents(t, "after compaction", readHistory(t, f, 2, 3, true), want)
+	sameEvents(t, "from 3", readHistory(t, f, 3, 3, true), want[3:])
+}
