@@ -678,7 +678,11 @@ func TestHistoryMatchesModel(t *testing.T) {
 				continue
 			}
 			var ops []*pb.Op
-			for _, k := range rng.Perm(len(keys))[:1+rng.IntN(4)] { // distinct keys, as the batcher ensures
+			picks := rng.Perm(len(keys))[:1+rng.IntN(4)] // distinct keys, as the batcher ensures...
+			if rng.IntN(10) == 0 {
+				picks = append(picks, picks[0]) // ...though the FSM must not rely on it
+			}
+			for _, k := range picks {
 				ops = append(ops, m.randomOp(rng, keys[k], index))
 			}
 			logs = append(logs, entry(t, index, ops...))
