@@ -178,7 +178,7 @@ func BenchmarkReadHistory(b *testing.B) {
 		// ... or each in a different entry (no locality at all).
 		{"prev=history-scattered", scattered, true},
 		// All but the first entry's previous versions are in entries the
-		// read has passed.
+		// read has passed (hot pages).
 		{"prev=read", hot, true},
 	}
 	for _, tc := range cases {

@@ -12,18 +12,9 @@ import (
 
 var _ watch.History = (*FSM)(nil)
 
-const (
-	// readSeenMaxBytes bounds the index of keys one ReadHistory keeps (key
-	// bytes plus seenEntryOverhead each) so that a read's memory does not
-	// grow with the history; a key read past the bound finds its previous
-	// value by scanning its previous revision instead.
-	readSeenMaxBytes = 16 << 20
-	// seenEntryOverhead estimates a map entry's cost beyond its key bytes.
-	seenEntryOverhead = 64
-	// eventSlab is how many Events ReadHistory allocates at a time: one
-	// allocation per event would double the allocations of a read.
-	eventSlab = 32
-)
+// eventSlab is how many Events ReadHistory allocates at a time: one
+// allocation per event would double the allocations of a read.
+const eventSlab = 32
 
 // OldestRevision implements watch.History: every event with a revision at
 // or above it is in the history. It reads no transaction; ReadHistory, which
@@ -84,12 +75,6 @@ type historyReader struct {
 	hist, hidx, hbase *bolt.Bucket
 	oldest            uint64
 	withPrev          bool
-	// seen maps each key read so far to its index in seenPos, the position
-	// of its newest record: the previous value of its next event. It
-	// holds at most readSeenMaxBytes.
-	seen      map[string]int
-	seenPos   []histPos
-	seenBytes int
 	// lookup, index and base are the cursors of point reads in history,
 	// hidx and hbase; bbolt's Get allocates a new cursor per call.
 	lookup, index, base *bolt.Cursor
@@ -101,7 +86,6 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 		return nil
 	}
 	if r.withPrev {
-		r.seen = make(map[string]int)
 		r.lookup, r.index = r.hist.Cursor(), r.hidx.Cursor()
 	}
 	start := histKey(from, 0)
@@ -123,27 +107,12 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 			if prev, err = r.prevValue(histPos{rev, pos}, rec); err != nil {
 				return err
 			}
-			r.remember(rec.key, histPos{rev, pos})
 		}
 		if !fn(r.event(rev, rec, prev)) {
 			return nil
 		}
 	}
 	return nil
-}
-
-// remember records that key's newest record read so far is at p.
-func (r *historyReader) remember(key []byte, p histPos) {
-	if i, ok := r.seen[string(key)]; ok {
-		r.seenPos[i] = p
-		return
-	}
-	if r.seenBytes+len(key)+seenEntryOverhead > readSeenMaxBytes {
-		return
-	}
-	r.seenBytes += len(key) + seenEntryOverhead
-	r.seen[string(key)] = len(r.seenPos)
-	r.seenPos = append(r.seenPos, p)
 }
 
 // prevValue returns the value rec's key had before the event at rev: empty
@@ -180,12 +149,6 @@ func (r *historyReader) prevValue(at histPos, rec histRecord) ([]byte, error) {
 // (the batcher never puts two ops on one key in an entry, but an entry that
 // did is still read right). That record must be a PUT.
 func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, error) {
-	if i, ok := r.seen[string(key)]; ok {
-		if p := r.seenPos[i]; p.rev != rev {
-			return nil, fmt.Errorf("history inconsistent: key %q was last written at revision %d, its next event names %d", key, p.rev, rev)
-		}
-		return r.putAt(key, r.seenPos[i])
-	}
 	k := histKey(rev, 0)
 	idx := get(r.index, k[:8])
 	if len(idx)%hidxEntryLen != 0 {
@@ -220,12 +183,6 @@ func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, err
 	return nil, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
 }
 
-// putAt returns the value of the record at p, which must be a PUT of key.
-func (r *historyReader) putAt(key []byte, p histPos) ([]byte, error) {
-	k := histKey(p.rev, p.pos)
-	return putValue(key, p.rev, get(r.lookup, k[:]))
-}
-
 // get returns key's value in c's bucket, nil if absent.
 func get(c *bolt.Cursor, key []byte) []byte {
 	k, v := c.Seek(key)
@@ -233,22 +190,6 @@ func get(c *bolt.Cursor, key []byte) []byte {
 		return nil
 	}
 	return v
-}
-
-// putValue decodes raw, the record of key at rev that an event names as
-// its previous version, and returns its value.
-func putValue(key []byte, rev uint64, raw []byte) ([]byte, error) {
-	if raw == nil {
-		return nil, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
-	}
-	rec, err := decodeHistRecord(raw)
-	if err != nil {
-		return nil, fmt.Errorf("record at revision %d: %w", rev, err)
-	}
-	if !bytes.Equal(rec.key, key) || rec.typ != histPut {
-		return nil, fmt.Errorf("history inconsistent: the previous version of key %q at revision %d is not a PUT of it", key, rev)
-	}
-	return rec.value, nil
 }
 
 // event builds the Event of rec, copying its bytes (and prev's) out of

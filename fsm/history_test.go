@@ -792,7 +792,7 @@ func TestTwoOpsOnOneKeyInAnEntry(t *testing.T) {
 		live = append(live, toHev(t, &e))
 	}
 	// Nothing is compacted yet: read from each event's revision, so the
-	// previous version is found in seen and through hidx.
+	// previous version is found through hidx.
 	sameEvents(t, "from 1", readHistory(t, f, 1, 2, true), live)
 	sameEvents(t, "from 2", readHistory(t, f, 2, 2, true), live[2:])
 
