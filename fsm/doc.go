@@ -1,10 +1,26 @@
 // Package fsm is raftwatch's replicated state machine: a raft.BatchingFSM that
-// keeps the key-value data in bbolt.
+// keeps the key-value data in bbolt, with a bounded history of the mutations
+// that watches read back (watch.History).
 //
 // Invariant: every batch of committed log entries is applied in exactly one
-// bbolt transaction that also stores the index of the last entry applied, so
-// the data and the applied index never disagree, and an entry at or below the
-// stored index is never applied twice (no double version bumps, no duplicate
-// events after a restart). Watch events for a batch are published only after
-// its transaction has committed, and publishing never blocks.
+// bbolt transaction that also stores the index of the last entry applied, the
+// history records of the batch's events and the history's bounds, so the
+// data, the applied index and the history never disagree, and an entry at or
+// below the stored index is never applied twice (no double version bumps, no
+// duplicate events after a restart). Watch events for a batch are published
+// only after its transaction has committed, and publishing never blocks.
+//
+// History: every event with a revision at or above the oldest retained
+// revision is in history, in (revision, position in entry) order; compaction
+// removes whole revisions from the front only, so the oldest retained
+// revision is always a revision boundary. The previous value of every
+// retained event is servable: from history when the key's previous version is
+// retained (the history index, hidx, finds it in its revision), otherwise
+// from the history base (hbase), which holds each key's newest version at or
+// below the compaction point, the way etcd's MVCC keeps the newest revision
+// at or below its compaction revision.
+//
+// The files: fsm.go applies batches and serves reads, snapshots and restores;
+// record.go is the key-value record; history.go is the history's format,
+// writer and compaction; history_read.go is ReadHistory.
 package fsm

@@ -68,6 +68,10 @@ type FSM struct {
 	sink   Sink
 	log    *slog.Logger
 	noSync bool
+	limits historyLimits
+	// noHistory makes ApplyBatch write no history; only the benchmark
+	// sets it, to measure what history costs.
+	noHistory bool
 
 	// applyMu is held for the whole of a batch and of a restore.
 	applyMu sync.Mutex
@@ -77,6 +81,15 @@ type FSM struct {
 	db   *bolt.DB
 
 	applied atomic.Uint64
+	// hist is the history's stats; ApplyBatch stores them just before its
+	// commit, so OldestRevision never names a revision already compacted.
+	hist atomic.Pointer[histStats]
+
+	// The history writer's buffers, reused by batches (under applyMu).
+	arena         []byte
+	histIdx       []byte
+	compacted     []compactedRecord
+	compactedRevs []uint64
 
 	// notifyMu guards notify, a channel closed and replaced whenever applied
 	// advances, so WaitApplied can block without polling.
@@ -91,6 +104,27 @@ type Options struct {
 	// (newest snapshot plus log replay) if the machine may have lost its
 	// page cache — node does that after a reboot that interrupted it.
 	NoSync bool
+
+	// HistoryMaxEvents and HistoryMaxBytes bound the retained history: the
+	// number of events and the sum of their key and value lengths (0 =
+	// DefaultHistoryMaxEvents, DefaultHistoryMaxBytes). Each batch that
+	// finds history over a bound removes its oldest revisions, at most
+	// max(2 × the events the batch added, 1024) events (plus the rest of
+	// the last revision it started), so at any steady write rate history
+	// is back within the bounds a few batches after it crossed them.
+	HistoryMaxEvents uint64
+	HistoryMaxBytes  uint64
+}
+
+func (o Options) historyLimits() historyLimits {
+	l := historyLimits{maxEvents: o.HistoryMaxEvents, maxBytes: o.HistoryMaxBytes}
+	if l.maxEvents == 0 {
+		l.maxEvents = DefaultHistoryMaxEvents
+	}
+	if l.maxBytes == 0 {
+		l.maxBytes = DefaultHistoryMaxBytes
+	}
+	return l
 }
 
 // Open opens (or creates) the bbolt file at path.
@@ -98,17 +132,25 @@ func Open(path string, sink Sink, log *slog.Logger, opts Options) (*FSM, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	db, applied, err := openDB(path, opts.NoSync)
+	db, st, err := openDB(path, opts.NoSync, log)
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{path: path, sink: sink, log: log, db: db, noSync: opts.NoSync, notify: make(chan struct{})}
-	f.applied.Store(applied)
-	log.Info("state machine opened", "path", path, "applied_index", applied)
+	f := &FSM{path: path, sink: sink, log: log, db: db, noSync: opts.NoSync, limits: opts.historyLimits(), notify: make(chan struct{})}
+	f.applied.Store(st.applied)
+	f.hist.Store(&st.hist)
+	log.Info("state machine opened", "path", path, "applied_index", st.applied,
+		"history_oldest_revision", st.hist.oldest, "history_events", st.hist.events)
 	return f, nil
 }
 
-func openDB(path string, noSync bool) (*bolt.DB, uint64, error) {
+// dbState is what openDB reads from a database it opened.
+type dbState struct {
+	applied uint64
+	hist    histStats
+}
+
+func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         openTimeout,
 		InitialMmapSize: initialMmapSize,
@@ -117,23 +159,31 @@ func openDB(path string, noSync bool) (*bolt.DB, uint64, error) {
 		NoSync:          noSync,
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("open state machine %s: %w", path, err)
+		return nil, dbState{}, fmt.Errorf("open state machine %s: %w", path, err)
 	}
-	var applied uint64
+	var st dbState
+	var filled int
+	var upgraded bool
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketKV, bucketMeta, bucketMembers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		applied = readApplied(tx)
-		return nil
+		st.applied = readApplied(tx)
+		var err error
+		st.hist, filled, upgraded, err = initHistory(tx, st.applied)
+		return err
 	})
 	if err != nil {
 		db.Close()
-		return nil, 0, fmt.Errorf("init state machine %s: %w", path, err)
+		return nil, dbState{}, fmt.Errorf("init state machine %s: %w", path, err)
 	}
-	return db, applied, nil
+	if upgraded {
+		log.Info("state machine had no history: history starts after the applied index, previous values of live keys kept",
+			"path", path, "history_oldest_revision", st.hist.oldest, "keys", filled)
+	}
+	return db, st, nil
 }
 
 func readApplied(tx *bolt.Tx) uint64 {
@@ -218,6 +268,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	defer f.dbMu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev}
+		if !f.noHistory {
+			h, err := f.historyWriter(tx)
+			if err != nil {
+				return err
+			}
+			a.hist = h
+		}
 		for i, l := range logs {
 			if l.Index <= applied || l.Type != raft.LogCommand {
 				continue
@@ -235,7 +292,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			results[i] = res
 		}
 		events = a.events
-		return tx.Bucket(bucketMeta).Put(keyApplied, u64(last))
+		if err := tx.Bucket(bucketMeta).Put(keyApplied, u64(last)); err != nil {
+			return err
+		}
+		if a.hist == nil {
+			return nil
+		}
+		return f.finishHistory(tx, a.hist)
 	})
 	if err != nil {
 		// The log is durable and the entries are committed; a state machine
@@ -252,6 +315,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 // applier applies ops inside one write transaction and collects their events.
 type applier struct {
 	kv, members *bolt.Bucket
+	hist        *historyWriter // nil: keep no history (benchmark only)
 	wantPrev    bool
 	events      []watch.Event
 }
@@ -262,9 +326,9 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 		var err error
 		switch op.Kind {
 		case pb.Op_PUT:
-			res.Ops[i], err = a.put(index, op)
+			res.Ops[i], err = a.put(index, i, op)
 		case pb.Op_DELETE:
-			res.Ops[i], err = a.delete(index, op)
+			res.Ops[i], err = a.delete(index, i, op)
 		case pb.Op_SET_MEMBER:
 			err = a.members.Put(op.Key, op.Value)
 			res.Ops[i].Succeeded = true
@@ -319,7 +383,8 @@ func (a *applier) check(op *pb.Op) (cur KeyValue, found bool, res OpResult, ok b
 	return cur, found, res, true, nil
 }
 
-func (a *applier) put(index uint64, op *pb.Op) (OpResult, error) {
+// put applies a PUT, the pos-th op of entry index.
+func (a *applier) put(index uint64, pos int, op *pb.Op) (OpResult, error) {
 	cur, found, res, ok, err := a.check(op)
 	if err != nil || !ok {
 		return res, err
@@ -339,12 +404,18 @@ func (a *applier) put(index uint64, op *pb.Op) (OpResult, error) {
 	if err := a.kv.Put(op.Key, encodeRecord(create, index, version, op.Value)); err != nil {
 		return OpResult{}, err
 	}
+	if a.hist != nil {
+		if err := a.hist.record(index, pos, histPut, version, create, cur.ModRevision, op.Key, op.Value); err != nil {
+			return OpResult{}, err
+		}
+	}
 	a.events = append(a.events, ev)
 	res.Succeeded, res.ModRevision = true, index
 	return res, nil
 }
 
-func (a *applier) delete(index uint64, op *pb.Op) (OpResult, error) {
+// delete applies a DELETE, the pos-th op of entry index.
+func (a *applier) delete(index uint64, pos int, op *pb.Op) (OpResult, error) {
 	cur, found, res, ok, err := a.check(op)
 	if err != nil || !ok {
 		return res, err
@@ -360,6 +431,11 @@ func (a *applier) delete(index uint64, op *pb.Op) (OpResult, error) {
 	}
 	if err := a.kv.Delete(op.Key); err != nil {
 		return OpResult{}, err
+	}
+	if a.hist != nil {
+		if err := a.hist.record(index, pos, histDelete, 0, 0, cur.ModRevision, op.Key, nil); err != nil {
+			return OpResult{}, err
+		}
 	}
 	a.events = append(a.events, ev)
 	res.Deleted = true
@@ -502,13 +578,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if renameErr == nil {
 		syncDir(filepath.Dir(f.path))
 	}
-	// Reopen whichever file is now in place; the node cannot go on without one.
-	db, applied, err := openDB(f.path, f.noSync)
+	// Reopen whichever file is now in place; the node cannot go on without
+	// one. History travels in the file; one from an older node gets it here.
+	db, st, err := openDB(f.path, f.noSync, f.log)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: reopen %s after restore: %v", f.path, err))
 	}
 	f.db = db
+	f.hist.Store(&st.hist)
 	f.dbMu.Unlock()
+	applied := st.applied
 	if renameErr != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("restore: swap in snapshot: %w", renameErr)
@@ -548,6 +627,16 @@ func appliedIndexOf(path string) (uint64, error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketKV) == nil || tx.Bucket(bucketMeta) == nil {
 			return errors.New("snapshot lacks raftwatch buckets")
+		}
+		// A snapshot without history (from an older node) gets it when
+		// opened; one with history must have its meta, or reopening fails.
+		if tx.Bucket(bucketHistory) != nil {
+			if tx.Bucket(bucketHBase) == nil || tx.Bucket(bucketHIndex) == nil {
+				return errors.New("snapshot has history but no history base or index")
+			}
+			if _, err := readHistStats(tx); err != nil {
+				return fmt.Errorf("snapshot history: %w", err)
+			}
 		}
 		idx = readApplied(tx)
 		return nil
