@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,37 +15,59 @@ import (
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
-// watchMux is one shared watch stream to one endpoint.
+// watchMux is one shared watch stream to one endpoint. It carries the
+// server side of any number of watches; it only routes: what a watch does
+// with its messages, and what it does when the stream ends, is the
+// Watcher's business. Its reading goroutine never blocks on a watch.
 type watchMux struct {
 	client *Client
 	cc     *grpc.ClientConn
+	addr   string // the endpoint, as in Config.Endpoints
 	stream pb.Watch_WatchClient
 	cancel context.CancelFunc
 	sendMu sync.Mutex // grpc streams allow one sender at a time
 
 	mu       sync.Mutex
-	nextReq  uint64
-	pending  map[uint64]chan *pb.WatchResponse // request_id -> CREATED or refusal
-	watchers map[uint64]*Watcher
-	creating map[uint64]*Watcher // request_id -> watcher awaiting CREATED
+	watchers map[uint64]*Watcher // server watch id -> watch
+	creating map[uint64]*Watcher // request_id -> watch awaiting CREATED
 	err      error               // the stream has ended
 }
 
-func (c *Client) watchMux(cc *grpc.ClientConn) (*watchMux, error) {
+// watchMux returns the shared watch stream to cc, opening it if need be.
+// Opening it must not take longer than DialTimeout: a resuming watch moves
+// on to the next endpoint instead of waiting for gRPC's connect timeout.
+func (c *Client) watchMux(cc *grpc.ClientConn, addr string) (*watchMux, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if m, ok := c.muxes[cc]; ok {
+	m, ok := c.muxes[cc]
+	c.mu.Unlock()
+	if ok {
 		return m, nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(c.watches.context())
+	timer := time.AfterFunc(c.cfg.DialTimeout, cancel)
 	stream, err := pb.NewWatchClient(cc).Watch(ctx)
+	if !timer.Stop() {
+		cancel()
+		if c.watches.context().Err() != nil {
+			return nil, errClientClosed
+		}
+		return nil, status.Errorf(codes.Unavailable, "client: no watch stream to %s within %v", addr, c.cfg.DialTimeout)
+	}
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	m := &watchMux{client: c, cc: cc, stream: stream, cancel: cancel,
-		pending: map[uint64]chan *pb.WatchResponse{}, watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
+	m = &watchMux{client: c, cc: cc, addr: addr, stream: stream, cancel: cancel,
+		watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
+	c.mu.Lock()
+	if other, ok := c.muxes[cc]; ok {
+		// Another watch opened one meanwhile; share it.
+		c.mu.Unlock()
+		cancel()
+		return other, nil
+	}
 	c.muxes[cc] = m
+	c.mu.Unlock()
 	go m.read()
 	return m, nil
 }
@@ -52,6 +76,57 @@ func (m *watchMux) send(req *pb.WatchRequest) error {
 	m.sendMu.Lock()
 	defer m.sendMu.Unlock()
 	return m.stream.Send(req)
+}
+
+// sendCreate registers w as the watch awaiting the CREATED for c, then
+// sends c. If the stream breaks afterwards, fail tells w.
+func (m *watchMux) sendCreate(w *Watcher, c *pb.WatchCreate) error {
+	m.mu.Lock()
+	if m.err != nil {
+		err := m.err
+		m.mu.Unlock()
+		return err
+	}
+	m.creating[c.RequestId] = w
+	m.mu.Unlock()
+	if err := m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: c}}); err != nil {
+		m.fail(err)
+	}
+	return nil
+}
+
+// forgetCreate drops a create whose watch no longer waits for it; a
+// CREATED arriving later is then an orphan, and canceled.
+func (m *watchMux) forgetCreate(requestID uint64) {
+	m.mu.Lock()
+	delete(m.creating, requestID)
+	m.mu.Unlock()
+}
+
+// cancelWatch stops routing a server watch's messages and, if the server
+// still has it (no CANCELED of it came back), asks the server to end it.
+// The reading goroutine passes wait=false: it must never block on a send.
+func (m *watchMux) cancelWatch(id uint64, wait bool) {
+	m.mu.Lock()
+	_, live := m.watchers[id]
+	delete(m.watchers, id)
+	live = live && m.err == nil
+	m.mu.Unlock()
+	if !live {
+		return
+	}
+	req := &pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: id}}}
+	if wait {
+		m.send(req) // a failure breaks the stream, which ends the watch there anyway
+		return
+	}
+	go m.send(req)
+}
+
+// requestProgress asks for a PROGRESS on one server watch, without
+// blocking the caller (which may be the reading goroutine).
+func (m *watchMux) requestProgress(id uint64) {
+	go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Progress{Progress: &pb.WatchProgressRequest{WatchId: id}}})
 }
 
 // read routes the stream's messages to their watches until it ends.
@@ -70,7 +145,7 @@ func (m *watchMux) read() {
 			m.fail(err)
 			return
 		}
-		// Route the whole batch under one lock, then hand events over.
+		// Route the whole batch under one lock, then hand it over in order.
 		m.mu.Lock()
 		for _, r := range b.Responses {
 			if w := m.routeLocked(r); w != nil {
@@ -79,31 +154,29 @@ func (m *watchMux) read() {
 		}
 		m.mu.Unlock()
 		for i, d := range out {
-			d.w.push(d.r, nil)
+			d.w.push(m, d.r)
 			out[i] = delivery{}
 		}
 		out = out[:0]
 	}
 }
 
-// routeLocked settles creates and returns the watch an event is for (nil
-// when it is for no live watch). m.mu is held.
+// routeLocked returns the watch a message is for (nil when it is for none).
+// A CREATED is routed to its creator, and its watch id mapped before the
+// watch's events can arrive; a CANCELED unmaps its watch id. m.mu is held.
 func (m *watchMux) routeLocked(r *pb.WatchResponse) *Watcher {
 	if r.Type == pb.EventType_CREATED || (r.Type == pb.EventType_CANCELED && r.WatchId == 0) {
+		w := m.creating[r.RequestId]
+		delete(m.creating, r.RequestId)
 		if r.Type == pb.EventType_CREATED {
-			if w := m.creating[r.RequestId]; w != nil {
-				m.watchers[r.WatchId] = w // before its events can arrive
-			} else {
+			if w == nil {
 				// The creator gave up; end the orphan on the server.
 				go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
+				return nil
 			}
+			m.watchers[r.WatchId] = w
 		}
-		if ch := m.pending[r.RequestId]; ch != nil {
-			ch <- r
-		}
-		delete(m.pending, r.RequestId)
-		delete(m.creating, r.RequestId)
-		return nil
+		return w
 	}
 	w := m.watchers[r.WatchId]
 	if r.Type == pb.EventType_CANCELED {
@@ -112,7 +185,8 @@ func (m *watchMux) routeLocked(r *pb.WatchResponse) *Watcher {
 	return w
 }
 
-// fail ends the stream and every watch on it with err.
+// fail ends the stream and tells every watch on it, which resumes
+// elsewhere (or ends, if the client is closing).
 func (m *watchMux) fail(err error) {
 	m.mu.Lock()
 	if m.err != nil {
@@ -120,8 +194,14 @@ func (m *watchMux) fail(err error) {
 		return
 	}
 	m.err = err
-	watchers, pending := m.watchers, m.pending
-	m.watchers, m.pending, m.creating = map[uint64]*Watcher{}, map[uint64]chan *pb.WatchResponse{}, map[uint64]*Watcher{}
+	affected := map[*Watcher]struct{}{}
+	for _, w := range m.watchers {
+		affected[w] = struct{}{}
+	}
+	for _, w := range m.creating {
+		affected[w] = struct{}{}
+	}
+	m.watchers, m.creating = map[uint64]*Watcher{}, map[uint64]*Watcher{}
 	m.mu.Unlock()
 	m.cancel()
 	m.client.mu.Lock()
@@ -129,10 +209,16 @@ func (m *watchMux) fail(err error) {
 		delete(m.client.muxes, m.cc)
 	}
 	m.client.mu.Unlock()
-	for _, ch := range pending {
-		ch <- nil
-	}
-	for _, w := range watchers {
-		w.push(nil, err)
+	for w := range affected {
+		w.streamFailed(m)
 	}
 }
+
+// error returns why the stream ended (nil while it is up).
+func (m *watchMux) error() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+func (m *watchMux) String() string { return fmt.Sprintf("watch stream to %s", m.addr) }
