@@ -22,54 +22,62 @@ import (
 type watchMux struct {
 	client *Client
 	cc     *grpc.ClientConn
-	addr   string // the endpoint, as in Config.Endpoints
+	addr   string             // the endpoint, as in Config.Endpoints
+	cancel context.CancelFunc // ends the stream
+	opened chan struct{}      // closed once stream is set, or the open failed (err)
 	stream pb.Watch_WatchClient
-	cancel context.CancelFunc
 	sendMu sync.Mutex // grpc streams allow one sender at a time
 
 	mu       sync.Mutex
 	watchers map[uint64]*Watcher // server watch id -> watch
 	creating map[uint64]*Watcher // request_id -> watch awaiting CREATED
-	err      error               // the stream has ended
+	err      error               // the stream has ended (or never opened)
 }
 
 // watchMux returns the shared watch stream to cc, opening it if need be.
-// Opening it must not take longer than DialTimeout: a resuming watch moves
-// on to the next endpoint instead of waiting for gRPC's connect timeout.
+// One caller opens it and the others wait, so the watches of a broken
+// stream, resuming together, open one new stream, not one each.
 func (c *Client) watchMux(cc *grpc.ClientConn, addr string) (*watchMux, error) {
 	c.mu.Lock()
 	m, ok := c.muxes[cc]
-	c.mu.Unlock()
-	if ok {
-		return m, nil
+	if !ok {
+		ctx, cancel := context.WithCancel(c.watches.context())
+		m = &watchMux{client: c, cc: cc, addr: addr, cancel: cancel, opened: make(chan struct{}),
+			watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
+		c.muxes[cc] = m
+		c.mu.Unlock()
+		m.open(ctx)
+	} else {
+		c.mu.Unlock()
+		<-m.opened
 	}
-	ctx, cancel := context.WithCancel(c.watches.context())
-	timer := time.AfterFunc(c.cfg.DialTimeout, cancel)
-	stream, err := pb.NewWatchClient(cc).Watch(ctx)
-	if !timer.Stop() {
-		cancel()
-		if c.watches.context().Err() != nil {
-			return nil, errClientClosed
-		}
-		return nil, status.Errorf(codes.Unavailable, "client: no watch stream to %s within %v", addr, c.cfg.DialTimeout)
-	}
-	if err != nil {
-		cancel()
+	if err := m.error(); err != nil {
 		return nil, err
 	}
-	m = &watchMux{client: c, cc: cc, addr: addr, stream: stream, cancel: cancel,
-		watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
-	c.mu.Lock()
-	if other, ok := c.muxes[cc]; ok {
-		// Another watch opened one meanwhile; share it.
-		c.mu.Unlock()
-		cancel()
-		return other, nil
-	}
-	c.muxes[cc] = m
-	c.mu.Unlock()
-	go m.read()
 	return m, nil
+}
+
+// open opens the stream within DialTimeout: a resuming watch then moves on
+// to the next endpoint instead of waiting out gRPC's connect timeout.
+func (m *watchMux) open(ctx context.Context) {
+	defer close(m.opened)
+	timeout := m.client.cfg.DialTimeout
+	timer := time.AfterFunc(timeout, m.cancel)
+	stream, err := pb.NewWatchClient(m.cc).Watch(ctx)
+	if !timer.Stop() {
+		err = status.Errorf(codes.Unavailable, "client: no watch stream to %s within %v", m.addr, timeout)
+	}
+	if m.client.watches.context().Err() != nil {
+		err = errClientClosed
+	}
+	if err != nil {
+		m.fail(err)
+		return
+	}
+	m.mu.Lock()
+	m.stream = stream
+	m.mu.Unlock()
+	go m.read()
 }
 
 func (m *watchMux) send(req *pb.WatchRequest) error {

@@ -38,6 +38,7 @@ type fakeNode struct {
 	script script
 
 	mu      sync.Mutex
+	streams int
 	creates []*pb.WatchCreate
 	cancels []uint64
 	nextID  uint64
@@ -61,6 +62,9 @@ func startNode(t *testing.T, s script) *fakeNode {
 func (f *fakeNode) kill() { f.srv.Stop() }
 
 func (f *fakeNode) Watch(stream pb.Watch_WatchServer) error {
+	f.mu.Lock()
+	f.streams++
+	f.mu.Unlock()
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -103,6 +107,12 @@ func (f *fakeNode) Watch(stream pb.Watch_WatchServer) error {
 			}
 		}
 	}
+}
+
+func (f *fakeNode) streamCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.streams
 }
 
 func (f *fakeNode) received() (creates []*pb.WatchCreate, cancels []uint64) {
@@ -315,6 +325,33 @@ func TestWatchResumesGapFreeAndDuplicateFree(t *testing.T) {
 				t.Fatalf("Created() = %d after resume, want the first CREATED's 4", w.Created())
 			}
 		})
+	}
+}
+
+func TestWatchesOfABrokenStreamShareOneNewStream(t *testing.T) {
+	const watches = 50
+	a := startNode(t, plays(t, 0, msg(created(4))))
+	b := startNode(t, plays(t, 5, msg(created(4)), msg(put(5, "/k"))))
+	c := newClient(t, a, b)
+	var ws []*Watcher
+	for range watches {
+		w, err := c.Watch(ctxT(t), []byte("/k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	if n := a.streamCount(); n != 1 {
+		t.Fatalf("%d watches opened %d streams, want 1", watches, n)
+	}
+	a.kill()
+	for i, w := range ws {
+		if got := recvN(t, w, 1); got[0] != "PUT 5 /k" {
+			t.Fatalf("watch %d saw %q", i, got)
+		}
+	}
+	if n := b.streamCount(); n != 1 {
+		t.Fatalf("%d resumed watches opened %d streams, want 1", watches, n)
 	}
 }
 
