@@ -55,6 +55,8 @@ type Client struct {
 	conns  map[string]*grpc.ClientConn
 	muxes  map[*grpc.ClientConn]*watchMux // one shared watch stream per connection
 	leader string                         // last known leader client address
+
+	watches watchSet // live watches and their resume loops (watch_resume.go)
 }
 
 // New returns a client; connections are made on first use.
@@ -73,6 +75,7 @@ func New(cfg Config) (*Client, error) {
 
 // Close closes every connection.
 func (c *Client) Close() error {
+	c.watches.close()
 	c.mu.Lock()
 	muxes := c.muxes
 	c.muxes = map[*grpc.ClientConn]*watchMux{}

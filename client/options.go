@@ -12,6 +12,10 @@ type ops struct {
 	modRevision uint64
 	absent      bool
 	consistency pb.Consistency
+	// watches
+	startRevision uint64
+	requireLeader bool
+	watchBuffer   int
 }
 
 func buildOps(opts []OpOption) ops {
@@ -50,3 +54,21 @@ func WithModRevision(rev uint64) OpOption { return func(o *ops) { o.modRevision 
 
 // WithAbsent makes a write happen only if the key does not exist.
 func WithAbsent() OpOption { return func(o *ops) { o.absent = true } }
+
+// WithStartRevision makes a watch deliver every matching event with
+// revision >= rev (from the server's retained history), then continue
+// live. 0, the default, starts from now: the events after the revision
+// the watch's CREATED reports. A rev older than the server retains ends
+// Watch with a *CompactedError.
+func WithStartRevision(rev uint64) OpOption { return func(o *ops) { o.startRevision = rev } }
+
+// WithRequireLeader makes a node cancel the watch when it loses touch with
+// the leader, so the watch resumes on a node that has not. Without it, a
+// watch served by a partitioned node goes quiet until the partition heals.
+func WithRequireLeader() OpOption { return func(o *ops) { o.requireLeader = true } }
+
+// WithWatchBufferSize bounds how many responses a watch queues for a
+// consumer that falls behind (default 1024). A watch whose queue is full is
+// parked and resumed from its position once the consumer catches up (see
+// Watcher), so a smaller bound saves memory and costs re-reads of history.
+func WithWatchBufferSize(n int) OpOption { return func(o *ops) { o.watchBuffer = n } }

@@ -6,260 +6,363 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
-// Watcher is one watch. Watches opened by one Client on one endpoint share
-// a single gRPC stream (as etcd's client does), so thousands of watches
-// cost the server one stream, not thousands.
+// Watcher is one watch. Its consumer (Recv) sees one unbroken sequence of
+// events: every matching event after the start, in revision order, each
+// exactly once, until the watch is closed, its context ends, or the server
+// can no longer supply what it needs (compaction).
+//
+// Watches opened by one Client on one endpoint share a single gRPC stream
+// (a watchMux, as etcd's client does), so thousands of watches cost the
+// server one stream, not thousands. When a watch's stream breaks (node
+// killed, shut down, removed, partitioned, leaderless under
+// WithRequireLeader), the watch resumes by itself on the next endpoint, at
+// its position (see position): a resume never re-issues a write.
+//
+// Back-pressure. Each watch queues at most WithWatchBufferSize responses
+// (default 1024). The shared stream is always read: a watch
+// whose queue is full is parked instead, alone. It drops the response that
+// did not fit, ends its server watch, and once its consumer has drained
+// the queue to half, resumes from its position like after a failure. So a
+// consumer that stops reading costs a bounded queue, never stalls the other
+// watches on its stream, and loses nothing; the price is that the server
+// re-reads from its history what the parked watch dropped, and a consumer
+// slower than history retention ends with a *CompactedError.
 type Watcher struct {
-	mux     *watchMux
-	ctx     context.Context
-	stop    func() bool // unregisters the context callback
-	created *pb.WatchResponse
+	client *Client
+	ctx    context.Context // the watch ends when it does
+	spec   *pb.WatchCreate // key, prefix, prev_kv, require_leader: each create is a copy
+	bound  int             // responses queued for the consumer at most (a final CANCELED aside)
+	done   chan struct{}   // closed when the watch ends
+	notify chan struct{}   // capacity 1: poked when queue or err changes
 
-	mu     sync.Mutex
-	queue  []*pb.WatchResponse // unbounded: a slow reader never stalls the stream's other watches
-	err    error               // set once the watch has ended
-	notify chan struct{}       // capacity 1: poked when queue or err changes
+	mu      sync.Mutex
+	state   watchState
+	mux     *watchMux              // creating: where the create went; attached: the stream it is on
+	id      uint64                 // attached: the server's watch id
+	reqID   uint64                 // creating: the create's request_id
+	reply   chan *pb.WatchResponse // creating: gets the CREATED, the refusal, or nil if the stream broke
+	from    int                    // parked: the endpoint index the resume starts at
+	pos     position
+	created *pb.WatchResponse // the first CREATED
+	resumes int
+	// misses counts the attempts since the watch last delivered anything,
+	// to pace the resume: nodes that accept the create and cancel it at
+	// once ("no leader") are tried no faster than a failing connection.
+	misses         int
+	progressWanted bool // RequestProgress is owed a PROGRESS
+	queue          []*pb.WatchResponse
+	err            error // set once the watch has ended
+	stop           func() bool
 }
+
+// watchState is where a Watcher stands with the server.
+type watchState uint8
+
+const (
+	// connecting: on no stream; one goroutine (Watch or the resume loop)
+	// is finding it one.
+	connecting watchState = iota
+	// creating: a create is in flight on mux; that goroutine waits on reply.
+	creating
+	// attached: live on mux as server watch id.
+	attached
+	// parked: on no stream and no goroutine works for it; it resumes once
+	// the consumer has drained its queue to resumeWatermark.
+	parked
+	// ended: closed, canceled for good, or its client closed.
+	ended
+)
+
+// defaultWatchBuffer is how many responses a watch queues for a consumer
+// that falls behind: enough to ride out a burst (the server sends up to
+// 256 KiB per message) without parking the watch.
+const defaultWatchBuffer = 1024
+
+// resumeWatermark is the queue length, as a fraction of the bound, at or
+// below which a parked watch resumes: early enough that the consumer need
+// not wait for the new create, late enough that a consumer slower than the
+// stream does not re-create the watch for every few events.
+func (w *Watcher) resumeWatermark() int { return w.bound / 2 }
+
+// requestIDs numbers creates across streams: a watch moves between them.
+var requestIDs atomic.Uint64
+
+// errClientClosed ends the watches of a closed Client.
+var errClientClosed = status.Error(codes.Canceled, "client closed")
+
+// ErrCompacted is wrapped by every *CompactedError.
+var ErrCompacted = errors.New("client: the history a watch needs has been compacted")
+
+// CompactedError ends a watch that needs events the server no longer
+// retains: it fell further behind (or asked to start further back) than
+// the server's history reaches. Oldest is the oldest revision that can
+// still be asked for (0 if the server did not say).
+type CompactedError struct {
+	Oldest uint64
+}
+
+func (e *CompactedError) Error() string {
+	if e.Oldest == 0 {
+		return "client: watch history has been compacted past the watch's position; read the keys again and watch from a fresh revision"
+	}
+	return fmt.Sprintf("client: watch history before revision %d has been compacted; read the keys again and watch from a fresh revision (or WithStartRevision(%d) or later)", e.Oldest, e.Oldest)
+}
+
+// Unwrap makes errors.Is(err, ErrCompacted) hold.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }
 
 // Watch opens a watch on key (or, WithPrefix, on a prefix) at the first
 // endpoint that answers, and returns once the server has confirmed it;
-// Created() is the revision it starts after. The watch ends when ctx ends,
-// on Close, or when the server cancels it.
+// Created() is the revision it starts after. It starts from now unless
+// WithStartRevision. The watch ends when ctx ends, on Close, or on
+// compaction; node failures only move it (see Watcher).
 func (c *Client) Watch(ctx context.Context, key []byte, opts ...OpOption) (*Watcher, error) {
 	o := buildOps(opts)
-	create := &pb.WatchCreate{Key: key, Prefix: o.prefix, PrevKv: o.prevKV}
-	var w *Watcher
-	err := c.onAny(ctx, func(cctx context.Context, cc *grpc.ClientConn) error {
-		m, err := c.watchMux(cc)
-		if err != nil {
-			return err
+	w := &Watcher{client: c, ctx: ctx, bound: o.watchBuffer,
+		spec:   &pb.WatchCreate{Key: key, Prefix: o.prefix, PrevKv: o.prevKV, RequireLeader: o.requireLeader},
+		done:   make(chan struct{}),
+		notify: make(chan struct{}, 1)}
+	if w.bound < 1 {
+		w.bound = defaultWatchBuffer
+	}
+	if o.startRevision != 0 {
+		w.pos = startingAfter(o.startRevision - 1)
+	}
+	if !c.watches.add(w) {
+		return nil, errClientClosed
+	}
+	if err := w.open(ctx); err != nil {
+		w.end(err, nil, true)
+		if errors.Is(err, errWatchEnded) { // the client closed meanwhile
+			err = errClientClosed
 		}
-		w, err = m.create(cctx, ctx, create)
-		return err
-	})
-	if err != nil {
 		return nil, err
 	}
+	w.mu.Lock()
+	if w.state != ended { // Close may run at once, from AfterFunc's goroutine
+		w.stop = context.AfterFunc(ctx, w.Close)
+	}
+	w.mu.Unlock()
 	return w, nil
 }
 
-// watchMux is one shared watch stream to one endpoint.
-type watchMux struct {
-	client *Client
-	cc     *grpc.ClientConn
-	stream pb.Watch_WatchClient
-	cancel context.CancelFunc
-	sendMu sync.Mutex // grpc streams allow one sender at a time
-
-	mu       sync.Mutex
-	nextReq  uint64
-	pending  map[uint64]chan *pb.WatchResponse // request_id -> CREATED or refusal
-	watchers map[uint64]*Watcher
-	creating map[uint64]*Watcher // request_id -> watcher awaiting CREATED
-	err      error               // the stream has ended
+// createLocked is the create for the next attempt: from the user's start
+// the first time, from the position after that.
+func (w *Watcher) createLocked(requestID uint64) *pb.WatchCreate {
+	c := &pb.WatchCreate{Key: w.spec.Key, Prefix: w.spec.Prefix, PrevKv: w.spec.PrevKv,
+		RequireLeader: w.spec.RequireLeader, RequestId: requestID}
+	if w.pos.set {
+		c.StartRevision = w.pos.resumeAt()
+	}
+	return c
 }
 
-func (c *Client) watchMux(cc *grpc.ClientConn) (*watchMux, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if m, ok := c.muxes[cc]; ok {
-		return m, nil
+// push takes one message for this watch from m's reading goroutine.
+func (w *Watcher) push(m *watchMux, r *pb.WatchResponse) {
+	var after func()
+	w.mu.Lock()
+	switch {
+	case r.Type == pb.EventType_CREATED:
+		after = w.createdLocked(m, r)
+	case r.Type == pb.EventType_CANCELED && r.WatchId == 0:
+		w.refusedLocked(m, r)
+	case w.state != attached || w.mux != m || w.id != r.WatchId:
+		// From a server watch it has left (parked, or ended).
+	case r.Type == pb.EventType_CANCELED:
+		after = w.canceledLocked(m, r)
+	default:
+		after = w.eventLocked(m, r)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := pb.NewWatchClient(cc).Watch(ctx)
-	if err != nil {
-		cancel()
-		return nil, err
+	w.mu.Unlock()
+	if after != nil {
+		after()
 	}
-	m := &watchMux{client: c, cc: cc, stream: stream, cancel: cancel,
-		pending: map[uint64]chan *pb.WatchResponse{}, watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
-	c.muxes[cc] = m
-	go m.read()
-	return m, nil
 }
 
-func (m *watchMux) send(req *pb.WatchRequest) error {
-	m.sendMu.Lock()
-	defer m.sendMu.Unlock()
-	return m.stream.Send(req)
-}
-
-func (m *watchMux) create(ctx, watchCtx context.Context, create *pb.WatchCreate) (*Watcher, error) {
-	reply := make(chan *pb.WatchResponse, 1)
-	w := &Watcher{mux: m, ctx: watchCtx, notify: make(chan struct{}, 1)}
-	m.mu.Lock()
-	if m.err != nil {
-		err := m.err
-		m.mu.Unlock()
-		return nil, err
+func (w *Watcher) createdLocked(m *watchMux, r *pb.WatchResponse) func() {
+	if w.state != creating || w.mux != m || w.reqID != r.RequestId {
+		// Its creator gave up, or the watch ended: end the orphan.
+		return func() { m.cancelWatch(r.WatchId, false) }
 	}
-	m.nextReq++
-	id := m.nextReq
-	m.pending[id], m.creating[id] = reply, w
-	m.mu.Unlock()
-	c := &pb.WatchCreate{Key: create.Key, Prefix: create.Prefix, PrevKv: create.PrevKv, RequestId: id}
-	if err := m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: c}}); err != nil {
-		m.fail(err)
-	}
-	select {
-	case r := <-reply:
-		if r == nil {
-			m.mu.Lock()
-			err := m.err
-			m.mu.Unlock()
-			return nil, err
-		}
-		if r.Type != pb.EventType_CREATED {
-			return nil, status.Error(codes.Code(r.Code), r.Reason)
-		}
+	w.state, w.id = attached, r.WatchId
+	if w.created == nil {
 		w.created = r
-		w.mu.Lock() // Close may run at once, from AfterFunc's goroutine
-		w.stop = context.AfterFunc(watchCtx, w.Close)
-		w.mu.Unlock()
-		return w, nil
-	case <-ctx.Done():
-		m.mu.Lock()
-		delete(m.pending, id)
-		delete(m.creating, id)
-		m.mu.Unlock()
-		// The CREATED may have been routed in the same instant: then the
-		// watch exists on both sides and nobody holds it; end it.
-		select {
-		case r := <-reply:
-			if r != nil && r.Type == pb.EventType_CREATED {
-				m.mu.Lock()
-				delete(m.watchers, r.WatchId)
-				m.mu.Unlock()
-				go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
-			}
-		default:
+		if !w.pos.set {
+			w.pos = startingAfter(r.Revision)
 		}
-		return nil, ctx.Err()
+	} else {
+		w.resumes++ // its CREATED is not for the consumer
+	}
+	w.reply <- r
+	if w.progressWanted {
+		return func() { m.requestProgress(r.WatchId) }
+	}
+	return nil
+}
+
+func (w *Watcher) refusedLocked(m *watchMux, r *pb.WatchResponse) {
+	if w.state == creating && w.mux == m && w.reqID == r.RequestId {
+		w.state, w.mux = connecting, nil
+		w.reply <- r
 	}
 }
 
-// read routes the stream's messages to their watches until it ends.
-func (m *watchMux) read() {
-	type delivery struct {
-		w *Watcher
-		r *pb.WatchResponse
+// canceledLocked handles the server ending the watch: compaction (or a
+// create it can never accept) ends it for the consumer too; anything else
+// ("shutdown", "no leader", ...) moves it to the next endpoint.
+func (w *Watcher) canceledLocked(m *watchMux, r *pb.WatchResponse) func() {
+	if err := finalError(r); err != nil {
+		return w.endLocked(err, r, false)
 	}
-	var out []delivery
-	for {
-		b, err := m.stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = status.Error(codes.Unavailable, "the server ended the watch stream")
-			}
-			m.fail(err)
-			return
-		}
-		// Route the whole batch under one lock, then hand events over.
-		m.mu.Lock()
-		for _, r := range b.Responses {
-			if w := m.routeLocked(r); w != nil {
-				out = append(out, delivery{w, r})
-			}
-		}
-		m.mu.Unlock()
-		for i, d := range out {
-			d.w.push(d.r, nil)
-			out[i] = delivery{}
-		}
-		out = out[:0]
-	}
+	return w.detachLocked(w.client.endpointAfter(m.addr))
 }
 
-// routeLocked settles creates and returns the watch an event is for (nil
-// when it is for no live watch). m.mu is held.
-func (m *watchMux) routeLocked(r *pb.WatchResponse) *Watcher {
-	if r.Type == pb.EventType_CREATED || (r.Type == pb.EventType_CANCELED && r.WatchId == 0) {
-		if r.Type == pb.EventType_CREATED {
-			if w := m.creating[r.RequestId]; w != nil {
-				m.watchers[r.WatchId] = w // before its events can arrive
-			} else {
-				// The creator gave up; end the orphan on the server.
-				go m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: r.WatchId}}})
-			}
-		}
-		if ch := m.pending[r.RequestId]; ch != nil {
-			ch <- r
-		}
-		delete(m.pending, r.RequestId)
-		delete(m.creating, r.RequestId)
+// eventLocked queues a PUT, DELETE or PROGRESS for the consumer, unless it
+// repeats what was delivered, or parks the watch if its queue is full.
+func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
+	if !w.pos.fresh(r) {
 		return nil
 	}
-	w := m.watchers[r.WatchId]
-	if r.Type == pb.EventType_CANCELED {
-		delete(m.watchers, r.WatchId)
-	}
-	return w
-}
-
-// fail ends the stream and every watch on it with err.
-func (m *watchMux) fail(err error) {
-	m.mu.Lock()
-	if m.err != nil {
-		m.mu.Unlock()
-		return
-	}
-	m.err = err
-	watchers, pending := m.watchers, m.pending
-	m.watchers, m.pending, m.creating = map[uint64]*Watcher{}, map[uint64]chan *pb.WatchResponse{}, map[uint64]*Watcher{}
-	m.mu.Unlock()
-	m.cancel()
-	m.client.mu.Lock()
-	if m.client.muxes[m.cc] == m {
-		delete(m.client.muxes, m.cc)
-	}
-	m.client.mu.Unlock()
-	for _, ch := range pending {
-		ch <- nil
-	}
-	for _, w := range watchers {
-		w.push(nil, err)
-	}
-}
-
-func (w *Watcher) push(r *pb.WatchResponse, err error) {
-	w.mu.Lock()
-	if w.err == nil {
-		if r != nil {
-			w.queue = append(w.queue, r)
-			if r.Type == pb.EventType_CANCELED {
-				w.err = io.EOF
+	if len(w.queue) >= w.bound {
+		id := w.id
+		resume := w.detachLocked(w.client.endpointIndex(m.addr))
+		return func() {
+			m.cancelWatch(id, false)
+			if resume != nil {
+				resume()
 			}
-		} else {
-			w.err = err
+		}
+	}
+	w.pos.record(r)
+	w.queue = append(w.queue, r)
+	w.misses = 0
+	if r.Type == pb.EventType_PROGRESS {
+		w.progressWanted = false
+	}
+	w.poke()
+	return nil
+}
+
+// streamFailed is told by m that its stream ended.
+func (w *Watcher) streamFailed(m *watchMux) {
+	var after func()
+	w.mu.Lock()
+	if w.mux == m {
+		switch w.state {
+		case creating:
+			w.state, w.mux = connecting, nil
+			w.reply <- nil
+		case attached:
+			after = w.detachLocked(w.client.endpointAfter(m.addr))
 		}
 	}
 	w.mu.Unlock()
+	if after != nil {
+		after()
+	}
+}
+
+// detachLocked takes the watch off its stream; it resumes at endpoint
+// index from, now if its queue is low, else once Recv has drained it. It
+// returns what starts the resume, if it is now.
+func (w *Watcher) detachLocked(from int) func() {
+	w.state, w.mux, w.from = parked, nil, from
+	return w.resumeIfDrainedLocked()
+}
+
+func (w *Watcher) resumeIfDrainedLocked() func() {
+	if w.state != parked || len(w.queue) > w.resumeWatermark() {
+		return nil
+	}
+	w.state = connecting
+	return func() {
+		if !w.client.watches.spawn(w.resume) {
+			w.end(errClientClosed, nil, false)
+		}
+	}
+}
+
+// end ends the watch: Recv returns what is queued, then final (if any),
+// then err. tellServer cancels its server watch, if it has one.
+func (w *Watcher) end(err error, final *pb.WatchResponse, tellServer bool) {
+	w.mu.Lock()
+	after := w.endLocked(err, final, tellServer)
+	w.mu.Unlock()
+	if after != nil {
+		after()
+	}
+}
+
+func (w *Watcher) endLocked(err error, final *pb.WatchResponse, tellServer bool) func() {
+	if w.state == ended {
+		return nil
+	}
+	prev, m, id, reqID, stop := w.state, w.mux, w.id, w.reqID, w.stop
+	w.state, w.mux, w.err = ended, nil, err
+	if final != nil {
+		w.queue = append(w.queue, final)
+	}
+	close(w.done)
+	w.poke()
+	return func() {
+		if stop != nil {
+			stop()
+		}
+		w.client.watches.remove(w)
+		switch prev {
+		case attached:
+			if tellServer {
+				m.cancelWatch(id, true)
+			}
+		case creating:
+			m.forgetCreate(reqID)
+		}
+	}
+}
+
+func (w *Watcher) poke() {
 	select {
 	case w.notify <- struct{}{}:
 	default:
 	}
 }
 
-// Created returns the revision the watch starts after.
+// Created returns the revision the watch starts after (its first CREATED;
+// a resumed watch keeps it).
 func (w *Watcher) Created() uint64 { return w.created.Revision }
 
-// CreatedEvent returns the server's CREATED message.
+// CreatedEvent returns the server's first CREATED message.
 func (w *Watcher) CreatedEvent() *pb.WatchResponse { return w.created }
 
-// ID returns the server's id for this watch.
-func (w *Watcher) ID() uint64 { return w.created.WatchId }
+// ID returns the server's id for this watch on its current (or last)
+// stream; it changes when the watch resumes.
+func (w *Watcher) ID() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.id
+}
+
+// Resumes returns how many times the watch was created again after its
+// stream broke, its server canceled it, or it was parked.
+func (w *Watcher) Resumes() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.resumes
+}
 
 // Recv returns the next event: PUT, DELETE, PROGRESS, or a final CANCELED.
-// After the CANCELED, and after Close, it returns io.EOF; if the stream
-// broke, the stream's error.
+// After a CANCELED for compaction it returns a *CompactedError; after
+// Close, or once the watch's context ended, io.EOF; after the Client's
+// Close, a Canceled status. It never returns a transport error: the watch
+// resumes instead.
 func (w *Watcher) Recv() (*pb.WatchResponse, error) {
 	for {
 		w.mu.Lock()
@@ -267,7 +370,11 @@ func (w *Watcher) Recv() (*pb.WatchResponse, error) {
 			r := w.queue[0]
 			w.queue[0] = nil
 			w.queue = w.queue[1:]
+			resume := w.resumeIfDrainedLocked()
 			w.mu.Unlock()
+			if resume != nil {
+				resume()
+			}
 			return r, nil
 		}
 		err := w.err
@@ -283,29 +390,36 @@ func (w *Watcher) Recv() (*pb.WatchResponse, error) {
 	}
 }
 
-// RequestProgress asks the server for a PROGRESS event on this watch.
+// RequestProgress asks the server for a PROGRESS event on this watch. If
+// the watch is between streams, it asks once resumed.
 func (w *Watcher) RequestProgress() error {
-	return w.mux.send(&pb.WatchRequest{Request: &pb.WatchRequest_Progress{Progress: &pb.WatchProgressRequest{WatchId: w.ID()}}})
-}
-
-// Close ends the watch; the server unregisters it at once.
-func (w *Watcher) Close() {
 	w.mu.Lock()
-	stop := w.stop
+	if w.state == ended {
+		err := w.err
+		w.mu.Unlock()
+		return fmt.Errorf("client: %v has ended: %w", w, err)
+	}
+	w.progressWanted = true
+	m, id, live := w.mux, w.id, w.state == attached
 	w.mu.Unlock()
-	if stop != nil {
-		stop()
+	if !live {
+		return nil
 	}
-	m := w.mux
-	m.mu.Lock()
-	_, live := m.watchers[w.ID()]
-	delete(m.watchers, w.ID())
-	alive := m.err == nil
-	m.mu.Unlock()
-	if live && alive {
-		m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Cancel{Cancel: &pb.WatchCancelRequest{WatchId: w.ID()}}})
+	if err := m.send(&pb.WatchRequest{Request: &pb.WatchRequest_Progress{Progress: &pb.WatchProgressRequest{WatchId: id}}}); err != nil {
+		m.fail(err) // the watch resumes, and asks again
 	}
-	w.push(nil, io.EOF)
+	return nil
 }
 
-func (w *Watcher) String() string { return fmt.Sprintf("watch %d", w.ID()) }
+// Close ends the watch; the server unregisters it at once. Recv returns
+// what was queued, then io.EOF.
+func (w *Watcher) Close() { w.end(io.EOF, nil, true) }
+
+// queued returns how many responses wait for the consumer.
+func (w *Watcher) queued() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queue)
+}
+
+func (w *Watcher) String() string { return fmt.Sprintf("watch on %q", w.spec.Key) }
