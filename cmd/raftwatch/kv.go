@@ -316,15 +316,17 @@ func newMemberCmd(g *globalFlags) *cobra.Command {
 		Short: "Add a voter (start it first with serve and no --initial-cluster)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return onLeaderCluster(g, func(cc pb.ClusterClient) (uint64, error) {
-				ctx, cancel := g.ctx()
-				defer cancel()
-				r, err := cc.AddVoter(ctx, &pb.AddVoterRequest{Id: args[0], RaftAddr: args[1], ClientAddr: args[2]})
-				if err != nil {
-					return 0, err
-				}
-				return r.Index, nil
-			})
+			c, ctx, done, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer done()
+			r, err := c.AddVoter(ctx, args[0], args[1], args[2])
+			if err != nil {
+				return err
+			}
+			fmt.Println("OK (index " + strconv.FormatUint(r.Index, 10) + ")")
+			return nil
 		},
 	}
 	remove := &cobra.Command{
@@ -332,50 +334,19 @@ func newMemberCmd(g *globalFlags) *cobra.Command {
 		Short: "Remove a server",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return onLeaderCluster(g, func(cc pb.ClusterClient) (uint64, error) {
-				ctx, cancel := g.ctx()
-				defer cancel()
-				r, err := cc.RemoveServer(ctx, &pb.RemoveServerRequest{Id: args[0]})
-				if err != nil {
-					return 0, err
-				}
-				return r.Index, nil
-			})
+			c, ctx, done, err := g.open()
+			if err != nil {
+				return err
+			}
+			defer done()
+			r, err := c.RemoveServer(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Println("OK (index " + strconv.FormatUint(r.Index, 10) + ")")
+			return nil
 		},
 	}
 	cmd.AddCommand(add, remove)
 	return cmd
-}
-
-// onLeaderCluster finds the leader through Status and runs fn against it.
-func onLeaderCluster(g *globalFlags, fn func(pb.ClusterClient) (uint64, error)) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	leader := ""
-	for _, ep := range g.endpointList() {
-		ctx, cancel := g.ctx()
-		s, err := c.Status(ctx, ep)
-		cancel()
-		if err == nil && s.LeaderAddr != "" {
-			leader = s.LeaderAddr
-			break
-		}
-	}
-	if leader == "" {
-		return fmt.Errorf("no endpoint knows the leader's address")
-	}
-	cc, err := client.DialLeader(leader)
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	idx, err := fn(pb.NewClusterClient(cc))
-	if err != nil {
-		return err
-	}
-	fmt.Println("OK (index " + strconv.FormatUint(idx, 10) + ")")
-	return nil
 }
