@@ -36,6 +36,8 @@ func toStatus(err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, node.ErrInvalidArgument), errors.Is(err, watch.ErrInvalidPrefix), errors.Is(err, watch.ErrInvalidKey):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, node.ErrUnknownMember):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, watch.ErrLimitExceeded):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrNotApplied),
