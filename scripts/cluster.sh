@@ -53,7 +53,7 @@ up() {
   mkdir -p "$DIR"
   if [ -z "${RAFTWATCH_BIN:-}" ]; then
     mkdir -p bin
-    go build -o "$BIN" ./cmd/raftwatch
+    go build -buildvcs=auto -o "$BIN" ./cmd/raftwatch # stamps the commit for "raftwatch version"
   fi
   for i in "${NODES[@]}"; do
     if ours "$i"; then
