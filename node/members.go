@@ -26,14 +26,15 @@ import (
 
 const (
 	// clientAddrRetryMin and clientAddrRetryMax bound the pause between
-	// attempts of recordClientAddr: the first attempts wait out an election
-	// and the leader's announcement (about a second); later ones spare a
-	// cluster that has no leader for a long time.
+	// attempts of recordClientAddr. A node usually finds the leader's
+	// announcement within a second of start; the short cap keeps the
+	// address unknown for at most about a second after that, and an
+	// attempt without a known leader is only a local read.
 	clientAddrRetryMin = 100 * time.Millisecond
-	clientAddrRetryMax = 5 * time.Second
-	// clientAddrAttempts bounds one round of attempts (about two minutes);
+	clientAddrRetryMax = time.Second
+	// clientAddrAttempts bounds one round of attempts (about a minute);
 	// after it, the next round waits for a new leader to be observed.
-	clientAddrAttempts = 30
+	clientAddrAttempts = 60
 	// setMemberTimeout bounds one SetMember call to the leader.
 	setMemberTimeout = 3 * time.Second
 )
@@ -80,8 +81,8 @@ func (n *Node) SetMember(ctx context.Context, id, clientAddr string) (uint64, er
 
 // recordClientAddr runs until this node's client address is in the
 // replicated state: it asks the leader (SetMember) with a growing pause, at
-// most clientAddrAttempts times per round, and starts a new round when a
-// new leader is observed.
+// most clientAddrAttempts times per round, trying again at once when a
+// leader is observed; after a round it waits for a new leader.
 func (n *Node) recordClientAddr() {
 	leaders := make(chan raft.Observation, 1)
 	obs := raft.NewObserver(leaders, false, func(o *raft.Observation) bool {
@@ -90,9 +91,8 @@ func (n *Node) recordClientAddr() {
 	})
 	n.raft.RegisterObserver(obs)
 	defer n.raft.DeregisterObserver(obs)
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(clientAddrRetryMin)
 	defer timer.Stop()
-	<-timer.C
 	for {
 		pause := clientAddrRetryMin
 		var err error
@@ -105,6 +105,9 @@ func (n *Node) recordClientAddr() {
 			select {
 			case <-n.stop:
 				return
+			case <-leaders: // the new leader announces itself within milliseconds
+				pause = clientAddrRetryMin
+				continue
 			case <-timer.C:
 			}
 			pause = min(2*pause, clientAddrRetryMax)
