@@ -144,7 +144,6 @@ func (n *Node) tryRecordClientAddr() (done bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), setMemberTimeout)
 	defer cancel()
 	go func() { // Close must not wait out the call
-
 		select {
 		case <-n.stop:
 			cancel()
