@@ -14,13 +14,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -37,12 +41,28 @@ const retryBackoff = 50 * time.Millisecond
 // pausing for retryBackoff.
 const maxHintHops = 3
 
+// DefaultDialTimeout bounds the wait for a connection to one endpoint: a
+// loopback or LAN handshake takes milliseconds even on a loaded machine, and
+// a dead endpoint should cost a command seconds, not its whole timeout.
+const DefaultDialTimeout = 2 * time.Second
+
+// DefaultRetryTimeout bounds how long a request without a deadline keeps
+// following hints and waiting for a leader: several election timeouts.
+const DefaultRetryTimeout = 10 * time.Second
+
 // Config configures a Client.
 type Config struct {
-	Endpoints   []string // host:port of one or more nodes
+	// Endpoints are the client addresses of one or more nodes, each
+	// host:port, http://host:port or https://host:port (etcdctl's form; the
+	// scheme is dropped: TLS is not supported yet).
+	Endpoints []string
+	// DialTimeout bounds the wait for a connection to one endpoint (default
+	// DefaultDialTimeout). An endpoint that does not connect in time is
+	// passed over for the next; a request fails once every endpoint has.
 	DialTimeout time.Duration
 	// RetryTimeout bounds how long a request keeps following hints and
-	// waiting for a leader when the context has no deadline (default 10 s).
+	// waiting for a leader when the context has no deadline (default
+	// DefaultRetryTimeout; negative: until the context ends).
 	RetryTimeout time.Duration
 	DialOptions  []grpc.DialOption
 }
@@ -64,14 +84,44 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("client: at least one endpoint is required")
 	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 2 * time.Second
+	eps := make([]string, len(cfg.Endpoints))
+	for i, ep := range cfg.Endpoints {
+		var err error
+		if eps[i], err = NormalizeEndpoint(ep); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	cfg.Endpoints = eps
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
 	}
 	if cfg.RetryTimeout == 0 {
-		cfg.RetryTimeout = 10 * time.Second
+		cfg.RetryTimeout = DefaultRetryTimeout
 	}
 	return &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, muxes: map[*grpc.ClientConn]*watchMux{}}, nil
 }
+
+// NormalizeEndpoint turns host:port, http://host:port or https://host:port
+// (with or without a trailing slash) into host:port.
+func NormalizeEndpoint(endpoint string) (string, error) {
+	s := strings.TrimSpace(endpoint)
+	if scheme, rest, ok := strings.Cut(s, "://"); ok {
+		switch strings.ToLower(scheme) {
+		case "http", "https":
+			s = strings.TrimSuffix(rest, "/")
+		default:
+			return "", fmt.Errorf("endpoint %q: scheme %q is not supported (want host:port, http://host:port or https://host:port)", endpoint, scheme)
+		}
+	}
+	host, port, err := net.SplitHostPort(s)
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("endpoint %q: want host:port, http://host:port or https://host:port (e.g. 127.0.0.1:7101)", endpoint)
+	}
+	return s, nil
+}
+
+// Endpoints returns the configured endpoints in host:port form.
+func (c *Client) Endpoints() []string { return append([]string(nil), c.cfg.Endpoints...) }
 
 // Close closes every connection.
 func (c *Client) Close() error {
@@ -102,6 +152,9 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
+		// A connection attempt (TCP and HTTP/2 handshake) gives up after
+		// DialTimeout instead of gRPC's default 20 s.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.cfg.DialTimeout}),
 	}, c.cfg.DialOptions...)
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -109,6 +162,117 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	c.conns[addr] = cc
 	return cc, nil
+}
+
+// DialError reports an endpoint this client could not connect to. A
+// request that got it was never sent.
+type DialError struct {
+	Endpoint string
+	Err      error
+}
+
+func (e *DialError) Error() string {
+	if st, ok := status.FromError(e.Err); ok {
+		return e.Endpoint + ": " + st.Message()
+	}
+	return e.Endpoint + ": " + e.Err.Error()
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// GRPCStatus makes a DialError an UNAVAILABLE status.
+func (e *DialError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.Error()) }
+
+// UnreachableError is returned when no endpoint could be connected to: it
+// lists each endpoint tried and why it failed.
+type UnreachableError struct {
+	Tried []*DialError
+}
+
+func (e *UnreachableError) Error() string {
+	parts := make([]string, len(e.Tried))
+	for i, d := range e.Tried {
+		parts[i] = d.Error()
+	}
+	return fmt.Sprintf("no endpoint reachable; tried %d: %s", len(e.Tried), strings.Join(parts, "; "))
+}
+
+func (e *UnreachableError) Unwrap() []error {
+	out := make([]error, len(e.Tried))
+	for i, d := range e.Tried {
+		out[i] = d
+	}
+	return out
+}
+
+// GRPCStatus makes an UnreachableError an UNAVAILABLE status.
+func (e *UnreachableError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
+}
+
+// connect returns the connection to addr once it is ready, or a *DialError
+// when it does not become ready within DialTimeout or its last attempt
+// failed.
+func (c *Client) connect(ctx context.Context, addr string) (*grpc.ClientConn, error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, &DialError{Endpoint: addr, Err: err}
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	for {
+		s := cc.GetState()
+		switch s {
+		case connectivity.Ready:
+			return cc, nil
+		case connectivity.TransientFailure:
+			// gRPC fails calls at once in this state, with the reason of the
+			// last attempt; a call without side effects fetches it (and
+			// succeeds if the connection has come back meanwhile).
+			if _, err := pb.NewClusterClient(cc).Status(dctx, &pb.StatusRequest{}); err != nil {
+				return nil, &DialError{Endpoint: addr, Err: err}
+			}
+			return cc, nil
+		case connectivity.Shutdown:
+			return nil, &DialError{Endpoint: addr, Err: errors.New("client closed")}
+		case connectivity.Idle:
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(dctx, s) {
+			if err := ctx.Err(); err != nil {
+				return nil, status.FromContextError(err).Err() // the request's own time is up
+			}
+			return nil, &DialError{Endpoint: addr, Err: fmt.Errorf("no connection within the dial timeout (%v)", c.cfg.DialTimeout)}
+		}
+	}
+}
+
+// unreachable tracks the endpoints a request could not connect to.
+type unreachable struct {
+	endpoints []string
+	failed    map[string]*DialError
+}
+
+// note records the outcome of an attempt on addr and returns the error to
+// end the request with once every endpoint has failed to connect.
+func (u *unreachable) note(addr string, err error) error {
+	var de *DialError
+	if !errors.As(err, &de) {
+		delete(u.failed, addr)
+		return nil
+	}
+	if u.failed == nil {
+		u.failed = map[string]*DialError{}
+	}
+	u.failed[addr] = de
+	out := &UnreachableError{}
+	for _, ep := range u.endpoints {
+		if u.failed[ep] == nil {
+			return nil
+		}
+		out.Tried = append(out.Tried, u.failed[ep])
+	}
+	return out
 }
 
 func (c *Client) leaderGuess() string {
@@ -140,6 +304,10 @@ func NotLeaderHint(err error) (*pb.NotLeader, bool) {
 // NotApplied reports whether err guarantees the request was not applied.
 func NotApplied(err error) bool {
 	if _, ok := NotLeaderHint(err); ok {
+		return true
+	}
+	var de *DialError
+	if errors.As(err, &de) {
 		return true
 	}
 	st, ok := status.FromError(err)
@@ -179,15 +347,18 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 	if addr == "" {
 		addr, next = c.cfg.Endpoints[0], 1
 	}
+	down := unreachable{endpoints: c.cfg.Endpoints}
 	for {
-		cc, err := c.conn(addr)
-		if err != nil {
-			return err
+		cc, err := c.connect(ctx, addr)
+		if err == nil {
+			err = call(ctx, cc)
 		}
-		err = call(ctx, cc)
 		if err == nil {
 			c.setLeader(addr)
 			return nil
+		}
+		if all := down.note(addr, err); all != nil {
+			return all
 		}
 		if !NotApplied(err) {
 			return err
@@ -228,14 +399,18 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 	ctx, cancel := c.retryContext(ctx)
 	defer cancel()
 	var err error
+	down := unreachable{endpoints: c.cfg.Endpoints}
 	for round := 0; ; round++ {
 		for _, addr := range c.cfg.Endpoints {
-			cc, cerr := c.conn(addr)
-			if cerr != nil {
-				return cerr
+			var cc *grpc.ClientConn
+			if cc, err = c.connect(ctx, addr); err == nil {
+				err = call(ctx, cc)
 			}
-			if err = call(ctx, cc); err == nil || status.Code(err) != codes.Unavailable {
+			if err == nil || status.Code(err) != codes.Unavailable {
 				return err
+			}
+			if all := down.note(addr, err); all != nil {
+				return all
 			}
 		}
 		select {
@@ -247,7 +422,7 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 }
 
 func (c *Client) retryContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
+	if _, ok := ctx.Deadline(); ok || c.cfg.RetryTimeout < 0 {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, c.cfg.RetryTimeout)
@@ -307,9 +482,14 @@ func (c *Client) List(ctx context.Context, prefix []byte, opts ...OpOption) (*pb
 	return resp, c.onLeader(ctx, call)
 }
 
-// Status asks one endpoint for its status.
+// Status asks one endpoint (in any form Config.Endpoints accepts) for its
+// status.
 func (c *Client) Status(ctx context.Context, endpoint string) (*pb.StatusResponse, error) {
-	cc, err := c.conn(endpoint)
+	addr, err := NormalizeEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := c.connect(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -326,8 +506,24 @@ func (c *Client) Members(ctx context.Context) (*pb.MembersResponse, error) {
 	return resp, err
 }
 
-// DialLeader opens a plain connection to addr for calls the Client does not
-// wrap (membership changes).
-func DialLeader(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// AddVoter adds a voter through the leader and records its client address.
+func (c *Client) AddVoter(ctx context.Context, id, raftAddr, clientAddr string) (*pb.AddVoterResponse, error) {
+	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, ClientAddr: clientAddr}
+	var resp *pb.AddVoterResponse
+	err := c.onLeader(ctx, func(ctx context.Context, cc *grpc.ClientConn) (err error) {
+		resp, err = pb.NewClusterClient(cc).AddVoter(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// RemoveServer removes a member through the leader; NOT_FOUND when id is no
+// member.
+func (c *Client) RemoveServer(ctx context.Context, id string) (*pb.RemoveServerResponse, error) {
+	var resp *pb.RemoveServerResponse
+	err := c.onLeader(ctx, func(ctx context.Context, cc *grpc.ClientConn) (err error) {
+		resp, err = pb.NewClusterClient(cc).RemoveServer(ctx, &pb.RemoveServerRequest{Id: id})
+		return err
+	})
+	return resp, err
 }

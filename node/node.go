@@ -56,7 +56,8 @@ type Node struct {
 
 // Open assembles and starts a node: state machine, raft, then the
 // background goroutines — watch dispatcher, write batcher and its completer,
-// read confirmer, leadership monitor. Close stops them in reverse.
+// read confirmer, leadership monitor, client address recorder. Close stops
+// them in reverse.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -97,13 +98,14 @@ func Open(cfg Config) (*Node, error) {
 	}
 
 	n.batcher = newBatcher(n.raft, n.await)
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
 	go func() { defer n.wg.Done(); n.batcher.complete() }()
 	go func() { defer n.wg.Done(); n.readConfirmer() }()
 	go func() { defer n.wg.Done(); n.monitorLeadership() }()
 	go func() { defer n.wg.Done(); n.watchLeaderContact() }()
+	go func() { defer n.wg.Done(); n.recordClientAddr() }()
 	log.Info("node started", "raft_addr", cfg.RaftAddr, "client_addr", cfg.ClientAddr,
 		"data_dir", cfg.DataDir, "applied_index", n.fsm.Applied())
 	return n, nil
@@ -605,13 +607,17 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, clientAddr string) (u
 	return f.Index(), nil
 }
 
-// RemoveServer removes a server from the cluster (leader only).
+// RemoveServer removes a server from the cluster (leader only); an id that
+// is not a member is ErrUnknownMember.
 func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
 	if id == "" {
 		return 0, invalid("id is required")
 	}
 	if n.raft.State() != raft.Leader {
 		return 0, n.notLeader()
+	}
+	if err := n.checkMember(id); err != nil {
+		return 0, err
 	}
 	f := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutFrom(ctx))
 	if err := f.Error(); err != nil {

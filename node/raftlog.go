@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -47,7 +49,35 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...interface{}) {
 	if !r.l.Enabled(ctx, lvl) {
 		return
 	}
-	r.l.Log(ctx, lvl, msg, append(append([]interface{}{}, r.args...), args...)...)
+	all := append(append([]interface{}{}, r.args...), args...)
+	for i, a := range all {
+		all[i] = formatArg(a)
+	}
+	r.l.Log(ctx, lvl, msg, all...)
+}
+
+// formatArg renders hclog's formatting wrappers the way hclog would; slog
+// would print hclog.Fmt("%+v", servers) as the slice "[%+v [...]]".
+func formatArg(a interface{}) interface{} {
+	switch v := a.(type) {
+	case hclog.Format:
+		if len(v) == 0 {
+			return ""
+		}
+		if f, ok := v[0].(string); ok {
+			return fmt.Sprintf(f, v[1:]...)
+		}
+		return fmt.Sprint(v...)
+	case hclog.Hex:
+		return "0x" + strconv.FormatInt(int64(v), 16)
+	case hclog.Octal:
+		return "0" + strconv.FormatInt(int64(v), 8)
+	case hclog.Binary:
+		return "0b" + strconv.FormatInt(int64(v), 2)
+	case hclog.Quote:
+		return strconv.Quote(string(v))
+	}
+	return a
 }
 
 func (r *raftLogger) Trace(msg string, args ...interface{}) { r.Log(hclog.Trace, msg, args...) }

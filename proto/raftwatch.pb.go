@@ -179,7 +179,7 @@ func (x Op_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op_Kind.Descriptor instead.
 func (Op_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28, 0}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{30, 0}
 }
 
 type KeyValue struct {
@@ -1871,6 +1871,102 @@ func (x *RemoveServerResponse) GetIndex() uint64 {
 	return 0
 }
 
+type SetMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ClientAddr    string                 `protobuf:"bytes,2,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetMemberRequest) Reset() {
+	*x = SetMemberRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMemberRequest) ProtoMessage() {}
+
+func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
+func (*SetMemberRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetMemberRequest) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+type SetMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetMemberResponse) Reset() {
+	*x = SetMemberResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMemberResponse) ProtoMessage() {}
+
+func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
+func (*SetMemberResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SetMemberResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type LogRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FromIndex     uint64                 `protobuf:"varint,1,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
@@ -1880,7 +1976,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +1988,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2001,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LogRequest) GetFromIndex() uint64 {
@@ -1931,7 +2027,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2039,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2052,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogEntry) GetIndex() uint64 {
@@ -2006,7 +2102,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2114,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2127,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -2063,7 +2159,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_proto_raftwatch_proto_msgTypes[28]
+	mi := &file_proto_raftwatch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2171,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[28]
+	mi := &file_proto_raftwatch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2184,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Op) GetKind() Op_Kind {
@@ -2137,7 +2233,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_proto_raftwatch_proto_msgTypes[29]
+	mi := &file_proto_raftwatch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2245,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[29]
+	mi := &file_proto_raftwatch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2258,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{29}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Chunk) GetOps() []*Op {
@@ -2299,6 +2395,12 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x13RemoveServerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\",\n" +
 	"\x14RemoveServerResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"C\n" +
+	"\x10SetMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vclient_addr\x18\x02 \x01(\tR\n" +
+	"clientAddr\")\n" +
+	"\x11SetMemberResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"+\n" +
 	"\n" +
 	"LogRequest\x12\x1d\n" +
@@ -2346,12 +2448,13 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x06Delete\x12\x1b.raftwatch.v1.DeleteRequest\x1a\x1c.raftwatch.v1.DeleteResponse\x12=\n" +
 	"\x04List\x12\x19.raftwatch.v1.ListRequest\x1a\x1a.raftwatch.v1.ListResponse2J\n" +
 	"\x05Watch\x12A\n" +
-	"\x05Watch\x12\x1a.raftwatch.v1.WatchRequest\x1a\x18.raftwatch.v1.WatchBatch(\x010\x012\xf3\x02\n" +
+	"\x05Watch\x12\x1a.raftwatch.v1.WatchRequest\x1a\x18.raftwatch.v1.WatchBatch(\x010\x012\xc1\x03\n" +
 	"\aCluster\x12C\n" +
 	"\x06Status\x12\x1b.raftwatch.v1.StatusRequest\x1a\x1c.raftwatch.v1.StatusResponse\x12F\n" +
 	"\aMembers\x12\x1c.raftwatch.v1.MembersRequest\x1a\x1d.raftwatch.v1.MembersResponse\x12I\n" +
 	"\bAddVoter\x12\x1d.raftwatch.v1.AddVoterRequest\x1a\x1e.raftwatch.v1.AddVoterResponse\x12U\n" +
-	"\fRemoveServer\x12!.raftwatch.v1.RemoveServerRequest\x1a\".raftwatch.v1.RemoveServerResponse\x129\n" +
+	"\fRemoveServer\x12!.raftwatch.v1.RemoveServerRequest\x1a\".raftwatch.v1.RemoveServerResponse\x12L\n" +
+	"\tSetMember\x12\x1e.raftwatch.v1.SetMemberRequest\x1a\x1f.raftwatch.v1.SetMemberResponse\x129\n" +
 	"\x03Log\x12\x18.raftwatch.v1.LogRequest\x1a\x16.raftwatch.v1.LogEntry0\x01B2Z0github.com/raftwatch/raftwatch/proto;raftwatchpbb\x06proto3"
 
 var (
@@ -2367,7 +2470,7 @@ func file_proto_raftwatch_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_raftwatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_proto_raftwatch_proto_goTypes = []any{
 	(Consistency)(0),             // 0: raftwatch.v1.Consistency
 	(EventType)(0),               // 1: raftwatch.v1.EventType
@@ -2397,11 +2500,13 @@ var file_proto_raftwatch_proto_goTypes = []any{
 	(*AddVoterResponse)(nil),     // 25: raftwatch.v1.AddVoterResponse
 	(*RemoveServerRequest)(nil),  // 26: raftwatch.v1.RemoveServerRequest
 	(*RemoveServerResponse)(nil), // 27: raftwatch.v1.RemoveServerResponse
-	(*LogRequest)(nil),           // 28: raftwatch.v1.LogRequest
-	(*LogEntry)(nil),             // 29: raftwatch.v1.LogEntry
-	(*NotLeader)(nil),            // 30: raftwatch.v1.NotLeader
-	(*Op)(nil),                   // 31: raftwatch.v1.Op
-	(*Chunk)(nil),                // 32: raftwatch.v1.Chunk
+	(*SetMemberRequest)(nil),     // 28: raftwatch.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),    // 29: raftwatch.v1.SetMemberResponse
+	(*LogRequest)(nil),           // 30: raftwatch.v1.LogRequest
+	(*LogEntry)(nil),             // 31: raftwatch.v1.LogEntry
+	(*NotLeader)(nil),            // 32: raftwatch.v1.NotLeader
+	(*Op)(nil),                   // 33: raftwatch.v1.Op
+	(*Chunk)(nil),                // 34: raftwatch.v1.Chunk
 }
 var file_proto_raftwatch_proto_depIdxs = []int32{
 	4,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
@@ -2418,10 +2523,10 @@ var file_proto_raftwatch_proto_depIdxs = []int32{
 	1,  // 11: raftwatch.v1.WatchResponse.type:type_name -> raftwatch.v1.EventType
 	17, // 12: raftwatch.v1.WatchBatch.responses:type_name -> raftwatch.v1.WatchResponse
 	21, // 13: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
-	32, // 14: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
+	34, // 14: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
 	2,  // 15: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
 	4,  // 16: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
-	31, // 17: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
+	33, // 17: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
 	5,  // 18: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
 	7,  // 19: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
 	9,  // 20: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
@@ -2431,19 +2536,21 @@ var file_proto_raftwatch_proto_depIdxs = []int32{
 	22, // 24: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
 	24, // 25: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
 	26, // 26: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
-	28, // 27: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
-	6,  // 28: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
-	8,  // 29: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
-	10, // 30: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
-	12, // 31: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
-	18, // 32: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
-	20, // 33: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
-	23, // 34: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
-	25, // 35: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
-	27, // 36: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
-	29, // 37: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
+	28, // 27: raftwatch.v1.Cluster.SetMember:input_type -> raftwatch.v1.SetMemberRequest
+	30, // 28: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
+	6,  // 29: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
+	8,  // 30: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
+	10, // 31: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
+	12, // 32: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
+	18, // 33: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
+	20, // 34: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
+	23, // 35: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
+	25, // 36: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
+	27, // 37: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
+	29, // 38: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
+	31, // 39: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -2470,7 +2577,7 @@ func file_proto_raftwatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raftwatch_proto_rawDesc), len(file_proto_raftwatch_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -338,6 +338,7 @@ const (
 	Cluster_Members_FullMethodName      = "/raftwatch.v1.Cluster/Members"
 	Cluster_AddVoter_FullMethodName     = "/raftwatch.v1.Cluster/AddVoter"
 	Cluster_RemoveServer_FullMethodName = "/raftwatch.v1.Cluster/RemoveServer"
+	Cluster_SetMember_FullMethodName    = "/raftwatch.v1.Cluster/SetMember"
 	Cluster_Log_FullMethodName          = "/raftwatch.v1.Cluster/Log"
 )
 
@@ -348,7 +349,13 @@ type ClusterClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error)
+	// NOT_FOUND when id is not a member.
 	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
+	// SetMember records a member's client address in the replicated state (an
+	// Op SET_MEMBER); leader only, NOT_FOUND when id is not a member. A node
+	// whose own address is missing or stale there asks the leader at start,
+	// so every node can name every member's client address.
+	SetMember(ctx context.Context, in *SetMemberRequest, opts ...grpc.CallOption) (*SetMemberResponse, error)
 	// Log streams this node's committed Raft log entries from from_index on
 	// (entries already compacted into a snapshot are skipped; first_index says
 	// where the stream really starts). It is the authoritative record of what
@@ -404,6 +411,16 @@ func (c *clusterClient) RemoveServer(ctx context.Context, in *RemoveServerReques
 	return out, nil
 }
 
+func (c *clusterClient) SetMember(ctx context.Context, in *SetMemberRequest, opts ...grpc.CallOption) (*SetMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetMemberResponse)
+	err := c.cc.Invoke(ctx, Cluster_SetMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterClient) Log(ctx context.Context, in *LogRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogEntry], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_Log_FullMethodName, cOpts...)
@@ -430,7 +447,13 @@ type ClusterServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error)
+	// NOT_FOUND when id is not a member.
 	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
+	// SetMember records a member's client address in the replicated state (an
+	// Op SET_MEMBER); leader only, NOT_FOUND when id is not a member. A node
+	// whose own address is missing or stale there asks the leader at start,
+	// so every node can name every member's client address.
+	SetMember(context.Context, *SetMemberRequest) (*SetMemberResponse, error)
 	// Log streams this node's committed Raft log entries from from_index on
 	// (entries already compacted into a snapshot are skipped; first_index says
 	// where the stream really starts). It is the authoritative record of what
@@ -457,6 +480,9 @@ func (UnimplementedClusterServer) AddVoter(context.Context, *AddVoterRequest) (*
 }
 func (UnimplementedClusterServer) RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveServer not implemented")
+}
+func (UnimplementedClusterServer) SetMember(context.Context, *SetMemberRequest) (*SetMemberResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetMember not implemented")
 }
 func (UnimplementedClusterServer) Log(*LogRequest, grpc.ServerStreamingServer[LogEntry]) error {
 	return status.Errorf(codes.Unimplemented, "method Log not implemented")
@@ -554,6 +580,24 @@ func _Cluster_RemoveServer_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SetMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).SetMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_SetMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).SetMember(ctx, req.(*SetMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Cluster_Log_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(LogRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -587,6 +631,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveServer",
 			Handler:    _Cluster_RemoveServer_Handler,
+		},
+		{
+			MethodName: "SetMember",
+			Handler:    _Cluster_SetMember_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,61 +1,108 @@
 #!/usr/bin/env bash
 # Local three-node raftwatch cluster on 127.0.0.1.
-#   scripts/cluster.sh up      build bin/raftwatch, start n1..n3, wait for a leader
+#   scripts/cluster.sh up      build bin/raftwatch, start n1..n3, wait for a leader and print it
 #   scripts/cluster.sh down    stop exactly the processes "up" started (by PID)
 #   scripts/cluster.sh status  show each node's role and indexes
 # Client ports 7101-7103, raft ports 7201-7203, data and logs under .cluster/.
+#
+# Environment overrides (tests use them to run a cluster beside the dev one):
+#   RAFTWATCH_CLUSTER_DIR      data, logs and pid files (default .cluster)
+#   RAFTWATCH_CLIENT_PORT_BASE node i listens for clients on base+i (default 7100)
+#   RAFTWATCH_RAFT_PORT_BASE   node i listens for raft on base+i (default 7200)
+#   RAFTWATCH_BIN              run this binary instead of building bin/raftwatch
+#   RAFTWATCH_UP_TIMEOUT       seconds "up" waits for a leader (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DIR=.cluster
-BIN=bin/raftwatch
-ENDPOINTS=127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
-INITIAL=n1=127.0.0.1:7201,n2=127.0.0.1:7202,n3=127.0.0.1:7203
+DIR=${RAFTWATCH_CLUSTER_DIR:-.cluster}
+CLIENT_BASE=${RAFTWATCH_CLIENT_PORT_BASE:-7100}
+RAFT_BASE=${RAFTWATCH_RAFT_PORT_BASE:-7200}
+BIN=${RAFTWATCH_BIN:-bin/raftwatch}
+UP_TIMEOUT=${RAFTWATCH_UP_TIMEOUT:-30}
+NODES=(1 2 3)
 
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+client_addr() { echo "127.0.0.1:$((CLIENT_BASE + $1))"; }
+raft_addr() { echo "127.0.0.1:$((RAFT_BASE + $1))"; }
+ENDPOINTS=$(client_addr 1),$(client_addr 2),$(client_addr 3)
+INITIAL=n1=$(raft_addr 1),n2=$(raft_addr 2),n3=$(raft_addr 3)
+
+# alive PID: the process exists and has not exited. A zombie has exited: it
+# counts as gone (an init that does not reap leaves them behind).
+alive() {
+  local state
+  if [ -r "/proc/$1/stat" ]; then
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+  else
+    kill -0 "$1" 2>/dev/null
+  fi
+}
+
+# ours I: node I's pid file names a live "raftwatch serve" on node I's data
+# directory (not a process that reused the PID).
+ours() {
+  local pidf="$DIR/n$1.pid" pid
+  [ -f "$pidf" ] || return 1
+  pid=$(cat "$pidf")
+  alive "$pid" || return 1
+  if [ -r "/proc/$pid/cmdline" ]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "serve --id n$1 --data-dir $DIR/n$1 " || return 1
+  fi
+}
 
 up() {
-  mkdir -p bin "$DIR"
-  go build -o "$BIN" ./cmd/raftwatch
-  for i in 1 2 3; do
-    if running "$DIR/n$i.pid"; then
+  mkdir -p "$DIR"
+  if [ -z "${RAFTWATCH_BIN:-}" ]; then
+    mkdir -p bin
+    go build -buildvcs=auto -o "$BIN" ./cmd/raftwatch # stamps the commit for "raftwatch version"
+  fi
+  for i in "${NODES[@]}"; do
+    if ours "$i"; then
       echo "n$i already running (pid $(cat "$DIR/n$i.pid"))"
       continue
     fi
     "$BIN" serve --id "n$i" --data-dir "$DIR/n$i" \
-      --raft-addr "127.0.0.1:720$i" --client-addr "127.0.0.1:710$i" \
-      --initial-cluster "$INITIAL" >>"$DIR/n$i.log" 2>&1 &
+      --raft-addr "$(raft_addr "$i")" --client-addr "$(client_addr "$i")" \
+      --initial-cluster "$INITIAL" </dev/null >>"$DIR/n$i.log" 2>&1 &
     echo $! >"$DIR/n$i.pid"
   done
-  # Wait (bounded) until a node reports a leader whose address is known.
-  for _ in $(seq 1 100); do
-    if "$BIN" status --endpoints "$ENDPOINTS" --timeout 1s 2>/dev/null | grep -q "role=leader"; then
-      "$BIN" status --endpoints "$ENDPOINTS" --timeout 1s
+  # Wait (bounded) until a node reports itself leader with its address known.
+  # The status output is captured whole before it is searched: piping it into
+  # "grep -q" under pipefail killed status with SIGPIPE once grep had its match.
+  local deadline=$((SECONDS + UP_TIMEOUT)) out leader
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    out=$("$BIN" status --endpoints "$ENDPOINTS" --timeout 1s 2>/dev/null) || true
+    leader=$(awk '/ role=leader / { for (i = 1; i <= NF; i++) if ($i ~ /^id=/) { sub(/^id=/, "", $i); print $i " (" $1 ")"; exit } }' <<<"$out")
+    if [ -n "$leader" ]; then
+      echo "$out"
       echo
-      echo "cluster up; endpoints: $ENDPOINTS"
+      echo "cluster up; leader: $leader; endpoints: $ENDPOINTS"
       echo "try: $BIN put /config/db/host a   (any endpoint; followers redirect to the leader)"
       return 0
     fi
-    for i in 1 2 3; do
-      running "$DIR/n$i.pid" || { echo "n$i exited; see $DIR/n$i.log:" >&2; tail -5 "$DIR/n$i.log" >&2; down; exit 1; }
+    for i in "${NODES[@]}"; do
+      ours "$i" || { echo "n$i exited; see $DIR/n$i.log:" >&2; tail -5 "$DIR/n$i.log" >&2; down; exit 1; }
     done
-    sleep 0.1
+    sleep 0.2
   done
-  echo "no leader after 10 s; logs are in $DIR/" >&2
+  echo "no leader after $UP_TIMEOUT s; logs are in $DIR/" >&2
   exit 1
 }
 
 down() {
-  for i in 1 2 3; do
-    pidf="$DIR/n$i.pid"
-    [ -f "$pidf" ] || continue
-    pid=$(cat "$pidf")
-    if kill -0 "$pid" 2>/dev/null; then
+  local i pid
+  for i in "${NODES[@]}"; do
+    [ -f "$DIR/n$i.pid" ] || continue
+    pid=$(cat "$DIR/n$i.pid")
+    if ours "$i"; then
       kill -TERM "$pid"
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && { echo "n$i did not stop in 10 s; killing"; kill -KILL "$pid"; }
+      for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+      if alive "$pid"; then
+        echo "n$i did not stop in 10 s; killing"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
       echo "stopped n$i (pid $pid)"
     fi
-    rm -f "$pidf"
+    rm -f "$DIR/n$i.pid"
   done
 }
 

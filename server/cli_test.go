@@ -30,11 +30,13 @@ func cli(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// cliEvent is one line of watch --json; key, value and prev_value are
+// base64 ([]byte fields decode it).
 type cliEvent struct {
 	Type      string  `json:"type"`
-	Key       string  `json:"key"`
-	Value     string  `json:"value"`
-	PrevValue *string `json:"prev_value"`
+	Key       []byte  `json:"key"`
+	Value     []byte  `json:"value"`
+	PrevValue *[]byte `json:"prev_value"`
 	Revision  uint64  `json:"revision"`
 	Reason    string  `json:"reason"`
 }
@@ -100,12 +102,12 @@ func TestCLIPutThroughFollowerAndWatchOnAnother(t *testing.T) {
 		t.Fatalf("put output %q: %v", out, err)
 	}
 	ev := next(true)
-	if ev.Type != "PUT" || ev.Key != "/config/db/host" || ev.Value != "a" || ev.Revision != put.Revision ||
-		ev.PrevValue == nil || *ev.PrevValue != "" {
+	if ev.Type != "PUT" || string(ev.Key) != "/config/db/host" || string(ev.Value) != "a" || ev.Revision != put.Revision ||
+		ev.PrevValue == nil || len(*ev.PrevValue) != 0 {
 		t.Fatalf("watch printed %+v, want PUT a at %d with empty prev_value", ev, put.Revision)
 	}
 
-	out, errOut, code = cli(t, "--endpoints", fs[0].clientAddr, "--json", "del", "/config/db/host")
+	out, errOut, code = cli(t, "del", "/config/db/host", "--endpoints", fs[0].clientAddr, "--json")
 	if code != 0 {
 		t.Fatalf("del exited %d: %s", code, errOut)
 	}
@@ -117,7 +119,7 @@ func TestCLIPutThroughFollowerAndWatchOnAnother(t *testing.T) {
 		t.Fatalf("del output %q: %v", out, err)
 	}
 	ev = next(true)
-	if ev.Type != "DELETE" || ev.Revision != del.Revision || del.Revision <= put.Revision || ev.PrevValue == nil || *ev.PrevValue != "a" {
+	if ev.Type != "DELETE" || ev.Revision != del.Revision || del.Revision <= put.Revision || ev.PrevValue == nil || string(*ev.PrevValue) != "a" {
 		t.Fatalf("watch printed %+v, want DELETE at %d with prev_value a", ev, del.Revision)
 	}
 
@@ -169,10 +171,12 @@ func TestMembershipChange(t *testing.T) {
 	c.initial = saved
 	c.nodes = append(c.nodes, p)
 
-	if _, errOut, code := cli(t, "member", "add", "n4", p.raftAddr, p.clientAddr, "--endpoints", strings.Join(c.endpoints()[:3], ",")); code != 0 {
-		t.Fatalf("member add exited %d: %s", code, errOut)
+	out, errOut, code := cli(t, "member", "add", "n4", p.raftAddr, p.clientAddr, "--json", "--endpoints", strings.Join(c.endpoints()[:3], ","))
+	var added struct{ Index uint64 }
+	if code != 0 || json.Unmarshal([]byte(out), &added) != nil || added.Index == 0 {
+		t.Fatalf("member add --json exited %d: %q %s", code, out, errOut)
 	}
-	out, _, code := cli(t, "members", "--json", "--endpoints", p.clientAddr)
+	out, _, code = cli(t, "members", "--json", "--endpoints", p.clientAddr)
 	if code != 0 || strings.Count(out, `"voter":true`) != 4 || !strings.Contains(out, p.clientAddr) {
 		t.Fatalf("members after add: %s", out)
 	}
@@ -184,8 +188,10 @@ func TestMembershipChange(t *testing.T) {
 		out, _, code := cli(t, "get", "/after-add", "--serializable", "--endpoints", p.clientAddr)
 		return code == 0 && strings.TrimSpace(out) == "1"
 	})
-	if _, errOut, code := cli(t, "member", "remove", "n4", "--endpoints", c.endpoints()[0]); code != 0 {
-		t.Fatalf("member remove exited %d: %s", code, errOut)
+	out, errOut, code = cli(t, "member", "remove", "n4", "--json", "--endpoints", c.endpoints()[0])
+	var removed struct{ Index uint64 }
+	if code != 0 || json.Unmarshal([]byte(out), &removed) != nil || removed.Index <= added.Index {
+		t.Fatalf("member remove --json exited %d: %q %s", code, out, errOut)
 	}
 	out, _, _ = cli(t, "members", "--json", "--endpoints", c.endpoints()[0])
 	if strings.Contains(out, `"id":"n4"`) {

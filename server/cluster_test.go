@@ -114,7 +114,36 @@ func startCluster(t *testing.T, extraFlags ...string) *testCluster {
 		}
 	})
 	c.waitLeader()
+	c.waitAddressesRecorded()
 	return c
+}
+
+// waitAddressesRecorded waits until every node lists every node's client
+// address: each node records its own through the leader just after the
+// election (node.recordClientAddr), and a test that compares indexes must
+// not see those entries land in the middle of it.
+func (c *testCluster) waitAddressesRecorded() {
+	c.t.Helper()
+	eventually(c.t, 15*time.Second, "every member's client address recorded on every node", func() bool {
+		for _, p := range c.nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			r, err := pb.NewClusterClient(c.conn(p)).Members(ctx, &pb.MembersRequest{})
+			cancel()
+			if err != nil {
+				return false
+			}
+			got := map[string]string{}
+			for _, m := range r.Members {
+				got[m.Id] = m.ClientAddr
+			}
+			for _, q := range c.nodes {
+				if got[q.id] != q.clientAddr {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 // start runs p; on a restart the data dir exists and --initial-cluster is ignored.

@@ -189,6 +189,16 @@ func (s *Server) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) 
 	return &pb.RemoveServerResponse{Index: idx}, nil
 }
 
+// SetMember implements Cluster.SetMember.
+func (s *Server) SetMember(ctx context.Context, req *pb.SetMemberRequest) (*pb.SetMemberResponse, error) {
+	idx, err := s.node.SetMember(ctx, req.Id, req.ClientAddr)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("member client address recorded", "id", req.Id, "client_addr", req.ClientAddr, "index", idx)
+	return &pb.SetMemberResponse{Index: idx}, nil
+}
+
 // Log implements Cluster.Log.
 func (s *Server) Log(req *pb.LogRequest, stream pb.Cluster_LogServer) error {
 	first := true

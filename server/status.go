@@ -38,6 +38,8 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, watch.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())
+	case errors.Is(err, node.ErrUnknownMember):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, watch.ErrLimitExceeded):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrNotApplied),

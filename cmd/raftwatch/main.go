@@ -1,5 +1,5 @@
 // Command raftwatch runs a raftwatch node (serve) and talks to a cluster
-// (put, get, del, list, watch, status, members).
+// (put, get, del, list, watch, status, members, member).
 package main
 
 import (
@@ -12,25 +12,26 @@ import (
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintln(os.Stderr, "error:", ee.msg)
+		var ec exitCode
+		if errors.As(err, &ec) {
+			if ec.msg != "" {
+				fmt.Fprintln(os.Stderr, "error:", ec.msg)
 			}
-			os.Exit(ee.code)
+			os.Exit(ec.code)
 		}
 		fmt.Fprintln(os.Stderr, "error:", describe(err))
-		os.Exit(1)
+		os.Exit(exitError)
 	}
 }
 
-// exitError ends the program with a specific code.
-type exitError struct {
+// exitCode ends the program with code, after printing msg (if any) to
+// stderr. Results are printed before it is returned, in either format.
+type exitCode struct {
 	code int
 	msg  string
 }
 
-func (e exitError) Error() string { return e.msg }
+func (e exitCode) Error() string { return e.msg }
 
 // describe turns a gRPC error into "message (Code)".
 func describe(err error) string {
