@@ -135,26 +135,43 @@ func TestCLIPutThroughFollowerAndWatchOnAnother(t *testing.T) {
 	}
 }
 
-func TestCLIWatchExitsNonZeroWhenCanceled(t *testing.T) {
+// A watch whose only node shuts down (CANCELED "shutdown") does not end: it
+// resumes when the node is back and prints what happened meanwhile, from
+// history, exactly once.
+func TestCLIWatchResumesWhenItsOnlyNodeRestarts(t *testing.T) {
 	c := startCluster(t)
 	f := c.followers()[0]
-	watch := exec.Command(binary, "watch", "/k", "--endpoints", f.clientAddr)
-	var out bytes.Buffer
-	watch.Stdout = &out
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
+	events, _ := cliWatch(t, "/k", "--endpoints", f.clientAddr)
 	eventually(t, 10*time.Second, "the watch to register", func() bool {
 		st, err := c.status(f)
 		return err == nil && st.Watchers == 1
 	})
+	cl := c.client(c.waitLeader().clientAddr)
+	r1, err := cl.Put(ctxT(t, 10*time.Second), []byte("/k"), []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextCLIData(t, events, 10*time.Second); ev.Revision != r1.Revision {
+		t.Fatalf("got %+v, want the put at %d", ev, r1.Revision)
+	}
 	if err := c.stop(f); err != nil { // the node cancels every watcher with "shutdown"
 		t.Fatal(err)
 	}
-	err := watch.Wait()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 3 || !strings.Contains(out.String(), "CANCELED: shutdown") {
-		t.Fatalf("watch ended with %v, output %q; want exit 3 after CANCELED: shutdown", err, out.String())
+	r2, err := cl.Put(ctxT(t, 10*time.Second), []byte("/k"), []byte("while down"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.start(f)
+	ev := nextCLIData(t, events, 20*time.Second)
+	if ev.Type != "PUT" || ev.Revision != r2.Revision || string(ev.Value) != "while down" {
+		t.Fatalf("after the restart got %+v, want the put made while the node was down (revision %d)", ev, r2.Revision)
+	}
+	r3, err := cl.Put(ctxT(t, 10*time.Second), []byte("/k"), []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextCLIData(t, events, 10*time.Second); ev.Revision != r3.Revision {
+		t.Fatalf("got %+v, want the put at %d and nothing twice", ev, r3.Revision)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 
 	"github.com/raftwatch/raftwatch/client"
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -29,7 +30,8 @@ type eventJSON struct {
 
 func newWatchCmd() *cobra.Command {
 	var prefix string
-	var prevKV, progress bool
+	var prevKV, progress, requireLeader bool
+	var rev uint64
 	var g *clientFlags
 	cmd := &cobra.Command{
 		Use:   "watch KEY | watch --prefix PREFIX",
@@ -38,10 +40,19 @@ func newWatchCmd() *cobra.Command {
 with '/'. The first line is CREATED with the revision the watch starts after;
 then one line per PUT or DELETE (keys and values as Go string literals).
 PROGRESS heartbeats (every event at or below a PROGRESS revision has been
-printed) are shown with --progress, and always with --json. Runs until
-interrupted (exit 0); exits 3 when the server cancels the watch (CANCELED,
-with the reason) and 1 when the stream fails. --timeout bounds only opening
-the watch.`,
+printed) are shown with --progress, and always with --json.
+
+With --rev N the watch starts at revision N: every matching event with a
+revision >= N still in the node's history is printed first, then live
+events, with no gap and no duplicate (e.g. N = a list's revision + 1).
+
+The watch survives its node: when the node dies, shuts down or cannot serve
+it, the watch resumes on another endpoint of --endpoints from the last
+revision it printed, and says so on stderr; nothing is printed twice and
+nothing is skipped. It runs until interrupted (exit 0). It exits 3 when the
+history it needs has been compacted (a --rev older than the oldest retained
+revision, or a resume that fell that far behind): re-list and watch again.
+--timeout bounds only opening the watch.`,
 		Example: `  raftwatch watch /config/db/host
   raftwatch watch --prefix /config/ --prev-kv --json`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -63,6 +74,12 @@ the watch.`,
 			if prevKV {
 				opts = append(opts, client.WithPrevKV())
 			}
+			if rev > 0 {
+				opts = append(opts, client.WithStartRevision(rev))
+			}
+			if requireLeader {
+				opts = append(opts, client.WithRequireLeader())
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -73,25 +90,36 @@ the watch.`,
 			// The watch lives until interrupted; the client's retry timeout
 			// (--timeout) bounds its opening.
 			w, err := c.Watch(ctx, []byte(key), opts...)
+			var ce *client.CompactedError
+			if errors.As(err, &ce) {
+				return exitCode{code: exitWatchCanceled, msg: fmt.Sprintf("revision %d has been compacted: the oldest revision still retained is %d; re-list, or watch from --rev %d", rev, ce.Oldest, ce.Oldest)}
+			}
 			if err != nil {
 				return err
 			}
 			defer w.Close()
 			p := eventPrinter{json: g.json, progress: progress}
 			p.print(w.CreatedEvent())
+			resumes := 0
 			for {
 				ev, err := w.Recv()
 				if err != nil {
-					if ctx.Err() != nil {
+					switch {
+					case ctx.Err() != nil:
 						return nil // interrupted
-					}
-					if errors.Is(err, io.EOF) {
-						return exitCode{code: exitError, msg: "server closed the watch stream"}
+					case errors.As(err, &ce):
+						return exitCode{code: exitWatchCanceled, msg: fmt.Sprintf("watch canceled: the history it needs has been compacted (the oldest revision still retained is %d); re-list and watch again", ce.Oldest)}
+					case errors.Is(err, io.EOF):
+						return exitCode{code: exitError, msg: "the watch ended"}
 					}
 					return err
 				}
+				if n := w.Resumes(); n != resumes {
+					resumes = n
+					fmt.Fprintf(os.Stderr, "watch resumed on another node (resume %d); nothing was missed\n", n)
+				}
 				p.print(ev)
-				if ev.Type == pb.EventType_CANCELED {
+				if ev.Type == pb.EventType_CANCELED && ev.Code != int32(codes.OutOfRange) {
 					return exitCode{code: exitWatchCanceled, msg: "watch canceled by the server: " + ev.Reason}
 				}
 			}
@@ -101,6 +129,8 @@ the watch.`,
 	cmd.Flags().StringVar(&prefix, "prefix", "", "watch every key under this prefix (must start and end with '/')")
 	cmd.Flags().BoolVar(&prevKV, "prev-kv", false, "include each key's previous value")
 	cmd.Flags().BoolVar(&progress, "progress", false, "also print PROGRESS heartbeats (always printed with --json)")
+	cmd.Flags().Uint64Var(&rev, "rev", 0, "start at this revision: print every matching event with a revision >= it from history first (0 = from now)")
+	cmd.Flags().BoolVar(&requireLeader, "require-leader", false, "move the watch to another node whenever its node loses touch with the leader")
 	return cmd
 }
 
