@@ -407,11 +407,8 @@ func TestAcknowledgedWritesSurviveKillOfAllNodes(t *testing.T) {
 func TestSigtermCancelsWatchersWithShutdown(t *testing.T) {
 	c := startCluster(t)
 	f := c.followers()[0]
-	w, err := c.client(f.clientAddr).Watch(ctxT(t, time.Minute), []byte("/x"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := collect(w)
+	// A raw stream: the Go client would resume on another node.
+	w := createRaw(t, rawStream(t, f), &pb.WatchCreate{Key: []byte("/x")})
 	// A stream left with no watch (its only create was refused) must not
 	// hold up the shutdown either.
 	if err := watchErr(ctxT(t, time.Minute), c, f, &pb.WatchCreate{Key: []byte("bad"), Prefix: true}); status.Code(err) != codes.InvalidArgument {
@@ -425,11 +422,16 @@ func TestSigtermCancelsWatchersWithShutdown(t *testing.T) {
 		t.Fatalf("SIGTERM took %v; open watch streams held up the shutdown", d)
 	}
 	var last *pb.WatchResponse
-	for ev := range ch {
+	for {
+		ev, err := w.recv()
+		if err != nil {
+			break
+		}
 		last = ev
 	}
-	if last == nil || last.Type != pb.EventType_CANCELED || last.Reason != "shutdown" {
-		t.Fatalf("last message before the stream ended: %v, want CANCELED shutdown", last)
+	// UNAVAILABLE tells a client to resume on another node.
+	if last == nil || last.Type != pb.EventType_CANCELED || last.Reason != "shutdown" || codes.Code(last.Code) != codes.Unavailable {
+		t.Fatalf("last message before the stream ended: %v, want CANCELED shutdown, UNAVAILABLE", last)
 	}
 	// The surviving pair still serves writes.
 	if _, err := c.client(c.endpoints()...).Put(ctxT(t, 10*time.Second), []byte("/after"), []byte("1")); err != nil {
