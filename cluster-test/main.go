@@ -7,7 +7,7 @@
 //  1. linearizable     porcupine, per key, with put/get/delete/cas
 //  2. no-lost-writes   acknowledged writes survive on every node
 //  3. convergence      same fsm_index and data digest everywhere
-//  4. watch            ordered, unique, reliable, prev_value, bookmarkable...
+//  4. watch            ordered, unique, reliable... per watch across resumes
 //  5. availability     ok/fail/info per fault window (a report)
 //
 // Usage (as root, from the repository root):
@@ -430,7 +430,6 @@ type results struct {
 	FailedChecks   []string                   `json:"failed_checks,omitempty"`
 	UndecidedCheck []string                   `json:"undecided_checks,omitempty"`
 	Notes          []string                   `json:"notes,omitempty"`
-	Watchers       map[string]map[string]int  `json:"watch_streams"`
 	Extra          map[string]json.RawMessage `json:"-"`
 }
 
@@ -472,7 +471,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	res := results{Seed: cfg.seed, TimeLimit: cfg.timeLimit.String(), Nemesis: cfg.nemesis,
 		Consistency: strings.ToLower(cfg.consistency.String()), Concurrency: cfg.concurrency, Rate: cfg.rate,
 		Faults: faults, Schedule: schedule, LogFrom: logFrom, LogFirstIndex: rp.FirstIndex, LogLastIndex: rp.LastIndex,
-		Ops: map[string]map[string]int{}, Watchers: map[string]map[string]int{}}
+		Ops: map[string]map[string]int{}}
 	if nemErr != nil {
 		res.NemesisErrors = nemErr.Error()
 	}
@@ -512,16 +511,8 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	verdict("no-lost-writes", res.NoLostWrites.Valid, res.NoLostWrites.Detail)
 	res.Convergence = checker.CheckConvergence(finals, rp)
 	verdict("convergence", res.Convergence.Valid, res.Convergence.Detail)
-	streams := checker.GroupStreams(wmsgs)
-	for _, s := range streams {
-		k := fmt.Sprintf("%s/w%d", s.Node, s.Watcher)
-		if res.Watchers[k] == nil {
-			res.Watchers[k] = map[string]int{}
-		}
-		res.Watchers[k]["streams"]++
-		res.Watchers[k]["messages"] += len(s.Msgs)
-	}
-	res.Watch = checker.CheckWatch(streams, rp)
+	windows := checker.Windows(nemEvents, end)
+	res.Watch = checker.CheckWatch(checker.GroupWatches(wmsgs), rp, windows)
 	verdict("watch", res.Watch.Valid, res.Watch.Detail)
 	res.Processes = processResult{Valid: len(unexpected) == 0, Unexpected: unexpected, Shutdown: shutdown}
 	res.Processes.Detail = "no node exited on its own"
@@ -533,7 +524,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	}
 	verdict("processes", res.Processes.Valid, res.Processes.Detail)
 
-	windows, table := checker.Availability(ops, checker.Windows(nemEvents, end))
+	windows, table := checker.Availability(ops, windows)
 	res.Availability = windows
 	fmt.Printf("\navailability per window (a report, not a check):\n%s", table)
 	fmt.Printf("faults injected: %v\n", faults)
