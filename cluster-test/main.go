@@ -200,6 +200,14 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 		os.Remove(filepath.Join(out, fmt.Sprintf("n%d.log", i))) // fresh logs per run; appended across restarts
 	}
 	os.Remove(filepath.Join(out, "linearizability.html"))
+	// The checker reads every watch-*.jsonl: none may be left from an
+	// earlier run (which may have had other watches or another naming).
+	stale, _ := filepath.Glob(filepath.Join(out, "watch-*.jsonl"))
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil {
+			return 0, err
+		}
+	}
 
 	binary := cfg.binary
 	if binary == "" {
@@ -269,7 +277,8 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	}
 	wl := &workload{start: start, hist: hist, nodes: eps, keys: workloadKeys(), consistency: cfg.consistency,
 		opTimeout: cfg.opTimeout, concurrency: cfg.concurrency, seed: cfg.seed}
-	ws := &watchers{start: start, specs: watchSpecsFor(cl.Nodes(), wl.keys), conns: cl.conns, out: out}
+	ws := &watchers{start: start, specs: watchSpecsFor(cl.Nodes(), wl.keys), nodes: cl.Nodes(), conns: cl.conns, out: out,
+		seed: cfg.seed, pastDelayMax: pastStartDelayMax}
 	schedule := nemesis.NewSchedule(cfg.seed, cfg.timeLimit, cfg.families, clusterCount)
 	nem := &nemesis.Runner{Cluster: cl, Schedule: schedule, Start: start, Timeline: timeline}
 	fmt.Printf("seed %d: %d faults scheduled over %v (%s), %d clients at <= %.0f ops/s, %s reads\n",
@@ -299,9 +308,9 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 			if fault == "" {
 				fault = "none"
 			}
-			fmt.Printf("[%4.0fs] ops %d (ok %d, fail %d, info %d), watch msgs %d, fault: %s\n",
+			fmt.Printf("[%4.0fs] ops %d (ok %d, fail %d, info %d), watch msgs %d (resumes %d), fault: %s\n",
 				time.Since(start).Seconds(), wl.ok.Load()+wl.fail.Load()+wl.info.Load(),
-				wl.ok.Load(), wl.fail.Load(), wl.info.Load(), ws.count(), fault)
+				wl.ok.Load(), wl.fail.Load(), wl.info.Load(), ws.count(), ws.resumes.Load(), fault)
 		}
 	}
 	tick.Stop()
@@ -389,12 +398,6 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	}
 
 	return check(cfg, out, end, schedule, nem.Counts, nemErr, cl.Unexpected(), stopProblems, log, logFrom, finals)
-}
-
-func (ws *watchers) count() int64 {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	return ws.msgs
 }
 
 func writeJSON(path string, v any) error {
