@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -460,6 +461,9 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	files, _ := filepath.Glob(filepath.Join(out, "watch-*.jsonl"))
 	sort.Strings(files)
 	for _, f := range files {
+		if !watchFile.MatchString(filepath.Base(f)) {
+			return 0, harnessf("%s: not a logical watch record (watch-w<id>.jsonl); it comes from a run of an older cluster-test, whose per-node watch files this checker cannot group", f)
+		}
 		ms, err := history.ReadFile[history.WatchMsg](f)
 		if err != nil {
 			return 0, harnessf("reading %s: %w", f, err)
@@ -517,6 +521,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	windows := checker.Windows(nemEvents, end)
 	res.Watch = checker.CheckWatch(checker.GroupWatches(wmsgs), rp, windows)
 	verdict("watch", res.Watch.Valid, res.Watch.Detail)
+	fmt.Printf("%-16s %s\n", "", watchResumes(res.Watch))
 	res.Processes = processResult{Valid: len(unexpected) == 0, Unexpected: unexpected, Shutdown: shutdown}
 	res.Processes.Detail = "no node exited on its own"
 	if !res.Processes.Valid {
@@ -570,6 +575,33 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 		fmt.Println("VALID")
 	}
 	return code, nil
+}
+
+// watchFile names the record of one logical watch.
+var watchFile = regexp.MustCompile(`^watch-w[0-9]+\.jsonl$`)
+
+// watchResumes is the summary line of the watch checker's resumes: in
+// total, by the fault during which the stream before ended, and per watch.
+func watchResumes(r checker.WatchResult) string {
+	var kinds []string
+	for k := range r.ResumesByFault {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var by []string
+	for _, k := range kinds {
+		by = append(by, fmt.Sprintf("%s=%d", k, r.ResumesByFault[k]))
+	}
+	var per []string
+	for _, w := range r.PerWatch {
+		p := fmt.Sprintf("w%d=%d", w.ID, w.Resumes)
+		if w.Ended != "" {
+			p += "(ended: " + w.Ended + ")"
+		}
+		per = append(per, p)
+	}
+	return fmt.Sprintf("resumes: %d (by fault: %s; per watch: %s), raw duplicates dropped: %d, ended by compaction: %d",
+		r.Resumes, strings.Join(by, " "), strings.Join(per, " "), r.Dropped, r.Compacted)
 }
 
 // savedNode is one node's entry in final.json.

@@ -347,3 +347,13 @@ func TestWatchersEndTheWatchAtCompaction(t *testing.T) {
 		t.Fatalf("creates after the compaction: %v", got)
 	}
 }
+
+func TestWatchResumesLineGivesTotalsByFaultAndPerWatch(t *testing.T) {
+	r := checker.WatchResult{Resumes: 3, Dropped: 2, Compacted: 1,
+		ResumesByFault: map[string]int{"pause-leader": 1, "kill-one": 2},
+		PerWatch:       []checker.WatchSummary{{ID: 0, Resumes: 3}, {ID: 4, Ended: checker.EndCompacted}}}
+	want := "resumes: 3 (by fault: kill-one=2 pause-leader=1; per watch: w0=3 w4=0(ended: compacted)), raw duplicates dropped: 2, ended by compaction: 1"
+	if got := watchResumes(r); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
