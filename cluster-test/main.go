@@ -7,7 +7,7 @@
 //  1. linearizable     porcupine, per key, with put/get/delete/cas
 //  2. no-lost-writes   acknowledged writes survive on every node
 //  3. convergence      same fsm_index and data digest everywhere
-//  4. watch            ordered, unique, reliable, prev_value, bookmarkable...
+//  4. watch            ordered, unique, reliable... per watch across resumes
 //  5. availability     ok/fail/info per fault window (a report)
 //
 // Usage (as root, from the repository root):
@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -200,6 +201,14 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 		os.Remove(filepath.Join(out, fmt.Sprintf("n%d.log", i))) // fresh logs per run; appended across restarts
 	}
 	os.Remove(filepath.Join(out, "linearizability.html"))
+	// The checker reads every watch-*.jsonl: none may be left from an
+	// earlier run (which may have had other watches or another naming).
+	stale, _ := filepath.Glob(filepath.Join(out, "watch-*.jsonl"))
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil {
+			return 0, err
+		}
+	}
 
 	binary := cfg.binary
 	if binary == "" {
@@ -269,7 +278,8 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	}
 	wl := &workload{start: start, hist: hist, nodes: eps, keys: workloadKeys(), consistency: cfg.consistency,
 		opTimeout: cfg.opTimeout, concurrency: cfg.concurrency, seed: cfg.seed}
-	ws := &watchers{start: start, specs: watchSpecsFor(cl.Nodes(), wl.keys), conns: cl.conns, out: out}
+	ws := &watchers{start: start, specs: watchSpecsFor(cl.Nodes(), wl.keys), nodes: cl.Nodes(), conns: cl.conns, out: out,
+		seed: cfg.seed, pastDelayMax: pastStartDelayMax}
 	schedule := nemesis.NewSchedule(cfg.seed, cfg.timeLimit, cfg.families, clusterCount)
 	nem := &nemesis.Runner{Cluster: cl, Schedule: schedule, Start: start, Timeline: timeline}
 	fmt.Printf("seed %d: %d faults scheduled over %v (%s), %d clients at <= %.0f ops/s, %s reads\n",
@@ -299,9 +309,9 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 			if fault == "" {
 				fault = "none"
 			}
-			fmt.Printf("[%4.0fs] ops %d (ok %d, fail %d, info %d), watch msgs %d, fault: %s\n",
+			fmt.Printf("[%4.0fs] ops %d (ok %d, fail %d, info %d), watch msgs %d (resumes %d), fault: %s\n",
 				time.Since(start).Seconds(), wl.ok.Load()+wl.fail.Load()+wl.info.Load(),
-				wl.ok.Load(), wl.fail.Load(), wl.info.Load(), ws.count(), fault)
+				wl.ok.Load(), wl.fail.Load(), wl.info.Load(), ws.count(), ws.resumes.Load(), fault)
 		}
 	}
 	tick.Stop()
@@ -391,12 +401,6 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	return check(cfg, out, end, schedule, nem.Counts, nemErr, cl.Unexpected(), stopProblems, log, logFrom, finals)
 }
 
-func (ws *watchers) count() int64 {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	return ws.msgs
-}
-
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -430,7 +434,6 @@ type results struct {
 	FailedChecks   []string                   `json:"failed_checks,omitempty"`
 	UndecidedCheck []string                   `json:"undecided_checks,omitempty"`
 	Notes          []string                   `json:"notes,omitempty"`
-	Watchers       map[string]map[string]int  `json:"watch_streams"`
 	Extra          map[string]json.RawMessage `json:"-"`
 }
 
@@ -458,6 +461,9 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	files, _ := filepath.Glob(filepath.Join(out, "watch-*.jsonl"))
 	sort.Strings(files)
 	for _, f := range files {
+		if !watchFile.MatchString(filepath.Base(f)) {
+			return 0, harnessf("%s: not a logical watch record (watch-w<id>.jsonl); it comes from a run of an older cluster-test, whose per-node watch files this checker cannot group", f)
+		}
 		ms, err := history.ReadFile[history.WatchMsg](f)
 		if err != nil {
 			return 0, harnessf("reading %s: %w", f, err)
@@ -472,7 +478,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	res := results{Seed: cfg.seed, TimeLimit: cfg.timeLimit.String(), Nemesis: cfg.nemesis,
 		Consistency: strings.ToLower(cfg.consistency.String()), Concurrency: cfg.concurrency, Rate: cfg.rate,
 		Faults: faults, Schedule: schedule, LogFrom: logFrom, LogFirstIndex: rp.FirstIndex, LogLastIndex: rp.LastIndex,
-		Ops: map[string]map[string]int{}, Watchers: map[string]map[string]int{}}
+		Ops: map[string]map[string]int{}}
 	if nemErr != nil {
 		res.NemesisErrors = nemErr.Error()
 	}
@@ -512,17 +518,10 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	verdict("no-lost-writes", res.NoLostWrites.Valid, res.NoLostWrites.Detail)
 	res.Convergence = checker.CheckConvergence(finals, rp)
 	verdict("convergence", res.Convergence.Valid, res.Convergence.Detail)
-	streams := checker.GroupStreams(wmsgs)
-	for _, s := range streams {
-		k := fmt.Sprintf("%s/w%d", s.Node, s.Watcher)
-		if res.Watchers[k] == nil {
-			res.Watchers[k] = map[string]int{}
-		}
-		res.Watchers[k]["streams"]++
-		res.Watchers[k]["messages"] += len(s.Msgs)
-	}
-	res.Watch = checker.CheckWatch(streams, rp)
+	windows := checker.Windows(nemEvents, end)
+	res.Watch = checker.CheckWatch(checker.GroupWatches(wmsgs), rp, windows)
 	verdict("watch", res.Watch.Valid, res.Watch.Detail)
+	fmt.Printf("%-16s %s\n", "", watchResumes(res.Watch))
 	res.Processes = processResult{Valid: len(unexpected) == 0, Unexpected: unexpected, Shutdown: shutdown}
 	res.Processes.Detail = "no node exited on its own"
 	if !res.Processes.Valid {
@@ -533,7 +532,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	}
 	verdict("processes", res.Processes.Valid, res.Processes.Detail)
 
-	windows, table := checker.Availability(ops, checker.Windows(nemEvents, end))
+	windows, table := checker.Availability(ops, windows)
 	res.Availability = windows
 	fmt.Printf("\navailability per window (a report, not a check):\n%s", table)
 	fmt.Printf("faults injected: %v\n", faults)
@@ -576,6 +575,33 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 		fmt.Println("VALID")
 	}
 	return code, nil
+}
+
+// watchFile names the record of one logical watch.
+var watchFile = regexp.MustCompile(`^watch-w[0-9]+\.jsonl$`)
+
+// watchResumes is the summary line of the watch checker's resumes: in
+// total, by the fault during which the stream before ended, and per watch.
+func watchResumes(r checker.WatchResult) string {
+	var kinds []string
+	for k := range r.ResumesByFault {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var by []string
+	for _, k := range kinds {
+		by = append(by, fmt.Sprintf("%s=%d", k, r.ResumesByFault[k]))
+	}
+	var per []string
+	for _, w := range r.PerWatch {
+		p := fmt.Sprintf("w%d=%d", w.ID, w.Resumes)
+		if w.Ended != "" {
+			p += "(ended: " + w.Ended + ")"
+		}
+		per = append(per, p)
+	}
+	return fmt.Sprintf("resumes: %d (by fault: %s; per watch: %s), raw duplicates dropped: %d, ended by compaction: %d",
+		r.Resumes, strings.Join(by, " "), strings.Join(per, " "), r.Dropped, r.Compacted)
 }
 
 // savedNode is one node's entry in final.json.

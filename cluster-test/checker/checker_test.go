@@ -301,42 +301,128 @@ func wm(typ string, key string, rev uint64, value, prev string) history.WatchMsg
 	return history.WatchMsg{Type: typ, Key: key, Revision: rev, Value: value, PrevValue: prev, HasPrev: prev != ""}
 }
 
+func created(rev uint64) history.WatchMsg  { return wm(MsgCreated, "", rev, "", "") }
+func progress(rev uint64) history.WatchMsg { return wm(MsgProgress, "", rev, "", "") }
+
+// wb writes the records of one logical watch the way the watcher does: OPEN
+// or RESUME starts a stream, got records messages it received and
+// delivered, hid ones it received and did not deliver (dropped duplicates,
+// the CREATED of a resumed stream, a CANCELED it resumes after).
+type wb struct {
+	key    string
+	prefix bool
+	recs   []history.WatchMsg
+	stream int
+	node   string
+	t      int64
+}
+
+func newWB(key string, prefix bool) *wb { return &wb{key: key, prefix: prefix, stream: -1} }
+
+func (b *wb) rec(m history.WatchMsg) {
+	b.t++
+	m.Watcher, m.Stream, m.Node, m.Time = 1, b.stream, b.node, b.t
+	b.recs = append(b.recs, m)
+}
+
+func (b *wb) start(typ, node string, startRev uint64) *wb {
+	b.stream++
+	b.node = node
+	b.rec(history.WatchMsg{Type: typ, Key: b.key, Prefix: b.prefix, PrevKV: true, StartRevision: startRev})
+	return b
+}
+
+func (b *wb) open(node string, startRev uint64) *wb   { return b.start(MsgOpen, node, startRev) }
+func (b *wb) resume(node string, startRev uint64) *wb { return b.start(MsgResume, node, startRev) }
+func (b *wb) brk() *wb                                { b.rec(history.WatchMsg{Type: MsgError, Error: "EOF"}); return b }
+func (b *wb) at(t int64) *wb                          { b.t = t - 1; return b }
+
+func (b *wb) got(ms ...history.WatchMsg) *wb {
+	for _, m := range ms {
+		m.Delivered = true
+		b.rec(m)
+	}
+	return b
+}
+
+func (b *wb) hid(ms ...history.WatchMsg) *wb {
+	for _, m := range ms {
+		b.rec(m)
+	}
+	return b
+}
+
+func (b *wb) end(why string) *wb { b.rec(history.WatchMsg{Type: MsgEnd, Error: why}); return b }
+
+func (b *wb) watches() []Watch { return GroupWatches(b.recs) }
+
+// wantRules fails unless res is valid when rules is empty, or reports a
+// violation of each "<level>/<rule>" in rules and none at a level rules
+// does not name.
+func wantRules(t *testing.T, res WatchResult, rules ...string) {
+	t.Helper()
+	if len(rules) == 0 {
+		if !res.Valid {
+			t.Fatalf("want valid: %+v", res.Violations)
+		}
+		return
+	}
+	levels := map[string]bool{}
+	for _, r := range rules {
+		levels[strings.SplitN(r, "/", 2)[0]] = true
+		if res.ByRule[r] == 0 {
+			t.Errorf("want a %s violation, got %v: %+v", r, res.ByRule, res.Violations)
+		}
+	}
+	for r := range res.ByRule {
+		if !levels[strings.SplitN(r, "/", 2)[0]] {
+			t.Errorf("unexpected %s violation: %+v", r, res.Violations)
+		}
+	}
+}
+
+func both(rule string) []string { return []string{LevelRaw + "/" + rule, LevelLogical + "/" + rule} }
+
+// TestWatch: one stream whose every message the watcher delivered; each
+// anomaly is one the server made, so both levels see it.
 func TestWatch(t *testing.T) {
-	created := wm(MsgCreated, "", 1, "", "")
 	tests := []struct {
 		name   string
 		prefix bool
 		msgs   []history.WatchMsg
-		rule   string // "" = valid
+		rules  []string // none = valid
 	}{
 		{"complete exact-key stream with prev values holds every guarantee", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), wm(MsgProgress, "", 4, "", ""),
-			wm(MsgDelete, k, 5, "", "b"), wm(MsgPut, k, 6, "c", ""), wm(MsgProgress, "", 6, "", ""), wm(MsgCanceled, "", 0, "", "")}, ""},
+			created(1), wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), progress(4),
+			wm(MsgDelete, k, 5, "", "b"), wm(MsgPut, k, 6, "c", ""), progress(6)}, nil},
 		{"complete prefix stream holds every guarantee", true, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), wm(MsgPut, "/jepsen/k1", 4, "x", ""),
-			wm(MsgDelete, k, 5, "", "b"), wm(MsgPut, k, 6, "c", "")}, ""},
+			created(1), wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), wm(MsgPut, "/jepsen/k1", 4, "x", ""),
+			wm(MsgDelete, k, 5, "", "b"), wm(MsgPut, k, 6, "c", "")}, nil},
 		{"stream that ends early is not missing later events", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", "")}, ""},
+			created(1), wm(MsgPut, k, 2, "a", "")}, nil},
 		{"gap: a committed event inside the window is missing", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgDelete, k, 5, "", "b")}, RuleReliable},
+			created(1), wm(MsgPut, k, 2, "a", ""), wm(MsgDelete, k, 5, "", "b")}, both(RuleReliable)},
 		{"gap: progress past a committed event that was never sent", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgProgress, "", 4, "", "")}, RuleReliable},
+			created(1), wm(MsgPut, k, 2, "a", ""), progress(4)}, both(RuleReliable)},
 		{"duplicate: the same revision and key delivered twice", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), wm(MsgPut, k, 3, "b", "a")}, RuleUnique},
+			created(1), wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), wm(MsgPut, k, 3, "b", "a")}, both(RuleUnique)},
 		{"reordered: revisions go down", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 3, "b", "a"), wm(MsgPut, k, 2, "a", "")}, RuleOrdered},
+			created(1), wm(MsgPut, k, 3, "b", "a"), wm(MsgPut, k, 2, "a", "")}, both(RuleOrdered)},
 		{"wrong prev_value: not the value at revision-1", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "zzz")}, RulePrevValue},
+			created(1), wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "zzz")}, both(RulePrevValue)},
 		{"event below an earlier progress revision", false, []history.WatchMsg{
-			created, wm(MsgProgress, "", 3, "", ""), wm(MsgPut, k, 3, "b", "a")}, RuleBookmark},
+			created(1), progress(3), wm(MsgPut, k, 3, "b", "a")}, append(both(RuleBookmark), both(RuleReliable)...)},
 		{"event at or below the CREATED revision", false, []history.WatchMsg{
-			wm(MsgCreated, "", 3, "", ""), wm(MsgPut, k, 3, "b", "a")}, RuleBookmark},
+			created(3), wm(MsgPut, k, 3, "b", "a")}, both(RuleBookmark)},
 		{"progress revisions go down", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), wm(MsgProgress, "", 4, "", ""), wm(MsgProgress, "", 3, "", "")}, RuleProgress},
-		{"message after CANCELED", false, []history.WatchMsg{
-			created, wm(MsgCanceled, "", 0, "", ""), wm(MsgPut, k, 2, "a", "")}, RuleCanceled},
+			created(1), wm(MsgPut, k, 2, "a", ""), wm(MsgPut, k, 3, "b", "a"), progress(4), progress(3)}, both(RuleProgress)},
+		{"message after CANCELED (which a watcher must not deliver either)", false, []history.WatchMsg{
+			created(1), wm(MsgCanceled, "", 0, "", ""), wm(MsgPut, k, 2, "a", "")},
+			[]string{LevelRaw + "/" + RuleCanceled, LevelLogical + "/" + RuleSurvives}},
+		{"CREATED that is not the first message", false, []history.WatchMsg{
+			progress(1), created(1)}, both(RuleCreated)},
 		{"event that was never committed", false, []history.WatchMsg{
-			created, wm(MsgPut, k, 2, "zzz", "")}, RuleValid},
+			created(1), wm(MsgPut, k, 2, "zzz", "")}, both(RuleValid)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -344,32 +430,162 @@ func TestWatch(t *testing.T) {
 			if tc.prefix {
 				key = "/jepsen/"
 			}
-			s := Stream{Node: "n1", Key: key, Prefix: tc.prefix, PrevKV: true, Msgs: tc.msgs}
-			res := CheckWatch([]Stream{s}, watchLog(t))
-			if tc.rule == "" {
-				if !res.Valid {
-					t.Fatalf("want valid: %+v", res.Violations)
-				}
-				return
-			}
-			if res.Valid || res.ByRule[tc.rule] == 0 {
-				t.Fatalf("want a %s violation, got %+v", tc.rule, res.Violations)
-			}
+			b := newWB(key, tc.prefix).open("n1", 0).got(tc.msgs...)
+			wantRules(t, CheckWatch(b.watches(), watchLog(t), nil), tc.rules...)
 		})
 	}
 }
 
-func TestGroupStreamsSeparatesReopenedStreams(t *testing.T) {
-	msgs := []history.WatchMsg{
-		{Node: "n1", Stream: 0, Type: MsgOpen, Key: k},
-		{Node: "n1", Stream: 0, Type: MsgCreated, Revision: 1},
-		{Node: "n1", Stream: 0, Type: MsgError, Error: "EOF"},
-		{Node: "n1", Stream: 1, Type: MsgOpen, Key: "/jepsen/", Prefix: true, PrevKV: true},
-		{Node: "n1", Stream: 1, Type: MsgCreated, Revision: 7},
+const k1 = "/jepsen/k1"
+
+// resumeLog: k put a at 2; k put b and k1 put x share revision 3; k deleted
+// at 4; k1 put y at 5; k put c at 6.
+func resumeLog(t *testing.T) *Replay {
+	return mustReplay(t, put(2, k, "a"),
+		LogEntry{Index: 3, Type: "command", Ops: []LogOp{{Kind: LogPut, Key: k, Value: "b"}, {Kind: LogPut, Key: k1, Value: "x"}}},
+		del(4, k), put(5, k1, "y"), put(6, k, "c"))
+}
+
+var (
+	putA  = wm(MsgPut, k, 2, "a", "")
+	putB  = wm(MsgPut, k, 3, "b", "a")
+	putX  = wm(MsgPut, k1, 3, "x", "")
+	delK  = wm(MsgDelete, k, 4, "", "b")
+	putY  = wm(MsgPut, k1, 5, "y", "x")
+	putC  = wm(MsgPut, k, 6, "c", "")
+	noLdr = history.WatchMsg{Type: MsgCanceled, Reason: "no leader", Code: 14}
+)
+
+func compacted(oldest uint64) history.WatchMsg {
+	return history.WatchMsg{Type: MsgCanceled, Reason: "compacted", Code: CodeOutOfRange, CompactRevision: oldest}
+}
+
+// TestWatchAcrossResumes: prefix watches (prev_kv) over resumeLog whose
+// streams break and resume; each anomaly is planted at a resume.
+func TestWatchAcrossResumes(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func(b *wb)
+		rules []string // none = valid
+	}{
+		{"resumed history: mid-revision break, duplicate dropped, roaming over three nodes", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, putB).brk()
+			b.resume("n2", 3).hid(created(2), putB).got(putX, progress(3), delK, progress(4)).brk()
+			b.resume("n3", 5).hid(created(4)).got(putY, putC, progress(6))
+		}, nil},
+		{"resume after a CANCELED (no leader) the watcher did not deliver", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, progress(2)).hid(noLdr).brk()
+			b.resume("n2", 3).hid(created(2)).got(putB, putX, delK, putY, putC, progress(6))
+		}, nil},
+		{"gap: the resumed stream starts one revision after the start_revision it asked for", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, progress(2)).brk()
+			b.resume("n2", 3).hid(created(2)).got(delK, progress(4))
+		}, both(RuleReliable)},
+		{"gap: the watcher resumes one revision too late", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, progress(2)).brk()
+			b.resume("n2", 4).hid(created(3)).got(delK, progress(4))
+		}, []string{LevelLogical + "/" + RuleReliable}},
+		{"duplicate: an event delivered before the break is delivered again after it", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, putB).brk()
+			b.resume("n2", 3).hid(created(2)).got(putB, putX, progress(3))
+		}, []string{LevelLogical + "/" + RuleUnique}},
+		{"raw stream sends an event below the start_revision it was asked for (dropped)", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, putB, putX, progress(3)).brk()
+			b.resume("n2", 4).hid(created(3), putX).got(delK, progress(4))
+		}, []string{LevelRaw + "/" + RuleStartRevision}},
+		{"raw stream reports CREATED past the start_revision it was asked for", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, putB, putX, progress(3)).brk()
+			b.resume("n2", 4).hid(created(4)).got(putY, progress(5))
+		}, []string{LevelRaw + "/" + RuleStartRevision, LevelRaw + "/" + RuleReliable, LevelLogical + "/" + RuleReliable}},
+		{"PROGRESS goes down across a resume", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, putB, putX, delK, progress(4)).brk()
+			b.resume("n2", 5).hid(created(4)).got(progress(3))
+		}, []string{LevelRaw + "/" + RuleStartRevision, LevelLogical + "/" + RuleProgress}},
+		{"event at or below a PROGRESS delivered before the break", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, putB, putX, progress(3)).brk()
+			b.resume("n2", 3).hid(created(2), putB).got(putX, delK)
+		}, []string{LevelLogical + "/" + RuleBookmark, LevelLogical + "/" + RuleUnique}},
+		{"past start: history replayed from start_revision", func(b *wb) {
+			b.open("n1", 3).got(created(2), putB, putX).brk()
+			b.resume("n2", 3).hid(created(2), putB, putX).got(delK, putY, putC, progress(6))
+		}, nil},
+		{"past start: an event below start_revision delivered", func(b *wb) {
+			b.open("n1", 3).got(created(2), putA, putB, putX, progress(3))
+		}, []string{LevelRaw + "/" + RuleStartRevision, LevelLogical + "/" + RuleBookmark, LevelRaw + "/" + RuleBookmark}},
+		{"compaction ends the watch when history lost the revision it needed", func(b *wb) {
+			b.open("n1", 3).got(created(2), putB, putX).brk()
+			b.resume("n2", 3).got(compacted(4)).brk().end(EndCompacted)
+		}, nil},
+		{"compaction CANCELED while history still held the revision needed", func(b *wb) {
+			b.open("n1", 3).got(created(2), putB, putX).brk()
+			b.resume("n2", 3).got(compacted(3)).brk().end(EndCompacted)
+		}, []string{LevelLogical + "/" + RuleCompaction}},
+		{"a resume after the compaction that ended the watch", func(b *wb) {
+			b.open("n1", 3).got(created(2), putB, putX).brk()
+			b.resume("n2", 3).got(compacted(4)).brk()
+			b.resume("n3", 4).hid(created(3)).got(delK, progress(4))
+		}, []string{LevelLogical + "/" + RuleCompactionEnds}},
+		{"a CANCELED other than compaction delivered instead of resuming", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA, noLdr).brk()
+		}, []string{LevelLogical + "/" + RuleSurvives}},
+		{"a watcher that gave up", func(b *wb) {
+			b.open("n1", 0).got(created(1), putA).brk().end("gave up after 5000 streams")
+		}, []string{LevelLogical + "/" + RuleSurvives}},
 	}
-	ss := GroupStreams(msgs)
-	if len(ss) != 2 || ss[0].Key != k || !ss[1].Prefix || !ss[1].PrevKV || len(ss[1].Msgs) != 1 {
-		t.Fatalf("got %+v", ss)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newWB("/jepsen/", true)
+			tc.build(b)
+			wantRules(t, CheckWatch(b.watches(), resumeLog(t), nil), tc.rules...)
+		})
+	}
+}
+
+func TestWatchCountsResumesDuplicatesAndFaults(t *testing.T) {
+	b := newWB("/jepsen/", true)
+	b.open("n1", 0).got(created(1), putA, putB).at(15).brk()
+	b.at(16).resume("n2", 3).hid(created(2), putB).got(putX, progress(3)).at(40).brk()
+	b.at(41).resume("n3", 4).hid(created(3)).got(delK, putY, putC, progress(6))
+	windows := []Window{{Kind: "healthy", Start: 0, End: 10}, {Kind: "kill-one", Start: 10, End: 20}, {Kind: "healthy", Start: 20, End: 30}}
+	res := CheckWatch(b.watches(), resumeLog(t), windows)
+	if !res.Valid {
+		t.Fatalf("want valid: %+v", res.Violations)
+	}
+	if res.Resumes != 2 || res.Dropped != 1 || res.Events != 6 || res.RawEvents != 7 || res.Streams != 3 {
+		t.Fatalf("resumes=%d dropped=%d events=%d raw=%d streams=%d", res.Resumes, res.Dropped, res.Events, res.RawEvents, res.Streams)
+	}
+	if res.ResumesByFault["kill-one"] != 1 || res.ResumesByFault["final"] != 1 {
+		t.Fatalf("resumes by fault %v", res.ResumesByFault)
+	}
+	s := res.PerWatch[0]
+	if s.Start != 2 || s.Resumes != 2 || s.Dropped != 1 || s.PerNode["n2"] != 1 || s.Ended != "" {
+		t.Fatalf("summary %+v", s)
+	}
+}
+
+func TestGroupWatchesFollowsOneWatchAcrossStreamsAndNodes(t *testing.T) {
+	msgs := []history.WatchMsg{
+		{Watcher: 1, Node: "n1", Stream: 0, Type: MsgOpen, Key: k, PrevKV: true, StartRevision: 7},
+		{Watcher: 2, Node: "n3", Stream: 0, Type: MsgOpen, Key: "/jepsen/", Prefix: true, Roaming: true},
+		{Watcher: 1, Node: "n1", Stream: 0, Type: MsgCreated, Revision: 6},
+		{Watcher: 1, Node: "n1", Stream: 0, Type: MsgError, Error: "EOF"},
+		{Watcher: 1, Node: "n2", Stream: 1, Type: MsgResume, Key: k, PrevKV: true, StartRevision: 9},
+		{Watcher: 1, Node: "n2", Stream: 1, Type: MsgCreated, Revision: 8},
+		{Watcher: 2, Node: "n3", Stream: 0, Type: MsgCreated, Revision: 3},
+	}
+	ws := GroupWatches(msgs)
+	if len(ws) != 2 {
+		t.Fatalf("got %d watches", len(ws))
+	}
+	w := ws[0]
+	if w.Key != k || !w.PrevKV || w.StartRevision != 7 || len(w.Streams) != 2 || len(w.Records) != 5 {
+		t.Fatalf("watch 1: %+v", w)
+	}
+	if s := w.Streams[1]; !s.Resume || s.Node != "n2" || s.StartRevision != 9 || len(s.Msgs) != 1 {
+		t.Fatalf("stream 1: %+v", s)
+	}
+	if !ws[1].Prefix || !ws[1].Roaming || len(ws[1].Streams) != 1 {
+		t.Fatalf("watch 2: %+v", ws[1])
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package history records what the cluster test did and saw: one JSON line per
 // operation invocation and per completion (history.jsonl), one per watch
-// message (watch-<node>-<n>.jsonl), one per nemesis transition (nemesis.jsonl).
+// message (watch-w<id>.jsonl), one per nemesis transition (nemesis.jsonl).
 // All times are monotonic nanoseconds since the start of the test.
 package history
 
@@ -169,29 +169,47 @@ func Pair(events []Event) []Op {
 	return ops
 }
 
-// WatchMsg is one line of a watch-<node>-<n>.jsonl file: a message received on
-// a stream, or a marker the watcher wrote (OPEN when it opened a stream, ERROR
-// when the stream broke).
+// WatchMsg is one line of a watch-w<id>.jsonl file, the record of one
+// logical watch: every message received on any of its streams, and the
+// markers its watcher wrote (OPEN for its first stream, RESUME for each
+// reopen, ERROR when a stream ended, END when the logical watch ended).
 type WatchMsg struct {
-	Node    string `json:"node"`
-	Watcher int    `json:"watcher"`
-	Stream  int    `json:"stream"`
-	Time    int64  `json:"time"`
-	// OPEN, ERROR, or an EventType name: CREATED, PUT, DELETE, PROGRESS, CANCELED.
+	// Node serving the stream the record belongs to.
+	Node string `json:"node"`
+	// Watcher identifies the logical watch (one per spec, for the whole run).
+	Watcher int `json:"watcher"`
+	// Stream is the connection number within the logical watch, from 0.
+	Stream int   `json:"stream"`
+	Time   int64 `json:"time"`
+	// OPEN, RESUME, ERROR, END, or an EventType name: CREATED, PUT, DELETE,
+	// PROGRESS, CANCELED.
 	Type string `json:"type"`
-	// OPEN: what the stream watches.
-	Key    string `json:"key,omitempty"`
-	Prefix bool   `json:"prefix,omitempty"`
-	PrevKV bool   `json:"prev_kv,omitempty"`
+	// OPEN/RESUME: what the stream watches and how it was created.
+	Key           string `json:"key,omitempty"`
+	Prefix        bool   `json:"prefix,omitempty"`
+	PrevKV        bool   `json:"prev_kv,omitempty"`
+	RequireLeader bool   `json:"require_leader,omitempty"`
+	Roaming       bool   `json:"roaming,omitempty"`
+	// OPEN/RESUME: the start_revision sent in the create (0 = from now).
+	StartRevision uint64 `json:"start_revision,omitempty"`
+	// Server messages: the watcher passed it on to its application. False on
+	// an event means it was dropped as a duplicate of one delivered before a
+	// resume; CREATED of a resumed stream and a CANCELED the watcher resumed
+	// after are not delivered either (a resuming client hides them).
+	Delivered bool `json:"delivered,omitempty"`
 	// Event fields.
-	Value     string `json:"value,omitempty"`
-	HasPrev   bool   `json:"has_prev,omitempty"`
-	PrevValue string `json:"prev_value,omitempty"`
-	Revision  uint64 `json:"revision,omitempty"`
-	Version   uint64 `json:"version,omitempty"`
-	Reason    string `json:"reason,omitempty"`
-	WatchID   uint64 `json:"watch_id,omitempty"`
-	Error     string `json:"error,omitempty"`
+	Value           string `json:"value,omitempty"`
+	HasPrev         bool   `json:"has_prev,omitempty"`
+	PrevValue       string `json:"prev_value,omitempty"`
+	Revision        uint64 `json:"revision,omitempty"`
+	Version         uint64 `json:"version,omitempty"`
+	Reason          string `json:"reason,omitempty"`
+	WatchID         uint64 `json:"watch_id,omitempty"`
+	RequestID       uint64 `json:"request_id,omitempty"`
+	Code            int32  `json:"code,omitempty"`
+	CompactRevision uint64 `json:"compact_revision,omitempty"`
+	// ERROR: why the stream ended; END: why the logical watch ended.
+	Error string `json:"error,omitempty"`
 }
 
 // NemesisEvent is one line of nemesis.jsonl.
