@@ -337,11 +337,14 @@ func newStatusCmd() *cobra.Command {
 				if g.json {
 					printJSON(map[string]any{"endpoint": ep, "id": s.Id, "role": s.Role, "leader_id": s.LeaderId,
 						"leader_addr": s.LeaderAddr, "term": s.Term, "commit_index": s.CommitIndex,
-						"applied_index": s.AppliedIndex, "fsm_index": s.FsmIndex, "watchers": s.Watchers})
+						"applied_index": s.AppliedIndex, "fsm_index": s.FsmIndex, "watchers": s.Watchers,
+						"watchers_catching_up": s.WatchersCatchingUp, "history_oldest_revision": s.HistoryOldestRevision,
+						"history_events": s.HistoryEvents, "history_bytes": s.HistoryBytes})
 					continue
 				}
-				fmt.Printf("%-18s id=%s role=%s leader=%s term=%d commit=%d applied=%d fsm=%d watchers=%d\n",
-					ep, s.Id, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex, s.FsmIndex, s.Watchers)
+				fmt.Printf("%-18s id=%s role=%s leader=%s term=%d commit=%d applied=%d fsm=%d watchers=%d (catching up %d) history_from=%d history_events=%d history_bytes=%d\n",
+					ep, s.Id, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex, s.FsmIndex, s.Watchers,
+					s.WatchersCatchingUp, s.HistoryOldestRevision, s.HistoryEvents, s.HistoryBytes)
 			}
 			if failed == len(c.Endpoints()) {
 				return exitCode{code: exitError, msg: "no endpoint answered"}
