@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,6 +28,8 @@ type watchMux struct {
 	opened chan struct{}      // closed once stream is set, or the open failed (err)
 	stream pb.Watch_WatchClient
 	sendMu sync.Mutex // grpc streams allow one sender at a time
+	// lastRecv is when the last message arrived (unix nanoseconds).
+	lastRecv atomic.Int64
 
 	mu       sync.Mutex
 	watchers map[uint64]*Watcher // server watch id -> watch
@@ -77,7 +80,50 @@ func (m *watchMux) open(ctx context.Context) {
 	m.mu.Lock()
 	m.stream = stream
 	m.mu.Unlock()
+	m.lastRecv.Store(time.Now().UnixNano())
 	go m.read()
+	go m.watchdog(ctx)
+}
+
+// A stream silent for watchQuiet gets a progress request for all its
+// watches; one still silent watchSilence after its last message is
+// treated as broken, and its watches resume elsewhere. That catches what
+// no transport error reports: a node that is paused, or cut off from the
+// client without a reset (gRPC keepalive pings come no more often than
+// every 10 s). A server answers a progress request at once, whatever its
+// heartbeat interval.
+const (
+	watchQuiet   = 2 * time.Second
+	watchSilence = 5 * time.Second
+)
+
+// watchdog fails the stream once it has been silent for watchSilence
+// while carrying watches. It ends with the stream.
+func (m *watchMux) watchdog(ctx context.Context) {
+	t := time.NewTicker(watchQuiet / 4)
+	defer t.Stop()
+	asked := int64(0) // lastRecv when progress was last requested
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		idle := len(m.watchers) == 0 && len(m.creating) == 0
+		m.mu.Unlock()
+		last := m.lastRecv.Load()
+		quiet := time.Since(time.Unix(0, last))
+		switch {
+		case idle:
+		case quiet >= watchSilence:
+			m.fail(status.Errorf(codes.Unavailable, "client: no message from %s for %v (node paused or unreachable)", m.addr, quiet.Round(time.Second)))
+			return
+		case quiet >= watchQuiet && asked != last:
+			asked = last
+			m.requestProgress(0)
+		}
+	}
 }
 
 func (m *watchMux) send(req *pb.WatchRequest) error {
@@ -146,6 +192,7 @@ func (m *watchMux) read() {
 	var out []delivery
 	for {
 		b, err := m.stream.Recv()
+		m.lastRecv.Store(time.Now().UnixNano())
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = status.Error(codes.Unavailable, "the server ended the watch stream")

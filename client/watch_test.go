@@ -647,3 +647,28 @@ func TestPosition(t *testing.T) {
 		})
 	}
 }
+
+// A node that stops answering without closing the connection (paused,
+// or cut off without a reset) is left: the watch asks for progress, gets
+// none, and resumes on the next endpoint within watchSilence.
+func TestSilentStreamResumesElsewhere(t *testing.T) {
+	a := startNode(t, plays(t, 0, msg(created(4)), msg(put(5, "/k/a"), progress(5))))
+	b := startNode(t, plays(t, 6, msg(created(5)), msg(put(6, "/k/a"))))
+	c := newClient(t, a, b)
+	w, err := c.Watch(ctxT(t), []byte("/k/"), WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	start := time.Now()
+	got := recvN(t, w, 3)
+	if want := []string{"PUT 5 /k/a", "PROGRESS 5", "PUT 6 /k/a"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if d := time.Since(start); d < watchQuiet || d > watchSilence+3*time.Second {
+		t.Fatalf("resumed after %v, want between %v and about %v", d, watchQuiet, watchSilence)
+	}
+	if w.Resumes() != 1 {
+		t.Fatalf("Resumes() = %d, want 1", w.Resumes())
+	}
+}
