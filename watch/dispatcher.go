@@ -149,50 +149,76 @@ func (d *Dispatcher) Run() {
 // the first ready one or, with block, the first to come. It reports
 // whether Stop was called and whether it handled anything.
 func (d *Dispatcher) handleNext(block bool, tick <-chan time.Time, rearm func()) (quit, handled bool) {
-	var nothing chan struct{} // nil: never ready
-	if !block {
-		nothing = closedChan
+	var b Batch
+	got := d.ready(tick, &b)
+	if got == gotNothing && block {
+		got = d.wait(tick, &b)
 	}
-	select {
-	case <-d.stop:
+	switch got {
+	case gotNothing:
+		return false, false
+	case gotStop:
 		return true, false
-	case b := <-d.queue:
+	case gotBatch:
 		d.checkLost() // a batch published after a loss: handle the loss first
 		d.deliver(&b)
 		if len(d.pending) > 0 {
 			d.serveProgress()
 		}
-	case <-d.reg.reqSignal:
+	case gotRequest:
 		d.pending = d.reg.takeRequests(d.pending)
 		d.serveProgress()
-	case <-tick:
+	case gotTick:
 		d.heartbeat()
 		rearm()
-	case <-d.reg.wake:
+	case gotWake:
 		d.woken()
-	default:
-		select {
-		case <-nothing:
-			return false, false
-		case <-d.stop:
-			return true, false
-		case b := <-d.queue:
-			d.checkLost()
-			d.deliver(&b)
-			if len(d.pending) > 0 {
-				d.serveProgress()
-			}
-		case <-d.reg.reqSignal:
-			d.pending = d.reg.takeRequests(d.pending)
-			d.serveProgress()
-		case <-tick:
-			d.heartbeat()
-			rearm()
-		case <-d.reg.wake:
-			d.woken()
-		}
 	}
 	return false, true
+}
+
+// What ready and wait found.
+const (
+	gotNothing = iota
+	gotStop
+	gotBatch
+	gotRequest
+	gotTick
+	gotWake
+)
+
+// ready returns what is ready now, without waiting (gotNothing if none).
+func (d *Dispatcher) ready(tick <-chan time.Time, b *Batch) int {
+	select {
+	case <-d.stop:
+		return gotStop
+	case *b = <-d.queue:
+		return gotBatch
+	case <-d.reg.reqSignal:
+		return gotRequest
+	case <-tick:
+		return gotTick
+	case <-d.reg.wake:
+		return gotWake
+	default:
+		return gotNothing
+	}
+}
+
+// wait returns the first of the same to come.
+func (d *Dispatcher) wait(tick <-chan time.Time, b *Batch) int {
+	select {
+	case <-d.stop:
+		return gotStop
+	case *b = <-d.queue:
+		return gotBatch
+	case <-d.reg.reqSignal:
+		return gotRequest
+	case <-tick:
+		return gotTick
+	case <-d.reg.wake:
+		return gotWake
+	}
 }
 
 // woken handles a wake-up: a catching-up watcher was registered or a
@@ -204,9 +230,6 @@ func (d *Dispatcher) woken() {
 		d.serveProgress()
 	}
 }
-
-// closedChan is always ready to receive from.
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Stop ends Run, then sends CANCELED with reason (CauseShutdown) to every
 // watcher; later registrations fail with ErrClosed. It is idempotent and
