@@ -302,6 +302,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if a.hist == nil {
 			return nil
 		}
+		// The history is complete up to here (see initHistory).
+		if err := tx.Bucket(bucketMeta).Put(keyHistApplied, u64(last)); err != nil {
+			return err
+		}
 		return f.finishHistory(tx, a.hist)
 	})
 	if err != nil {

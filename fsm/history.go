@@ -33,6 +33,12 @@ var (
 	keyHistOldest = []byte("history_oldest") // every event at or above this revision is in history
 	keyHistEvents = []byte("history_events") // records in history
 	keyHistBytes  = []byte("history_bytes")  // sum of key+value lengths of those records
+	// keyHistApplied is the applied index as of the last transaction that
+	// kept history. It differs from the applied index when a version that
+	// keeps no history applied entries to this file since (a downgrade, or
+	// an old follower that installed a newer node's snapshot): the history
+	// then has a silent gap and is rebuilt from scratch.
+	keyHistApplied = []byte("history_applied")
 )
 
 const (
@@ -187,18 +193,23 @@ func writeHistStats(tx *bolt.Tx, st histStats) error {
 // an hbase holding every live key at its mod revision, so the previous
 // values of every later event are servable. upgraded reports the latter.
 func initHistory(tx *bolt.Tx, applied uint64) (st histStats, filled int, upgraded bool, err error) {
+	meta := tx.Bucket(bucketMeta)
 	if tx.Bucket(bucketHistory) != nil {
 		if tx.Bucket(bucketHBase) == nil || tx.Bucket(bucketHIndex) == nil {
 			return histStats{}, 0, false, errors.New("history bucket without its hbase or hidx bucket")
 		}
-		st, err = readHistStats(tx)
-		if err != nil {
-			return histStats{}, 0, false, fmt.Errorf("history: %w", err)
+		if v := meta.Get(keyHistApplied); len(v) == 8 && bytesU64(v) == applied {
+			st, err = readHistStats(tx)
+			if err != nil {
+				return histStats{}, 0, false, fmt.Errorf("history: %w", err)
+			}
+			return st, 0, false, nil
 		}
-		return st, 0, false, nil
+		// Entries were applied without history since it was last kept:
+		// it has a gap. Start it afresh, as for a database without one.
 	}
-	// Leftover hidx or hbase without history cannot be trusted: rebuild.
-	for _, b := range [][]byte{bucketHIndex, bucketHBase} {
+	// Leftover history buckets cannot be trusted: rebuild.
+	for _, b := range [][]byte{bucketHistory, bucketHIndex, bucketHBase} {
 		if tx.Bucket(b) != nil {
 			if err := tx.DeleteBucket(b); err != nil {
 				return histStats{}, 0, false, err
@@ -227,7 +238,7 @@ func initHistory(tx *bolt.Tx, applied uint64) (st histStats, filled int, upgrade
 		return histStats{}, 0, false, fmt.Errorf("fill history base: %w", err)
 	}
 	st = histStats{oldest: applied + 1}
-	return st, filled, applied > 0 || filled > 0, writeHistStats(tx, st)
+	return st, filled, applied > 0 || filled > 0, errors.Join(writeHistStats(tx, st), meta.Put(keyHistApplied, u64(applied)))
 }
 
 // historyLimits are the retention bounds, defaults applied.

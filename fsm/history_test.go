@@ -805,3 +805,45 @@ func TestTwoOpsOnOneKeyInAnEntry(t *testing.T) {
 	sameEvents(t, "after compaction", readHistory(t, f, 2, 3, true), want)
 	sameEvents(t, "from 3", readHistory(t, f, 3, 3, true), want[3:])
 }
+
+// A version that keeps no history may apply entries to a file whose history
+// a newer version wrote (a downgrade, or an old follower restoring a newer
+// node's snapshot). That history has a gap: it is rebuilt on open, never
+// served with the gap.
+func TestHistoryWithAGapIsRebuilt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f, err := Open(path, nil, slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ApplyBatch([]*raft.Log{entry(t, 1, put("/k", "v1")), entry(t, 2, put("/k", "v2"))})
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The old version applies 3 and 4: kv and applied index only.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketKV).Put([]byte("/k"), encodeRecord(1, 4, 4, []byte("v4"))); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyApplied, u64(4))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f = openWith(t, path, nil, Options{})
+	if o := f.OldestRevision(); o != 5 {
+		t.Fatalf("oldest revision %d after the gap, want 5 (applied+1)", o)
+	}
+	if _, err := tryReadHistory(t, f, 3, 10, false); !errors.Is(err, watch.ErrCompacted) {
+		t.Fatalf("reading the gap: %v, want compacted", err)
+	}
+	f.ApplyBatch([]*raft.Log{entry(t, 5, put("/k", "v5"))})
+	sameEvents(t, "after the rebuild", readHistory(t, f, 0, 10, true), []hev{
+		{watch.Put, "/k", "v5", 5, 5, true, "v4"},
+	})
+}
