@@ -34,6 +34,10 @@ import (
 // maxMessageSize admits a 1 MiB value with its key and framing.
 const maxMessageSize = 1<<20 + 4<<10 + 64<<10
 
+// maxRecvSize admits the largest watch event: a 1 MiB value and its 1 MiB
+// previous value, with the key and framing.
+const maxRecvSize = 2<<20 + 4<<10 + 64<<10
+
 // retryBackoff is the pause before trying again when no leader is known.
 const retryBackoff = 50 * time.Millisecond
 
@@ -151,7 +155,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
 		// A connection attempt (TCP and HTTP/2 handshake) gives up after
 		// DialTimeout instead of gRPC's default 20 s.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.cfg.DialTimeout}),

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/raftwatch/raftwatch/client"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
@@ -337,5 +339,33 @@ func TestWatchFromPastRevision(t *testing.T) {
 	_, errOut, code := cli(t, "watch", "/past/k", "--rev", fmt.Sprint(revs[0]), "--endpoints", f.clientAddr)
 	if code != 3 || !strings.Contains(errOut, "compacted") || !strings.Contains(errOut, fmt.Sprint(ev.CompactRevision)) {
 		t.Fatalf("CLI watch below history exited %d with %q, want 3 and the oldest retained revision", code, errOut)
+	}
+}
+
+// An event whose value and previous value are both of the maximum size is
+// delivered (it once exceeded the message limit and looped forever).
+func TestLargestEventWithPrevValueIsDelivered(t *testing.T) {
+	c := startCluster(t)
+	f := c.followers()[0]
+	w, err := c.client(f.clientAddr).Watch(ctxT(t, time.Minute), []byte("/big"), client.WithPrevKV())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ch := collect(w)
+	cl := c.client()
+	a, b := bytes.Repeat([]byte("a"), 1<<20), bytes.Repeat([]byte("b"), 1<<20)
+	for _, v := range [][]byte{a, b} {
+		if _, err := cl.Put(ctxT(t, 10*time.Second), []byte("/big"), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nextData(t, ch, 10*time.Second)
+	ev := nextData(t, ch, 10*time.Second)
+	if !bytes.Equal(ev.Value, b) || !bytes.Equal(ev.PrevValue, a) {
+		t.Fatalf("second event: %d-byte value, %d-byte prev; want 1 MiB each", len(ev.Value), len(ev.PrevValue))
+	}
+	if w.Resumes() != 0 {
+		t.Fatalf("the watch resumed %d times", w.Resumes())
 	}
 }

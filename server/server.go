@@ -16,6 +16,11 @@ import (
 // MaxMessageSize admits a maximum-size value plus its key and framing.
 const MaxMessageSize = node.DefaultMaxValueSize + node.DefaultMaxKeySize + 64<<10
 
+// MaxSendSize admits the largest watch event: a maximum-size value, its
+// previous value (also maximum-size) and its key, with framing. A watch
+// batch holding such an event goes alone.
+const MaxSendSize = 2*node.DefaultMaxValueSize + node.DefaultMaxKeySize + 64<<10
+
 // Server implements the KV, Watch and Cluster services over a node.
 type Server struct {
 	pb.UnimplementedKVServer
@@ -44,7 +49,7 @@ func (s *Server) Register(g *grpc.Server) {
 // NewGRPCServer returns a grpc.Server sized for raftwatch's limits with the
 // services registered.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}, opts...)
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxSendSize)}, opts...)
 	g := grpc.NewServer(opts...)
 	s.Register(g)
 	return g
