@@ -48,6 +48,7 @@ type Watcher struct {
 	mux     *watchMux              // creating: where the create went; attached: the stream it is on
 	id      uint64                 // attached: the server's watch id
 	reqID   uint64                 // creating: the create's request_id
+	reqFrom uint64                 // creating: the create's start_revision
 	reply   chan *pb.WatchResponse // creating: gets the CREATED, the refusal, or nil if the stream broke
 	from    int                    // parked: the endpoint index the resume starts at
 	pos     position
@@ -190,6 +191,15 @@ func (w *Watcher) push(m *watchMux, r *pb.WatchResponse) {
 func (w *Watcher) createdLocked(m *watchMux, r *pb.WatchResponse) func() {
 	if w.state != creating || w.mux != m || w.reqID != r.RequestId {
 		// Its creator gave up, or the watch ended: end the orphan.
+		return func() { m.cancelWatch(r.WatchId, false) }
+	}
+	if w.reqFrom > 0 && r.Revision != w.reqFrom-1 {
+		// The node started the watch elsewhere than asked (a version
+		// that ignores start_revision starts from now): events between
+		// would be skipped silently. Refuse it; the next node is tried.
+		w.state, w.mux = connecting, nil
+		w.reply <- &pb.WatchResponse{Type: pb.EventType_CANCELED, Code: int32(codes.Unavailable),
+			Reason: fmt.Sprintf("%s started the watch after revision %d, not at the requested %d", m.addr, r.Revision, w.reqFrom)}
 		return func() { m.cancelWatch(r.WatchId, false) }
 	}
 	w.state, w.id = attached, r.WatchId

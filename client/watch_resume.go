@@ -107,7 +107,7 @@ func (w *Watcher) attempt(ctx context.Context, addr string) (*pb.WatchResponse, 
 		return nil, errWatchEnded
 	}
 	create := w.createLocked(requestIDs.Add(1))
-	w.state, w.mux, w.reqID, w.reply = creating, m, create.RequestId, reply
+	w.state, w.mux, w.reqID, w.reqFrom, w.reply = creating, m, create.RequestId, create.StartRevision, reply
 	w.mu.Unlock()
 	if err := m.sendCreate(w, create); err != nil {
 		w.abandon(m, create.RequestId) // nothing was sent: nothing can answer

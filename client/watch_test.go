@@ -271,7 +271,7 @@ func TestWatchResumesGapFreeAndDuplicateFree(t *testing.T) {
 			return plays(t, 0, msg(created(4)), msg(put(5, "/k/a")), msg(put(6, "/k/a"), progress(6)))
 		},
 		b: func(t *testing.T) script {
-			return plays(t, 7, msg(created(3)), msg(put(4, "/k/z"), put(5, "/k/a"), put(6, "/k/a"), put(7, "/k/a")))
+			return plays(t, 7, msg(created(6)), msg(put(4, "/k/z"), put(5, "/k/a"), put(6, "/k/a"), put(7, "/k/a")))
 		},
 		killAfter: 3,
 		want:      []string{"PUT 5 /k/a", "PUT 6 /k/a", "PROGRESS 6", "PUT 7 /k/a"},
@@ -671,4 +671,27 @@ func TestSilentStreamResumesElsewhere(t *testing.T) {
 	if w.Resumes() != 1 {
 		t.Fatalf("Resumes() = %d, want 1", w.Resumes())
 	}
+}
+
+// A node that starts a watch elsewhere than the start_revision asked (a
+// version that ignores the field starts from now) is not trusted: the
+// watch goes to the next node, and nothing is skipped.
+func TestCreatedAtTheWrongRevisionIsRefused(t *testing.T) {
+	a := startNode(t, func(c *pb.WatchCreate) [][]*pb.WatchResponse {
+		return [][]*pb.WatchResponse{msg(created(9)), msg(put(10, "/k"))}
+	})
+	b := startNode(t, plays(t, 6, msg(created(5)), msg(put(6, "/k"), put(10, "/k"))))
+	c := newClient(t, a, b)
+	w, err := c.Watch(ctxT(t), []byte("/k"), WithStartRevision(6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if got := recvN(t, w, 2); strings.Join(got, ",") != "PUT 6 /k,PUT 10 /k" {
+		t.Fatalf("got %q, want PUT 6 then PUT 10 from the node that honoured the start", got)
+	}
+	eventually(t, "the orphan watch on the first node to be canceled", func() bool {
+		_, cancels := a.received()
+		return len(cancels) == 1
+	})
 }

@@ -267,23 +267,28 @@ func (n *Node) monitorLeadership() {
 // leaderCheckInterval is how often watchLeaderContact looks for a leader.
 const leaderCheckInterval = 100 * time.Millisecond
 
-// watchLeaderContact cancels require-leader watchers while this node knows
-// no leader: raft forgets the leader when a follower misses heartbeats for
-// the heartbeat timeout and when a leader cannot reach a quorum within its
-// lease, so such watchers move to a node in touch with the cluster.
+// watchLeaderContact cancels require-leader watchers when this node stops
+// knowing a leader: raft forgets the leader when a follower misses
+// heartbeats for the heartbeat timeout and when a leader cannot reach a
+// quorum within its lease, so such watchers move to a node in touch with
+// the cluster. While no leader is known, new require-leader watches are
+// refused (WatchStream.Watch), so one cancel per loss is enough.
 func (n *Node) watchLeaderContact() {
 	t := time.NewTicker(leaderCheckInterval)
 	defer t.Stop()
+	hadLeader := true
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
-			if _, id := n.raft.LeaderWithID(); id == "" {
+			_, id := n.raft.LeaderWithID()
+			if id == "" && hadLeader {
 				if c := n.registry.CancelRequireLeader("this node lost touch with the leader; resume on another node"); c > 0 {
 					n.log.Warn("canceled require-leader watchers: no leader", "count", c)
 				}
 			}
+			hadLeader = id != ""
 		}
 	}
 }
