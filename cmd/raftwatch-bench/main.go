@@ -2,7 +2,7 @@
 // workloads, key and value sizes, and client/connection counts against
 // raftwatch and against etcd, one JSON line per result.
 //
-//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16
+//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16 [--label baseline]
 //	raftwatch-bench get --consistency linearizable|serializable ...
 //	raftwatch-bench watch-latency --watchers 1000 --rate 20 ...
 //	raftwatch-bench watch-throughput --watchers 1000 --put-clients 16 --put-conns 4 ...
@@ -51,6 +51,7 @@ func usage() {
 // common are the flags of every workload subcommand.
 type common struct {
 	target    string
+	label     string // recorded as the result's target; defaults to target
 	endpoints []string
 	round     int
 	out       string
@@ -61,6 +62,7 @@ func commonFlags(fs *flag.FlagSet) func() (common, error) {
 	var c common
 	var eps string
 	fs.StringVar(&c.target, "target", "", "system under test: "+targetNames())
+	fs.StringVar(&c.label, "label", "", "name recorded as the result's target (default: --target), e.g. baseline for an older raftwatch build")
 	fs.StringVar(&eps, "endpoints", "", "comma-separated client addresses (host:port) of the cluster")
 	fs.IntVar(&c.round, "round", 0, "round number recorded in the result")
 	fs.StringVar(&c.out, "out", "", "also append the JSON result line to this file")
@@ -208,5 +210,8 @@ func run(cmd string, args []string) error {
 		return err
 	}
 	r.Round = c.round
+	if c.label != "" {
+		r.Target = c.label
+	}
 	return emit(r, c.out)
 }

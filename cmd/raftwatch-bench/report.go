@@ -27,6 +27,16 @@ const (
 	targetB = "etcd"
 )
 
+// targetBaseline is raftwatch built from an older commit (bench.sh
+// --baseline): run only in the put workloads the history-cost goal is
+// about, and compared with raftwatch, never with etcd.
+const targetBaseline = "baseline"
+
+// historyCostGoal is issue 8's price of the event history: put throughput
+// at 64 clients and more stays at least 0.90 of the code before it, both
+// measured in the same run.
+var historyCostGoal = goal{workload: "put", metric: "throughput", minClients: 64, atLeast: true, ratio: 0.90}
+
 // metric is one number of a result and which direction is better.
 type metric struct {
 	name         string
@@ -167,6 +177,7 @@ func runReportCmd(args []string) error {
 	}
 	rows := buildRows(results)
 	writeTables(&md, rows, results)
+	writeBaselineTable(&md, buildBaselineRows(results))
 	if *gobench != "" {
 		writeGoBench(&md, *gobench)
 	}
@@ -264,6 +275,68 @@ func buildRows(results []Result) []row {
 		}
 	}
 	return rows
+}
+
+// buildBaselineRows pairs raftwatch (a) with the baseline build (b) for
+// every put case the baseline ran: throughput against historyCostGoal, and
+// p50 and p99 for information.
+func buildBaselineRows(results []Result) []row {
+	var cases []string
+	clients := map[string]int{}
+	for _, r := range results {
+		if r.Workload == historyCostGoal.workload && r.Target == targetBaseline && !slices.Contains(cases, r.Case) {
+			cases = append(cases, r.Case)
+			clients[r.Case] = r.Clients
+		}
+	}
+	var rows []row
+	for _, c := range cases {
+		for _, m := range []metric{mThroughput, mP50, mP99} {
+			rw := row{workload: historyCostGoal.workload, caseName: c, m: m}
+			for _, r := range results {
+				if r.Case != c {
+					continue
+				}
+				switch r.Target {
+				case targetA:
+					rw.a = append(rw.a, m.get(r))
+				case targetBaseline:
+					rw.b = append(rw.b, m.get(r))
+				}
+			}
+			if m.name == historyCostGoal.metric && clients[c] >= historyCostGoal.minClients {
+				g := historyCostGoal
+				rw.goal = &g
+			}
+			rows = append(rows, rw)
+		}
+	}
+	return rows
+}
+
+// writeBaselineTable prints the history-cost table: raftwatch against
+// raftwatch built before the event history, same run, same rounds.
+func writeBaselineTable(w io.Writer, rows []row) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### history cost (ratio = %s / %s; the baseline commit is in Settings)\n\n", targetA, targetBaseline)
+	fmt.Fprintf(w, "| case | metric | %s median | %s median | ratio | %s min–max | %s min–max | target | met |\n",
+		targetA, targetBaseline, targetA, targetBaseline)
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|---|")
+	for _, r := range rows {
+		g := ""
+		if r.goal != nil {
+			g = r.goal.String()
+		}
+		name := r.m.name
+		if r.m.unit != "" {
+			name += " (" + r.m.unit + ")"
+		}
+		fmt.Fprintf(w, "| %s | %s: %s / %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.caseName, name, targetA, targetBaseline, fmtNum(median(r.a)), fmtNum(median(r.b)), fmtNum(r.ratio()),
+			spread(r.a), spread(r.b), g, r.met())
+	}
 }
 
 func fmtNum(v float64) string {
