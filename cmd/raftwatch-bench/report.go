@@ -178,6 +178,9 @@ func runReportCmd(args []string) error {
 	rows := buildRows(results)
 	writeTables(&md, rows, results)
 	writeBaselineTable(&md, buildBaselineRows(results))
+	writeSoloTable(&md, "slow watchers (raftwatch only)",
+		"Watchers that never read, on one node, beside live watchers on the same node that read everything; RSS from /proc/PID/status (VmRSS includes bbolt's resident file pages; RssAnon does not). Not run against etcd: its slow watchers' memory grows without bound.",
+		slowRows(results), results, "slow-watchers")
 	if *gobench != "" {
 		writeGoBench(&md, *gobench)
 	}
@@ -235,6 +238,27 @@ func writeCSV(path string, results []Result) error {
 		num("ended_streams", float64(r.EndedStreams))
 		num("bytes_per_watcher", r.BytesPerWatcher)
 		num("duration_s", r.DurationS)
+		if s := r.Slow; s != nil {
+			for i := range s.RSSBefore {
+				node := fmt.Sprintf("node%d_", i)
+				if i == s.Node {
+					node = "watched_" + node
+				}
+				num(node+"rss_before_bytes", float64(s.RSSBefore[i]))
+				num(node+"rss_held_bytes", float64(s.RSSHeld[i]))
+				num(node+"rss_max_bytes", float64(s.RSSMax[i]))
+				num(node+"rss_end_bytes", float64(s.RSSEnd[i]))
+				num(node+"anon_before_bytes", float64(s.AnonBefore[i]))
+				num(node+"anon_max_bytes", float64(s.AnonMax[i]))
+				num(node+"anon_end_bytes", float64(s.AnonEnd[i]))
+			}
+			num("catching_up_at_end", float64(s.CatchingUpAtEnd))
+			num("watchers_at_end", float64(s.WatchersAtEnd))
+			num("live_missing", float64(s.LiveMissing))
+			num("live_out_of_order", float64(s.LiveOutOfOrder))
+			num("live_duplicates", float64(s.LiveDuplicates))
+			num("live_canceled", float64(s.LiveCanceled))
+		}
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -531,4 +555,136 @@ func writeChart(path string, rows []row) error {
 	p.NominalY(names...)
 	p.Add(plotter.NewGrid())
 	return p.Save(10*vg.Inch, vg.Length(1.2+0.22*float64(len(names)))*vg.Inch, path)
+}
+
+// soloRow is one line of the table of a workload only raftwatch runs: one
+// value per round, and a check where the issue sets one.
+type soloRow struct {
+	caseName, name string
+	vals           []float64
+	count          bool   // a number of things: printed without decimals
+	target         string // "" when the row only reports
+	ok             func(v float64) bool
+}
+
+func (r soloRow) fmt(v float64) string {
+	if r.count && !math.IsNaN(v) {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return fmtNum(v)
+}
+
+// counted marks a row as a count.
+func counted(r soloRow) soloRow {
+	r.count = true
+	return r
+}
+
+func (r soloRow) met() string {
+	if r.ok == nil {
+		return ""
+	}
+	if len(r.vals) == 0 {
+		return "n/a"
+	}
+	for _, v := range r.vals {
+		if !r.ok(v) {
+			return "**no**"
+		}
+	}
+	return "yes"
+}
+
+func isZero(v float64) bool { return v == 0 }
+
+const mib = 1 << 20
+
+// slowRows are the rows of the slow-watchers workload: the watched node's
+// memory, a control follower's, how many watchers were catching up, and
+// whether the live watchers were unaffected.
+func slowRows(results []Result) []soloRow {
+	var rows []soloRow
+	for _, c := range casesOf(results, "slow-watchers") {
+		var runs []Result
+		for _, r := range results {
+			if r.Case == c && r.Slow != nil {
+				runs = append(runs, r)
+			}
+		}
+		per := func(name string, f func(r Result, s *SlowWatchers) float64) soloRow {
+			row := soloRow{caseName: c, name: name}
+			for _, r := range runs {
+				row.vals = append(row.vals, f(r, r.Slow))
+			}
+			return row
+		}
+		at := func(v []int64, i int) float64 {
+			if i < 0 || i >= len(v) {
+				return math.NaN()
+			}
+			return float64(v[i])
+		}
+		rows = append(rows,
+			per("puts/s (writer)", func(r Result, _ *SlowWatchers) float64 { return r.PutsPerS }),
+			per("watched node RSS before the watchers (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSBefore, s.Node) / mib }),
+			per("watched node RSS with the watchers, before any put (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSHeld, s.Node) / mib }),
+			per("watched node RSS max (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSMax, s.Node) / mib }),
+			per("watched node RSS max − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.RSSMax, s.Node) - at(s.RSSBefore, s.Node)) / mib
+			}),
+			per("watched node RSS at the end (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSEnd, s.Node) / mib }),
+			per("watched node RSS at the end − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.RSSEnd, s.Node) - at(s.RSSBefore, s.Node)) / mib
+			}),
+			per("watched node RssAnon max − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.AnonMax, s.Node) - at(s.AnonBefore, s.Node)) / mib
+			}),
+			per("control follower (no watchers) RSS max − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.RSSMax, s.Control()) - at(s.RSSBefore, s.Control())) / mib
+			}),
+			counted(per("watchers catching up at the end", func(_ Result, s *SlowWatchers) float64 { return float64(s.CatchingUpAtEnd) })),
+			counted(per("watchers registered at the end", func(_ Result, s *SlowWatchers) float64 { return float64(s.WatchersAtEnd) })),
+			per("live watchers: p99 latency (ms)", func(r Result, _ *SlowWatchers) float64 { return r.P99Ms }),
+		)
+		live := per("live watchers: puts missing, out of order, twice, CANCELED or stream ended", func(r Result, s *SlowWatchers) float64 {
+			return float64(s.LiveMissing + s.LiveOutOfOrder + s.LiveDuplicates + s.LiveCanceled + int64(r.EndedStreams))
+		})
+		live.count, live.target, live.ok = true, "0", isZero
+		rows = append(rows, live)
+	}
+	return rows
+}
+
+func casesOf(results []Result, workload string) []string {
+	var cases []string
+	for _, r := range results {
+		if r.Workload == workload && !slices.Contains(cases, r.Case) {
+			cases = append(cases, r.Case)
+		}
+	}
+	return cases
+}
+
+// writeSoloTable prints a workload only raftwatch runs, and under it the
+// errors of its runs.
+func writeSoloTable(w io.Writer, title, note string, rows []soloRow, results []Result, workload string) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### %s\n\n%s\n\n", title, note)
+	fmt.Fprintln(w, "| case | metric | median | min–max | target | met |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---|---|")
+	for _, r := range rows {
+		minMax := "–"
+		if len(r.vals) > 0 {
+			minMax = r.fmt(slices.Min(r.vals)) + "–" + r.fmt(slices.Max(r.vals))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.caseName, r.name, r.fmt(median(r.vals)), minMax, r.target, r.met())
+	}
+	for _, res := range results {
+		if res.Workload == workload && (res.Errors > 0 || res.FirstError != "") {
+			fmt.Fprintf(w, "\n- %s, round %d: %d errors (first: %s)", res.Case, res.Round, res.Errors, res.FirstError)
+		}
+	}
+	fmt.Fprintln(w)
 }
