@@ -181,6 +181,9 @@ func runReportCmd(args []string) error {
 	writeSoloTable(&md, "slow watchers (raftwatch only)",
 		"Watchers that never read, on one node, beside live watchers on the same node that read everything; RSS from /proc/PID/status (VmRSS includes bbolt's resident file pages; RssAnon does not). Not run against etcd: its slow watchers' memory grows without bound.",
 		slowRows(results), results, "slow-watchers")
+	writeSoloTable(&md, "watch resume (raftwatch only)",
+		"Go-client watchers on one follower (listed first of three endpoints), kill -9 of that follower; latency per watcher from the kill to its first delivered put that was sent after the kill.",
+		resumeRows(results), results, "watch-resume")
 	if *gobench != "" {
 		writeGoBench(&md, *gobench)
 	}
@@ -258,6 +261,14 @@ func writeCSV(path string, results []Result) error {
 			num("live_out_of_order", float64(s.LiveOutOfOrder))
 			num("live_duplicates", float64(s.LiveDuplicates))
 			num("live_canceled", float64(s.LiveCanceled))
+		}
+		if w := r.Resume; w != nil {
+			num("resumes", float64(w.Resumes))
+			num("watchers_resumed", float64(w.WatchersResumed))
+			num("never_after_kill", float64(w.NeverAfterKill))
+			num("missing", float64(w.Missing))
+			num("out_of_order", float64(w.OutOfOrder))
+			num("duplicates", float64(w.Duplicates))
 		}
 	}
 	w.Flush()
@@ -651,6 +662,40 @@ func slowRows(results []Result) []soloRow {
 		})
 		live.count, live.target, live.ok = true, "0", isZero
 		rows = append(rows, live)
+	}
+	return rows
+}
+
+// resumeRows are the rows of the watch-resume workload.
+func resumeRows(results []Result) []soloRow {
+	var rows []soloRow
+	for _, c := range casesOf(results, "watch-resume") {
+		var runs []Result
+		for _, r := range results {
+			if r.Case == c && r.Resume != nil {
+				runs = append(runs, r)
+			}
+		}
+		per := func(name string, f func(r Result, w *WatchResume) float64) soloRow {
+			row := soloRow{caseName: c, name: name}
+			for _, r := range runs {
+				row.vals = append(row.vals, f(r, r.Resume))
+			}
+			return row
+		}
+		rows = append(rows,
+			per("puts/s (writer, through the leader)", func(r Result, _ *WatchResume) float64 { return r.PutsPerS }),
+			per("kill to first put written after it, p50 (ms)", func(r Result, _ *WatchResume) float64 { return r.P50Ms }),
+			per("kill to first put written after it, p99 (ms)", func(r Result, _ *WatchResume) float64 { return r.P99Ms }),
+			per("kill to first put written after it, max (ms)", func(r Result, _ *WatchResume) float64 { return r.MaxMs }),
+			counted(per("resumes (sum over watchers)", func(_ Result, w *WatchResume) float64 { return float64(w.Resumes) })),
+			counted(per("watchers that resumed", func(_ Result, w *WatchResume) float64 { return float64(w.WatchersResumed) })),
+		)
+		broken := per("puts missing, twice or out of order; watchers ended or silent after the kill", func(r Result, w *WatchResume) float64 {
+			return float64(w.Missing + w.OutOfOrder + w.Duplicates + w.NeverAfterKill + int64(r.EndedStreams))
+		})
+		broken.count, broken.target, broken.ok = true, "0", isZero
+		rows = append(rows, broken)
 	}
 	return rows
 }

@@ -44,6 +44,9 @@ func TestSoloCheckFailsOnAnyRound(t *testing.T) {
 			Slow: &SlowWatchers{Node: 0, Roles: []string{"follower", "follower", "leader"},
 				RSSBefore: []int64{1, 1, 1}, RSSMax: []int64{2, 2, 2}, LiveMissing: missing}}
 	}
+	resume := func(round int, dups int64) Result {
+		return Result{Workload: "watch-resume", Case: "resume", Round: round, Resume: &WatchResume{Duplicates: dups}}
+	}
 	tests := []struct {
 		name string
 		rows []soloRow
@@ -51,6 +54,8 @@ func TestSoloCheckFailsOnAnyRound(t *testing.T) {
 	}{
 		{"slow watchers, all rounds clean", slowRows([]Result{slow(1, 0), slow(2, 0), slow(3, 0)}), "yes"},
 		{"slow watchers, one round lost a put", slowRows([]Result{slow(1, 0), slow(2, 1), slow(3, 0)}), "**no**"},
+		{"watch resume, all rounds clean", resumeRows([]Result{resume(1, 0), resume(2, 0)}), "yes"},
+		{"watch resume, one round repeated a put", resumeRows([]Result{resume(1, 0), resume(2, 0), resume(3, 2)}), "**no**"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,7 +40,37 @@ type Result struct {
 	HeldRSS         []int64 `json:"held_rss_bytes,omitempty"`
 	BytesPerWatcher float64 `json:"bytes_per_watcher,omitempty"`
 
-	Slow *SlowWatchers `json:"slow_watchers,omitempty"`
+	Slow   *SlowWatchers `json:"slow_watchers,omitempty"`
+	Resume *WatchResume  `json:"watch_resume,omitempty"`
+}
+
+// WatchResume is what the watch-resume workload measures besides the
+// common fields, which hold: Watchers, Conns (clients they share), Ops and
+// PutsPerS (acknowledged puts), Events and ExpectedEvents (puts delivered,
+// acknowledged puts x watchers), EndedStreams (watches that ended or were
+// canceled), and P50/P99/MaxMs: per watcher, the time from the kill to the
+// first delivered put that was sent after the kill.
+type WatchResume struct {
+	KilledNode   int    `json:"killed_node"`   // endpoint index of the follower killed with SIGKILL
+	KillRevision uint64 `json:"kill_revision"` // the last acknowledged revision before the kill
+	// Resumes is the sum of Watcher.Resumes(); WatchersResumed how many
+	// resumed at least once; NeverAfterKill how many delivered no put sent
+	// after the kill (no resume latency: a failure).
+	Resumes         int64 `json:"resumes"`
+	WatchersResumed int64 `json:"watchers_resumed"`
+	NeverAfterKill  int64 `json:"never_after_kill"`
+	// Summed over watchers: acknowledged puts after the watch's start never
+	// delivered (or at another revision), deliveries below an earlier
+	// revision, puts delivered twice.
+	Missing    int64 `json:"missing"`
+	OutOfOrder int64 `json:"out_of_order"`
+	Duplicates int64 `json:"duplicates"`
+}
+
+// Unbroken reports whether every watcher resumed with no gap, no duplicate
+// and nothing out of order, and delivered a put written after the kill.
+func (w *WatchResume) Unbroken(r Result) bool {
+	return w.Missing == 0 && w.OutOfOrder == 0 && w.Duplicates == 0 && w.NeverAfterKill == 0 && r.EndedStreams == 0
 }
 
 // SlowWatchers is what the slow-watchers workload measures besides the
