@@ -8,6 +8,13 @@
 # table per workload. Results go to bench/results-<timestamp>/ (results.jsonl,
 # results.csv, ratios.png, summary.md, logs/).
 #
+# Two workloads of issue 8 run against raftwatch only, each on a fresh
+# cluster at the end of a round: slow-watchers (watchers that never read on
+# one node: its RSS each second, the catching-up count, and whether the
+# watchers there that do read are unaffected) and watch-resume (kill -9 of
+# the follower Go-client watches are on: time until each delivers a put
+# written after the kill, with no gap or duplicate across the move).
+#
 # Every round starts its clusters fresh (new data directories), and the
 # memory measurements get their own fresh clusters, so rounds are independent
 # and the min-max spread is a spread of like runs.
@@ -47,7 +54,7 @@ while [[ $# -gt 0 ]]; do
 	--pprof) PPROF=1 ;;
 	--baseline) BASELINE_REV=$2; BASELINE_ASKED=1; shift ;;
 	--no-baseline) BASELINE_REV="" ;;
-	-h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,33p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -244,6 +251,7 @@ bench_on() {
 			>/dev/null 2>>"$RESULTS/logs/bench.log"; then
 			echo "bench.sh: $sub against $t failed (round $ROUND): $(tail -n 1 "$RESULTS/logs/bench.log")" >&2
 		fi
+		[[ $sub == watch-resume ]] && echo "  (watch-resume killed a follower of $t with SIGKILL on purpose; bash may report it as Killed)" >&2
 	done
 }
 
@@ -315,6 +323,8 @@ done
 	echo "- baseline (history cost): $BASELINE_NOTE"
 	echo "- etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'): 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
+	echo "- slow watchers (raftwatch only): ${SLOW_WATCHERS} watchers that never read on one follower, over ${SLOW_CONNS} connections (one stream each, 64 KiB gRPC windows), plus ${SLOW_LIVE} live watchers there that read everything; all on the prefix of the writer's ${SLOW_RATE} puts/s (256 B values, each its own key) for ${SLOW_DUR}; RSS of every node each second; serve defaults (--watch-buffer 8192 events, --watch-stream-bytes 4 MiB)"
+	echo "- watch resume (raftwatch only): ${RESUME_WATCHERS} Go-client watchers (10 per client) on one follower, endpoints follower first; ${RESUME_RATE} puts/s through the leader for ${RESUME_BEFORE}, kill -9 of the follower, ${RESUME_AFTER} more; every delivered sequence checked against the acknowledged puts"
 	echo "- put/get: ${DUR} measured after ${WARMUP} warmup; watch: ${WATCHERS} watchers on one key over all nodes (one connection per node), latency puts at ${WL_RATE}/s for ${WATCH_DUR}, throughput ${WT_PUT_CLIENTS} writers over ${WT_PUT_CONNS} connections for ${WATCH_DUR}; memory: ${MEM_WATCHERS} watchers, RSS from /proc/PID/status ${SETTLE} after opening, median of 5 readings"
 	echo
 } >"$RESULTS/settings.md"
@@ -343,6 +353,18 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	bench watch-latency --watchers "$WATCHERS" --rate "$WL_RATE" --duration "$WATCH_DUR" --drain "$DRAIN"
 	bench watch-throughput --watchers "$WATCHERS" --put-clients "$WT_PUT_CLIENTS" --put-conns "$WT_PUT_CONNS" \
 		--duration "$WATCH_DUR" --drain "$DRAIN"
+	# raftwatch only, each on a fresh cluster with nothing else running:
+	# etcd's slow watchers grow without bound (not run), and the resume is
+	# the raftwatch Go client's. watch-resume kills a follower with SIGKILL;
+	# the next fresh_clusters (or the end) stops the rest of that cluster.
+	if [[ " ${TARGETS[*]} " == *" raftwatch "* ]]; then
+		fresh_clusters "r$ROUND-slow" raftwatch
+		bench_on raftwatch slow-watchers --watchers "$SLOW_WATCHERS" --conns "$SLOW_CONNS" --live "$SLOW_LIVE" \
+			--rate "$SLOW_RATE" --duration "$SLOW_DUR" --drain "$DRAIN"
+		fresh_clusters "r$ROUND-resume" raftwatch
+		bench_on raftwatch watch-resume --watchers "$RESUME_WATCHERS" --rate "$RESUME_RATE" \
+			--before "$RESUME_BEFORE" --after "$RESUME_AFTER" --drain "$DRAIN"
+	fi
 done
 for t in "${CLUSTERS[@]}"; do stop_cluster "$t"; done
 
