@@ -251,7 +251,9 @@ bench_on() {
 			>/dev/null 2>>"$RESULTS/logs/bench.log"; then
 			echo "bench.sh: $sub against $t failed (round $ROUND): $(tail -n 1 "$RESULTS/logs/bench.log")" >&2
 		fi
-		[[ $sub == watch-resume ]] && echo "  (watch-resume killed a follower of $t with SIGKILL on purpose; bash may report it as Killed)" >&2
+		if [[ $sub == watch-resume ]]; then
+			echo "  (watch-resume killed a follower of $t with SIGKILL on purpose; bash may report it as Killed)" >&2
+		fi
 	done
 }
 
