@@ -47,11 +47,12 @@ func main() {
 }
 
 func usage() {
-	subs := []string{"put", "get", "watch-latency", "watch-throughput", "watch-hold"}
+	var only []string
 	for name := range raftwatchWorkloads {
-		subs = append(subs, name)
+		only = append(only, name)
 	}
-	slices.Sort(subs[5:])
+	slices.Sort(only)
+	subs := append([]string{"put", "get", "watch-latency", "watch-throughput", "watch-hold"}, only...)
 	fmt.Fprintf(os.Stderr, "usage: raftwatch-bench %s|ready|report [flags]\n"+
 		"targets compiled in: %s; run a subcommand with -h for its flags\n", strings.Join(subs, "|"), targetNames())
 }
