@@ -8,13 +8,27 @@
 # table per workload. Results go to bench/results-<timestamp>/ (results.jsonl,
 # results.csv, ratios.png, summary.md, logs/).
 #
-# Every round starts both clusters fresh (new data directories), and the
+# Two workloads of issue 8 run against raftwatch only, each on a fresh
+# cluster at the end of a round: slow-watchers (watchers that never read on
+# one node: its RSS each second, the catching-up count, and whether the
+# watchers there that do read are unaffected) and watch-resume (kill -9 of
+# the follower Go-client watches are on: time until each delivers a put
+# written after the kill, with no gap or duplicate across the move).
+#
+# Every round starts its clusters fresh (new data directories), and the
 # memory measurements get their own fresh clusters, so rounds are independent
 # and the min-max spread is a spread of like runs.
 #
-#   scripts/bench.sh            full run (3 rounds, ~15-20 minutes)
+# History cost (issue 8): the put workloads also run against a third cluster,
+# raftwatch built from --baseline REV (default 240ef18, the commit before the
+# event history), interleaved in the same rounds (raftwatch, baseline, etcd),
+# and the report compares raftwatch with it. The baseline is built from
+# `git archive REV` in a temporary directory that is removed on exit.
+#
+#   scripts/bench.sh            full run (3 rounds, ~25 minutes)
 #   scripts/bench.sh --quick    small version of everything, under 3 minutes
-#   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof
+#   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof,
+#            --baseline REV, --no-baseline
 #
 # It stops exactly the processes it started, on exit and on INT/TERM.
 set -euo pipefail
@@ -25,6 +39,10 @@ ROUNDS=3
 ONLY=""
 OUT=""
 PPROF=0
+# BASELINE_REV is the raftwatch commit the history cost is measured against:
+# the last one before the event history. Empty: no baseline.
+BASELINE_REV=240ef18
+BASELINE_ASKED=0 # --baseline given: a missing commit is an error, not a skip
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -34,7 +52,9 @@ while [[ $# -gt 0 ]]; do
 	--target) ONLY=${2%-only}; shift ;; # --target etcd-only
 	--out) OUT=$2; shift ;;
 	--pprof) PPROF=1 ;;
-	-h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+	--baseline) BASELINE_REV=$2; BASELINE_ASKED=1; shift ;;
+	--no-baseline) BASELINE_REV="" ;;
+	-h | --help) sed -n '2,33p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -45,6 +65,8 @@ case "$ONLY" in
 raftwatch | etcd) TARGETS=("$ONLY") ;;
 *) echo "bench.sh: --only wants raftwatch or etcd, got '$ONLY'" >&2; exit 2 ;;
 esac
+# The baseline is a raftwatch build: it runs only when raftwatch does.
+[[ " ${TARGETS[*]} " == *" raftwatch "* ]] || BASELINE_REV=""
 
 # Workload sizes. The quick version keeps the client/connection counts and
 # shrinks time and watcher counts.
@@ -53,27 +75,36 @@ if [[ $QUICK == 1 ]]; then
 	DUR=2s WARMUP=500ms
 	WATCHERS=200 WATCH_DUR=3s DRAIN=5s
 	MEM_WATCHERS=2000 SETTLE=2s
+	SLOW_WATCHERS=200 SLOW_DUR=5s
+	RESUME_WATCHERS=10 RESUME_BEFORE=1s RESUME_AFTER=3s
 	GOBENCH_TIME=200ms GOBENCH_TIMEOUT=90s
 else
 	DUR=10s WARMUP=1s
 	WATCHERS=1000 WATCH_DUR=10s DRAIN=15s
 	MEM_WATCHERS=10000 SETTLE=4s
+	SLOW_WATCHERS=10000 SLOW_DUR=60s
+	RESUME_WATCHERS=100 RESUME_BEFORE=3s RESUME_AFTER=10s
 	GOBENCH_TIME=1s GOBENCH_TIMEOUT=10m
 fi
 PUT_SHAPES=("1 1" "64 16" "256 64") # clients conns
 GET_CLIENTS=64 GET_CONNS=16
 WL_RATE=20
 WT_PUT_CLIENTS=16 WT_PUT_CONNS=4
-RUN_TIMEOUT=5m # hard limit of one raftwatch-bench invocation
+SLOW_CONNS=10 SLOW_LIVE=10 SLOW_RATE=1000 # slow watchers: connections, live watchers, puts/s
+RESUME_RATE=200                           # watch resume: puts/s through the leader
+RUN_TIMEOUT=5m                            # hard limit of one raftwatch-bench invocation
 
 # Addresses: raftwatch's bench cluster is not the dev cluster (7101-7103);
 # etcd's members avoid 2379/2380 in case a packaged etcd service runs there.
 RW_CLIENT=(127.0.0.1:7301 127.0.0.1:7302 127.0.0.1:7303)
 RW_RAFT=(127.0.0.1:7401 127.0.0.1:7402 127.0.0.1:7403)
+BL_CLIENT=(127.0.0.1:7311 127.0.0.1:7312 127.0.0.1:7313) # the baseline build's cluster
+BL_RAFT=(127.0.0.1:7411 127.0.0.1:7412 127.0.0.1:7413)
 ETCD_CLIENT=(127.0.0.1:12379 127.0.0.1:22379 127.0.0.1:32379)
 ETCD_PEER=(127.0.0.1:12380 127.0.0.1:22380 127.0.0.1:32380)
 join() { local IFS=,; echo "$*"; }
 EP_raftwatch=$(join "${RW_CLIENT[@]}")
+EP_baseline=$(join "${BL_CLIENT[@]}")
 EP_etcd=$(join "${ETCD_CLIENT[@]}")
 
 RESULTS=${OUT:-$ROOT/bench/results-$(date +%Y%m%d-%H%M%S)}
@@ -83,12 +114,15 @@ JSONL=$RESULTS/results.jsonl
 WORK=$(mktemp -d /tmp/raftwatch-bench.XXXXXX)
 BENCH=$ROOT/bin/raftwatch-bench
 RAFTWATCH=$ROOT/bin/raftwatch
+BASELINE=$WORK/bin/raftwatch # the baseline build (BASELINE_REV); removed with WORK
 
 # ---------------------------------------------------------------- processes
 
 STARTED=() # every PID this script started and has not yet reaped
 PIDS_raftwatch=()
+PIDS_baseline=()
 PIDS_etcd=()
+CLUSTERS=(raftwatch baseline etcd) # every kind of cluster this script may run
 
 # stop_pids PID...: SIGTERM, wait up to 10 s, then SIGKILL; only these PIDs.
 stop_pids() {
@@ -125,22 +159,29 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start_raftwatch() { # round
-	local i cluster="" dir=$WORK/raftwatch-$1
-	for i in 0 1 2; do cluster+="${cluster:+,}n$((i + 1))=${RW_RAFT[$i]}"; done
-	PIDS_raftwatch=()
+# start_rw NAME BINARY PPROF_BASE ROUND: a three-node cluster of a raftwatch
+# binary, addresses from NAME's arrays, PIDs into PIDS_<NAME>. Only flags that
+# the baseline's serve also accepts (it has no --history-*), serve defaults
+# otherwise.
+start_rw() {
+	local name=$1 bin=$2 pprof_base=$3 i cluster="" dir=$WORK/$1-$4
+	local -n clients=$5 rafts=$6 pids=PIDS_$1
+	for i in 0 1 2; do cluster+="${cluster:+,}n$((i + 1))=${rafts[$i]}"; done
+	pids=()
 	for i in 0 1 2; do
 		mkdir -p "$dir/n$((i + 1))"
 		local extra=()
-		[[ $PPROF == 1 ]] && extra+=(--pprof "127.0.0.1:$((7501 + i))")
-		"$RAFTWATCH" serve --id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" \
-			--raft-addr "${RW_RAFT[$i]}" --client-addr "${RW_CLIENT[$i]}" \
+		[[ $PPROF == 1 ]] && extra+=(--pprof "127.0.0.1:$((pprof_base + i))")
+		"$bin" serve --id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" \
+			--raft-addr "${rafts[$i]}" --client-addr "${clients[$i]}" \
 			--initial-cluster "$cluster" --log-level warn "${extra[@]}" \
-			2>>"$RESULTS/logs/raftwatch-n$((i + 1)).log" &
-		PIDS_raftwatch+=($!)
+			2>>"$RESULTS/logs/$name-n$((i + 1)).log" &
+		pids+=($!)
 		STARTED+=($!)
 	done
 }
+start_raftwatch() { start_rw raftwatch "$RAFTWATCH" 7501 "$1" RW_CLIENT RW_RAFT; }
+start_baseline() { start_rw baseline "$BASELINE" 7511 "$1" BL_CLIENT BL_RAFT; }
 
 start_etcd() { # round
 	local i cluster="" dir=$WORK/etcd-$1 token="bench-$1-$$-$RANDOM"
@@ -163,43 +204,61 @@ start_etcd() { # round
 	done
 }
 
-# fresh_clusters TAG: stop the clusters of this script, wipe their data,
-# start new ones and wait until each answers a put through every node.
+# driver_of TARGET: the raftwatch-bench --target that talks to it.
+driver_of() { [[ $1 == baseline ]] && echo raftwatch || echo "$1"; }
+
+# stop_cluster NAME: stop one cluster of this script (if it runs).
+stop_cluster() {
+	local pids="PIDS_$1[@]"
+	stop_pids "${!pids}"
+	eval "PIDS_$1=()"
+}
+
+# fresh_clusters TAG TARGET...: stop every cluster of this script, wipe
+# their data, start new ones of the TARGETs and wait until each answers a
+# put through every node.
 fresh_clusters() {
-	local t pids
-	for t in "${TARGETS[@]}"; do
-		pids="PIDS_$t[@]"
-		stop_pids "${!pids}"
+	local tag=$1 t
+	shift
+	for t in "${CLUSTERS[@]}"; do stop_cluster "$t"; done
+	rm -rf "${WORK:?}"/raftwatch-* "${WORK:?}"/baseline-* "${WORK:?}"/etcd-*
+	for t in "$@"; do
+		"start_$t" "$tag"
 	done
-	rm -rf "${WORK:?}"/raftwatch-* "${WORK:?}"/etcd-*
-	for t in "${TARGETS[@]}"; do
-		"start_$t" "$1"
-	done
-	for t in "${TARGETS[@]}"; do
+	for t in "$@"; do
 		local ep="EP_$t"
-		if ! "$BENCH" ready --target "$t" --endpoints "${!ep}" --timeout 60s; then
+		if ! "$BENCH" ready --target "$(driver_of "$t")" --endpoints "${!ep}" --timeout 60s; then
 			echo "bench.sh: $t cluster did not become ready; see $RESULTS/logs/" >&2
 			exit 1
 		fi
 	done
 }
 
-# bench ARGS...: one raftwatch-bench run per target, in TARGETS order.
-bench() {
-	local sub=$1 t
-	shift
-	for t in "${TARGETS[@]}"; do
+# bench_on "TARGET..." SUB ARGS...: one raftwatch-bench run per target, in
+# that order.
+bench_on() {
+	local targets=$1 sub=$2 t
+	shift 2
+	for t in $targets; do
 		local ep="EP_$t" pids="PIDS_$t[@]" args=("$@")
-		# watch-hold measures the RSS of the nodes of the target under test.
-		[[ $sub == watch-hold ]] && args+=(--pids "$(join "${!pids}")")
+		# These measure or kill the nodes of the target under test.
+		case $sub in
+		watch-hold | slow-watchers | watch-resume) args+=(--pids "$(join "${!pids}")") ;;
+		esac
 		printf '  %-16s %-9s %s\n' "$sub" "$t" "${args[*]}" >&2
-		if ! "$BENCH" "$sub" --target "$t" --endpoints "${!ep}" --round "$ROUND" \
+		if ! "$BENCH" "$sub" --target "$(driver_of "$t")" --label "$t" --endpoints "${!ep}" --round "$ROUND" \
 			--timeout "$RUN_TIMEOUT" --out "$JSONL" "${args[@]}" \
 			>/dev/null 2>>"$RESULTS/logs/bench.log"; then
 			echo "bench.sh: $sub against $t failed (round $ROUND): $(tail -n 1 "$RESULTS/logs/bench.log")" >&2
 		fi
+		if [[ $sub == watch-resume ]]; then
+			echo "  (watch-resume killed a follower of $t with SIGKILL on purpose; bash may report it as Killed)" >&2
+		fi
 	done
 }
+
+# bench ARGS...: bench_on every target of the run (raftwatch and etcd).
+bench() { bench_on "${TARGETS[*]}" "$@"; }
 
 # ---------------------------------------------------------------- setup
 
@@ -221,14 +280,53 @@ else
 	go build -tags noraftwatch -o "$BENCH" ./cmd/raftwatch-bench
 fi
 
+# The baseline: raftwatch at BASELINE_REV, built from `git archive` in WORK
+# (no second worktree to clean up). A default baseline that is missing (a
+# shallow clone) or does not build is skipped with a note; one asked for
+# with --baseline is required.
+BASELINE_NOTE="not run (--no-baseline, or raftwatch not benchmarked)"
+if [[ -n $BASELINE_REV ]]; then
+	why=""
+	if ! commit=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE_REV^{commit}"); then
+		why="$BASELINE_REV is not a commit of this clone"
+	else
+		echo "bench.sh: building the baseline $BASELINE_REV into $BASELINE" >&2
+		mkdir -p "$WORK/src-baseline" "$(dirname "$BASELINE")"
+		if ! { git -C "$ROOT" archive "$commit" | tar -x -C "$WORK/src-baseline" &&
+			(cd "$WORK/src-baseline" && go build -o "$BASELINE" ./cmd/raftwatch); } >"$RESULTS/logs/baseline-build.log" 2>&1; then
+			why="$BASELINE_REV did not build (logs/baseline-build.log)"
+		fi
+		rm -rf "$WORK/src-baseline"
+	fi
+	if [[ -n $why ]]; then
+		[[ $BASELINE_ASKED == 1 ]] && { echo "bench.sh: --baseline: $why" >&2; exit 2; }
+		echo "bench.sh: no history-cost rows: $why" >&2
+		BASELINE_NOTE="not run: $why"
+		BASELINE_REV=""
+	else
+		BASELINE_NOTE="raftwatch at ${commit:0:12} (--baseline $BASELINE_REV), built from git archive; 3 nodes ${EP_baseline}, the same serve flags; runs the put workloads only, between raftwatch and etcd, on a cluster as fresh as theirs"
+	fi
+fi
+
+# Targets of the put workloads, in run order: the baseline right after
+# raftwatch, so the two see the machine in the same state.
+PUT_TARGETS=()
+for t in "${TARGETS[@]}"; do
+	PUT_TARGETS+=("$t")
+	[[ $t == raftwatch && -n $BASELINE_REV ]] && PUT_TARGETS+=(baseline)
+done
+
 {
 	echo "## Settings"
 	echo
-	echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); clients and both clusters share it"
-	echo "- rounds: $ROUNDS, order per workload: ${TARGETS[*]} (A B A B ...); both clusters fresh per round and for each memory measurement"
+	echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); clients and every cluster share it, one cluster busy at a time"
+	echo "- rounds: $ROUNDS, order per workload: ${PUT_TARGETS[*]} for put, ${TARGETS[*]} otherwise (A B A B ...); every cluster fresh per round and for each memory measurement"
 	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (raft-boltdb, NoSync=false), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GOGC 400, 2 ms commit timeout)"
+	echo "- baseline (history cost): $BASELINE_NOTE"
 	echo "- etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'): 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
+	echo "- slow watchers (raftwatch only): ${SLOW_WATCHERS} watchers that never read on one follower, over ${SLOW_CONNS} connections (one stream each, 64 KiB gRPC windows), plus ${SLOW_LIVE} live watchers there that read everything; all on the prefix of the writer's ${SLOW_RATE} puts/s (256 B values, each its own key) for ${SLOW_DUR}; RSS of every node each second; serve defaults (--watch-buffer 8192 events, --watch-stream-bytes 4 MiB)"
+	echo "- watch resume (raftwatch only): ${RESUME_WATCHERS} Go-client watchers (10 per client) on one follower, endpoints follower first; ${RESUME_RATE} puts/s through the leader for ${RESUME_BEFORE}, kill -9 of the follower, ${RESUME_AFTER} more; every delivered sequence checked against the acknowledged puts"
 	echo "- put/get: ${DUR} measured after ${WARMUP} warmup; watch: ${WATCHERS} watchers on one key over all nodes (one connection per node), latency puts at ${WL_RATE}/s for ${WATCH_DUR}, throughput ${WT_PUT_CLIENTS} writers over ${WT_PUT_CONNS} connections for ${WATCH_DUR}; memory: ${MEM_WATCHERS} watchers, RSS from /proc/PID/status ${SETTLE} after opening, median of 5 readings"
 	echo
 } >"$RESULTS/settings.md"
@@ -238,26 +336,39 @@ cat "$RESULTS/settings.md"
 
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	echo "== round $ROUND of $ROUNDS" >&2
-	fresh_clusters "r$ROUND-mem-spread"
+	fresh_clusters "r$ROUND-mem-spread" "${TARGETS[@]}"
 	bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE"
-	fresh_clusters "r$ROUND-mem-one"
+	fresh_clusters "r$ROUND-mem-one" "${TARGETS[@]}"
 	bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE" --node 0
-	fresh_clusters "r$ROUND"
+	fresh_clusters "r$ROUND" "${PUT_TARGETS[@]}"
+	# The baseline runs every put shape, not only the 64 and 256 clients of
+	# the goal, so that its cluster has seen the same writes as raftwatch's
+	# when those start.
 	for shape in "${PUT_SHAPES[@]}"; do
 		read -r clients conns <<<"$shape"
-		bench put --clients "$clients" --conns "$conns" --duration "$DUR" --warmup "$WARMUP"
+		bench_on "${PUT_TARGETS[*]}" put --clients "$clients" --conns "$conns" --duration "$DUR" --warmup "$WARMUP"
 	done
+	stop_cluster baseline # idle from here on; not left running beside the others
 	for mode in linearizable serializable; do
 		bench get --consistency "$mode" --clients "$GET_CLIENTS" --conns "$GET_CONNS" --duration "$DUR" --warmup "$WARMUP"
 	done
 	bench watch-latency --watchers "$WATCHERS" --rate "$WL_RATE" --duration "$WATCH_DUR" --drain "$DRAIN"
 	bench watch-throughput --watchers "$WATCHERS" --put-clients "$WT_PUT_CLIENTS" --put-conns "$WT_PUT_CONNS" \
 		--duration "$WATCH_DUR" --drain "$DRAIN"
+	# raftwatch only, each on a fresh cluster with nothing else running:
+	# etcd's slow watchers grow without bound (not run), and the resume is
+	# the raftwatch Go client's. watch-resume kills a follower with SIGKILL;
+	# the next fresh_clusters (or the end) stops the rest of that cluster.
+	if [[ " ${TARGETS[*]} " == *" raftwatch "* ]]; then
+		fresh_clusters "r$ROUND-slow" raftwatch
+		bench_on raftwatch slow-watchers --watchers "$SLOW_WATCHERS" --conns "$SLOW_CONNS" --live "$SLOW_LIVE" \
+			--rate "$SLOW_RATE" --duration "$SLOW_DUR" --drain "$DRAIN"
+		fresh_clusters "r$ROUND-resume" raftwatch
+		bench_on raftwatch watch-resume --watchers "$RESUME_WATCHERS" --rate "$RESUME_RATE" \
+			--before "$RESUME_BEFORE" --after "$RESUME_AFTER" --drain "$DRAIN"
+	fi
 done
-for t in "${TARGETS[@]}"; do
-	pids="PIDS_$t[@]"
-	stop_pids "${!pids}"
-done
+for t in "${CLUSTERS[@]}"; do stop_cluster "$t"; done
 
 # ---------------------------------------------------------------- watch/ Go benchmarks
 

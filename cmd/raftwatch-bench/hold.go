@@ -17,43 +17,92 @@ const (
 	rssSampleGap = 300 * time.Millisecond
 )
 
-// readRSS returns VmRSS of pid in bytes, from /proc/PID/status.
-func readRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest) // "123456 kB"
-			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("pid %d: unexpected VmRSS line %q", pid, line)
-			}
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("pid %d: no VmRSS in /proc/%d/status", pid, pid)
+// procMem is one reading of a process's resident memory, in bytes.
+type procMem struct {
+	// RSS is VmRSS: anonymous memory plus resident file pages (bbolt's
+	// mmap of the data file) plus shared memory.
+	RSS int64
+	// Anon is RssAnon: heap, stacks and runtime, without the file pages
+	// that the kernel can drop; what queued events and watchers cost.
+	Anon int64
 }
 
-// sampleRSS returns, per pid, the median of rssSamples readings.
+// readProcMem reads VmRSS and RssAnon of pid from /proc/PID/status.
+func readProcMem(pid int) (procMem, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procMem{}, err
+	}
+	var m procMem
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		var dst *int64
+		name, rest, _ := strings.Cut(line, ":")
+		switch name {
+		case "VmRSS":
+			dst = &m.RSS
+		case "RssAnon":
+			dst = &m.Anon
+		default:
+			continue
+		}
+		f := strings.Fields(rest) // "123456 kB"
+		if len(f) != 2 || f[1] != "kB" {
+			return procMem{}, fmt.Errorf("pid %d: unexpected %s line %q", pid, name, line)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return procMem{}, fmt.Errorf("pid %d: %s: %w", pid, name, err)
+		}
+		*dst = kb * 1024
+		found++
+	}
+	if found != 2 {
+		return procMem{}, fmt.Errorf("pid %d: no VmRSS or RssAnon in /proc/%d/status", pid, pid)
+	}
+	return m, nil
+}
+
+// readRSS returns VmRSS of pid in bytes.
+func readRSS(pid int) (int64, error) {
+	m, err := readProcMem(pid)
+	return m.RSS, err
+}
+
+// sampleRSS returns, per pid, the median VmRSS of rssSamples readings.
 func sampleRSS(pids []int) ([]int64, error) {
-	samples := make([][]int64, len(pids))
+	ms, err := sampleProcMem(pids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(ms))
+	for i, m := range ms {
+		out[i] = m.RSS
+	}
+	return out, nil
+}
+
+// sampleProcMem returns, per pid, the medians (each field on its own) of
+// rssSamples readings rssSampleGap apart.
+func sampleProcMem(pids []int) ([]procMem, error) {
+	rss := make([][]int64, len(pids))
+	anon := make([][]int64, len(pids))
 	for s := 0; s < rssSamples; s++ {
 		if s > 0 {
 			time.Sleep(rssSampleGap)
 		}
 		for i, pid := range pids {
-			v, err := readRSS(pid)
+			m, err := readProcMem(pid)
 			if err != nil {
 				return nil, err
 			}
-			samples[i] = append(samples[i], v)
+			rss[i] = append(rss[i], m.RSS)
+			anon[i] = append(anon[i], m.Anon)
 		}
 	}
-	out := make([]int64, len(pids))
-	for i, s := range samples {
-		out[i] = medianInt(s)
+	out := make([]procMem, len(pids))
+	for i := range pids {
+		out[i] = procMem{RSS: medianInt(rss[i]), Anon: medianInt(anon[i])}
 	}
 	return out, nil
 }

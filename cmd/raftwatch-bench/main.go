@@ -2,11 +2,13 @@
 // workloads, key and value sizes, and client/connection counts against
 // raftwatch and against etcd, one JSON line per result.
 //
-//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16
+//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16 [--label baseline]
 //	raftwatch-bench get --consistency linearizable|serializable ...
 //	raftwatch-bench watch-latency --watchers 1000 --rate 20 ...
 //	raftwatch-bench watch-throughput --watchers 1000 --put-clients 16 --put-conns 4 ...
 //	raftwatch-bench watch-hold --watchers 10000 [--node 0] [--pids P1,P2,P3] ...
+//	raftwatch-bench slow-watchers --watchers 10000 --conns 10 --rate 1000 --duration 60s --pids P1,P2,P3 ...
+//	raftwatch-bench watch-resume --watchers 100 --rate 200 --pids P1,P2,P3 ...   (kills a follower)
 //	raftwatch-bench ready --target ... --endpoints ...   (waits until a put succeeds)
 //	raftwatch-bench report --in results.jsonl --dir DIR
 //
@@ -22,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,13 +47,27 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintf(os.Stderr, "usage: raftwatch-bench put|get|watch-latency|watch-throughput|watch-hold|ready|report [flags]\n"+
-		"targets compiled in: %s; run a subcommand with -h for its flags\n", targetNames())
+	var only []string
+	for name := range raftwatchWorkloads {
+		only = append(only, name)
+	}
+	slices.Sort(only)
+	subs := append([]string{"put", "get", "watch-latency", "watch-throughput", "watch-hold"}, only...)
+	fmt.Fprintf(os.Stderr, "usage: raftwatch-bench %s|ready|report [flags]\n"+
+		"targets compiled in: %s; run a subcommand with -h for its flags\n", strings.Join(subs, "|"), targetNames())
 }
+
+// raftwatchWorkloads are the subcommands only raftwatch runs: they use its
+// client and API beyond the Driver interface (revisions of puts, raw watch
+// streams, resumes, node status). Their files register them when the
+// raftwatch client is compiled in. Each declares its own flags on fs and
+// returns the function that runs the workload.
+var raftwatchWorkloads = map[string]func(fs *flag.FlagSet) func(ctx context.Context, c common) (Result, error){}
 
 // common are the flags of every workload subcommand.
 type common struct {
 	target    string
+	label     string // recorded as the result's target; defaults to target
 	endpoints []string
 	round     int
 	out       string
@@ -61,6 +78,7 @@ func commonFlags(fs *flag.FlagSet) func() (common, error) {
 	var c common
 	var eps string
 	fs.StringVar(&c.target, "target", "", "system under test: "+targetNames())
+	fs.StringVar(&c.label, "label", "", "name recorded as the result's target (default: --target), e.g. baseline for an older raftwatch build")
 	fs.StringVar(&eps, "endpoints", "", "comma-separated client addresses (host:port) of the cluster")
 	fs.IntVar(&c.round, "round", 0, "round number recorded in the result")
 	fs.StringVar(&c.out, "out", "", "also append the JSON result line to this file")
@@ -99,6 +117,7 @@ func run(cmd string, args []string) error {
 		putClients, putConn int
 		pidList             string
 		hold                time.Duration
+		runOnlyRaftwatch    func(context.Context, common) (Result, error)
 	)
 	switch cmd {
 	case "put", "get":
@@ -139,13 +158,20 @@ func run(cmd string, args []string) error {
 		}
 	case "ready":
 	default:
-		usage()
-		return fmt.Errorf("unknown subcommand %q", cmd)
+		def, ok := raftwatchWorkloads[cmd]
+		if !ok {
+			usage()
+			return fmt.Errorf("unknown subcommand %q", cmd)
+		}
+		runOnlyRaftwatch = def(fs)
 	}
 	fs.Parse(args)
 	c, err := parseCommon()
 	if err != nil {
 		return err
+	}
+	if runOnlyRaftwatch != nil && c.target != "raftwatch" {
+		return fmt.Errorf("--target %s: %s runs against raftwatch only", c.target, cmd)
 	}
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -189,24 +215,38 @@ func run(cmd string, args []string) error {
 	case "watch-throughput":
 		r, err = runWatchThroughput(ctx, wcfg, putClients, putConn, duration, drainMax)
 	case "watch-hold":
-		var pids []int
-		for _, p := range strings.Split(pidList, ",") {
-			if p = strings.TrimSpace(p); p == "" {
-				continue
-			}
-			pid, perr := strconv.Atoi(p)
-			if perr != nil {
-				return fmt.Errorf("--pids: %q is not a PID", p)
-			}
-			pids = append(pids, pid)
+		pids, perr := parsePIDs(pidList)
+		if perr != nil {
+			return perr
 		}
 		holdCtx, holdCancel := context.WithTimeout(sigCtx, hold)
 		defer holdCancel()
 		r, err = runWatchHold(ctx, holdCtx, wcfg, pids, settle)
+	default:
+		r, err = runOnlyRaftwatch(ctx, c)
 	}
 	if err != nil {
 		return err
 	}
 	r.Round = c.round
+	if c.label != "" {
+		r.Target = c.label
+	}
 	return emit(r, c.out)
+}
+
+// parsePIDs reads --pids: comma-separated process ids.
+func parsePIDs(list string) ([]int, error) {
+	var pids []int
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("--pids: %q is not a PID", p)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }

@@ -27,6 +27,16 @@ const (
 	targetB = "etcd"
 )
 
+// targetBaseline is raftwatch built from an older commit (bench.sh
+// --baseline): run only in the put workloads the history-cost goal is
+// about, and compared with raftwatch, never with etcd.
+const targetBaseline = "baseline"
+
+// historyCostGoal is issue 8's price of the event history: put throughput
+// at 64 clients and more stays at least 0.90 of the code before it, both
+// measured in the same run.
+var historyCostGoal = goal{workload: "put", metric: "throughput", minClients: 64, atLeast: true, ratio: 0.90}
+
 // metric is one number of a result and which direction is better.
 type metric struct {
 	name         string
@@ -167,6 +177,13 @@ func runReportCmd(args []string) error {
 	}
 	rows := buildRows(results)
 	writeTables(&md, rows, results)
+	writeBaselineTable(&md, buildBaselineRows(results))
+	writeSoloTable(&md, "slow watchers (raftwatch only)",
+		"Watchers that never read, on one node, beside live watchers on the same node that read everything; RSS from /proc/PID/status (VmRSS includes bbolt's resident file pages; RssAnon does not). Not run against etcd: its slow watchers' memory grows without bound.",
+		slowRows(results), results, "slow-watchers")
+	writeSoloTable(&md, "watch resume (raftwatch only)",
+		"Go-client watchers on one follower (listed first of three endpoints), kill -9 of that follower; latency per watcher from the kill to its first delivered put that was sent after the kill.",
+		resumeRows(results), results, "watch-resume")
 	if *gobench != "" {
 		writeGoBench(&md, *gobench)
 	}
@@ -224,6 +241,35 @@ func writeCSV(path string, results []Result) error {
 		num("ended_streams", float64(r.EndedStreams))
 		num("bytes_per_watcher", r.BytesPerWatcher)
 		num("duration_s", r.DurationS)
+		if s := r.Slow; s != nil {
+			for i := range s.RSSBefore {
+				node := fmt.Sprintf("node%d_", i)
+				if i == s.Node {
+					node = "watched_" + node
+				}
+				num(node+"rss_before_bytes", float64(s.RSSBefore[i]))
+				num(node+"rss_held_bytes", float64(s.RSSHeld[i]))
+				num(node+"rss_max_bytes", float64(s.RSSMax[i]))
+				num(node+"rss_end_bytes", float64(s.RSSEnd[i]))
+				num(node+"anon_before_bytes", float64(s.AnonBefore[i]))
+				num(node+"anon_max_bytes", float64(s.AnonMax[i]))
+				num(node+"anon_end_bytes", float64(s.AnonEnd[i]))
+			}
+			num("catching_up_at_end", float64(s.CatchingUpAtEnd))
+			num("watchers_at_end", float64(s.WatchersAtEnd))
+			num("live_missing", float64(s.LiveMissing))
+			num("live_out_of_order", float64(s.LiveOutOfOrder))
+			num("live_duplicates", float64(s.LiveDuplicates))
+			num("live_canceled", float64(s.LiveCanceled))
+		}
+		if w := r.Resume; w != nil {
+			num("resumes", float64(w.Resumes))
+			num("watchers_resumed", float64(w.WatchersResumed))
+			num("never_after_kill", float64(w.NeverAfterKill))
+			num("missing", float64(w.Missing))
+			num("out_of_order", float64(w.OutOfOrder))
+			num("duplicates", float64(w.Duplicates))
+		}
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -264,6 +310,68 @@ func buildRows(results []Result) []row {
 		}
 	}
 	return rows
+}
+
+// buildBaselineRows pairs raftwatch (a) with the baseline build (b) for
+// every put case the baseline ran: throughput against historyCostGoal, and
+// p50 and p99 for information.
+func buildBaselineRows(results []Result) []row {
+	var cases []string
+	clients := map[string]int{}
+	for _, r := range results {
+		if r.Workload == historyCostGoal.workload && r.Target == targetBaseline && !slices.Contains(cases, r.Case) {
+			cases = append(cases, r.Case)
+			clients[r.Case] = r.Clients
+		}
+	}
+	var rows []row
+	for _, c := range cases {
+		for _, m := range []metric{mThroughput, mP50, mP99} {
+			rw := row{workload: historyCostGoal.workload, caseName: c, m: m}
+			for _, r := range results {
+				if r.Case != c {
+					continue
+				}
+				switch r.Target {
+				case targetA:
+					rw.a = append(rw.a, m.get(r))
+				case targetBaseline:
+					rw.b = append(rw.b, m.get(r))
+				}
+			}
+			if m.name == historyCostGoal.metric && clients[c] >= historyCostGoal.minClients {
+				g := historyCostGoal
+				rw.goal = &g
+			}
+			rows = append(rows, rw)
+		}
+	}
+	return rows
+}
+
+// writeBaselineTable prints the history-cost table: raftwatch against
+// raftwatch built before the event history, same run, same rounds.
+func writeBaselineTable(w io.Writer, rows []row) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### history cost (ratio = %s / %s; the baseline commit is in Settings)\n\n", targetA, targetBaseline)
+	fmt.Fprintf(w, "| case | metric | %s median | %s median | ratio | %s min–max | %s min–max | target | met |\n",
+		targetA, targetBaseline, targetA, targetBaseline)
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|---|")
+	for _, r := range rows {
+		g := ""
+		if r.goal != nil {
+			g = r.goal.String()
+		}
+		name := r.m.name
+		if r.m.unit != "" {
+			name += " (" + r.m.unit + ")"
+		}
+		fmt.Fprintf(w, "| %s | %s: %s / %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.caseName, name, targetA, targetBaseline, fmtNum(median(r.a)), fmtNum(median(r.b)), fmtNum(r.ratio()),
+			spread(r.a), spread(r.b), g, r.met())
+	}
 }
 
 func fmtNum(v float64) string {
@@ -458,4 +566,170 @@ func writeChart(path string, rows []row) error {
 	p.NominalY(names...)
 	p.Add(plotter.NewGrid())
 	return p.Save(10*vg.Inch, vg.Length(1.2+0.22*float64(len(names)))*vg.Inch, path)
+}
+
+// soloRow is one line of the table of a workload only raftwatch runs: one
+// value per round, and a check where the issue sets one.
+type soloRow struct {
+	caseName, name string
+	vals           []float64
+	count          bool   // a number of things: printed without decimals
+	target         string // "" when the row only reports
+	ok             func(v float64) bool
+}
+
+func (r soloRow) fmt(v float64) string {
+	if r.count && !math.IsNaN(v) {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return fmtNum(v)
+}
+
+// counted marks a row as a count.
+func counted(r soloRow) soloRow {
+	r.count = true
+	return r
+}
+
+func (r soloRow) met() string {
+	if r.ok == nil {
+		return ""
+	}
+	if len(r.vals) == 0 {
+		return "n/a"
+	}
+	for _, v := range r.vals {
+		if !r.ok(v) {
+			return "**no**"
+		}
+	}
+	return "yes"
+}
+
+func isZero(v float64) bool { return v == 0 }
+
+const mib = 1 << 20
+
+// slowRows are the rows of the slow-watchers workload: the watched node's
+// memory, a control follower's, how many watchers were catching up, and
+// whether the live watchers were unaffected.
+func slowRows(results []Result) []soloRow {
+	var rows []soloRow
+	for _, c := range casesOf(results, "slow-watchers") {
+		var runs []Result
+		for _, r := range results {
+			if r.Case == c && r.Slow != nil {
+				runs = append(runs, r)
+			}
+		}
+		per := func(name string, f func(r Result, s *SlowWatchers) float64) soloRow {
+			row := soloRow{caseName: c, name: name}
+			for _, r := range runs {
+				row.vals = append(row.vals, f(r, r.Slow))
+			}
+			return row
+		}
+		at := func(v []int64, i int) float64 {
+			if i < 0 || i >= len(v) {
+				return math.NaN()
+			}
+			return float64(v[i])
+		}
+		rows = append(rows,
+			per("puts/s (writer)", func(r Result, _ *SlowWatchers) float64 { return r.PutsPerS }),
+			per("watched node RSS before the watchers (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSBefore, s.Node) / mib }),
+			per("watched node RSS with the watchers, before any put (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSHeld, s.Node) / mib }),
+			per("watched node RSS max (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSMax, s.Node) / mib }),
+			per("watched node RSS max − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.RSSMax, s.Node) - at(s.RSSBefore, s.Node)) / mib
+			}),
+			per("watched node RSS at the end (MiB)", func(_ Result, s *SlowWatchers) float64 { return at(s.RSSEnd, s.Node) / mib }),
+			per("watched node RSS at the end − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.RSSEnd, s.Node) - at(s.RSSBefore, s.Node)) / mib
+			}),
+			per("watched node RssAnon max − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.AnonMax, s.Node) - at(s.AnonBefore, s.Node)) / mib
+			}),
+			per("control follower (no watchers) RSS max − before (MiB)", func(_ Result, s *SlowWatchers) float64 {
+				return (at(s.RSSMax, s.Control()) - at(s.RSSBefore, s.Control())) / mib
+			}),
+			counted(per("watchers catching up at the end", func(_ Result, s *SlowWatchers) float64 { return float64(s.CatchingUpAtEnd) })),
+			counted(per("watchers registered at the end", func(_ Result, s *SlowWatchers) float64 { return float64(s.WatchersAtEnd) })),
+			per("live watchers: p99 latency (ms)", func(r Result, _ *SlowWatchers) float64 { return r.P99Ms }),
+		)
+		live := per("live watchers: puts missing, out of order, twice, CANCELED or stream ended", func(r Result, s *SlowWatchers) float64 {
+			return float64(s.LiveMissing + s.LiveOutOfOrder + s.LiveDuplicates + s.LiveCanceled + int64(r.EndedStreams))
+		})
+		live.count, live.target, live.ok = true, "0", isZero
+		rows = append(rows, live)
+	}
+	return rows
+}
+
+// resumeRows are the rows of the watch-resume workload.
+func resumeRows(results []Result) []soloRow {
+	var rows []soloRow
+	for _, c := range casesOf(results, "watch-resume") {
+		var runs []Result
+		for _, r := range results {
+			if r.Case == c && r.Resume != nil {
+				runs = append(runs, r)
+			}
+		}
+		per := func(name string, f func(r Result, w *WatchResume) float64) soloRow {
+			row := soloRow{caseName: c, name: name}
+			for _, r := range runs {
+				row.vals = append(row.vals, f(r, r.Resume))
+			}
+			return row
+		}
+		rows = append(rows,
+			per("puts/s (writer, through the leader)", func(r Result, _ *WatchResume) float64 { return r.PutsPerS }),
+			per("kill to first put written after it, p50 (ms)", func(r Result, _ *WatchResume) float64 { return r.P50Ms }),
+			per("kill to first put written after it, p99 (ms)", func(r Result, _ *WatchResume) float64 { return r.P99Ms }),
+			per("kill to first put written after it, max (ms)", func(r Result, _ *WatchResume) float64 { return r.MaxMs }),
+			counted(per("resumes (sum over watchers)", func(_ Result, w *WatchResume) float64 { return float64(w.Resumes) })),
+			counted(per("watchers that resumed", func(_ Result, w *WatchResume) float64 { return float64(w.WatchersResumed) })),
+		)
+		broken := per("puts missing, twice or out of order; watchers ended or silent after the kill", func(r Result, w *WatchResume) float64 {
+			return float64(w.Missing + w.OutOfOrder + w.Duplicates + w.NeverAfterKill + int64(r.EndedStreams))
+		})
+		broken.count, broken.target, broken.ok = true, "0", isZero
+		rows = append(rows, broken)
+	}
+	return rows
+}
+
+func casesOf(results []Result, workload string) []string {
+	var cases []string
+	for _, r := range results {
+		if r.Workload == workload && !slices.Contains(cases, r.Case) {
+			cases = append(cases, r.Case)
+		}
+	}
+	return cases
+}
+
+// writeSoloTable prints a workload only raftwatch runs, and under it the
+// errors of its runs.
+func writeSoloTable(w io.Writer, title, note string, rows []soloRow, results []Result, workload string) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### %s\n\n%s\n\n", title, note)
+	fmt.Fprintln(w, "| case | metric | median | min–max | target | met |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---|---|")
+	for _, r := range rows {
+		minMax := "–"
+		if len(r.vals) > 0 {
+			minMax = r.fmt(slices.Min(r.vals)) + "–" + r.fmt(slices.Max(r.vals))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.caseName, r.name, r.fmt(median(r.vals)), minMax, r.target, r.met())
+	}
+	for _, res := range results {
+		if res.Workload == workload && (res.Errors > 0 || res.FirstError != "") {
+			fmt.Fprintf(w, "\n- %s, round %d: %d errors (first: %s)", res.Case, res.Round, res.Errors, res.FirstError)
+		}
+	}
+	fmt.Fprintln(w)
 }

@@ -11,7 +11,7 @@ import (
 // Result is one measurement, written as one JSON line. Fields that do not
 // apply to a workload are omitted.
 type Result struct {
-	Workload string `json:"workload"` // put, get, watch-latency, watch-throughput, memory
+	Workload string `json:"workload"` // put, get, watch-latency, watch-throughput, memory, slow-watchers, watch-resume
 	Case     string `json:"case"`     // the workload with its parameters; the table row key
 	Target   string `json:"target"`
 	Round    int    `json:"round"`
@@ -39,6 +39,94 @@ type Result struct {
 	IdleRSS         []int64 `json:"idle_rss_bytes,omitempty"` // per node, in --pids order
 	HeldRSS         []int64 `json:"held_rss_bytes,omitempty"`
 	BytesPerWatcher float64 `json:"bytes_per_watcher,omitempty"`
+
+	Slow   *SlowWatchers `json:"slow_watchers,omitempty"`
+	Resume *WatchResume  `json:"watch_resume,omitempty"`
+}
+
+// WatchResume is what the watch-resume workload measures besides the
+// common fields, which hold: Watchers, Conns (clients they share), Ops and
+// PutsPerS (acknowledged puts), Events and ExpectedEvents (puts delivered,
+// acknowledged puts x watchers), EndedStreams (watches that ended or were
+// canceled), and P50/P99/MaxMs: per watcher, the time from the kill to the
+// first delivered put that was sent after the kill.
+type WatchResume struct {
+	KilledNode   int    `json:"killed_node"`   // endpoint index of the follower killed with SIGKILL
+	KillRevision uint64 `json:"kill_revision"` // the last acknowledged revision before the kill
+	// Resumes is the sum of Watcher.Resumes(); WatchersResumed how many
+	// resumed at least once; NeverAfterKill how many delivered no put sent
+	// after the kill (no resume latency: a failure).
+	Resumes         int64 `json:"resumes"`
+	WatchersResumed int64 `json:"watchers_resumed"`
+	NeverAfterKill  int64 `json:"never_after_kill"`
+	// Summed over watchers: acknowledged puts after the watch's start never
+	// delivered (or at another revision), deliveries below an earlier
+	// revision, puts delivered twice.
+	Missing    int64 `json:"missing"`
+	OutOfOrder int64 `json:"out_of_order"`
+	Duplicates int64 `json:"duplicates"`
+}
+
+// Unbroken reports whether every watcher resumed with no gap, no duplicate
+// and nothing out of order, and delivered a put written after the kill.
+func (w *WatchResume) Unbroken(r Result) bool {
+	return w.Missing == 0 && w.OutOfOrder == 0 && w.Duplicates == 0 && w.NeverAfterKill == 0 && r.EndedStreams == 0
+}
+
+// SlowWatchers is what the slow-watchers workload measures besides the
+// common fields, which hold: Watchers and Conns (the watchers that never
+// read), Ops and PutsPerS (acknowledged puts), Events, ExpectedEvents,
+// EndedStreams and P50/P99/MaxMs (the live watchers: delivered puts,
+// acknowledged puts x live watchers, streams that ended or were canceled,
+// latency from send to delivery).
+type SlowWatchers struct {
+	Node int    `json:"node"` // endpoint index of the node holding every watcher
+	Role string `json:"role"` // its role when the run started
+	// Roles of every node when the run started, in --pids order: a
+	// follower without watchers gets the same writes and serves as the
+	// control.
+	Roles []string `json:"roles"`
+	Live  int      `json:"live_watchers"`
+	// Per node, in --pids order, in bytes: before any watcher was opened,
+	// once they were all open (before any put), the highest one-second
+	// sample during the puts, and right after the last put. RSS is VmRSS
+	// (with bbolt's resident file pages), Anon is RssAnon.
+	RSSBefore  []int64 `json:"rss_before_bytes"`
+	RSSHeld    []int64 `json:"rss_held_bytes"`
+	RSSMax     []int64 `json:"rss_max_bytes"`
+	RSSEnd     []int64 `json:"rss_end_bytes"`
+	AnonBefore []int64 `json:"anon_before_bytes"`
+	AnonHeld   []int64 `json:"anon_held_bytes"`
+	AnonMax    []int64 `json:"anon_max_bytes"`
+	AnonEnd    []int64 `json:"anon_end_bytes"`
+	RSSSeries  []int64 `json:"rss_series_bytes"` // the watched node, one reading a second during the puts
+	// From the watched node's Status right after the last put.
+	WatchersAtEnd   uint64 `json:"watchers_at_end"`
+	CatchingUpAtEnd uint64 `json:"catching_up_at_end"`
+	// The live watchers, summed: acknowledged puts never delivered (or
+	// delivered at another revision), deliveries below an earlier
+	// revision, puts delivered twice, CANCELED received.
+	LiveMissing    int64 `json:"live_missing"`
+	LiveOutOfOrder int64 `json:"live_out_of_order"`
+	LiveDuplicates int64 `json:"live_duplicates"`
+	LiveCanceled   int64 `json:"live_canceled"`
+}
+
+// Control returns the index of a follower holding no watchers, or -1.
+func (s *SlowWatchers) Control() int {
+	for i, r := range s.Roles {
+		if i != s.Node && r == "follower" {
+			return i
+		}
+	}
+	return -1
+}
+
+// LiveUnaffected reports whether the live watchers got every acknowledged
+// put, in order, once, and were never canceled.
+func (s *SlowWatchers) LiveUnaffected(r Result) bool {
+	return s.LiveMissing == 0 && s.LiveOutOfOrder == 0 && s.LiveDuplicates == 0 && s.LiveCanceled == 0 &&
+		r.EndedStreams == 0
 }
 
 var outMu sync.Mutex
