@@ -34,11 +34,25 @@ func (w *Watcher) open(ctx context.Context) error {
 	defer cancel()
 	eps := w.client.cfg.Endpoints
 	var err error
+	var unreachable []*DialError // this round's endpoints that did not connect
 	for i := 0; ; i++ {
-		if i > 0 && i%len(eps) == 0 && sleep(ctx.Done(), retryBackoff) != nil {
-			return err // the last node's answer says more than "deadline exceeded"
+		if i > 0 && i%len(eps) == 0 {
+			if len(unreachable) == len(eps) {
+				// No endpoint connects: say so now, as the other calls do,
+				// instead of retrying for the whole timeout.
+				return &UnreachableError{Tried: unreachable}
+			}
+			unreachable = unreachable[:0]
+			if sleep(ctx.Done(), retryBackoff) != nil {
+				return err // the last node's answer says more than "deadline exceeded"
+			}
 		}
-		if _, err = w.attempt(ctx, eps[i%len(eps)]); err == nil || status.Code(err) != codes.Unavailable {
+		_, err = w.attempt(ctx, eps[i%len(eps)])
+		var de *DialError
+		if errors.As(err, &de) {
+			unreachable = append(unreachable, de)
+		}
+		if err == nil || status.Code(err) != codes.Unavailable {
 			return err
 		}
 	}
@@ -92,7 +106,7 @@ func (w *Watcher) pace(endpoints int) bool {
 // for the answer. It returns the CREATED (the watch is then attached), or
 // the refusal and its error, or why there was no answer.
 func (w *Watcher) attempt(ctx context.Context, addr string) (*pb.WatchResponse, error) {
-	cc, err := w.client.conn(addr)
+	cc, err := w.client.connect(ctx, addr) // within DialTimeout, or a *DialError
 	if err != nil {
 		return nil, err
 	}

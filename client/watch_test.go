@@ -695,3 +695,28 @@ func TestCreatedAtTheWrongRevisionIsRefused(t *testing.T) {
 		return len(cancels) == 1
 	})
 }
+
+// With no endpoint reachable, opening a watch fails within the dial
+// timeout and names every endpoint tried, as the other calls do.
+func TestWatchWithNoReachableEndpointFailsFast(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	c, err := New(Config{Endpoints: []string{dead, dead}, DialTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Watch(context.Background(), []byte("/k"))
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || len(ue.Tried) != 2 {
+		t.Fatalf("Watch: %v, want an UnreachableError naming both endpoints", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Watch failed after %v, want about the dial timeout", d)
+	}
+}
