@@ -218,3 +218,18 @@ func checkNodePIDs(pids []int, endpoints []string) error {
 	}
 	return nil
 }
+
+// finishPaced fills the totals of a workload whose watchers followed a
+// paced writer: expected events, rate, latency percentiles, and the first
+// error (a watcher's, else the writer falling behind its pace).
+func (r *Result) finishPaced(expected int64, elapsed time.Duration, lat *latencies, first *firstError, pw *pacedWriter) {
+	r.ExpectedEvents = expected
+	r.EventsPerS = float64(r.Events) / elapsed.Seconds()
+	r.P50Ms, r.P99Ms, r.MaxMs = lat.percentiles()
+	if r.FirstError == "" {
+		r.FirstError = first.msg
+	}
+	if n := pw.skipped.Load(); n > 0 && r.FirstError == "" {
+		r.FirstError = fmt.Sprintf("writer fell behind: %d puts skipped", n)
+	}
+}

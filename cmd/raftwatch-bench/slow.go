@@ -197,15 +197,7 @@ func runSlowWatchers(ctx context.Context, cfg slowConfig) (Result, error) {
 			first.set(lw.err)
 		}
 	}
-	r.ExpectedEvents = int64(len(acks)) * int64(cfg.live)
-	r.EventsPerS = float64(r.Events) / elapsed.Seconds()
-	r.P50Ms, r.P99Ms, r.MaxMs = lat.percentiles()
-	if r.FirstError == "" {
-		r.FirstError = first.msg
-	}
-	if n := pw.skipped.Load(); n > 0 && r.FirstError == "" {
-		r.FirstError = fmt.Sprintf("writer fell behind: %d puts skipped", n)
-	}
+	r.finishPaced(int64(len(acks))*int64(cfg.live), elapsed, &lat, &first, pw)
 	return r, nil
 }
 
