@@ -986,16 +986,11 @@ func TestCatchUpWhilePublishing(t *testing.T) {
 			// Pace on the fast watcher every 25 revisions, so publishing
 			// spans the slow consumers' catching up.
 			if rev%25 < k {
-				deadline := time.After(waitTimeout)
-				for fastSeen.Load() < uint64(rev) {
-					select {
-					case <-fastSignal:
-					case <-deadline:
-						errc <- fmt.Errorf("the fast watcher did not reach %d", rev)
-						return
-					case <-quit:
-						return
+				if err := awaitSeen(&fastSeen, fastSignal, quit, uint64(rev)); err != nil {
+					if err != errQuit {
+						errc <- err
 					}
+					return
 				}
 			}
 		}
@@ -1096,16 +1091,11 @@ func TestCompactionWhilePublishing(t *testing.T) {
 				h.hist.compact(uint64(rev - window))
 			}
 			if rev%25 < k { // pace on the fast watcher, which stays well within the window
-				deadline := time.After(waitTimeout)
-				for fastSeen.Load() < uint64(rev) {
-					select {
-					case <-fastSignal:
-					case <-deadline:
-						errc <- fmt.Errorf("the fast watcher did not reach %d", rev)
-						return
-					case <-quit:
-						return
+				if err := awaitSeen(&fastSeen, fastSignal, quit, uint64(rev)); err != nil {
+					if err != errQuit {
+						errc <- err
 					}
+					return
 				}
 			}
 		}
@@ -1122,4 +1112,23 @@ func TestCompactionWhilePublishing(t *testing.T) {
 	if canceled == 0 {
 		t.Fatal("the never-read watcher was not canceled")
 	}
+}
+
+// errQuit: awaitSeen stopped because the test is ending.
+var errQuit = errors.New("quit")
+
+// awaitSeen waits, woken by signal, until a consumer has seen revision rev,
+// for at most waitTimeout; it returns errQuit if quit closes first.
+func awaitSeen(seen *atomic.Uint64, signal, quit <-chan struct{}, rev uint64) error {
+	deadline := time.After(waitTimeout)
+	for seen.Load() < rev {
+		select {
+		case <-signal:
+		case <-deadline:
+			return fmt.Errorf("the fast watcher did not reach %d", rev)
+		case <-quit:
+			return errQuit
+		}
+	}
+	return nil
 }
