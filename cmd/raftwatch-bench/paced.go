@@ -233,3 +233,45 @@ func (r *Result) finishPaced(expected int64, elapsed time.Duration, lat *latenci
 		r.FirstError = fmt.Sprintf("writer fell behind: %d puts skipped", n)
 	}
 }
+
+// pacedTarget is the raftwatch cluster a paced workload runs on: a client
+// for status calls, a writer that tries the leader first, and the node the
+// workload's watchers use.
+type pacedTarget struct {
+	status, writer *client.Client
+	roles          []string
+	leader, node   int
+	addr           string // the node's endpoint
+}
+
+// openPacedTarget checks that pids are the nodes serving endpoints, finds
+// their roles, and picks the node named by which (see pickNode).
+func openPacedTarget(ctx context.Context, endpoints []string, pids []int, which string) (*pacedTarget, error) {
+	if err := checkNodePIDs(pids, endpoints); err != nil {
+		return nil, err
+	}
+	cl, err := client.New(client.Config{Endpoints: endpoints, DialTimeout: raftwatchDialTimeout})
+	if err != nil {
+		return nil, err
+	}
+	t := &pacedTarget{status: cl}
+	if t.roles, t.leader, err = clusterRoles(ctx, cl, endpoints); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	if t.node, err = pickNode(which, t.roles, t.leader); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	t.addr = endpoints[t.node]
+	if t.writer, err = client.New(client.Config{Endpoints: rotate(endpoints, t.leader), DialTimeout: raftwatchDialTimeout}); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *pacedTarget) close() {
+	t.writer.Close()
+	t.status.Close()
+}

@@ -616,12 +616,7 @@ const mib = 1 << 20
 func slowRows(results []Result) []soloRow {
 	var rows []soloRow
 	for _, c := range casesOf(results, "slow-watchers") {
-		var runs []Result
-		for _, r := range results {
-			if r.Case == c && r.Slow != nil {
-				runs = append(runs, r)
-			}
-		}
+		runs := runsOf(results, c, func(r Result) bool { return r.Slow != nil })
 		per := func(name string, f func(r Result, s *SlowWatchers) float64) soloRow {
 			row := soloRow{caseName: c, name: name}
 			for _, r := range runs {
@@ -670,12 +665,7 @@ func slowRows(results []Result) []soloRow {
 func resumeRows(results []Result) []soloRow {
 	var rows []soloRow
 	for _, c := range casesOf(results, "watch-resume") {
-		var runs []Result
-		for _, r := range results {
-			if r.Case == c && r.Resume != nil {
-				runs = append(runs, r)
-			}
-		}
+		runs := runsOf(results, c, func(r Result) bool { return r.Resume != nil })
 		per := func(name string, f func(r Result, w *WatchResume) float64) soloRow {
 			row := soloRow{caseName: c, name: name}
 			for _, r := range runs {
@@ -732,4 +722,15 @@ func writeSoloTable(w io.Writer, title, note string, rows []soloRow, results []R
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// runsOf returns the results of case c that have has.
+func runsOf(results []Result, c string, has func(Result) bool) []Result {
+	var runs []Result
+	for _, r := range results {
+		if r.Case == c && has(r) {
+			runs = append(runs, r)
+		}
+	}
+	return runs
 }

@@ -82,28 +82,12 @@ type resumeWatcher struct {
 }
 
 func runWatchResume(ctx context.Context, cfg resumeConfig) (Result, error) {
-	if err := checkNodePIDs(cfg.pids, cfg.endpoints); err != nil {
-		return Result{}, err
-	}
-	cl, err := client.New(client.Config{Endpoints: cfg.endpoints, DialTimeout: raftwatchDialTimeout})
+	t, err := openPacedTarget(ctx, cfg.endpoints, cfg.pids, "follower")
 	if err != nil {
 		return Result{}, err
 	}
-	defer cl.Close()
-	roles, leader, err := clusterRoles(ctx, cl, cfg.endpoints)
-	if err != nil {
-		return Result{}, err
-	}
-	victim, err := pickNode("follower", roles, leader)
-	if err != nil {
-		return Result{}, err
-	}
-	addr := cfg.endpoints[victim]
-	writer, err := client.New(client.Config{Endpoints: rotate(cfg.endpoints, leader), DialTimeout: raftwatchDialTimeout})
-	if err != nil {
-		return Result{}, err
-	}
-	defer writer.Close()
+	defer t.close()
+	cl, victim, addr, writer := t.status, t.node, t.addr, t.writer
 
 	// Every client lists the follower first, then the other nodes.
 	clients := make([]*client.Client, cfg.conns)

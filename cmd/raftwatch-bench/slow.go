@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/raftwatch/raftwatch/client"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
@@ -77,28 +76,12 @@ func slowWatchersCmd(fs *flag.FlagSet) func(context.Context, common) (Result, er
 }
 
 func runSlowWatchers(ctx context.Context, cfg slowConfig) (Result, error) {
-	if err := checkNodePIDs(cfg.pids, cfg.endpoints); err != nil {
-		return Result{}, err
-	}
-	cl, err := client.New(client.Config{Endpoints: cfg.endpoints, DialTimeout: raftwatchDialTimeout})
+	t, err := openPacedTarget(ctx, cfg.endpoints, cfg.pids, cfg.node)
 	if err != nil {
 		return Result{}, err
 	}
-	defer cl.Close()
-	roles, leader, err := clusterRoles(ctx, cl, cfg.endpoints)
-	if err != nil {
-		return Result{}, err
-	}
-	node, err := pickNode(cfg.node, roles, leader)
-	if err != nil {
-		return Result{}, err
-	}
-	addr := cfg.endpoints[node]
-	writer, err := client.New(client.Config{Endpoints: rotate(cfg.endpoints, leader), DialTimeout: raftwatchDialTimeout})
-	if err != nil {
-		return Result{}, err
-	}
-	defer writer.Close()
+	defer t.close()
+	cl, roles, node, addr, writer := t.status, t.roles, t.node, t.addr, t.writer
 
 	before, err := sampleProcMem(cfg.pids)
 	if err != nil {
