@@ -70,6 +70,7 @@ type config struct {
 	out          string
 	consistency  pb.Consistency
 	concurrency  int
+	clients      string
 	rate         float64
 	opTimeout    time.Duration
 	binary       string
@@ -99,7 +100,8 @@ func parseFlags() (config, error) {
 	flag.Uint64Var(&cfg.seed, "seed", uint64(time.Now().UnixNano()%1_000_000), "seed of the fault schedule and the workload")
 	flag.StringVar(&cfg.out, "out", "", "output directory (required)")
 	flag.StringVar(&rc, "read-consistency", "linearizable", "consistency of gets: linearizable or serializable")
-	flag.IntVar(&cfg.concurrency, "concurrency", 10, "number of client processes")
+	flag.IntVar(&cfg.concurrency, "concurrency", 10, "number of client processes of each kind --clients runs")
+	flag.StringVar(&cfg.clients, "clients", clientsPinned, "which clients run: pinned (raw gRPC, one node each), failover (the Go client with every endpoint) or both")
 	flag.Float64Var(&cfg.rate, "rate", 100, "total operations per second (upper bound)")
 	flag.DurationVar(&cfg.opTimeout, "op-timeout", time.Second, "per-operation timeout")
 	flag.StringVar(&cfg.binary, "binary", "", "raftwatch binary to test (default: go build ./cmd/raftwatch into --out)")
@@ -120,6 +122,11 @@ func parseFlags() (config, error) {
 	}
 	if cfg.concurrency < 1 || cfg.rate <= 0 || cfg.timeLimit <= 0 {
 		return cfg, errors.New("--concurrency, --rate and --time-limit must be positive")
+	}
+	switch cfg.clients {
+	case clientsPinned, clientsFailover, clientsBoth:
+	default:
+		return cfg, fmt.Errorf("--clients %q: use pinned, failover or both", cfg.clients)
 	}
 	fams, err := nemesis.ParseFamilies(cfg.nemesis)
 	if err != nil {
@@ -277,13 +284,14 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 		eps = append(eps, endpoint{id: n.ID, addr: clientAddr(n)})
 	}
 	wl := &workload{start: start, hist: hist, nodes: eps, keys: workloadKeys(), consistency: cfg.consistency,
-		opTimeout: cfg.opTimeout, concurrency: cfg.concurrency, seed: cfg.seed}
+		opTimeout: cfg.opTimeout, concurrency: cfg.concurrency, seed: cfg.seed,
+		pinned: cfg.clients != clientsFailover, failover: cfg.clients != clientsPinned}
 	ws := &watchers{start: start, specs: watchSpecsFor(cl.Nodes(), wl.keys), nodes: cl.Nodes(), conns: cl.conns, out: out,
 		seed: cfg.seed, pastDelayMax: pastStartDelayMax}
 	schedule := nemesis.NewSchedule(cfg.seed, cfg.timeLimit, cfg.families, clusterCount)
 	nem := &nemesis.Runner{Cluster: cl, Schedule: schedule, Start: start, Timeline: timeline}
-	fmt.Printf("seed %d: %d faults scheduled over %v (%s), %d clients at <= %.0f ops/s, %s reads\n",
-		cfg.seed, len(schedule), cfg.timeLimit, cfg.nemesis, cfg.concurrency, cfg.rate, strings.ToLower(cfg.consistency.String()))
+	fmt.Printf("seed %d: %d faults scheduled over %v (%s), %d clients (%s) at <= %.0f ops/s, %s reads\n",
+		cfg.seed, len(schedule), cfg.timeLimit, cfg.nemesis, wl.processes(), cfg.clients, cfg.rate, strings.ToLower(cfg.consistency.String()))
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -411,25 +419,29 @@ func writeJSON(path string, v any) error {
 
 // results is results.json.
 type results struct {
-	Seed           uint64                     `json:"seed"`
-	TimeLimit      string                     `json:"time_limit"`
-	Nemesis        string                     `json:"nemesis"`
-	Consistency    string                     `json:"read_consistency"`
-	Concurrency    int                        `json:"concurrency"`
-	Rate           float64                    `json:"rate"`
-	Ops            map[string]map[string]int  `json:"ops"`
-	Faults         map[string]int             `json:"faults"`
-	Schedule       []nemesis.Fault            `json:"schedule"`
-	NemesisErrors  string                     `json:"nemesis_errors,omitempty"`
-	LogFrom        string                     `json:"log_from"`
-	LogFirstIndex  uint64                     `json:"log_first_index"`
-	LogLastIndex   uint64                     `json:"log_last_index"`
-	Linearizable   checker.LinearizableResult `json:"linearizable"`
-	NoLostWrites   checker.LostWritesResult   `json:"no_lost_writes"`
-	Convergence    checker.ConvergenceResult  `json:"convergence"`
-	Watch          checker.WatchResult        `json:"watch"`
-	Processes      processResult              `json:"processes"`
-	Availability   []checker.Window           `json:"availability"`
+	Seed          uint64                     `json:"seed"`
+	TimeLimit     string                     `json:"time_limit"`
+	Nemesis       string                     `json:"nemesis"`
+	Consistency   string                     `json:"read_consistency"`
+	Concurrency   int                        `json:"concurrency"`
+	Rate          float64                    `json:"rate"`
+	Ops           map[string]map[string]int  `json:"ops"`
+	Faults        map[string]int             `json:"faults"`
+	Schedule      []nemesis.Fault            `json:"schedule"`
+	NemesisErrors string                     `json:"nemesis_errors,omitempty"`
+	LogFrom       string                     `json:"log_from"`
+	LogFirstIndex uint64                     `json:"log_first_index"`
+	LogLastIndex  uint64                     `json:"log_last_index"`
+	Linearizable  checker.LinearizableResult `json:"linearizable"`
+	NoLostWrites  checker.LostWritesResult   `json:"no_lost_writes"`
+	Convergence   checker.ConvergenceResult  `json:"convergence"`
+	Watch         checker.WatchResult        `json:"watch"`
+	Processes     processResult              `json:"processes"`
+	Clients       string                     `json:"clients"`
+	Availability  []checker.Window           `json:"availability"`
+	// Failover: the failover clients' availability and its check (only
+	// when they ran).
+	Failover       *checker.FailoverResult    `json:"failover_availability,omitempty"`
 	Verdict        string                     `json:"verdict"`
 	FailedChecks   []string                   `json:"failed_checks,omitempty"`
 	UndecidedCheck []string                   `json:"undecided_checks,omitempty"`
@@ -476,7 +488,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	}
 
 	res := results{Seed: cfg.seed, TimeLimit: cfg.timeLimit.String(), Nemesis: cfg.nemesis,
-		Consistency: strings.ToLower(cfg.consistency.String()), Concurrency: cfg.concurrency, Rate: cfg.rate,
+		Consistency: strings.ToLower(cfg.consistency.String()), Concurrency: cfg.concurrency, Rate: cfg.rate, Clients: cfg.clients,
 		Faults: faults, Schedule: schedule, LogFrom: logFrom, LogFirstIndex: rp.FirstIndex, LogLastIndex: rp.LastIndex,
 		Ops: map[string]map[string]int{}}
 	if nemErr != nil {
@@ -534,7 +546,26 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 
 	windows, table := checker.Availability(ops, windows)
 	res.Availability = windows
-	fmt.Printf("\navailability per window (a report, not a check):\n%s", table)
+	failoverRan := false
+	for _, o := range ops {
+		failoverRan = failoverRan || o.Invoke.Client == history.ClientFailover
+	}
+	if failoverRan {
+		fa := checker.FailoverAvailability(windows)
+		res.Failover = &fa
+		verdict("availability", fa.Valid, fa.Detail)
+	}
+	if cfg.clients != clientsFailover {
+		fmt.Printf("\navailability of the pinned clients per window (a report, not a check):\n%s", table)
+	}
+	if res.Failover != nil {
+		fmt.Printf("\navailability of the failover clients (the Go client with every endpoint) per window:\n%s", res.Failover.Table)
+		if res.Failover.Valid {
+			fmt.Printf("availability: PASS (%s)\n", res.Failover.Detail)
+		} else {
+			fmt.Printf("availability: FAIL (%s)\n", res.Failover.Detail)
+		}
+	}
 	fmt.Printf("faults injected: %v\n", faults)
 	if nemErr != nil {
 		fmt.Printf("nemesis errors: %v\n", nemErr)
@@ -544,6 +575,9 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	}
 	if err := plotLatency(filepath.Join(out, "latency.png"), ops, windows, end); err != nil {
 		fmt.Println("latency plot:", err)
+	}
+	if err := plotAvailability(filepath.Join(out, "availability.png"), ops, windows, end); err != nil {
+		fmt.Println("availability plot:", err)
 	}
 
 	code := exitValid
@@ -561,7 +595,7 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	if err := writeJSON(filepath.Join(out, "results.json"), res); err != nil {
 		return 0, err
 	}
-	fmt.Printf("output in %s (history.jsonl, nemesis.jsonl, watch-*.jsonl, n*.log, log.json, results.json, latency.png", out)
+	fmt.Printf("output in %s (history.jsonl, nemesis.jsonl, watch-*.jsonl, n*.log, log.json, results.json, latency.png, availability.png", out)
 	if res.Linearizable.HTML != "" {
 		fmt.Print(", linearizability.html")
 	}
@@ -653,6 +687,9 @@ func recheck(cfg config) (int, error) {
 	if b, err := os.ReadFile(filepath.Join(dir, "results.json")); err == nil {
 		_ = json.Unmarshal(b, &prev)
 		cfg.seed, cfg.nemesis, cfg.concurrency, cfg.rate = prev.Seed, prev.Nemesis, prev.Concurrency, prev.Rate
+		if prev.Clients != "" {
+			cfg.clients = prev.Clients
+		}
 		if prev.Consistency == "serializable" {
 			cfg.consistency = pb.Consistency_SERIALIZABLE
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"image/color"
 	"math"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -78,5 +79,81 @@ func plotLatency(path string, ops []history.Op, windows []checker.Window, end in
 		p.Legend.Add(s.outcome, sc)
 	}
 	p.Legend.Top = true
+	return p.Save(12*vg.Inch, 5*vg.Inch, path)
+}
+
+// availabilityBucket is the width of one point of the availability plot.
+const availabilityBucket = time.Second
+
+// plotAvailability writes the share of ops that succeeded per second (by
+// invocation time) for each kind of client, with fault windows shaded and
+// labelled with their class.
+func plotAvailability(path string, ops []history.Op, windows []checker.Window, end int64) error {
+	p := plot.New()
+	p.Title.Text = "raftwatch cluster-test: availability (share of ops that succeeded, per second)"
+	p.X.Label.Text = "time since start (s)"
+	p.Y.Label.Text = "ok (%)"
+	p.Y.Min, p.Y.Max = 0, 110
+	n := int(end/availabilityBucket.Nanoseconds()) + 1
+	counts := map[string][]checker.Counts{}
+	for _, o := range ops {
+		kind := o.Invoke.Client
+		if kind == "" {
+			kind = history.ClientPinned
+		}
+		if counts[kind] == nil {
+			counts[kind] = make([]checker.Counts, n)
+		}
+		i := min(int(o.Invoke.Time/availabilityBucket.Nanoseconds()), n-1)
+		switch o.Outcome() {
+		case history.OK:
+			counts[kind][i].OK++
+		case history.Fail:
+			counts[kind][i].Fail++
+		default:
+			counts[kind][i].Info++
+		}
+	}
+	for _, w := range windows {
+		if w.Kind == checker.ClassHealthy {
+			continue
+		}
+		x0, x1 := float64(w.Start)/1e9, float64(w.End)/1e9
+		poly, err := plotter.NewPolygon(plotter.XYs{{X: x0, Y: 0}, {X: x1, Y: 0}, {X: x1, Y: 100}, {X: x0, Y: 100}})
+		if err != nil {
+			return err
+		}
+		poly.Color = colorFault
+		poly.LineStyle.Width = 0
+		p.Add(poly)
+		label, err := plotter.NewLabels(plotter.XYLabels{XYs: []plotter.XY{{X: x0, Y: 103}}, Labels: []string{w.Class}})
+		if err != nil {
+			return err
+		}
+		p.Add(label)
+	}
+	for _, s := range []struct {
+		kind string
+		c    color.Color
+	}{{history.ClientPinned, colorInfo}, {history.ClientFailover, colorOK}} {
+		var xys plotter.XYs
+		for i, c := range counts[s.kind] {
+			if c.Total() > 0 {
+				xys = append(xys, plotter.XY{X: float64(i) + 0.5, Y: c.Pct()})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color = s.c
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(s.kind+" clients", l)
+	}
+	p.Legend.Left = true
 	return p.Save(12*vg.Inch, 5*vg.Inch, path)
 }

@@ -51,8 +51,17 @@ type endpoint struct {
 	addr string
 }
 
-// workload runs the client processes. Every operation goes to one chosen node
-// through the raw gRPC stubs, so its outcome is exactly what that node said.
+// Client modes selectable with --clients.
+const (
+	clientsPinned   = history.ClientPinned
+	clientsFailover = history.ClientFailover
+	clientsBoth     = "both"
+)
+
+// workload runs the client processes. A pinned client sends every operation
+// to one chosen node through the raw gRPC stubs, so its outcome is exactly
+// what that node said; a failover client is the Go client given every
+// endpoint, which picks the node itself, as users run it.
 type workload struct {
 	start       time.Time
 	hist        *history.Writer
@@ -60,8 +69,11 @@ type workload struct {
 	keys        []string
 	consistency pb.Consistency
 	opTimeout   time.Duration
+	// concurrency is the number of clients of each kind that runs.
 	concurrency int
-	seed        uint64
+	// pinned and failover: which kinds of client run.
+	pinned, failover bool
+	seed             uint64
 
 	nextID  atomic.Int64
 	nextVal atomic.Int64
@@ -100,14 +112,36 @@ func (w *workload) run(ctx context.Context, rate float64) {
 		}
 	}()
 	var wg sync.WaitGroup
-	for i := range w.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.client(ctx, i, tokens)
-		}()
+	var kinds []string
+	if w.pinned {
+		kinds = append(kinds, history.ClientPinned)
+	}
+	if w.failover {
+		kinds = append(kinds, history.ClientFailover)
+	}
+	for k, kind := range kinds {
+		for i := range w.concurrency {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.client(ctx, kind, k*w.concurrency+i, tokens)
+			}()
+		}
 	}
 	wg.Wait()
+}
+
+// processes is the number of client goroutines; a client's process id moves
+// on by it after an op of unknown outcome, so ids never collide.
+func (w *workload) processes() int {
+	n := 0
+	if w.pinned {
+		n += w.concurrency
+	}
+	if w.failover {
+		n += w.concurrency
+	}
+	return n
 }
 
 // seenKey is what a client last learned about a key.
@@ -118,10 +152,16 @@ type seenKey struct {
 }
 
 type client struct {
-	w       *workload
-	home    endpoint
-	target  endpoint
-	conns   map[string]*grpc.ClientConn
+	w    *workload
+	kind string
+	// Pinned clients: the home node, the node the next op goes to, and a
+	// connection per node.
+	home   endpoint
+	target endpoint
+	conns  map[string]*grpc.ClientConn
+	// Failover clients: the Go client, one per process as each user
+	// process has its own.
+	rw      *rwclient.Client
 	process int
 	seen    map[string]seenKey
 	rng     *rand.Rand
@@ -139,10 +179,24 @@ func (c *client) conn(addr string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-func (w *workload) client(ctx context.Context, i int, tokens <-chan struct{}) {
+func (w *workload) client(ctx context.Context, kind string, i int, tokens <-chan struct{}) {
 	home := w.nodes[i%len(w.nodes)]
-	c := &client{w: w, home: home, target: home, conns: map[string]*grpc.ClientConn{}, process: i,
+	c := &client{w: w, kind: kind, home: home, target: home, conns: map[string]*grpc.ClientConn{}, process: i,
 		seen: map[string]seenKey{}, rng: rand.New(rand.NewPCG(w.seed, uint64(i)+1))}
+	if kind == history.ClientFailover {
+		var eps []string
+		// Each client lists the endpoints from a different one, as users'
+		// configurations do not all start with the same node.
+		for j := range w.nodes {
+			eps = append(eps, w.nodes[(i+j)%len(w.nodes)].addr)
+		}
+		rw, err := rwclient.New(rwclient.Config{Endpoints: eps})
+		if err != nil {
+			panic(err) // the endpoints are the harness's own host:port addresses
+		}
+		c.rw = rw
+		defer rw.Close()
+	}
 	defer func() {
 		for _, cc := range c.conns {
 			cc.Close()
@@ -183,17 +237,21 @@ func (c *client) step() {
 	if inv.Op == history.OpPut || inv.Op == history.OpCAS {
 		inv.Value = fmt.Sprintf("v%d", w.nextVal.Add(1))
 	}
-	if c.rng.Float64() < resetChance {
-		c.target = c.home
-	}
-	ep := c.target
-	if inv.Op == history.OpGet && w.consistency == pb.Consistency_SERIALIZABLE {
-		ep = c.home // serializable reads are served locally: keep them spread
-	}
-	inv.Node = ep.id
-	cc, err := c.conn(ep.addr)
-	if err != nil {
-		panic(err) // NewClient only fails on a malformed target
+	inv.Client = c.kind
+	var cc *grpc.ClientConn
+	if c.kind == history.ClientPinned {
+		if c.rng.Float64() < resetChance {
+			c.target = c.home
+		}
+		ep := c.target
+		if inv.Op == history.OpGet && w.consistency == pb.Consistency_SERIALIZABLE {
+			ep = c.home // serializable reads are served locally: keep them spread
+		}
+		inv.Node = ep.id
+		var err error
+		if cc, err = c.conn(ep.addr); err != nil {
+			panic(err) // NewClient only fails on a malformed target
+		}
 	}
 	inv.Time = w.now()
 	w.hist.Write(inv)
@@ -202,7 +260,12 @@ func (c *client) step() {
 	comp := inv
 	comp.Type = history.OK
 	comp.Value, comp.CondRev, comp.CondAbsent, comp.Consistency = "", 0, false, ""
-	err = c.call(ctx, cc, inv, &comp)
+	var err error
+	if c.kind == history.ClientPinned {
+		err = c.call(ctx, cc, inv, &comp)
+	} else {
+		err = c.callFailover(ctx, inv, &comp)
+	}
 	cancel()
 	comp.Time = w.now()
 	if err != nil {
@@ -222,7 +285,7 @@ func (c *client) step() {
 		w.info.Add(1)
 		// The op may still be in flight: later ops of this client get a new
 		// process id (as in Jepsen), and it goes back home.
-		c.process += w.concurrency
+		c.process += w.processes()
 		c.target = c.home
 	}
 	w.hist.Write(comp)
@@ -243,13 +306,7 @@ func (c *client) call(ctx context.Context, cc *grpc.ClientConn, inv history.Even
 		if err != nil {
 			return err
 		}
-		comp.Revision = resp.Revision
-		if resp.Kv != nil {
-			comp.Found, comp.ReadValue, comp.ModRev = true, string(resp.Kv.Value), resp.Kv.ModRevision
-			c.seen[inv.Key] = seenKey{known: true, exists: true, modRev: resp.Kv.ModRevision}
-		} else {
-			c.seen[inv.Key] = seenKey{known: true}
-		}
+		c.readResult(inv.Key, resp, comp)
 	case history.OpPut, history.OpCAS:
 		req := &pb.PutRequest{Key: key, Value: []byte(inv.Value), PrevKv: true}
 		if inv.Op == history.OpCAS {
@@ -263,14 +320,8 @@ func (c *client) call(ctx context.Context, cc *grpc.ClientConn, inv history.Even
 		if err != nil {
 			return err
 		}
-		comp.Revision, comp.ModRev = resp.Revision, resp.ModRevision
-		comp.Succeeded = resp.Succeeded || inv.Op == history.OpPut
+		c.writeResult(inv, resp, comp)
 		prev(resp.PrevKv)
-		if comp.Succeeded {
-			c.seen[inv.Key] = seenKey{known: true, exists: true, modRev: resp.Revision}
-		} else {
-			c.seen[inv.Key] = seenKey{known: true, exists: resp.PrevKv != nil, modRev: resp.ModRevision}
-		}
 	case history.OpDelete:
 		resp, err := kv.Delete(ctx, &pb.DeleteRequest{Key: key, PrevKv: true})
 		if err != nil {
@@ -281,6 +332,76 @@ func (c *client) call(ctx context.Context, cc *grpc.ClientConn, inv history.Even
 		c.seen[inv.Key] = seenKey{known: true}
 	}
 	return nil
+}
+
+// callFailover is call through the Go client, which picks the node.
+func (c *client) callFailover(ctx context.Context, inv history.Event, comp *history.Event) error {
+	key := []byte(inv.Key)
+	prev := func(p *pb.KeyValue) {
+		comp.PrevKnown = true
+		if p != nil {
+			comp.PrevFound, comp.PrevValue = true, string(p.Value)
+		}
+	}
+	switch inv.Op {
+	case history.OpGet:
+		var opts []rwclient.OpOption
+		if c.w.consistency == pb.Consistency_SERIALIZABLE {
+			opts = append(opts, rwclient.WithSerializable())
+		}
+		resp, err := c.rw.Get(ctx, key, opts...)
+		if err != nil {
+			return err
+		}
+		c.readResult(inv.Key, resp, comp)
+	case history.OpPut, history.OpCAS:
+		opts := []rwclient.OpOption{rwclient.WithPrevKV()}
+		if inv.Op == history.OpCAS {
+			if inv.CondAbsent {
+				opts = append(opts, rwclient.WithAbsent())
+			} else {
+				opts = append(opts, rwclient.WithModRevision(inv.CondRev))
+			}
+		}
+		resp, err := c.rw.Put(ctx, key, []byte(inv.Value), opts...)
+		if err != nil {
+			return err
+		}
+		c.writeResult(inv, resp, comp)
+		prev(resp.PrevKv)
+	case history.OpDelete:
+		resp, err := c.rw.Delete(ctx, key, rwclient.WithPrevKV())
+		if err != nil {
+			return err
+		}
+		comp.Revision, comp.Deleted = resp.Revision, resp.Deleted
+		prev(resp.PrevKv)
+		c.seen[inv.Key] = seenKey{known: true}
+	}
+	return nil
+}
+
+// readResult records a get's response in comp and in what c has seen.
+func (c *client) readResult(key string, resp *pb.GetResponse, comp *history.Event) {
+	comp.Revision = resp.Revision
+	if resp.Kv != nil {
+		comp.Found, comp.ReadValue, comp.ModRev = true, string(resp.Kv.Value), resp.Kv.ModRevision
+		c.seen[key] = seenKey{known: true, exists: true, modRev: resp.Kv.ModRevision}
+	} else {
+		c.seen[key] = seenKey{known: true}
+	}
+}
+
+// writeResult records a put's or cas's response in comp and in what c has
+// seen.
+func (c *client) writeResult(inv history.Event, resp *pb.PutResponse, comp *history.Event) {
+	comp.Revision, comp.ModRev = resp.Revision, resp.ModRevision
+	comp.Succeeded = resp.Succeeded || inv.Op == history.OpPut
+	if comp.Succeeded {
+		c.seen[inv.Key] = seenKey{known: true, exists: true, modRev: resp.Revision}
+	} else {
+		c.seen[inv.Key] = seenKey{known: true, exists: resp.PrevKv != nil, modRev: resp.ModRevision}
+	}
 }
 
 // classify maps an error to fail (definitely not applied) or info (unknown).

@@ -33,6 +33,15 @@ const (
 	OpCAS    = "cas"    // put with a mod_revision or absent condition
 )
 
+// Kinds of workload client.
+const (
+	// ClientPinned talks to one node through the raw gRPC stubs, following
+	// leader hints, so each outcome is exactly what that node said.
+	ClientPinned = "pinned"
+	// ClientFailover is the Go client given every endpoint, as users run it.
+	ClientFailover = "failover"
+)
+
 // Event is one line of history.jsonl: an invocation (Type == Invoke) or the
 // completion of the invocation with the same ID.
 type Event struct {
@@ -41,8 +50,13 @@ type Event struct {
 	Process int    `json:"process"`
 	Op      string `json:"op"`
 	Key     string `json:"key"`
-	Node    string `json:"node"`
-	Time    int64  `json:"time"`
+	// Node the op was sent to; "" for a failover client's op, which the Go
+	// client sends to whichever node it picks.
+	Node string `json:"node"`
+	// Client is the kind of client that issued the op: ClientPinned (also
+	// when empty, as in histories of older runs) or ClientFailover.
+	Client string `json:"client,omitempty"`
+	Time   int64  `json:"time"`
 	// Put/CAS: the value written (unique per key across the whole test).
 	Value string `json:"value,omitempty"`
 	// CAS condition: require mod_revision == CondRev, or CondAbsent.
@@ -221,6 +235,9 @@ type NemesisEvent struct {
 	// "kill-one", "kill-all", "pause".
 	Kind    string   `json:"kind"`
 	Targets []string `json:"targets,omitempty"`
-	Detail  string   `json:"detail,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	// Leader is the node the harness saw as leader just before a fault
+	// started ("" when none answered as leader).
+	Leader string `json:"leader,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	Error  string `json:"error,omitempty"`
 }

@@ -50,8 +50,8 @@ func (r *Runner) Current() string {
 
 func (r *Runner) now() int64 { return time.Since(r.Start).Nanoseconds() }
 
-func (r *Runner) record(phase, kind string, targets []string, detail string, err error) {
-	e := history.NemesisEvent{Time: r.now(), Phase: phase, Kind: kind, Targets: targets, Detail: detail}
+func (r *Runner) record(phase, kind string, targets []string, leader, detail string, err error) {
+	e := history.NemesisEvent{Time: r.now(), Phase: phase, Kind: kind, Targets: targets, Leader: leader, Detail: detail}
 	if err != nil {
 		e.Error = err.Error()
 	}
@@ -67,18 +67,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		if !sleepUntil(ctx, r.Start.Add(f.Start)) {
 			break
 		}
-		targets, detail, err := r.inject(ctx, f)
+		leader := r.leader(ctx)
+		targets, detail, err := r.inject(f, leader)
 		r.mu.Lock()
 		r.current = fmt.Sprintf("%s%v", f.Kind(), targets)
 		r.Counts[f.Kind()]++
 		r.mu.Unlock()
-		r.record("start", f.Kind(), targets, detail, err)
+		r.record("start", f.Kind(), targets, leader, detail, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f.Kind(), err))
 		}
 		sleepUntil(ctx, r.Start.Add(f.End))
 		err = r.heal()
-		r.record("stop", f.Kind(), targets, "", err)
+		r.record("stop", f.Kind(), targets, "", "", err)
 		r.mu.Lock()
 		r.current = ""
 		r.mu.Unlock()
@@ -122,14 +123,17 @@ func (r *Runner) onHeal(f func() error) {
 // leaderTimeout bounds the Status calls that find the leader.
 const leaderTimeout = 2 * time.Second
 
-func (r *Runner) inject(ctx context.Context, f Fault) ([]string, string, error) {
+// leader asks the cluster for its leader before every fault, also one that
+// does not aim at it: the timeline records it so the availability report can
+// tell a fault of the leader from a fault of a follower.
+func (r *Runner) leader(ctx context.Context) string {
+	lctx, cancel := context.WithTimeout(ctx, leaderTimeout)
+	defer cancel()
+	return r.Cluster.Leader(lctx)
+}
+
+func (r *Runner) inject(f Fault, leader string) ([]string, string, error) {
 	nodes := r.Cluster.Nodes()
-	leader := ""
-	if f.TargetLeader {
-		lctx, cancel := context.WithTimeout(ctx, leaderTimeout)
-		leader = r.Cluster.Leader(lctx)
-		cancel()
-	}
 	switch f.Family {
 	case Partition:
 		comps := f.Components(nodes, leader)
