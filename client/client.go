@@ -50,6 +50,15 @@ const maxHintHops = 3
 // a dead endpoint should cost a command seconds, not its whole timeout.
 const DefaultDialTimeout = 2 * time.Second
 
+// probeTimeout bounds the Status call that checks whether a suspect
+// endpoint answers again: a live node answers it from memory in
+// milliseconds, a stopped one never does.
+const probeTimeout = 250 * time.Millisecond
+
+// suspectRetry is how long a suspect endpoint that failed its probe is
+// passed over before it is probed again.
+const suspectRetry = 500 * time.Millisecond
+
 // DefaultRetryTimeout bounds how long a request without a deadline keeps
 // following hints and waiting for a leader: several election timeouts.
 const DefaultRetryTimeout = 10 * time.Second
@@ -79,6 +88,10 @@ type Client struct {
 	conns  map[string]*grpc.ClientConn
 	muxes  map[*grpc.ClientConn]*watchMux // one shared watch stream per connection
 	leader string                         // last known leader client address
+	// suspects: endpoints that left a request unanswered until its
+	// deadline (a stopped or wedged node keeps its connections open), and
+	// when each may be probed again.
+	suspects map[string]time.Time
 
 	watches watchSet // live watches and their resume loops (watch_resume.go)
 }
@@ -102,7 +115,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RetryTimeout == 0 {
 		cfg.RetryTimeout = DefaultRetryTimeout
 	}
-	return &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, muxes: map[*grpc.ClientConn]*watchMux{}}, nil
+	return &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, muxes: map[*grpc.ClientConn]*watchMux{},
+		suspects: map[string]time.Time{}}, nil
 }
 
 // NormalizeEndpoint turns host:port, http://host:port or https://host:port
@@ -291,6 +305,85 @@ func (c *Client) setLeader(addr string) {
 	c.mu.Unlock()
 }
 
+// suspectIfStuck marks addr suspect when err says the request's deadline
+// passed with no answer from it: later requests probe it before they use it,
+// instead of each waiting out its own deadline on a stopped node. The last
+// known leader is forgotten if it is addr.
+func (c *Client) suspectIfStuck(addr string, err error) {
+	if status.Code(err) != codes.DeadlineExceeded {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.suspects[addr] = time.Now()
+	if c.leader == addr {
+		c.leader = ""
+	}
+}
+
+// usable reports whether a request may go to addr: it is not suspect, or
+// it answers a probe now. A suspect endpoint is probed at most once per
+// suspectRetry (by one request at a time), and is passed over in between.
+// With one endpoint there is nowhere else to go: it is always usable.
+func (c *Client) usable(ctx context.Context, addr string) bool {
+	if len(c.cfg.Endpoints) == 1 {
+		return true
+	}
+	now := time.Now()
+	c.mu.Lock()
+	due, suspect := c.suspects[addr]
+	if suspect && !now.Before(due) {
+		c.suspects[addr] = now.Add(probeTimeout + suspectRetry) // others pass it over meanwhile
+	}
+	c.mu.Unlock()
+	if !suspect {
+		return true
+	}
+	if now.Before(due) {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	cc, err := c.conn(addr)
+	if err == nil {
+		_, err = pb.NewClusterClient(cc).Status(pctx, &pb.StatusRequest{})
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.suspects[addr] = time.Now().Add(suspectRetry)
+		return false
+	}
+	delete(c.suspects, addr)
+	return true
+}
+
+// rotation walks the endpoints round robin for one request, passing over
+// those not usable, and pauses for retryBackoff after each full round.
+type rotation struct {
+	c    *Client
+	next int
+}
+
+// pick returns the next usable endpoint, or ctx's error once it is done.
+func (r *rotation) pick(ctx context.Context) (string, error) {
+	eps := r.c.cfg.Endpoints
+	for {
+		if r.next > 0 && r.next%len(eps) == 0 {
+			select {
+			case <-time.After(retryBackoff):
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		addr := eps[r.next%len(eps)]
+		r.next++
+		if r.c.usable(ctx, addr) {
+			return addr, nil
+		}
+	}
+}
+
 // NotLeaderHint returns the leader hint carried by err, if any.
 func NotLeaderHint(err error) (*pb.NotLeader, bool) {
 	st, ok := status.FromError(err)
@@ -346,14 +439,22 @@ func neverSent(err error) bool {
 func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.ClientConn) error) error {
 	ctx, cancel := c.retryContext(ctx)
 	defer cancel()
-	addr := c.leaderGuess()
-	next, hops := 0, 0
-	if addr == "" {
-		addr, next = c.cfg.Endpoints[0], 1
-	}
+	rr := rotation{c: c}
+	addr, hops := c.leaderGuess(), 0
 	down := unreachable{endpoints: c.cfg.Endpoints}
+	var err error
 	for {
-		cc, err := c.connect(ctx, addr)
+		if addr == "" || !c.usable(ctx, addr) {
+			var perr error
+			if addr, perr = rr.pick(ctx); perr != nil {
+				if err == nil {
+					err = status.FromContextError(perr).Err()
+				}
+				return err
+			}
+		}
+		var cc *grpc.ClientConn
+		cc, err = c.connect(ctx, addr)
 		if err == nil {
 			err = call(ctx, cc)
 		}
@@ -361,10 +462,14 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 			c.setLeader(addr)
 			return nil
 		}
+		c.suspectIfStuck(addr, err)
 		if all := down.note(addr, err); all != nil {
 			return all
 		}
 		if !NotApplied(err) {
+			return err
+		}
+		if ctx.Err() != nil {
 			return err
 		}
 		if hint, ok := NotLeaderHint(err); ok && hint.LeaderAddr != "" && hint.LeaderAddr != addr {
@@ -377,23 +482,14 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 					return err
 				}
 			}
+			// A hint to a suspect node that does not answer its probe is
+			// stale (followers point at a stopped leader until they elect
+			// another): the rotation goes on instead.
 			addr = hint.LeaderAddr
 			continue
 		}
-		// Unreachable, leaderless or no usable hint: try the next endpoint,
-		// pausing after each full round.
-		addr = c.cfg.Endpoints[next%len(c.cfg.Endpoints)]
-		next++
-		if next%len(c.cfg.Endpoints) == 0 {
-			select {
-			case <-time.After(retryBackoff):
-			case <-ctx.Done():
-				return err
-			}
-		}
-		if ctx.Err() != nil {
-			return err
-		}
+		// Unreachable, leaderless or no usable hint: the next endpoint.
+		addr = ""
 	}
 }
 
@@ -406,10 +502,14 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 	down := unreachable{endpoints: c.cfg.Endpoints}
 	for round := 0; ; round++ {
 		for _, addr := range c.cfg.Endpoints {
+			if !c.usable(ctx, addr) {
+				continue
+			}
 			var cc *grpc.ClientConn
 			if cc, err = c.connect(ctx, addr); err == nil {
 				err = call(ctx, cc)
 			}
+			c.suspectIfStuck(addr, err)
 			if err == nil || status.Code(err) != codes.Unavailable {
 				return err
 			}

@@ -1,0 +1,172 @@
+package client
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/raftwatch/raftwatch/proto"
+)
+
+// Roles a kvNode plays.
+const (
+	roleLeader   = "leader"   // applies every put
+	roleFollower = "follower" // answers NotLeader with its hint
+	roleStopped  = "stopped"  // answers nothing, as a SIGSTOPped node
+)
+
+// kvNode serves KV.Put and Cluster.Status over real TCP and plays a role
+// the test can change.
+type kvNode struct {
+	pb.UnimplementedKVServer
+	pb.UnimplementedClusterServer
+	addr string
+	srv  *grpc.Server
+
+	mu   sync.Mutex
+	role string
+	hint string // a follower's leader hint (client address)
+	puts int    // puts received, whatever the role
+}
+
+func startKVNode(t *testing.T, role string) *kvNode {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &kvNode{addr: lis.Addr().String(), srv: grpc.NewServer(), role: role}
+	pb.RegisterKVServer(n.srv, n)
+	pb.RegisterClusterServer(n.srv, n)
+	go n.srv.Serve(lis)
+	t.Cleanup(n.srv.Stop)
+	return n
+}
+
+func (n *kvNode) set(role, hint string) {
+	n.mu.Lock()
+	n.role, n.hint = role, hint
+	n.mu.Unlock()
+}
+
+func (n *kvNode) state() (role, hint string, puts int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.role, n.hint, n.puts
+}
+
+func (n *kvNode) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
+	n.mu.Lock()
+	n.puts++
+	n.mu.Unlock()
+	role, hint, _ := n.state()
+	switch role {
+	case roleStopped:
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case roleFollower:
+		st, err := status.New(codes.FailedPrecondition, "not leader").WithDetails(&pb.NotLeader{LeaderAddr: hint})
+		if err != nil {
+			return nil, err
+		}
+		return nil, st.Err()
+	}
+	return &pb.PutResponse{Revision: 1, Succeeded: true}, nil
+}
+
+func (n *kvNode) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if role, _, _ := n.state(); role == roleStopped {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &pb.StatusResponse{}, nil
+}
+
+// timedPut writes through c with its own deadline, as an application does.
+func timedPut(c *Client, timeout time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Put(ctx, []byte("/k"), []byte("v"))
+	return time.Since(start), err
+}
+
+// opTimeout is the deadline of each request in these tests.
+const opTimeout = 2 * time.Second
+
+// A stopped leader keeps its connections open, so a request sent to it
+// waits out its deadline and may or may not apply later: the client must not
+// send it elsewhere. But the requests after it must not wait out theirs on
+// the same node while the followers still point at it.
+func TestWriteAfterATimeoutOnAStoppedLeaderGoesToTheNewLeader(t *testing.T) {
+	old := startKVNode(t, roleLeader)
+	follower := startKVNode(t, roleFollower)
+	leader := startKVNode(t, roleFollower)
+	follower.set(roleFollower, old.addr)
+	leader.set(roleFollower, old.addr)
+	c, err := New(Config{Endpoints: []string{old.addr, follower.addr, leader.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := timedPut(c, opTimeout); err != nil {
+		t.Fatalf("put on the healthy cluster: %v", err)
+	}
+
+	// The leader stops; one node takes over, the other still points at the
+	// stopped one (its view is stale until it hears from the new leader).
+	old.set(roleStopped, "")
+	leader.set(roleLeader, "")
+	took, err := timedPut(c, opTimeout)
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("put sent to the stopped leader: %v after %v, want DEADLINE_EXCEEDED", err, took)
+	}
+	if _, _, n := old.state(); n != 2 {
+		t.Fatalf("the stopped leader got %d puts, want 2: a write of unknown outcome was sent again", n)
+	}
+
+	took, err = timedPut(c, opTimeout)
+	if err != nil {
+		t.Fatalf("put after the timeout: %v after %v, want it applied by the new leader", err, took)
+	}
+	if _, _, n := leader.state(); n != 1 {
+		t.Fatalf("the new leader got %d puts, want 1", n)
+	}
+	// A probe of the stopped node and a hop through the stale follower, not
+	// another wait for the deadline.
+	if took > opTimeout/2 {
+		t.Errorf("put after the timeout took %v; want well under its %v deadline", took, opTimeout)
+	}
+	if _, _, n := old.state(); n != 2 {
+		t.Errorf("the stopped leader got %d puts, want still 2", n)
+	}
+}
+
+// A node that left a request unanswered is used again once it answers: a
+// slow leader is not shunned.
+func TestASuspectNodeThatAnswersAgainIsUsedAgain(t *testing.T) {
+	slow := startKVNode(t, roleStopped)
+	other := startKVNode(t, roleFollower)
+	other.set(roleFollower, slow.addr)
+	c, err := New(Config{Endpoints: []string{slow.addr, other.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := timedPut(c, 300*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("put on the stalled node: %v, want DEADLINE_EXCEEDED", err)
+	}
+	slow.set(roleLeader, "")
+	if took, err := timedPut(c, opTimeout); err != nil {
+		t.Fatalf("put once the node answers again: %v after %v", err, took)
+	}
+	if _, _, n := slow.state(); n != 2 {
+		t.Fatalf("the node that answers again got %d puts, want 2", n)
+	}
+}
