@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="jepsen-out/$(date +%Y%m%d-%H%M%S)"
-exec go run ./cluster-test --time-limit 10m --nemesis all --out "$out" "$@"
+exec go run ./cluster-test --time-limit 10m --nemesis all --clients both --out "$out" "$@"
