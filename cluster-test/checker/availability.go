@@ -370,6 +370,9 @@ func FailoverAvailability(ws []Window) FailoverResult {
 			}
 		}
 		res.Detail = fmt.Sprintf("every follower-fault window (%d) >= %.0f%% ok", n, FollowerMinPct)
+		if n == 0 {
+			res.Detail = "no follower-fault window in this run (nothing to check)"
+		}
 	} else {
 		res.Detail = fmt.Sprintf("%d follower-fault window(s) below %.0f%%: %s", len(res.Below), FollowerMinPct, strings.Join(res.Below, "; "))
 	}
