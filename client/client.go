@@ -520,6 +520,9 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 		select {
 		case <-time.After(retryBackoff):
 		case <-ctx.Done():
+			if err == nil { // every endpoint was passed over as suspect
+				err = status.FromContextError(ctx.Err()).Err()
+			}
 			return err
 		}
 	}

@@ -80,6 +80,14 @@ func (n *kvNode) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, 
 	return &pb.PutResponse{Revision: 1, Succeeded: true}, nil
 }
 
+func (n *kvNode) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	if role, _, _ := n.state(); role == roleStopped {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &pb.GetResponse{Revision: 1}, nil
+}
+
 func (n *kvNode) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
 	if role, _, _ := n.state(); role == roleStopped {
 		<-ctx.Done()
@@ -168,5 +176,33 @@ func TestASuspectNodeThatAnswersAgainIsUsedAgain(t *testing.T) {
 	}
 	if _, _, n := slow.state(); n != 2 {
 		t.Fatalf("the node that answers again got %d puts, want 2", n)
+	}
+}
+
+// Serializable reads go to the first endpoint that answers: one that left a
+// read unanswered is passed over by the next, instead of each read waiting
+// out its deadline on it.
+func TestSerializableReadsPassOverAStoppedNode(t *testing.T) {
+	stopped := startKVNode(t, roleStopped)
+	other := startKVNode(t, roleFollower)
+	c, err := New(Config{Endpoints: []string{stopped.addr, other.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	get := func() (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.Get(ctx, []byte("/k"), WithSerializable())
+		return time.Since(start), err
+	}
+	if took, err := get(); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("read on the stopped node: %v after %v, want DEADLINE_EXCEEDED", err, took)
+	}
+	for i := range 3 {
+		if took, err := get(); err != nil {
+			t.Fatalf("read %d after the timeout: %v after %v, want it served by the other node", i, err, took)
+		}
 	}
 }
