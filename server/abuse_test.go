@@ -253,11 +253,15 @@ func TestWatcherQuotaPerConnection(t *testing.T) {
 		if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte(key), Prefix: true}}}); err != nil {
 			t.Fatal(err)
 		}
-		ev, err := r.recv()
-		if err != nil {
-			t.Fatal(err)
+		for {
+			ev, err := r.recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type != pb.EventType_PROGRESS { // heartbeats of the earlier watches
+				return ev
+			}
 		}
-		return ev
 	}
 	// The first connection: 30 watches on each of two streams.
 	cc, err := grpc.NewClient(f.clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
