@@ -91,11 +91,13 @@ func DefaultConfig() Config {
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,
 		Watch: watch.Config{
-			BufferSize:       watch.DefaultBufferSize,
-			StreamBytes:      watch.DefaultStreamBytes,
-			MaxWatchers:      watch.DefaultMaxWatchers,
-			QueueSize:        watch.DefaultQueueSize,
-			ProgressInterval: watch.DefaultProgressInterval,
+			BufferSize:         watch.DefaultBufferSize,
+			StreamBytes:        watch.DefaultStreamBytes,
+			ConnBytes:          watch.DefaultConnBytes,
+			MaxWatchers:        watch.DefaultMaxWatchers,
+			MaxWatchersPerConn: watch.DefaultMaxWatchersPerConn,
+			QueueSize:          watch.DefaultQueueSize,
+			ProgressInterval:   watch.DefaultProgressInterval,
 		},
 	}
 }

@@ -508,6 +508,17 @@ func (n *Node) NewWatchStream() *WatchStream {
 	return &WatchStream{Stream: n.registry.NewStream(), n: n}
 }
 
+// NewWatchConn returns a group for the watch streams of one client
+// connection: they share one byte budget (Config.Watch.ConnBytes) and one
+// watcher quota (Config.Watch.MaxWatchersPerConn).
+func (n *Node) NewWatchConn() *watch.Conn { return n.registry.NewConn() }
+
+// NewWatchStreamOn returns an empty stream of c; Close it when the
+// consumer goes.
+func (n *Node) NewWatchStreamOn(c *watch.Conn) *WatchStream {
+	return &WatchStream{Stream: c.NewStream(), n: n}
+}
+
 // Watch registers a watcher on the stream. Its Start() is the revision the
 // watch starts after; the stream then carries every later matching event
 // for it (Event.WatchID), or a CANCELED event.

@@ -53,6 +53,7 @@ type proc struct {
 // testCluster is three real processes on loopback TCP.
 type testCluster struct {
 	t       *testing.T
+	bin     string // the raftwatch executable the nodes run
 	nodes   []*proc
 	extra   []string
 	initial string // --initial-cluster of the first start
@@ -78,8 +79,14 @@ func freePorts(t *testing.T, n int) []string {
 
 func startCluster(t *testing.T, extraFlags ...string) *testCluster {
 	t.Helper()
+	return startClusterOf(t, binary, extraFlags...)
+}
+
+// startClusterOf is startCluster with the nodes running bin.
+func startClusterOf(t *testing.T, bin string, extraFlags ...string) *testCluster {
+	t.Helper()
 	ports := freePorts(t, 6)
-	c := &testCluster{t: t, extra: extraFlags}
+	c := &testCluster{t: t, bin: bin, extra: extraFlags}
 	var initial []string
 	for i := 0; i < 3; i++ {
 		p := &proc{id: fmt.Sprintf("n%d", i+1), raftAddr: ports[i], clientAddr: ports[3+i]}
@@ -155,7 +162,7 @@ func (c *testCluster) start(p *proc) {
 	}
 	args := append([]string{"serve", "--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
 		"--client-addr", p.clientAddr, "--initial-cluster", c.initial, "--progress-interval", "200ms"}, c.extra...)
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -27,8 +27,9 @@ type Server struct {
 	pb.UnimplementedWatchServer
 	pb.UnimplementedClusterServer
 
-	node *node.Node
-	log  *slog.Logger
+	node  *node.Node
+	log   *slog.Logger
+	conns *watchConns
 }
 
 // New returns the services for n.
@@ -36,7 +37,7 @@ func New(n *node.Node, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{node: n, log: log}
+	return &Server{node: n, log: log, conns: &watchConns{node: n, m: map[string]*connEntry{}}}
 }
 
 // Register adds the three services to g.

@@ -2,6 +2,8 @@ package server
 
 import (
 	"errors"
+	"slices"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,19 +20,35 @@ const watchCtlQueue = 64
 // takeBatch is the initial capacity of the slice events are taken into.
 const takeBatch = 64
 
-// maxBatchBytes is a soft cap on the payload of one WatchBatch message (a
-// single larger event still goes alone), keeping messages well under the
-// client's receive limit.
-const maxBatchBytes = 256 << 10
+// maxBatchBytes caps what one WatchBatch message takes from the stream (a
+// single larger event still goes alone). Events count more there
+// (watch's per-event overhead) than encoded, so a message fits gRPC's
+// 32 KiB buffer class: a send stuck on a client that does not read holds
+// 32 KiB, not the 1 MiB buffer a larger message takes.
+const maxBatchBytes = 32 << 10
+
+// flushMessages is how many messages one flush sends before the stream's
+// loop handles the client's requests again.
+const flushMessages = 8
 
 // Watch implements Watch.Watch. One stream carries any number of watches.
 // A receiving goroutine reads the client's requests and hands them to this
-// goroutine, the only one that registers, cancels and sends: so a watch's
-// CREATED always precedes its events, and its CANCELED ends them.
+// goroutine, the only one that registers and sends: so a watch's CREATED
+// always precedes its events, and its CANCELED ends them. A cancel is
+// applied at once by the receiving goroutine (the watcher and its queued
+// events are dropped, releasing their memory even while a send is stuck
+// on a client that does not read); this goroutine then sends its CANCELED.
+//
+// The streams of one client connection share one watch.Conn: one byte
+// budget and one watcher quota.
 func (s *Server) Watch(stream pb.Watch_WatchServer) error {
-	ws := s.node.NewWatchStream()
+	conn, done := s.conns.acquire(stream.Context())
+	defer done()
+	ws := s.node.NewWatchStreamOn(conn)
 	defer ws.Close()
 
+	ss := &watchSession{stream: stream, ws: ws, watchers: map[uint64]*watch.Watcher{},
+		buf: make([]watch.Event, 0, takeBatch), canceled: make(chan struct{}, 1)}
 	ctl := make(chan *pb.WatchRequest, watchCtlQueue)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -40,6 +58,10 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 				recvErr <- err
 				return
 			}
+			if c, ok := req.Request.(*pb.WatchRequest_Cancel); ok {
+				ss.cancel(c.Cancel.WatchId)
+				continue
+			}
 			select {
 			case ctl <- req:
 			case <-stream.Context().Done():
@@ -48,24 +70,27 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 		}
 	}()
 
-	ss := &watchSession{stream: stream, ws: ws, watchers: map[uint64]*watch.Watcher{}, buf: make([]watch.Event, 0, takeBatch)}
 	for {
 		select {
 		case req := <-ctl:
 			if err := ss.handle(req); err != nil {
 				return err
 			}
-		case <-ws.Ready():
-			if err := ss.flush(); err != nil {
+		case <-ss.canceled:
+			if err := ss.sendCanceled(); err != nil {
 				return err
 			}
-			if ss.serverCanceledLast && len(ss.watchers) == 0 {
+		case <-ws.Ready():
+			if err := ss.flush(false); err != nil {
+				return err
+			}
+			if ss.serverCanceledLast && ss.count() == 0 {
 				return nil // the server canceled the stream's last watch
 			}
 		case <-s.node.WatchersDone():
 			// Shutdown: send the CANCELED of every watch, then end the
 			// stream (no new watch could be created on it).
-			return ss.flush()
+			return ss.flush(true)
 		case <-recvErr:
 			return nil // the client closed its side or went away
 		case <-stream.Context().Done():
@@ -74,39 +99,100 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 	}
 }
 
-// watchSession is the state of one Watch stream, owned by its sending
-// goroutine.
+// watchSession is the state of one Watch stream. Its sending goroutine
+// owns everything but watchers and cancels, which the receiving goroutine
+// also uses, under mu.
 type watchSession struct {
 	stream             pb.Watch_WatchServer
 	ws                 *node.WatchStream
-	watchers           map[uint64]*watch.Watcher
 	buf                []watch.Event
 	serverCanceledLast bool
+
+	mu       sync.Mutex
+	watchers map[uint64]*watch.Watcher
+	// cancels holds the watches the client canceled whose CANCELED is
+	// not sent yet; canceled signals that it is not empty.
+	cancels  []uint64
+	canceled chan struct{}
 }
 
-// flush sends every queued event, as few messages as the size cap allows.
-func (ss *watchSession) flush() error {
-	ss.buf = ss.ws.Take(ss.buf[:0])
-	defer clear(ss.buf) // drop references to event payloads
-	batch := &pb.WatchBatch{}
-	size := 0
-	for _, ev := range ss.buf {
-		n := len(ev.Key) + len(ev.Value) + len(ev.PrevValue) + len(ev.Reason) + 32
-		if len(batch.Responses) > 0 && size+n > maxBatchBytes {
-			if err := ss.stream.Send(batch); err != nil {
-				return err
-			}
-			batch, size = &pb.WatchBatch{}, 0
+// count returns the number of the stream's watches.
+func (ss *watchSession) count() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.watchers)
+}
+
+// flush sends what is queued, one message of at most maxBatchBytes each,
+// until the queue is empty or, unless all, flushMessages were sent (the
+// rest is signaled Ready again).
+func (ss *watchSession) flush(all bool) error {
+	defer clear(ss.buf[:cap(ss.buf)]) // drop references to event payloads
+	for i := 0; all || i < flushMessages; i++ {
+		ss.buf = ss.ws.TakeBytes(ss.buf[:0], maxBatchBytes)
+		if len(ss.buf) == 0 {
+			return nil
 		}
-		batch.Responses = append(batch.Responses, toWatchResponse(ev))
-		size += n
-		if ev.Type == watch.Canceled {
-			delete(ss.watchers, ev.WatchID)
-			ss.serverCanceledLast = len(ss.watchers) == 0
+		batch := &pb.WatchBatch{Responses: make([]*pb.WatchResponse, 0, len(ss.buf))}
+		for _, ev := range ss.buf {
+			batch.Responses = append(batch.Responses, toWatchResponse(ev))
+			if ev.Type == watch.Canceled {
+				ss.serverEnded(ev.WatchID)
+			}
+		}
+		clear(ss.buf)
+		if err := ss.stream.Send(batch); err != nil {
+			return err
 		}
 	}
-	if len(batch.Responses) == 0 {
+	return nil
+}
+
+// serverEnded records that the server's CANCELED of watch id is being sent.
+// When the client canceled it after that CANCELED was taken from the
+// stream, this one is the watch's last word: the client's is not sent.
+func (ss *watchSession) serverEnded(id uint64) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if _, ok := ss.watchers[id]; ok {
+		delete(ss.watchers, id)
+		ss.serverCanceledLast = len(ss.watchers) == 0
+		return
+	}
+	ss.cancels = slices.DeleteFunc(ss.cancels, func(c uint64) bool { return c == id })
+}
+
+// cancel applies a client's cancel at once: the watch is dropped with its
+// queued events and its CANCELED is left to the sending goroutine. An
+// unknown (or already ended) watch is ignored.
+func (ss *watchSession) cancel(id uint64) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	w, ok := ss.watchers[id]
+	if !ok {
+		return
+	}
+	delete(ss.watchers, id)
+	w.Drop()
+	ss.cancels = append(ss.cancels, id)
+	select {
+	case ss.canceled <- struct{}{}:
+	default:
+	}
+}
+
+// sendCanceled sends the CANCELED of every watch the client canceled.
+func (ss *watchSession) sendCanceled() error {
+	ss.mu.Lock()
+	ids := ss.cancels
+	ss.cancels = nil
+	ss.mu.Unlock()
+	if len(ids) == 0 {
 		return nil
+	}
+	batch := &pb.WatchBatch{}
+	for _, id := range ids {
+		batch.Responses = append(batch.Responses, &pb.WatchResponse{Type: pb.EventType_CANCELED, WatchId: id, Reason: "canceled by the client"})
 	}
 	return ss.stream.Send(batch)
 }
@@ -132,11 +218,15 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 			}
 			return ss.send(r)
 		}
+		ss.mu.Lock()
 		ss.watchers[w.ID()] = w
+		ss.mu.Unlock()
 		ss.serverCanceledLast = false
 		return ss.send(&pb.WatchResponse{Type: pb.EventType_CREATED, Key: c.Key, Revision: w.Start(),
 			WatchId: w.ID(), RequestId: c.RequestId})
 	case *pb.WatchRequest_Progress:
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
 		if id := r.Progress.WatchId; id != 0 {
 			if w, ok := ss.watchers[id]; ok {
 				w.RequestProgress()
@@ -146,23 +236,6 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 		for _, w := range ss.watchers {
 			w.RequestProgress()
 		}
-	case *pb.WatchRequest_Cancel:
-		id := r.Cancel.WatchId
-		w, ok := ss.watchers[id]
-		if !ok {
-			return nil // already ended
-		}
-		// Unregister first, then send what it had queued, then CANCELED:
-		// nothing of this watch can follow its CANCELED.
-		w.Close()
-		if err := ss.flush(); err != nil {
-			return err
-		}
-		if _, ok := ss.watchers[id]; !ok {
-			return nil // the server canceled it meanwhile; that CANCELED was sent
-		}
-		delete(ss.watchers, id)
-		return ss.send(&pb.WatchResponse{Type: pb.EventType_CANCELED, WatchId: id, Reason: "canceled by the client"})
 	}
 	return nil
 }

@@ -19,6 +19,13 @@ const (
 	// whatever the number of its watchers: past it, every watcher on the
 	// stream falls behind instead of queuing more.
 	DefaultStreamBytes = 4 << 20
+	// DefaultConnBytes bounds the bytes queued (and taken but not yet
+	// sent) in all the streams of one Conn together: past it, their
+	// watchers fall behind instead of queuing more.
+	DefaultConnBytes = 8 << 20
+	// DefaultMaxWatchersPerConn bounds the watchers of one Conn, so one
+	// client cannot take every slot of MaxWatchers.
+	DefaultMaxWatchersPerConn = 10000
 	// DefaultMaxWatchers bounds the number of registered watchers.
 	DefaultMaxWatchers = 100000
 	// DefaultQueueSize is how many batches the FSM may run ahead of the
@@ -52,8 +59,12 @@ type Config struct {
 	BufferSize int
 	// StreamBytes is the byte budget of one stream's queue.
 	StreamBytes int
+	// ConnBytes is the byte budget shared by the streams of one Conn.
+	ConnBytes int
 	// MaxWatchers is the hard cap on registered watchers.
 	MaxWatchers int
+	// MaxWatchersPerConn is the cap on the watchers of one Conn.
+	MaxWatchersPerConn int
 	// QueueSize is the number of batches buffered between the FSM and the
 	// dispatcher.
 	QueueSize int
@@ -74,8 +85,14 @@ func (c Config) withDefaults() Config {
 	if c.StreamBytes <= 0 {
 		c.StreamBytes = DefaultStreamBytes
 	}
+	if c.ConnBytes <= 0 {
+		c.ConnBytes = DefaultConnBytes
+	}
 	if c.MaxWatchers <= 0 {
 		c.MaxWatchers = DefaultMaxWatchers
+	}
+	if c.MaxWatchersPerConn <= 0 {
+		c.MaxWatchersPerConn = DefaultMaxWatchersPerConn
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = DefaultQueueSize
@@ -145,7 +162,9 @@ type Registry struct {
 	hist        History
 	bufferSize  int
 	streamBytes int
+	connBytes   int64
 	max         int64
+	maxPerConn  int64
 	log         *slog.Logger
 
 	nextID atomic.Uint64
@@ -193,7 +212,9 @@ func NewRegistry(cfg Config, hist History, delivered uint64) *Registry {
 		hist:        hist,
 		bufferSize:  cfg.BufferSize,
 		streamBytes: cfg.StreamBytes,
+		connBytes:   int64(cfg.ConnBytes),
 		max:         int64(cfg.MaxWatchers),
+		maxPerConn:  int64(cfg.MaxWatchersPerConn),
 		log:         cfg.Logger,
 		exact:       make(map[string][]*Watcher),
 		prefix:      make(map[string][]*Watcher),
@@ -245,7 +266,11 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	if r.closed.Load() {
 		return nil, errClosed()
 	}
+	if n, ok := s.conn.reserve(); !ok {
+		return nil, fmt.Errorf("%w: this connection holds %d watchers, the limit is %d; close unused watchers or spread them over other connections", ErrLimitExceeded, n, r.maxPerConn)
+	}
 	if !r.reserve() {
+		s.conn.watchers.Add(-1)
 		return nil, fmt.Errorf("%w: this node already serves its maximum of %d watchers; close unused watchers, spread them over other nodes or raise MaxWatchers", ErrLimitExceeded, r.max)
 	}
 	if o.PrevKV {
@@ -361,6 +386,7 @@ func (r *Registry) reserve() bool {
 // release gives back the counters a watcher holds.
 func (r *Registry) release(w *Watcher) {
 	r.reserved.Add(-1)
+	w.stream.conn.watchers.Add(-1)
 	if w.prevKV {
 		r.prev.Add(-1)
 	}
@@ -551,5 +577,17 @@ func (w *Watcher) Close() {
 	r := w.reg
 	r.mu.Lock()
 	r.removeLocked(w)
+	r.mu.Unlock()
+}
+
+// Drop is Close for a consumer that no longer wants the watcher's events:
+// it also discards those still queued (its CANCELED too, if one was), so
+// nothing of the watcher can be taken after Drop returns and the bytes
+// they held are released at once. It is idempotent.
+func (w *Watcher) Drop() {
+	r := w.reg
+	r.mu.Lock()
+	r.removeLocked(w)
+	w.stream.discard(w)
 	r.mu.Unlock()
 }

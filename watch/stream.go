@@ -20,37 +20,47 @@ const (
 // Event.WatchID says which watcher an event is for.
 //
 // Its queue grows only while events are waiting and is emptied by every
-// Take. It is bounded twice: a watcher may have at most Config.BufferSize
-// events waiting, and the queue at most Config.StreamBytes bytes. An event
-// that would exceed either is not queued: its watcher falls behind and is
-// fed from history once the consumer has taken the queue. (The rest of a
-// revision whose first event was queued for a watcher is always queued with
-// it, so a revision is never split by a bound; CANCELED and PROGRESS need
-// no room of their own beyond that.)
+// Take. It is bounded three times: a watcher may have at most
+// Config.BufferSize events waiting, the queue at most Config.StreamBytes
+// bytes, and all the streams of its Conn together at most
+// Config.ConnBytes (what a consumer took with TakeBytes and may still be
+// sending counts too). An event that would start a revision past any
+// bound is not queued: its watcher falls behind and is fed from history
+// once the consumer has taken the queue. (The rest of a revision whose
+// first event was queued for a watcher is always queued with it, so a
+// revision is never split by a bound; CANCELED and PROGRESS need no room
+// of their own beyond that.)
 //
 // A Stream is safe for concurrent use; Take is meant to be called by one
-// consumer goroutine. Create one with Registry.NewStream and Close it when
-// done.
+// consumer goroutine. Create one with Registry.NewStream or Conn.NewStream
+// and Close it when done.
 type Stream struct {
 	reg   *Registry
+	conn  *Conn
 	ready chan struct{}
 	// closed is set by Close, under reg.mu.
 	closed atomic.Bool
 	// ws holds the stream's registered watchers; guarded by reg.mu.
 	ws []*Watcher
 
-	mu    sync.Mutex
-	q     []Event
-	bytes int // what q counts for against Config.StreamBytes
+	mu sync.Mutex
+	q  []Event
+	qw []*Watcher // qw[i] is the watcher q[i] is for
+	// bytes is what q counts for against Config.StreamBytes and the
+	// Conn's budget.
+	bytes int
+	// sent and sending are what the last two TakeBytes took: the consumer
+	// may still hold them (or gRPC, in its send buffer), so they count
+	// against both budgets until the next two TakeBytes or Take.
+	sent, sending int
 	// gen counts the Takes that emptied a non-empty queue; a watcher's
 	// pending count is valid only while its takeGen equals gen.
 	gen uint64
 }
 
-// NewStream returns an empty stream delivering events of watchers of r.
-func (r *Registry) NewStream() *Stream {
-	return &Stream{reg: r, ready: make(chan struct{}, 1)}
-}
+// NewStream returns an empty stream delivering events of watchers of r,
+// on a Conn of its own.
+func (r *Registry) NewStream() *Stream { return r.NewConn().NewStream() }
 
 // Register adds a watcher for key (or, with o.Prefix, for every key under
 // the prefix key, which must start and end with '/'), whose events are
@@ -75,22 +85,121 @@ func (s *Stream) Ready() <-chan struct{} { return s.ready }
 func (s *Stream) Take(buf []Event) []Event {
 	buf = buf[:0]
 	s.mu.Lock()
+	freed := s.sent + s.sending
+	s.sent, s.sending = 0, 0
 	if len(s.q) == 0 {
+		s.releaseLocked(freed)
 		s.mu.Unlock()
 		return buf
 	}
 	buf = append(buf, s.q...)
-	if cap(s.q) > streamRetainCap {
-		s.q = nil // a burst: give the memory back
-	} else {
-		clear(s.q) // drop the references to keys and values
-		s.q = s.q[:0]
-	}
+	s.releaseLocked(freed + s.bytes)
 	s.bytes = 0
+	s.resetLocked()
 	s.gen++
 	s.mu.Unlock()
 	s.reg.poke() // watchers of s that fell behind have room again
 	return buf
+}
+
+// TakeBytes is Take for a consumer that sends what it takes on: it takes
+// the events at the head of the queue, at most max bytes of them (but at
+// least one), and signals Ready again when it leaves some. What it takes
+// still counts against the stream's and the Conn's budgets until two more
+// TakeBytes (or a Take) — while the consumer, or gRPC's send buffer behind
+// it, may still hold those events — so a consumer that cannot send holds
+// a bounded number of bytes however long it is stuck.
+func (s *Stream) TakeBytes(buf []Event, max int) []Event {
+	buf = buf[:0]
+	s.mu.Lock()
+	freed := s.sent
+	s.sent, s.sending = s.sending, 0
+	n, size := 0, 0
+	for n < len(s.q) && (n == 0 || size+s.q[n].size() <= max) {
+		size += s.q[n].size()
+		n++
+	}
+	if n == 0 {
+		s.releaseLocked(freed)
+		s.mu.Unlock()
+		return buf
+	}
+	buf = append(buf, s.q[:n]...)
+	for _, w := range s.qw[:n] {
+		w.pending-- // every queued event's watcher has takeGen == gen
+	}
+	s.sending = size
+	s.bytes -= size
+	s.releaseLocked(freed)
+	if n == len(s.q) {
+		s.resetLocked()
+		s.gen++
+	} else {
+		rest := copy(s.q, s.q[n:])
+		copy(s.qw, s.qw[n:])
+		clear(s.q[rest:])
+		clear(s.qw[rest:])
+		s.q, s.qw = s.q[:rest], s.qw[:rest]
+		s.signalLocked() // the consumer comes back for the rest
+	}
+	s.mu.Unlock()
+	s.reg.poke() // watchers of s that fell behind may have room again
+	return buf
+}
+
+// releaseLocked gives n bytes back to the Conn's budget; s.mu is held.
+func (s *Stream) releaseLocked(n int) {
+	if n != 0 {
+		s.conn.bytes.Add(int64(-n))
+	}
+}
+
+// resetLocked empties the queue, dropping its references to keys, values
+// and watchers; an array grown by a burst is released. s.mu is held.
+func (s *Stream) resetLocked() {
+	if cap(s.q) > streamRetainCap {
+		s.q, s.qw = nil, nil // a burst: give the memory back
+		return
+	}
+	clear(s.q)
+	clear(s.qw)
+	s.q, s.qw = s.q[:0], s.qw[:0]
+}
+
+// discard drops the events queued for w and releases their bytes; the
+// caller holds reg.mu (Watcher.Close).
+func (s *Stream) discard(w *Watcher) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept, freed := 0, 0
+	for i := range s.q {
+		if s.qw[i] == w {
+			freed += s.q[i].size()
+			continue
+		}
+		s.q[kept], s.qw[kept] = s.q[i], s.qw[i]
+		kept++
+	}
+	if kept == len(s.q) {
+		return
+	}
+	clear(s.q[kept:])
+	clear(s.qw[kept:])
+	s.q, s.qw = s.q[:kept], s.qw[:kept]
+	s.bytes -= freed
+	s.releaseLocked(freed)
+	if kept == 0 {
+		s.resetLocked()
+	}
+	w.pending = 0
+}
+
+// Bytes returns the bytes s holds against its budgets: its queue and what
+// the last two TakeBytes took.
+func (s *Stream) Bytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes + s.sent + s.sending
 }
 
 // Next returns the next event queued in s, taking the queue into *buf when
@@ -115,7 +224,8 @@ func (s *Stream) Next(ctx context.Context, buf *[]Event) (Event, error) {
 }
 
 // Close unregisters every watcher of s at once, without sending them
-// CANCELED, and discards the events waiting in s; nothing is queued in s
+// CANCELED, and discards the events waiting in s, giving their bytes back
+// to the Conn's budget; nothing is queued in s
 // afterwards and Register fails with ErrClosed. It is idempotent.
 func (s *Stream) Close() {
 	r := s.reg
@@ -130,7 +240,8 @@ func (s *Stream) Close() {
 	}
 	s.ws = nil
 	s.mu.Lock()
-	s.q, s.bytes = nil, 0
+	s.releaseLocked(s.bytes + s.sent + s.sending)
+	s.q, s.qw, s.bytes, s.sent, s.sending = nil, nil, 0, 0, 0
 	s.mu.Unlock()
 }
 
@@ -150,7 +261,8 @@ func (s *Stream) pendingLocked(w *Watcher) int {
 }
 
 // hasRoom reports whether w may start queuing another revision: fewer than
-// BufferSize of its events wait and the queue is within its byte budget.
+// BufferSize of its events wait and the stream and its Conn are within
+// their byte budgets.
 func (s *Stream) hasRoom(w *Watcher) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,7 +271,9 @@ func (s *Stream) hasRoom(w *Watcher) bool {
 
 // roomLocked is hasRoom with s.mu held, keeping spare events free.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
-	return s.pendingLocked(w)+spare < s.reg.bufferSize && s.bytes < s.reg.streamBytes
+	return s.pendingLocked(w)+spare < s.reg.bufferSize &&
+		s.bytes+s.sent+s.sending < s.reg.streamBytes &&
+		s.conn.bytes.Load() < s.reg.connBytes
 }
 
 // push queues ev for w if w has room (or always, with force) and reports
@@ -201,17 +315,27 @@ func (s *Stream) appendLocked(w *Watcher, ev *Event) {
 	if len(s.q) == cap(s.q) {
 		// Exact powers of two (append would round up to a size class and
 		// overshoot streamRetainCap at 1024 events).
-		q := make([]Event, len(s.q), max(2*cap(s.q), streamMinCap))
+		n := max(2*cap(s.q), streamMinCap)
+		q, qw := make([]Event, len(s.q), n), make([]*Watcher, len(s.q), n)
 		copy(q, s.q)
-		s.q = q
+		copy(qw, s.qw)
+		s.q, s.qw = q, qw
 	}
 	s.q = append(s.q, *ev)
-	s.bytes += ev.size()
+	s.qw = append(s.qw, w)
+	n := ev.size()
+	s.bytes += n
+	s.conn.bytes.Add(int64(n))
 	w.pending++
 	if len(s.q) == 1 {
-		select {
-		case s.ready <- struct{}{}:
-		default: // a signal is already pending
-		}
+		s.signalLocked()
+	}
+}
+
+// signalLocked sends the Ready signal unless one is pending.
+func (s *Stream) signalLocked() {
+	select {
+	case s.ready <- struct{}{}:
+	default: // a signal is already pending
 	}
 }

@@ -28,10 +28,19 @@ const grpcDrainTimeout = 5 * time.Second
 // on a 2-core machine.
 const defaultGCPercent = 400
 
+// defaultMemoryLimit caps that trade: GOGC 400 lets garbage reach four
+// times the live heap before a collection, and a live heap swollen by
+// watch streams of clients that do not read (up to --watch-conn-bytes per
+// connection) would otherwise leave hundreds of MB of garbage behind. With
+// a soft limit the collector runs as often as needed to stay under it
+// (using at most about half the CPU when the live heap itself is larger).
+const defaultMemoryLimit = 128 << 20
+
 func newServeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var initial, logFormat, logLevel, pprofAddr string
 	var gcPercent int
+	var memoryLimit int64
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node",
@@ -40,6 +49,17 @@ with the same --initial-cluster; a node restarted on an existing --data-dir
 resumes from it (and ignores --initial-cluster). A node started with no
 --initial-cluster and an empty data dir waits to be added with
 "raftwatch member add".
+
+Memory: each watch stream queues at most --watch-stream-bytes of events and
+all the streams of one client connection together at most
+--watch-conn-bytes (events being sent included); a watch whose stream or
+connection is full is not canceled but falls behind and catches up from the
+event history (on disk) once its client reads again. One connection may
+hold at most --max-watchers-per-connection watchers. So a client that
+never reads costs a bounded amount of memory: 1,000 watches on one stream
+(or spread over ten streams) of a client that never reads, while 300
+puts/s flow, keep the node under 200 MB of RSS with the defaults, and the
+memory is given back when the client cancels them or goes.
 
 SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
 node leads, every watcher gets CANCELED with reason "shutdown", in-flight
@@ -59,6 +79,9 @@ requests drain, and the data files are closed.`,
 			}
 			if _, set := os.LookupEnv("GOGC"); !set && gcPercent > 0 {
 				debug.SetGCPercent(gcPercent)
+			}
+			if _, set := os.LookupEnv("GOMEMLIMIT"); !set && memoryLimit > 0 {
+				debug.SetMemoryLimit(memoryLimit)
 			}
 			return serve(cfg, pprofAddr, log)
 		},
@@ -81,7 +104,9 @@ requests drain, and the data files are closed.`,
 	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for slow followers")
 	f.IntVar(&cfg.Watch.BufferSize, "watch-buffer", cfg.Watch.BufferSize, "events one watch may have queued before it falls behind and catches up from history (never canceled for it)")
 	f.IntVar(&cfg.Watch.StreamBytes, "watch-stream-bytes", cfg.Watch.StreamBytes, "bytes queued for one watch stream before its watches fall behind and catch up from history")
+	f.IntVar(&cfg.Watch.ConnBytes, "watch-conn-bytes", cfg.Watch.ConnBytes, "bytes queued for all the watch streams of one client connection together (including what is being sent) before their watches fall behind and catch up from history")
 	f.IntVar(&cfg.Watch.MaxWatchers, "max-watchers", cfg.Watch.MaxWatchers, "most watchers this node serves at once")
+	f.IntVar(&cfg.Watch.MaxWatchersPerConn, "max-watchers-per-connection", cfg.Watch.MaxWatchersPerConn, "most watchers one client connection may hold (more are refused with RESOURCE_EXHAUSTED)")
 	f.IntVar(&cfg.Watch.QueueSize, "watch-queue", cfg.Watch.QueueSize, "committed batches queued for the watch dispatcher before its watchers catch up from history instead")
 	f.Uint64Var(&cfg.HistoryMaxEvents, "history-max-events", 1000000, "events of history kept for watches that start in the past, catch up or resume (oldest compacted first)")
 	f.Uint64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 256<<20, "bytes of keys and values kept in the event history")
@@ -89,6 +114,7 @@ requests drain, and the data files are closed.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (GOGC); ignored when GOGC is set in the environment")
+	f.Int64Var(&memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often instead of letting garbage grow to --gc-percent of the live heap; 0 = none; ignored when GOMEMLIMIT is set in the environment")
 	f.StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
 		cmd.MarkFlagRequired(name)
