@@ -21,7 +21,7 @@ import (
 //   - refuses writes and new watches as not applied, and cancels every
 //     watch, so clients move to another node;
 //   - does not stay leader: it hands leadership over, again each time it
-//     wins an election;
+//     wins an election; with a damaged log entry it stops raft altogether;
 //   - says why in its log and in Status.
 //
 // At its next start, a damaged state machine (marker state.db.damaged) is
@@ -63,10 +63,12 @@ func (n *Node) checkDamageMarkers(statePath string) error {
 	return os.Remove(fsm.MarkerPath(statePath))
 }
 
-// verifyUnapplied reads every entry raft will hand the state machine at
-// start (after its applied index), so a damaged one stops the start
-// instead of the process, later, with part of the log applied.
-func (n *Node) verifyUnapplied(logs *checkedLogStore) error {
+// verifyLog reads every entry raft reads at start (those after its newest
+// snapshot, scanned for configuration changes) and every entry it will
+// hand the state machine (after its applied index), so a damaged one stops
+// the start with a clear error rather than a panic inside raft, or the
+// process later with part of the log applied.
+func (n *Node) verifyLog(logs *checkedLogStore, snaps raft.SnapshotStore) error {
 	first, err := logs.FirstIndex()
 	if err != nil {
 		return err
@@ -75,8 +77,16 @@ func (n *Node) verifyUnapplied(logs *checkedLogStore) error {
 	if err != nil {
 		return err
 	}
+	from := n.fsm.Applied() + 1
+	if metas, err := snaps.List(); err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	} else if len(metas) > 0 {
+		from = min(from, metas[0].Index+1)
+	} else {
+		from = 1
+	}
 	var l raft.Log
-	for i := max(first, n.fsm.Applied()+1); i <= last && i != 0; i++ {
+	for i := max(first, from); i <= last && i != 0; i++ {
 		if err := logs.GetLog(i, &l); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
@@ -154,14 +164,28 @@ func (n *Node) guardHealth() {
 	n.log.Error("node unhealthy: refusing reads, writes, watches and leadership until repaired; restart it to rebuild a damaged state machine",
 		"reason", reason)
 	n.CancelWatchers("this node found damaged stored data; resume on another node")
+	if errors.Is(reason, ErrLogCorrupt) {
+		// It could neither apply nor send that entry: as leader it would
+		// stall the followers that need it, and a transfer to them could
+		// never finish. Without raft here the others elect a leader that
+		// has the entry (it is committed, so a majority has it).
+		n.log.Error("raft log damaged: raft stopped on this node; it takes no part in the cluster until repaired")
+		n.raft.Shutdown()
+		return
+	}
 	t := time.NewTicker(healthCheckInterval)
 	defer t.Stop()
+	failing := false
 	for {
 		if n.raft.State() == raft.Leader {
-			n.log.Warn("unhealthy node is leader: handing leadership over")
-			if err := n.await(n.raft.LeadershipTransfer()); err != nil {
-				n.log.Warn("leadership transfer failed; retrying", "err", err)
+			if !failing {
+				n.log.Warn("unhealthy node is leader: handing leadership over")
 			}
+			err := n.await(n.raft.LeadershipTransfer())
+			if err != nil && !failing {
+				n.log.Warn("leadership transfer failed; retrying until it succeeds", "err", err)
+			}
+			failing = err != nil
 		}
 		select {
 		case <-t.C:

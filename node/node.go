@@ -185,7 +185,7 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return err
 	}
-	if err := n.verifyUnapplied(checked); err != nil {
+	if err := n.verifyLog(checked, snaps); err != nil {
 		store.Close()
 		trans.Close()
 		return err
