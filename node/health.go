@@ -176,14 +176,15 @@ func (n *Node) guardHealth() {
 	t := time.NewTicker(healthCheckInterval)
 	defer t.Stop()
 	failing := false
-	for {
+	for attempt := 0; ; {
 		if n.raft.State() == raft.Leader {
 			if !failing {
 				n.log.Warn("unhealthy node is leader: handing leadership over")
 			}
-			err := n.await(n.raft.LeadershipTransfer())
+			err := n.handOver(attempt)
+			attempt++
 			if err != nil && !failing {
-				n.log.Warn("leadership transfer failed; retrying until it succeeds", "err", err)
+				n.log.Warn("leadership transfer failed; retrying with each voter in turn until one succeeds", "err", err)
 			}
 			failing = err != nil
 		}
@@ -193,6 +194,27 @@ func (n *Node) guardHealth() {
 			return
 		}
 	}
+}
+
+// handOver transfers leadership to another voter, the attempt-th in turn:
+// raft's own choice is the most up-to-date follower, which may be a node
+// that is down, every time.
+func (n *Node) handOver(attempt int) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	var others []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != raft.ServerID(n.cfg.ID) {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		return errors.New("no other voter to hand leadership to")
+	}
+	to := others[attempt%len(others)]
+	return n.await(n.raft.LeadershipTransferToServer(to.ID, to.Address))
 }
 
 // scrub verifies the state machine's stored values now and then every
