@@ -95,6 +95,15 @@ type FSM struct {
 	// advances, so WaitApplied can block without polling.
 	notifyMu sync.Mutex
 	notify   chan struct{}
+
+	// damage is why the state machine is damaged (damage.go); damaged is
+	// closed when it is set.
+	damageMu sync.Mutex
+	damage   error
+	damaged  chan struct{}
+
+	scrubMu sync.Mutex
+	scrub   ScrubStats
 }
 
 // Options tune the state machine's storage.
@@ -136,7 +145,8 @@ func Open(path string, sink Sink, log *slog.Logger, opts Options) (*FSM, error) 
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{path: path, sink: sink, log: log, db: db, noSync: opts.NoSync, limits: opts.historyLimits(), notify: make(chan struct{})}
+	f := &FSM{path: path, sink: sink, log: log, db: db, noSync: opts.NoSync, limits: opts.historyLimits(),
+		notify: make(chan struct{}), damaged: make(chan struct{})}
 	f.applied.Store(st.applied)
 	f.hist.Store(&st.hist)
 	log.Info("state machine opened", "path", path, "applied_index", st.applied,
@@ -166,22 +176,31 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 		return nil, dbState{}, fmt.Errorf("open state machine %s: %w", path, err)
 	}
 	var st dbState
-	var filled int
+	var filled, sealedValues int
 	var upgraded bool
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketKV, bucketMeta, bucketMembers} {
+		var err error
+		if sealedValues, err = prepareFormat(tx); err != nil {
+			return err
+		}
+		for _, b := range [][]byte{bucketKV, bucketMembers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		st.applied = readApplied(tx)
-		var err error
+		if st.applied, err = readApplied(tx); err != nil {
+			return err
+		}
 		st.hist, filled, upgraded, err = initHistory(tx, st.applied)
 		return err
 	})
 	if err != nil {
 		db.Close()
 		return nil, dbState{}, fmt.Errorf("init state machine %s: %w", path, err)
+	}
+	if sealedValues > 0 {
+		log.Info("state machine upgraded: every stored value now carries a checksum",
+			"path", path, "values", sealedValues, "format", formatChecksummed)
 	}
 	if upgraded {
 		log.Info("state machine had no history: history starts after the applied index, previous values of live keys kept",
@@ -190,15 +209,14 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 	return db, st, nil
 }
 
-func readApplied(tx *bolt.Tx) uint64 {
+// readApplied returns the applied index stored in tx (0 when none is).
+func readApplied(tx *bolt.Tx) (uint64, error) {
 	b := tx.Bucket(bucketMeta)
 	if b == nil {
-		return 0
+		return 0, nil
 	}
-	if v := b.Get(keyApplied); len(v) == 8 {
-		return bytesU64(v)
-	}
-	return 0
+	v, _, err := getMeta(b, keyApplied)
+	return v, err
 }
 
 // Close syncs and closes the database.
@@ -247,9 +265,15 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 }
 
 // ApplyBatch applies committed entries in one bbolt transaction. Entries at or
-// below the stored applied index are skipped (their response is nil). A
-// command that cannot be decoded is skipped with an error response on every
-// node alike, since the bytes are the same everywhere.
+// below the stored applied index are skipped (their response is nil).
+//
+// A batch that cannot be applied stops the process with a panic naming the
+// entry and why, after logging it: a command that cannot be decoded, a stored
+// value that fails its checksum (the state machine is then marked damaged,
+// see MarkerPath, and rebuilt at the next start), or a failed commit.
+// Skipping the entry would leave this node without writes the others have;
+// going on without applying would serve ever staler data. hashicorp/raft
+// stops the same way when it cannot read an entry it must apply.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	results := make([]interface{}, len(logs))
 	f.applyMu.Lock()
@@ -285,9 +309,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			var chunk pb.Chunk
 			if err := proto.Unmarshal(l.Data, &chunk); err != nil {
-				f.log.Error("skipping undecodable log entry", "index", l.Index, "err", err)
-				results[i] = fmt.Errorf("decode entry %d: %w", l.Index, err)
-				continue
+				return &undecodableError{index: l.Index, err: err}
 			}
 			res, err := a.applyChunk(l.Index, &chunk)
 			if err != nil {
@@ -296,22 +318,22 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			results[i] = res
 		}
 		events = a.events
-		if err := tx.Bucket(bucketMeta).Put(keyApplied, u64(last)); err != nil {
+		if err := putMeta(tx.Bucket(bucketMeta), keyApplied, last); err != nil {
 			return err
 		}
 		if a.hist == nil {
 			return nil
 		}
 		// The history is complete up to here (see initHistory).
-		if err := tx.Bucket(bucketMeta).Put(keyHistApplied, u64(last)); err != nil {
+		if err := putMeta(tx.Bucket(bucketMeta), keyHistApplied, last); err != nil {
 			return err
 		}
 		return f.finishHistory(tx, a.hist)
 	})
 	if err != nil {
 		// The log is durable and the entries are committed; a state machine
-		// that cannot persist them must not pretend it did.
-		panic(fmt.Sprintf("fsm: commit of entries up to %d failed: %v", last, err))
+		// that cannot apply them must not pretend it did, nor skip them.
+		f.stopApplying(logs[0].Index, last, err)
 	}
 	f.advance(last)
 	if f.sink != nil {
@@ -338,7 +360,7 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 		case pb.Op_DELETE:
 			res.Ops[i], err = a.delete(index, i, op)
 		case pb.Op_SET_MEMBER:
-			err = a.members.Put(op.Key, op.Value)
+			err = a.members.Put(op.Key, sealed(op.Key, op.Value))
 			res.Ops[i].Succeeded = true
 		default:
 			// An unknown kind from a newer version: skip it the same way everywhere.
@@ -409,7 +431,7 @@ func (a *applier) put(index uint64, pos int, op *pb.Op) (OpResult, error) {
 			ev.PrevValue = append(ev.PrevValue, cur.Value...)
 		}
 	}
-	if err := a.kv.Put(op.Key, encodeRecord(create, index, version, op.Value)); err != nil {
+	if err := a.kv.Put(op.Key, encodeRecord(op.Key, create, index, version, op.Value)); err != nil {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
@@ -456,7 +478,10 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 	var out *KeyValue
 	var rev uint64
 	err := f.view(func(tx *bolt.Tx) error {
-		rev = readApplied(tx)
+		var err error
+		if rev, err = readApplied(tx); err != nil {
+			return err
+		}
 		raw := tx.Bucket(bucketKV).Get(key)
 		if raw == nil {
 			return nil
@@ -469,7 +494,7 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 		out = &kv
 		return nil
 	})
-	return out, rev, err
+	return out, rev, f.check(err)
 }
 
 // List returns up to limit keys starting with prefix (0 = no limit), in key
@@ -479,7 +504,10 @@ func (f *FSM) List(prefix []byte, limit int) ([]KeyValue, uint64, bool, error) {
 	var rev uint64
 	var more bool
 	err := f.view(func(tx *bolt.Tx) error {
-		rev = readApplied(tx)
+		var err error
+		if rev, err = readApplied(tx); err != nil {
+			return err
+		}
 		c := tx.Bucket(bucketKV).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if limit > 0 && len(out) == limit {
@@ -494,7 +522,7 @@ func (f *FSM) List(prefix []byte, limit int) ([]KeyValue, uint64, bool, error) {
 		}
 		return nil
 	})
-	return out, rev, more, err
+	return out, rev, more, f.check(err)
 }
 
 // Members returns the client addresses recorded by SET_MEMBER ops.
@@ -502,11 +530,12 @@ func (f *FSM) Members() (map[string]string, error) {
 	out := map[string]string{}
 	err := f.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
-			out[string(k)] = string(v)
-			return nil
+			addr, err := openValue(bucketMembers, k, v)
+			out[string(k)] = string(addr)
+			return err
 		})
 	})
-	return out, err
+	return out, f.check(err)
 }
 
 func (f *FSM) view(fn func(*bolt.Tx) error) error {
@@ -524,7 +553,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		f.dbMu.RUnlock()
 		return nil, fmt.Errorf("snapshot: begin read transaction: %w", err)
 	}
-	return &snapshot{tx: tx, release: f.dbMu.RUnlock, log: f.log}, nil
+	return &snapshot{tx: tx, release: f.dbMu.RUnlock, log: f.log, check: f.check}, nil
 }
 
 type snapshot struct {
@@ -532,15 +561,23 @@ type snapshot struct {
 	release func()
 	once    sync.Once
 	log     *slog.Logger
+	check   func(error) error
 }
 
+// Persist verifies every value of the snapshot, then writes it: a damaged
+// state machine is never sent to a follower or kept as a snapshot.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := verifyAll(s.tx); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("snapshot: %w", s.check(err))
+	}
 	n, err := s.tx.WriteTo(sink)
 	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("snapshot: write: %w", err)
 	}
-	s.log.Info("snapshot persisted", "applied_index", readApplied(s.tx), "bytes", n)
+	applied, _ := readApplied(s.tx)
+	s.log.Info("snapshot persisted", "applied_index", applied, "bytes", n)
 	return sink.Close()
 }
 
@@ -624,7 +661,8 @@ func writeFileSync(path string, r io.Reader) error {
 	return out.Close()
 }
 
-// appliedIndexOf opens a bbolt file read-only and returns its applied index.
+// appliedIndexOf opens a bbolt file read-only, verifies every value of a
+// checksummed one and returns its applied index.
 func appliedIndexOf(path string) (uint64, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: openTimeout})
 	if err != nil {
@@ -636,6 +674,20 @@ func appliedIndexOf(path string) (uint64, error) {
 		if tx.Bucket(bucketKV) == nil || tx.Bucket(bucketMeta) == nil {
 			return errors.New("snapshot lacks raftwatch buckets")
 		}
+		format, _, err := getMeta(tx.Bucket(bucketMeta), keyFormat)
+		if err != nil {
+			return err
+		}
+		if format != formatChecksummed {
+			// Written before checksums: read as it is, upgraded when opened.
+			if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+				idx = bytesU64(v)
+			}
+			return nil
+		}
+		if _, err := verifyAll(tx); err != nil {
+			return err
+		}
 		// A snapshot without history (from an older node) gets it when
 		// opened; one with history must have its meta, or reopening fails.
 		if tx.Bucket(bucketHistory) != nil {
@@ -646,8 +698,8 @@ func appliedIndexOf(path string) (uint64, error) {
 				return fmt.Errorf("snapshot history: %w", err)
 			}
 		}
-		idx = readApplied(tx)
-		return nil
+		idx, err = readApplied(tx)
+		return err
 	})
 	return idx, err
 }

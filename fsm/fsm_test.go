@@ -3,7 +3,9 @@ package fsm
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -352,15 +354,29 @@ func TestRestoreRejectsGarbage(t *testing.T) {
 	}
 }
 
-func TestUndecodableEntryIsSkipped(t *testing.T) {
+func TestUndecodableEntryStopsApplying(t *testing.T) {
 	f := openTest(t, filepath.Join(t.TempDir(), "state.db"), &recordingSink{})
-	res := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{0xff, 0xff}}, entry(t, 2, put("/a", "1"))})
-	if _, ok := res[0].(error); !ok {
-		t.Fatalf("response for garbage = %v, want an error", res[0])
+	f.ApplyBatch([]*raft.Log{entry(t, 1, put("/a", "1"))})
+	msg := panicOf(func() {
+		f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: []byte{0xff, 0xff}}, entry(t, 3, put("/b", "1"))})
+	})
+	if !strings.Contains(msg, "log entry 2 ") {
+		t.Fatalf("an undecodable entry did not stop applying with a message naming it; panic: %q", msg)
 	}
-	if result(t, res[1]).Ops[0].Succeeded != true || f.Applied() != 2 {
-		t.Fatal("entry after the garbage was not applied")
+	if f.Applied() != 1 || mustGet(t, f, "/b") != nil {
+		t.Fatalf("something after the undecodable entry was applied: applied %d, /b %v", f.Applied(), mustGet(t, f, "/b"))
 	}
+}
+
+// panicOf runs fn and returns what it panicked with ("" if it did not).
+func panicOf(fn func()) (msg string) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg = fmt.Sprint(r)
+		}
+	}()
+	fn()
+	return ""
 }
 
 func TestListAndGetReportRevision(t *testing.T) {

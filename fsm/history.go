@@ -19,6 +19,8 @@ import (
 //	hbase:   key                          ->  revision (8) | value
 //	meta:    history_oldest, history_events, history_bytes  ->  uint64 (8)
 //
+// and every value ends with its checksum (checksum.go).
+//
 // The position is the op's index in its entry's Chunk.Ops, so (revision,
 // position) orders all mutations. A DELETE record carries version and create
 // revision 0, like etcd's tombstones. The prev revision is the key's mod
@@ -116,7 +118,13 @@ func appendHistRecord(dst []byte, typ byte, version, create, prev uint64, key, v
 	return append(dst, value...)
 }
 
-func decodeHistRecord(b []byte) (histRecord, error) {
+// decodeHistRecord verifies and decodes the history record stored under
+// hkey (revision|position). key and value alias stored.
+func decodeHistRecord(hkey, stored []byte) (histRecord, error) {
+	b, err := openValue(bucketHistory, hkey, stored)
+	if err != nil {
+		return histRecord{}, err
+	}
 	if len(b) < histHeader+1 {
 		return histRecord{}, errors.New("history record shorter than its header")
 	}
@@ -153,13 +161,30 @@ func keyHash(key []byte) uint32 {
 	return h
 }
 
-// decodeHBase reads an hbase record: the revision and value of a key's
-// newest PUT at or below the compaction point.
-func decodeHBase(b []byte) (rev uint64, value []byte, err error) {
+// decodeHBase verifies and reads key's hbase record: the revision and
+// value of the key's newest PUT at or below the compaction point.
+func decodeHBase(key, stored []byte) (rev uint64, value []byte, err error) {
+	b, err := openValue(bucketHBase, key, stored)
+	if err != nil {
+		return 0, nil, err
+	}
 	if len(b) < 8 {
 		return 0, nil, errors.New("history base record shorter than its revision")
 	}
 	return binary.BigEndian.Uint64(b), b[8:], nil
+}
+
+// openHIndex verifies the hidx value stored under a revision key and
+// returns its entries.
+func openHIndex(revKey, stored []byte) ([]byte, error) {
+	idx, err := openValue(bucketHIndex, revKey, stored)
+	if err != nil {
+		return nil, err
+	}
+	if len(idx)%hidxEntryLen != 0 {
+		return nil, fmt.Errorf("history index of revision %x is %d bytes, not a multiple of %d", revKey, len(idx), hidxEntryLen)
+	}
+	return idx, nil
 }
 
 func readHistStats(tx *bolt.Tx) (histStats, error) {
@@ -169,11 +194,14 @@ func readHistStats(tx *bolt.Tx) (histStats, error) {
 		key []byte
 		dst *uint64
 	}{{keyHistOldest, &st.oldest}, {keyHistEvents, &st.events}, {keyHistBytes, &st.bytes}} {
-		v := meta.Get(f.key)
-		if len(v) != 8 {
-			return histStats{}, fmt.Errorf("meta %s is %d bytes, want 8", f.key, len(v))
+		v, found, err := getMeta(meta, f.key)
+		if err != nil {
+			return histStats{}, err
 		}
-		*f.dst = bytesU64(v)
+		if !found {
+			return histStats{}, fmt.Errorf("meta %s is missing", f.key)
+		}
+		*f.dst = v
 	}
 	return st, nil
 }
@@ -181,9 +209,9 @@ func readHistStats(tx *bolt.Tx) (histStats, error) {
 func writeHistStats(tx *bolt.Tx, st histStats) error {
 	meta := tx.Bucket(bucketMeta)
 	return errors.Join(
-		meta.Put(keyHistOldest, u64(st.oldest)),
-		meta.Put(keyHistEvents, u64(st.events)),
-		meta.Put(keyHistBytes, u64(st.bytes)),
+		putMeta(meta, keyHistOldest, st.oldest),
+		putMeta(meta, keyHistEvents, st.events),
+		putMeta(meta, keyHistBytes, st.bytes),
 	)
 }
 
@@ -198,7 +226,11 @@ func initHistory(tx *bolt.Tx, applied uint64) (st histStats, filled int, upgrade
 		if tx.Bucket(bucketHBase) == nil || tx.Bucket(bucketHIndex) == nil {
 			return histStats{}, 0, false, errors.New("history bucket without its hbase or hidx bucket")
 		}
-		if v := meta.Get(keyHistApplied); len(v) == 8 && bytesU64(v) == applied {
+		v, found, err := getMeta(meta, keyHistApplied)
+		if err != nil {
+			return histStats{}, 0, false, err
+		}
+		if found && v == applied {
 			st, err = readHistStats(tx)
 			if err != nil {
 				return histStats{}, 0, false, fmt.Errorf("history: %w", err)
@@ -230,15 +262,15 @@ func initHistory(tx *bolt.Tx, applied uint64) (st histStats, filled int, upgrade
 		if err != nil {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
-		rec := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(kv.Value)), kv.ModRevision)
+		rec := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(kv.Value)+sumLen), kv.ModRevision)
 		filled++
-		return hbase.Put(k, append(rec, kv.Value...))
+		return hbase.Put(k, sealValue(append(rec, kv.Value...), 0, k))
 	})
 	if err != nil {
 		return histStats{}, 0, false, fmt.Errorf("fill history base: %w", err)
 	}
 	st = histStats{oldest: applied + 1}
-	return st, filled, applied > 0 || filled > 0, errors.Join(writeHistStats(tx, st), meta.Put(keyHistApplied, u64(applied)))
+	return st, filled, applied > 0 || filled > 0, errors.Join(writeHistStats(tx, st), putMeta(meta, keyHistApplied, applied))
 }
 
 // historyLimits are the retention bounds, defaults applied.
@@ -285,6 +317,7 @@ func (h *historyWriter) record(rev uint64, pos int, typ byte, version, create, p
 	h.arena = append(h.arena, k[:]...)
 	start := len(h.arena)
 	h.arena = appendHistRecord(h.arena, typ, version, create, prev, key, value)
+	h.arena = sealValue(h.arena, start, h.arena[start-histKeyLen:start])
 	end := len(h.arena)
 	if err := h.hist.Put(h.arena[start-histKeyLen:start], h.arena[start:end:end]); err != nil {
 		return fmt.Errorf("history record at revision %d position %d: %w", rev, pos, err)
@@ -305,6 +338,7 @@ func (h *historyWriter) flushIndex() error {
 	h.arena = binary.BigEndian.AppendUint64(h.arena, h.idxRev)
 	start := len(h.arena)
 	h.arena = append(h.arena, h.idx...)
+	h.arena = sealValue(h.arena, start, h.arena[k:start])
 	end := len(h.arena)
 	h.idx = h.idx[:0]
 	if err := h.hidx.Put(h.arena[k:start], h.arena[start:end:end]); err != nil {
@@ -353,7 +387,7 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 			if rev != first {
 				break
 			}
-			r, err := decodeHistRecord(v)
+			r, err := decodeHistRecord(k, v)
 			if err != nil {
 				return 0, fmt.Errorf("history record at revision %d: %w", rev, err)
 			}
@@ -383,6 +417,7 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 			start := len(h.arena)
 			h.arena = binary.BigEndian.AppendUint64(h.arena, r.rev)
 			h.arena = append(h.arena, r.value...)
+			h.arena = sealValue(h.arena, start, r.key)
 			end := len(h.arena)
 			err = h.hbase.Put(r.key, h.arena[start:end:end])
 		}

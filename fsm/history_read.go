@@ -42,7 +42,7 @@ func (f *FSM) HistoryStats() (oldest, events, bytes uint64) {
 // pages freed meanwhile. The events and their byte slices belong to the
 // caller.
 func (f *FSM) ReadHistory(from, to uint64, withPrev bool, fn func(*watch.Event) bool) error {
-	return f.view(func(tx *bolt.Tx) error {
+	return f.check(f.view(func(tx *bolt.Tx) error {
 		st, err := readHistStats(tx)
 		if err != nil {
 			return fmt.Errorf("read history: %w", err)
@@ -61,7 +61,7 @@ func (f *FSM) ReadHistory(from, to uint64, withPrev bool, fn func(*watch.Event) 
 			return fmt.Errorf("read history: %w", err)
 		}
 		return nil
-	})
+	}))
 }
 
 // histPos is where a history record is.
@@ -98,7 +98,7 @@ func (r *historyReader) read(from, to uint64, fn func(*watch.Event) bool) error 
 		if rev > to {
 			return nil
 		}
-		rec, err := decodeHistRecord(v)
+		rec, err := decodeHistRecord(k, v)
 		if err != nil {
 			return fmt.Errorf("record at revision %d position %d: %w", rev, pos, err)
 		}
@@ -134,7 +134,7 @@ func (r *historyReader) prevValue(at histPos, rec histRecord) ([]byte, error) {
 	if v == nil {
 		return nil, fmt.Errorf("history inconsistent: key %q at revision %d has compacted previous revision %d and no history base", rec.key, rev, p)
 	}
-	baseRev, value, err := decodeHBase(v)
+	baseRev, value, err := decodeHBase(rec.key, v)
 	if err != nil {
 		return nil, fmt.Errorf("history base of key %q: %w", rec.key, err)
 	}
@@ -150,9 +150,12 @@ func (r *historyReader) prevValue(at histPos, rec histRecord) ([]byte, error) {
 // did is still read right). That record must be a PUT.
 func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, error) {
 	k := histKey(rev, 0)
-	idx := get(r.index, k[:8])
-	if len(idx)%hidxEntryLen != 0 {
-		return nil, fmt.Errorf("history index of revision %d is %d bytes, not a multiple of %d", rev, len(idx), hidxEntryLen)
+	var idx []byte
+	if raw := get(r.index, k[:8]); raw != nil {
+		var err error
+		if idx, err = openHIndex(k[:8], raw); err != nil {
+			return nil, err
+		}
 	}
 	h := keyHash(key)
 	for i := len(idx) - hidxEntryLen; i >= 0; i -= hidxEntryLen {
@@ -168,7 +171,7 @@ func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, err
 		if raw == nil {
 			return nil, fmt.Errorf("history inconsistent: the index of revision %d names position %d, which holds no record", rev, p.pos)
 		}
-		rec, err := decodeHistRecord(raw)
+		rec, err := decodeHistRecord(k[:], raw)
 		if err != nil {
 			return nil, fmt.Errorf("record at revision %d position %d: %w", p.rev, p.pos, err)
 		}

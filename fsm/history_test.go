@@ -127,7 +127,7 @@ func historyRecords(t *testing.T, f *FSM) (count, size, lowest uint64) {
 			if err != nil {
 				return err
 			}
-			r, err := decodeHistRecord(v)
+			r, err := decodeHistRecord(k, v)
 			if err != nil {
 				return err
 			}
@@ -170,7 +170,7 @@ func hbaseOf(t *testing.T, f *FSM, key string) (rev uint64, value string, ok boo
 		if v == nil {
 			return nil
 		}
-		r, val, err := decodeHBase(v)
+		r, val, err := decodeHBase([]byte(key), v)
 		rev, value, ok = r, string(val), true
 		return err
 	})
@@ -468,7 +468,7 @@ func TestSnapshotRestoreCarriesHistory(t *testing.T) {
 }
 
 // writeOldDatabase writes a state machine file the way the version without
-// history did: kv, meta and members buckets only.
+// history did: kv, meta and members buckets only, no checksums (format 1).
 func writeOldDatabase(t *testing.T, path string, applied uint64, kvs map[string]KeyValue) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
@@ -482,7 +482,7 @@ func writeOldDatabase(t *testing.T, path string, applied uint64, kvs map[string]
 			return err
 		}
 		for k, r := range kvs {
-			if err := kv.Put([]byte(k), encodeRecord(r.CreateRevision, r.ModRevision, r.Version, r.Value)); err != nil {
+			if err := kv.Put([]byte(k), encodeRecordV1(r.CreateRevision, r.ModRevision, r.Version, r.Value)); err != nil {
 				return err
 			}
 		}
@@ -826,10 +826,10 @@ func TestHistoryWithAGapIsRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketKV).Put([]byte("/k"), encodeRecord(1, 4, 4, []byte("v4"))); err != nil {
+		if err := tx.Bucket(bucketKV).Put([]byte("/k"), encodeRecord([]byte("/k"), 1, 4, 4, []byte("v4"))); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(keyApplied, u64(4))
+		return putMeta(tx.Bucket(bucketMeta), keyApplied, 4)
 	})
 	db.Close()
 	if err != nil {
@@ -846,4 +846,9 @@ func TestHistoryWithAGapIsRebuilt(t *testing.T) {
 	sameEvents(t, "after the rebuild", readHistory(t, f, 0, 10, true), []hev{
 		{watch.Put, "/k", "v5", 5, 5, true, "v4"},
 	})
+}
+
+// encodeRecordV1 is a kv record as format 1 stored it: no checksum.
+func encodeRecordV1(create, mod, version uint64, value []byte) []byte {
+	return append(append(append(u64(create), u64(mod)...), u64(version)...), value...)
 }

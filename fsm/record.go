@@ -2,7 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
-	"errors"
+	"fmt"
 )
 
 // KeyValue is one stored key with its revisions, the same model as etcd's.
@@ -17,23 +17,27 @@ type KeyValue struct {
 // recordHeader is the fixed part of a stored value: create, mod, version.
 const recordHeader = 24
 
-var errShortRecord = errors.New("fsm: stored record shorter than its header")
-
-// encodeRecord lays out a value as create|mod|version|value (big endian).
-func encodeRecord(create, mod, version uint64, value []byte) []byte {
-	b := make([]byte, recordHeader+len(value))
+// encodeRecord lays out a key's value as create|mod|version|value|checksum
+// (big endian; the checksum is over key and the rest, see checksum.go).
+func encodeRecord(key []byte, create, mod, version uint64, value []byte) []byte {
+	b := make([]byte, recordHeader, recordHeader+len(value)+sumLen)
 	binary.BigEndian.PutUint64(b[0:], create)
 	binary.BigEndian.PutUint64(b[8:], mod)
 	binary.BigEndian.PutUint64(b[16:], version)
-	copy(b[recordHeader:], value)
-	return b
+	return sealValue(append(b, value...), 0, key)
 }
 
-// decodeRecord reads a stored record. The returned Value aliases b, which for
-// bbolt is only valid inside the transaction; callers copy what they keep.
-func decodeRecord(key, b []byte) (KeyValue, error) {
+// decodeRecord verifies and reads key's stored record. The returned Value
+// aliases stored, which for bbolt is only valid inside the transaction;
+// callers copy what they keep.
+func decodeRecord(key, stored []byte) (KeyValue, error) {
+	b, err := openValue(bucketKV, key, stored)
+	if err != nil {
+		return KeyValue{}, err
+	}
 	if len(b) < recordHeader {
-		return KeyValue{}, errShortRecord
+		return KeyValue{}, &CorruptError{Bucket: string(bucketKV), Key: clone(key),
+			Detail: fmt.Sprintf("record of %d bytes is shorter than its %d-byte header", len(b), recordHeader)}
 	}
 	return KeyValue{
 		Key:            key,

@@ -31,7 +31,8 @@ type Node struct {
 	log *slog.Logger
 
 	raft       *raft.Raft
-	logStore   *raftboltdb.BoltStore
+	boltStore  *raftboltdb.BoltStore
+	logStore   *checkedLogStore
 	transport  *raft.NetworkTransport
 	fsm        *fsm.FSM
 	registry   *watch.Registry
@@ -52,12 +53,18 @@ type Node struct {
 	raftDone  chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+
+	// logDamage is the first damaged raft log entry found (health.go);
+	// logDamaged is closed then.
+	healthMu   sync.Mutex
+	logDamage  error
+	logDamaged chan struct{}
 }
 
 // Open assembles and starts a node: state machine, raft, then the
 // background goroutines — watch dispatcher, write batcher and its completer,
-// read confirmer, leadership monitor, client address recorder. Close stops
-// them in reverse.
+// read confirmer, leadership monitor, client address recorder, health guard
+// and scrub. Close stops them in reverse.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -71,9 +78,13 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch),
-		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{})}
+		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{}),
+		logDamaged: make(chan struct{})}
 
 	statePath := filepath.Join(cfg.DataDir, "state.db")
+	if err := n.checkDamageMarkers(statePath); err != nil {
+		return nil, err
+	}
 	// Even with FSMSync: the previous run may have been without it.
 	if _, err := n.beginSession(statePath); err != nil {
 		return nil, err
@@ -98,7 +109,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 
 	n.batcher = newBatcher(n.raft, n.await)
-	n.wg.Add(7)
+	n.wg.Add(8)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
 	go func() { defer n.wg.Done(); n.batcher.complete() }()
@@ -106,6 +117,11 @@ func Open(cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.monitorLeadership() }()
 	go func() { defer n.wg.Done(); n.watchLeaderContact() }()
 	go func() { defer n.wg.Done(); n.recordClientAddr() }()
+	go func() { defer n.wg.Done(); n.guardHealth() }()
+	if cfg.ScrubInterval > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.scrub(cfg.ScrubInterval) }()
+	}
 	log.Info("node started", "raft_addr", cfg.RaftAddr, "client_addr", cfg.ClientAddr,
 		"data_dir", cfg.DataDir, "applied_index", n.fsm.Applied())
 	return n, nil
@@ -133,9 +149,15 @@ func (n *Node) startRaft() error {
 
 	// fsync on every append (NoSync=false): a write is acknowledged only
 	// once it is on disk on a majority.
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	logPath := filepath.Join(cfg.DataDir, "raft.db")
+	store, err := raftboltdb.New(raftboltdb.Options{Path: logPath})
 	if err != nil {
-		return fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+		return fmt.Errorf("open raft log %s: %w", logPath, err)
+	}
+	checked, err := newCheckedLogStore(store, logPath, n.markLogDamaged)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("open raft log %s: %w", logPath, err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
 	if err != nil {
@@ -163,7 +185,12 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return err
 	}
-	logs, err := raft.NewLogCache(logCacheSize, store)
+	if err := n.verifyLog(checked, snaps); err != nil {
+		store.Close()
+		trans.Close()
+		return err
+	}
+	logs, err := raft.NewLogCache(logCacheSize, checked)
 	if err != nil {
 		store.Close()
 		trans.Close()
@@ -175,7 +202,7 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.raft, n.logStore, n.transport = r, store, trans
+	n.raft, n.boltStore, n.logStore, n.transport = r, store, checked, trans
 
 	if !hasState && len(cfg.InitialCluster) > 0 {
 		var servers []raft.Server
@@ -257,6 +284,9 @@ func (n *Node) monitorLeadership() {
 			}
 			term := n.raft.CurrentTerm()
 			n.log.Info("became leader", "term", term)
+			if n.unhealthy() != nil {
+				continue // guardHealth hands leadership over
+			}
 			n.announceLeader(term)
 		case <-n.stop:
 			return
@@ -407,6 +437,9 @@ func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
 	if n.raft.State() != raft.Leader {
 		return WriteResult{}, n.notLeader()
 	}
+	if err := n.writable(); err != nil {
+		return WriteResult{}, err
+	}
 	p := &proposal{op: op, done: make(chan proposalResult, 1)}
 	select {
 	case n.batcher.in <- p:
@@ -452,10 +485,17 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, u
 	if err := n.checkKey(key); err != nil {
 		return nil, 0, err
 	}
+	if err := n.readable(); err != nil {
+		return nil, 0, err
+	}
 	if err := n.readBarrier(ctx, c); err != nil {
 		return nil, 0, err
 	}
-	return n.fsm.Get(key)
+	kv, rev, err := n.fsm.Get(key)
+	if rerr := n.readable(); rerr != nil {
+		return nil, 0, rerr // whatever was read, this node found damage meanwhile
+	}
+	return kv, rev, err
 }
 
 // ListResult holds the keys under a prefix and the revision they were read at.
@@ -471,10 +511,16 @@ func (n *Node) List(ctx context.Context, prefix []byte, limit int, c Consistency
 	if limit < 0 {
 		return ListResult{}, invalid("limit must not be negative")
 	}
+	if err := n.readable(); err != nil {
+		return ListResult{}, err
+	}
 	if err := n.readBarrier(ctx, c); err != nil {
 		return ListResult{}, err
 	}
 	kvs, rev, more, err := n.fsm.List(prefix, limit)
+	if rerr := n.readable(); rerr != nil {
+		return ListResult{}, rerr
+	}
 	return ListResult{KVs: kvs, Revision: rev, More: more}, err
 }
 
@@ -526,6 +572,9 @@ func (s *WatchStream) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error
 	if err := s.n.checkWatchKey(key, opt); err != nil {
 		return nil, err
 	}
+	if err := s.n.writable(); err != nil {
+		return nil, err
+	}
 	if _, id := s.n.raft.LeaderWithID(); opt.RequireLeader && id == "" {
 		return nil, ErrNoLeader
 	}
@@ -549,6 +598,12 @@ type Status struct {
 	Watchers, WatchersLive, WatchersCatchingUp              int
 	// HistoryOldest is the oldest revision a watch can start at.
 	HistoryOldest, HistoryEvents, HistoryBytes uint64
+	// Healthy is false once this node found damaged stored data;
+	// UnhealthyReason says what (health.go).
+	Healthy         bool
+	UnhealthyReason string
+	// Scrub is what the scrubs of the state machine found so far.
+	Scrub fsm.ScrubStats
 }
 
 // Status returns this node's raft and state machine positions.
@@ -568,6 +623,11 @@ func (n *Node) Status() Status {
 	s.WatchersLive, s.WatchersCatchingUp = n.registry.Counts()
 	s.Watchers = s.WatchersLive + s.WatchersCatchingUp
 	s.HistoryOldest, s.HistoryEvents, s.HistoryBytes = n.fsm.HistoryStats()
+	s.Healthy = true
+	if reason := n.unhealthy(); reason != nil {
+		s.Healthy, s.UnhealthyReason = false, reason.Error()
+	}
+	s.Scrub = n.fsm.ScrubStats()
 	if leaderID != "" {
 		if m, err := n.fsm.Members(); err == nil {
 			s.LeaderAddr = m[string(leaderID)]
@@ -723,7 +783,7 @@ func (n *Node) Close() error {
 		}
 		close(n.raftDone)
 		n.wg.Wait()
-		err = errors.Join(err, n.transport.Close(), n.logStore.Close())
+		err = errors.Join(err, n.transport.Close(), n.boltStore.Close())
 		if ferr := n.fsm.Close(); ferr != nil {
 			err = errors.Join(err, ferr)
 		} else {

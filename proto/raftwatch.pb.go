@@ -1384,8 +1384,20 @@ type StatusResponse struct {
 	// Of watchers: how many are catching up from history (fell behind or
 	// started in the past) rather than live.
 	WatchersCatchingUp uint64 `protobuf:"varint,15,opt,name=watchers_catching_up,json=watchersCatchingUp,proto3" json:"watchers_catching_up,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// False once this node found stored data failing its checksum; it then
+	// refuses reads (DATA_LOSS), writes, watches and leadership until it is
+	// repaired, and unhealthy_reason says what it found.
+	Healthy         bool   `protobuf:"varint,16,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	UnhealthyReason string `protobuf:"bytes,17,opt,name=unhealthy_reason,json=unhealthyReason,proto3" json:"unhealthy_reason,omitempty"`
+	// The background scrub of the state machine's stored values: passes
+	// completed, when the last ended (Unix ms, 0 = none yet), the values it
+	// verified, and the values that failed verification in all passes.
+	ScrubPasses         uint64 `protobuf:"varint,18,opt,name=scrub_passes,json=scrubPasses,proto3" json:"scrub_passes,omitempty"`
+	ScrubLastPassUnixMs int64  `protobuf:"varint,19,opt,name=scrub_last_pass_unix_ms,json=scrubLastPassUnixMs,proto3" json:"scrub_last_pass_unix_ms,omitempty"`
+	ScrubLastPassValues uint64 `protobuf:"varint,20,opt,name=scrub_last_pass_values,json=scrubLastPassValues,proto3" json:"scrub_last_pass_values,omitempty"`
+	ScrubMismatches     uint64 `protobuf:"varint,21,opt,name=scrub_mismatches,json=scrubMismatches,proto3" json:"scrub_mismatches,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1519,6 +1531,48 @@ func (x *StatusResponse) GetHistoryBytes() uint64 {
 func (x *StatusResponse) GetWatchersCatchingUp() uint64 {
 	if x != nil {
 		return x.WatchersCatchingUp
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *StatusResponse) GetUnhealthyReason() string {
+	if x != nil {
+		return x.UnhealthyReason
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetScrubPasses() uint64 {
+	if x != nil {
+		return x.ScrubPasses
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetScrubLastPassUnixMs() int64 {
+	if x != nil {
+		return x.ScrubLastPassUnixMs
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetScrubLastPassValues() uint64 {
+	if x != nil {
+		return x.ScrubLastPassValues
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetScrubMismatches() uint64 {
+	if x != nil {
+		return x.ScrubMismatches
 	}
 	return 0
 }
@@ -2355,7 +2409,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"WatchBatch\x129\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1b.raftwatch.v1.WatchResponseR\tresponses\"\x0f\n" +
-	"\rStatusRequest\"\x84\x04\n" +
+	"\rStatusRequest\"\x82\x06\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -2374,7 +2428,13 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x17history_oldest_revision\x18\f \x01(\x04R\x15historyOldestRevision\x12%\n" +
 	"\x0ehistory_events\x18\r \x01(\x04R\rhistoryEvents\x12#\n" +
 	"\rhistory_bytes\x18\x0e \x01(\x04R\fhistoryBytes\x120\n" +
-	"\x14watchers_catching_up\x18\x0f \x01(\x04R\x12watchersCatchingUp\"\x84\x01\n" +
+	"\x14watchers_catching_up\x18\x0f \x01(\x04R\x12watchersCatchingUp\x12\x18\n" +
+	"\ahealthy\x18\x10 \x01(\bR\ahealthy\x12)\n" +
+	"\x10unhealthy_reason\x18\x11 \x01(\tR\x0funhealthyReason\x12!\n" +
+	"\fscrub_passes\x18\x12 \x01(\x04R\vscrubPasses\x124\n" +
+	"\x17scrub_last_pass_unix_ms\x18\x13 \x01(\x03R\x13scrubLastPassUnixMs\x123\n" +
+	"\x16scrub_last_pass_values\x18\x14 \x01(\x04R\x13scrubLastPassValues\x12)\n" +
+	"\x10scrub_mismatches\x18\x15 \x01(\x04R\x0fscrubMismatches\"\x84\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +

@@ -33,6 +33,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type KVClient interface {
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
+	// Get and List answer DATA_LOSS, at either consistency, on a node that
+	// found stored data failing its checksum (StatusResponse.healthy false):
+	// it never serves it. Read from another node.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
@@ -91,6 +94,9 @@ func (c *kVClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallO
 // for forward compatibility.
 type KVServer interface {
 	Put(context.Context, *PutRequest) (*PutResponse, error)
+	// Get and List answer DATA_LOSS, at either consistency, on a node that
+	// found stored data failing its checksum (StatusResponse.healthy false):
+	// it never serves it. Read from another node.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)

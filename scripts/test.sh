@@ -6,7 +6,7 @@
 # iproute2, etcd-server; Debian packages). Not as root, it says what it
 # skips and runs the rest.
 #   scripts/test.sh            everything
-#   scripts/test.sh --unit     gofmt, vet and go test only
+#   scripts/test.sh --unit     gofmt, vet, go test and the short fuzz runs only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,14 @@ go vet ./...
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+
+# The seed corpora under */testdata/fuzz run in every go test above; this
+# fuzzes each stored-data decoder briefly. Minimizing new inputs is skipped
+# (-fuzzminimizetime 0): on a loaded 2-core box it took most of the budget;
+# a crasher is still saved, unminimized, under testdata/fuzz.
+echo "== fuzz (15 s per decoder)"
+go test -run '^$' -fuzz '^FuzzDecodeRecord$' -fuzztime 15s -fuzzminimizetime 0 ./fsm/
+go test -run '^$' -fuzz '^FuzzDecodeLogEntry$' -fuzztime 15s -fuzzminimizetime 0 ./node/
 
 if [ "$unit" = 1 ]; then exit 0; fi
 if [ "$root" = 0 ]; then

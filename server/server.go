@@ -155,11 +155,16 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 // Status implements Cluster.Status.
 func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := s.node.Status()
-	return &pb.StatusResponse{Id: st.ID, Role: st.Role, LeaderId: st.LeaderID, LeaderAddr: st.LeaderAddr,
+	r := &pb.StatusResponse{Id: st.ID, Role: st.Role, LeaderId: st.LeaderID, LeaderAddr: st.LeaderAddr,
 		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, FsmIndex: st.FSMIndex,
 		LastLogIndex: st.LastLogIndex, Watchers: uint64(st.Watchers), ClientAddr: st.ClientAddr,
 		HistoryOldestRevision: st.HistoryOldest, HistoryEvents: st.HistoryEvents, HistoryBytes: st.HistoryBytes,
-		WatchersCatchingUp: uint64(st.WatchersCatchingUp)}, nil
+		WatchersCatchingUp: uint64(st.WatchersCatchingUp), Healthy: st.Healthy, UnhealthyReason: st.UnhealthyReason,
+		ScrubPasses: st.Scrub.Passes, ScrubLastPassValues: st.Scrub.LastPassValues, ScrubMismatches: st.Scrub.Mismatches}
+	if !st.Scrub.LastPassEnd.IsZero() {
+		r.ScrubLastPassUnixMs = st.Scrub.LastPassEnd.UnixMilli()
+	}
+	return r, nil
 }
 
 // Members implements Cluster.Members.

@@ -29,6 +29,8 @@ func toStatus(err error) error {
 			st = d
 		}
 		return st.Err()
+	case errors.Is(err, node.ErrDataLoss):
+		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, node.ErrOutcomeUnknown):
 		if errors.Is(err, context.DeadlineExceeded) {
 			return status.Error(codes.DeadlineExceeded, err.Error())

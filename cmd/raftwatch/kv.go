@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -339,12 +340,15 @@ func newStatusCmd() *cobra.Command {
 						"leader_addr": s.LeaderAddr, "term": s.Term, "commit_index": s.CommitIndex,
 						"applied_index": s.AppliedIndex, "fsm_index": s.FsmIndex, "watchers": s.Watchers,
 						"watchers_catching_up": s.WatchersCatchingUp, "history_oldest_revision": s.HistoryOldestRevision,
-						"history_events": s.HistoryEvents, "history_bytes": s.HistoryBytes})
+						"history_events": s.HistoryEvents, "history_bytes": s.HistoryBytes,
+						"healthy": s.Healthy, "unhealthy_reason": s.UnhealthyReason, "scrub_passes": s.ScrubPasses,
+						"scrub_last_pass_unix_ms": s.ScrubLastPassUnixMs, "scrub_last_pass_values": s.ScrubLastPassValues,
+						"scrub_mismatches": s.ScrubMismatches})
 					continue
 				}
-				fmt.Printf("%-18s id=%s role=%s leader=%s term=%d commit=%d applied=%d fsm=%d watchers=%d (catching up %d) history_from=%d history_events=%d history_bytes=%d\n",
+				fmt.Printf("%-18s id=%s role=%s leader=%s term=%d commit=%d applied=%d fsm=%d watchers=%d (catching up %d) history_from=%d history_events=%d history_bytes=%d %s\n",
 					ep, s.Id, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex, s.FsmIndex, s.Watchers,
-					s.WatchersCatchingUp, s.HistoryOldestRevision, s.HistoryEvents, s.HistoryBytes)
+					s.WatchersCatchingUp, s.HistoryOldestRevision, s.HistoryEvents, s.HistoryBytes, healthLine(s))
 			}
 			if failed == len(c.Endpoints()) {
 				return exitCode{code: exitError, msg: "no endpoint answered"}
@@ -354,6 +358,19 @@ func newStatusCmd() *cobra.Command {
 	}
 	g = addClientFlags(cmd)
 	return cmd
+}
+
+// healthLine is the health and scrub part of a human status line.
+func healthLine(s *pb.StatusResponse) string {
+	scrub := fmt.Sprintf("scrub_passes=%d scrub_mismatches=%d", s.ScrubPasses, s.ScrubMismatches)
+	if s.ScrubLastPassUnixMs != 0 {
+		scrub += fmt.Sprintf(" scrub_last=%s scrub_values=%d",
+			time.UnixMilli(s.ScrubLastPassUnixMs).UTC().Format(time.RFC3339), s.ScrubLastPassValues)
+	}
+	if !s.Healthy {
+		return fmt.Sprintf("healthy=false %s unhealthy_reason=%q", scrub, s.UnhealthyReason)
+	}
+	return "healthy=true " + scrub
 }
 
 func newMembersCmd() *cobra.Command {

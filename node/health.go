@@ -1,0 +1,239 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/raftwatch/raftwatch/fsm"
+)
+
+// A node is healthy until it finds stored data it cannot trust: a state
+// machine value that fails its checksum (fsm.FSM.Damage: a read, the
+// apply path, a snapshot or the scrub found it) or a raft log entry that
+// does (*LogCorruptError). From then on, until it is restarted, the node
+//   - refuses every read, serializable or linearizable, with ErrDataLoss;
+//   - refuses writes and new watches as not applied, and cancels every
+//     watch, so clients move to another node;
+//   - does not stay leader: it hands leadership over, again each time it
+//     wins an election; with a damaged log entry it stops raft altogether;
+//   - says why in its log and in Status.
+//
+// At its next start, a damaged state machine (marker state.db.damaged) is
+// set aside and rebuilt from the newest snapshot and the raft log, as after
+// a machine crash (session.go). A damaged log entry (marker raft.db.damaged,
+// or found when the entries still to apply are verified at start) makes the
+// node refuse to start, naming the entry: it cannot be rebuilt locally.
+
+// healthCheckInterval is how often an unhealthy node checks that it is not
+// the leader: raft may elect it, as its log is as good as anyone's.
+const healthCheckInterval = 200 * time.Millisecond
+
+// ErrDataLoss is wrapped by the error every read returns on a node that
+// found damaged data.
+var ErrDataLoss = errors.New("this node found damaged stored data and serves no reads until it is repaired")
+
+// logMarkerPath is the damage marker of the raft log file.
+func logMarkerPath(dataDir string) string { return filepath.Join(dataDir, "raft.db.damaged") }
+
+// checkDamageMarkers runs before anything is opened: a node whose raft log
+// was found damaged refuses to start; a damaged state machine file is set
+// aside, to be rebuilt from the newest snapshot and the raft log.
+func (n *Node) checkDamageMarkers(statePath string) error {
+	if b, err := os.ReadFile(logMarkerPath(n.cfg.DataDir)); err == nil {
+		return fmt.Errorf("refusing to start: %s (recorded in %s)", strings.TrimSpace(string(b)), logMarkerPath(n.cfg.DataDir))
+	}
+	reason, found, err := fsm.ReadMarker(statePath)
+	if err != nil || !found {
+		return err
+	}
+	if _, err := os.Stat(statePath); err == nil {
+		aside := fmt.Sprintf("%s.damaged-%d", statePath, time.Now().Unix())
+		if err := os.Rename(statePath, aside); err != nil {
+			return fmt.Errorf("set aside the damaged state machine: %w", err)
+		}
+		n.log.Warn("the state machine was found damaged: set aside, rebuilding it from the newest snapshot and the raft log",
+			"reason", reason, "set_aside_as", aside)
+	}
+	return os.Remove(fsm.MarkerPath(statePath))
+}
+
+// verifyLog reads every entry raft reads at start (those after its newest
+// snapshot, scanned for configuration changes) and every entry it will
+// hand the state machine (after its applied index), so a damaged one stops
+// the start with a clear error rather than a panic inside raft, or the
+// process later with part of the log applied.
+func (n *Node) verifyLog(logs *checkedLogStore, snaps raft.SnapshotStore) error {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return err
+	}
+	from := n.fsm.Applied() + 1
+	if metas, err := snaps.List(); err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	} else if len(metas) > 0 {
+		from = min(from, metas[0].Index+1)
+	} else {
+		from = 1
+	}
+	var l raft.Log
+	for i := max(first, from); i <= last && i != 0; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+	}
+	return nil
+}
+
+// markLogDamaged records the first damaged log entry found: the node is
+// unhealthy from now on and refuses to start until repaired.
+func (n *Node) markLogDamaged(e *LogCorruptError) {
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	if n.logDamage != nil {
+		return
+	}
+	n.logDamage = e
+	close(n.logDamaged)
+	n.log.Error("raft log entry damaged", "index", e.Index, "path", e.Path, "err", e)
+	if err := writeMarker(logMarkerPath(n.cfg.DataDir), e.Error()); err != nil {
+		n.log.Error("could not write the raft log damage marker", "err", err)
+	}
+}
+
+func writeMarker(path, reason string) error {
+	if err := os.WriteFile(path+".tmp", []byte(reason+"\n"), 0o600); err != nil {
+		return err
+	}
+	if f, err := os.Open(path + ".tmp"); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// unhealthy returns why this node is unhealthy; nil while it is healthy.
+func (n *Node) unhealthy() error {
+	if err := n.fsm.Damage(); err != nil {
+		return err
+	}
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	if n.logDamage != nil {
+		return n.logDamage
+	}
+	return nil
+}
+
+// readable returns the error a read gets on an unhealthy node.
+func (n *Node) readable() error {
+	if reason := n.unhealthy(); reason != nil {
+		return fmt.Errorf("%w; read from another node: %w", ErrDataLoss, reason)
+	}
+	return nil
+}
+
+// writable returns the error a write or a new watch gets on an unhealthy
+// node: not applied, so the client may go elsewhere.
+func (n *Node) writable() error {
+	if reason := n.unhealthy(); reason != nil {
+		return fmt.Errorf("%w: this node found damaged stored data (%v); use another node", ErrNotApplied, reason)
+	}
+	return nil
+}
+
+// guardHealth waits until the node finds damaged data, then cancels every
+// watch and keeps leadership away from this node until it stops.
+func (n *Node) guardHealth() {
+	select {
+	case <-n.fsm.Damaged():
+	case <-n.logDamaged:
+	case <-n.stop:
+		return
+	}
+	reason := n.unhealthy()
+	n.log.Error("node unhealthy: refusing reads, writes, watches and leadership until repaired; restart it to rebuild a damaged state machine",
+		"reason", reason)
+	n.CancelWatchers("this node found damaged stored data; resume on another node")
+	if errors.Is(reason, ErrLogCorrupt) {
+		// It could neither apply nor send that entry: as leader it would
+		// stall the followers that need it, and a transfer to them could
+		// never finish. Without raft here the others elect a leader that
+		// has the entry (it is committed, so a majority has it).
+		n.log.Error("raft log damaged: raft stopped on this node; it takes no part in the cluster until repaired")
+		n.raft.Shutdown()
+		return
+	}
+	t := time.NewTicker(healthCheckInterval)
+	defer t.Stop()
+	failing := false
+	for attempt := 0; ; {
+		if n.raft.State() == raft.Leader {
+			if !failing {
+				n.log.Warn("unhealthy node is leader: handing leadership over")
+			}
+			err := n.handOver(attempt)
+			attempt++
+			if err != nil && !failing {
+				n.log.Warn("leadership transfer failed; retrying with each voter in turn until one succeeds", "err", err)
+			}
+			failing = err != nil
+		}
+		select {
+		case <-t.C:
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// handOver transfers leadership to another voter, the attempt-th in turn:
+// raft's own choice is the most up-to-date follower, which may be a node
+// that is down, every time.
+func (n *Node) handOver(attempt int) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	var others []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != raft.ServerID(n.cfg.ID) {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		return errors.New("no other voter to hand leadership to")
+	}
+	to := others[attempt%len(others)]
+	return n.await(n.raft.LeadershipTransferToServer(to.ID, to.Address))
+}
+
+// scrub verifies the state machine's stored values now and then every
+// interval, paced (fsm.DefaultScrubPace).
+func (n *Node) scrub(interval time.Duration) {
+	for {
+		start := time.Now()
+		values, err := n.fsm.Scrub(n.stop, fsm.DefaultScrubPace)
+		st := n.fsm.ScrubStats()
+		if err != nil {
+			n.log.Error("scrub failed", "err", err)
+		} else {
+			n.log.Info("scrub pass done", "values", values, "took", time.Since(start).Round(time.Millisecond),
+				"mismatches_total", st.Mismatches)
+		}
+		select {
+		case <-time.After(interval):
+		case <-n.stop:
+			return
+		}
+	}
+}
