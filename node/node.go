@@ -393,15 +393,8 @@ func writeOp(kind pb.Op_Kind, key, value []byte, opt WriteOptions) (*pb.Op, erro
 	return op, nil
 }
 
-func (n *Node) checkKey(key []byte) error {
-	if len(key) == 0 {
-		return invalid("key is empty")
-	}
-	if len(key) > n.cfg.MaxKeySize {
-		return invalid("key of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
-	}
-	return nil
-}
+// checkKey applies the key rule (package keyspace) to a request's key.
+func (n *Node) checkKey(key []byte) error { return checkKey(key, n.cfg.MaxKeySize) }
 
 func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
 	if n.raft.State() != raft.Leader {
@@ -525,10 +518,7 @@ func (n *Node) checkWatchKey(key []byte, opt WatchOptions) error {
 	if !opt.Prefix {
 		return n.checkKey(key)
 	}
-	if len(key) > n.cfg.MaxKeySize {
-		return invalid("prefix of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
-	}
-	return nil
+	return checkPrefix(key, n.cfg.MaxKeySize)
 }
 
 // Status describes this node's view of the cluster.
