@@ -149,10 +149,17 @@ func (r *historyReader) prevValue(at histPos, rec histRecord) ([]byte, error) {
 // (the batcher never puts two ops on one key in an entry, but an entry that
 // did is still read right). That record must be a PUT.
 func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, error) {
+	rec, err := r.recordAt(key, rev, at)
+	return rec.value, err
+}
+
+// recordAt returns key's last record in revision rev before at, which must
+// be a PUT; valueAt says why.
+func (r *historyReader) recordAt(key []byte, rev uint64, at histPos) (histRecord, error) {
 	k := histKey(rev, 0)
 	idx := get(r.index, k[:8])
 	if len(idx)%hidxEntryLen != 0 {
-		return nil, fmt.Errorf("history index of revision %d is %d bytes, not a multiple of %d", rev, len(idx), hidxEntryLen)
+		return histRecord{}, fmt.Errorf("history index of revision %d is %d bytes, not a multiple of %d", rev, len(idx), hidxEntryLen)
 	}
 	h := keyHash(key)
 	for i := len(idx) - hidxEntryLen; i >= 0; i -= hidxEntryLen {
@@ -166,21 +173,21 @@ func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, err
 		k := histKey(p.rev, p.pos)
 		raw := get(r.lookup, k[:])
 		if raw == nil {
-			return nil, fmt.Errorf("history inconsistent: the index of revision %d names position %d, which holds no record", rev, p.pos)
+			return histRecord{}, fmt.Errorf("history inconsistent: the index of revision %d names position %d, which holds no record", rev, p.pos)
 		}
 		rec, err := decodeHistRecord(raw)
 		if err != nil {
-			return nil, fmt.Errorf("record at revision %d position %d: %w", p.rev, p.pos, err)
+			return histRecord{}, fmt.Errorf("record at revision %d position %d: %w", p.rev, p.pos, err)
 		}
 		if !bytes.Equal(rec.key, key) {
 			continue // another key with the same hash
 		}
 		if rec.typ != histPut {
-			return nil, fmt.Errorf("history inconsistent: the previous version of key %q at revision %d is not a PUT", key, rev)
+			return histRecord{}, fmt.Errorf("history inconsistent: the previous version of key %q at revision %d is not a PUT", key, rev)
 		}
-		return rec.value, nil
+		return rec, nil
 	}
-	return nil, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
+	return histRecord{}, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
 }
 
 // get returns key's value in c's bucket, nil if absent.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -451,24 +452,55 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, u
 	return n.fsm.Get(key)
 }
 
-// ListResult holds the keys under a prefix and the revision they were read at.
-type ListResult struct {
-	KVs      []KeyValue
+// ListOptions select one page of a List.
+type ListOptions struct {
+	// Start is the first key to return (inclusive), under the prefix;
+	// empty: from the prefix. A later page passes the previous one's Next.
+	Start []byte
+	// Revision reads the keys as they were at this revision; 0 = now. A
+	// later page passes the first page's Revision, so the pages together
+	// are one revision's keys. A revision this node has not applied yet is
+	// waited for; one whose state history no longer reaches is refused
+	// with a *fsm.RevisionUnavailableError (it wraps watch.ErrCompacted).
 	Revision uint64
-	More     bool // limit cut the result short
+	// Limit bounds the pairs (0 = no bound); MaxBytes their key, value and
+	// fsm.KVOverhead bytes (0 = no bound), at least one pair whatever its
+	// size.
+	Limit, MaxBytes int
 }
 
-// List returns keys starting with prefix in key order, at most limit (0 =
-// all). The keys and the revision come from one read transaction.
-func (n *Node) List(ctx context.Context, prefix []byte, limit int, c Consistency) (ListResult, error) {
-	if limit < 0 {
-		return ListResult{}, invalid("limit must not be negative")
+// ListResult is one page of the keys under a prefix.
+type ListResult struct {
+	KVs      []KeyValue
+	Revision uint64 // the revision the page was read at
+	More     bool   // a bound cut the page short; Next is where to go on
+	Next     []byte // the first key left out (nil when none)
+}
+
+// List returns one page of the keys starting with prefix, in key order,
+// from one read transaction. With c Linearizable every page confirms
+// leadership first, so the first page (Revision 0) is linearizable and
+// later pages, pinned to its revision, are consistent with it.
+func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consistency) (ListResult, error) {
+	if err := checkPrefix(prefix, n.cfg.MaxKeySize); err != nil {
+		return ListResult{}, err
+	}
+	if len(o.Start) > 0 && !bytes.HasPrefix(o.Start, prefix) {
+		return ListResult{}, invalid("start key %q is not under the prefix %q", o.Start, prefix)
+	}
+	if o.Limit < 0 || o.MaxBytes < 0 {
+		return ListResult{}, invalid("limit and byte bound must not be negative")
 	}
 	if err := n.readBarrier(ctx, c); err != nil {
 		return ListResult{}, err
 	}
-	kvs, rev, more, err := n.fsm.List(prefix, limit)
-	return ListResult{KVs: kvs, Revision: rev, More: more}, err
+	if o.Revision > 0 {
+		if err := n.fsm.WaitApplied(ctx, o.Revision); err != nil {
+			return ListResult{}, fmt.Errorf("wait until this node has applied revision %d (it has applied %d): %w", o.Revision, n.fsm.Applied(), err)
+		}
+	}
+	p, err := n.fsm.List(prefix, fsm.ListOptions{Start: o.Start, Revision: o.Revision, Limit: o.Limit, MaxBytes: o.MaxBytes})
+	return ListResult{KVs: p.KVs, Revision: p.Revision, More: p.Next != nil, Next: p.Next}, err
 }
 
 // WatchOptions select what a watch delivers.

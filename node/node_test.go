@@ -112,7 +112,7 @@ func TestOpenRestoresSnapshotNewerThanState(t *testing.T) {
 	}
 	n = openSingle(t, dir, addr)
 	defer n.Close()
-	r, err := n.List(context.Background(), []byte("/s/"), 0, Linearizable)
+	r, err := n.List(context.Background(), []byte("/s/"), ListOptions{}, Linearizable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestStateRebuiltAfterInterruptedBoot(t *testing.T) {
 	}
 	n = openSingle(t, dir, addr)
 	defer n.Close()
-	r, err := n.List(context.Background(), []byte("/b/"), 0, Linearizable)
+	r, err := n.List(context.Background(), []byte("/b/"), ListOptions{}, Linearizable)
 	if err != nil {
 		t.Fatal(err)
 	}
