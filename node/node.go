@@ -482,14 +482,8 @@ type ListResult struct {
 // leadership first, so the first page (Revision 0) is linearizable and
 // later pages, pinned to its revision, are consistent with it.
 func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consistency) (ListResult, error) {
-	if err := checkPrefix(prefix, n.cfg.MaxKeySize); err != nil {
+	if err := checkList(prefix, o, n.cfg.MaxKeySize); err != nil {
 		return ListResult{}, err
-	}
-	if len(o.Start) > 0 && !bytes.HasPrefix(o.Start, prefix) {
-		return ListResult{}, invalid("start key %q is not under the prefix %q", o.Start, prefix)
-	}
-	if o.Limit < 0 || o.MaxBytes < 0 {
-		return ListResult{}, invalid("limit and byte bound must not be negative")
 	}
 	if err := n.readBarrier(ctx, c); err != nil {
 		return ListResult{}, err
@@ -501,6 +495,21 @@ func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consist
 	}
 	p, err := n.fsm.List(prefix, fsm.ListOptions{Start: o.Start, Revision: o.Revision, Limit: o.Limit, MaxBytes: o.MaxBytes})
 	return ListResult{KVs: p.KVs, Revision: p.Revision, More: p.Next != nil, Next: p.Next}, err
+}
+
+// checkList refuses a List page request that breaks the key rule for its
+// prefix, starts outside its prefix or has a negative bound.
+func checkList(prefix []byte, o ListOptions, maxKeySize int) error {
+	if err := checkPrefix(prefix, maxKeySize); err != nil {
+		return err
+	}
+	if len(o.Start) > 0 && (!bytes.HasPrefix(o.Start, prefix) || len(o.Start) > maxKeySize) {
+		return invalid("start key %.80q is not a key under the prefix %.80q", o.Start, prefix)
+	}
+	if o.Limit < 0 || o.MaxBytes < 0 {
+		return invalid("limit %d and byte bound %d must not be negative", o.Limit, o.MaxBytes)
+	}
+	return nil
 }
 
 // WatchOptions select what a watch delivers.

@@ -6,7 +6,7 @@
 # iproute2, etcd-server; Debian packages). Not as root, it says what it
 # skips and runs the rest.
 #   scripts/test.sh            everything
-#   scripts/test.sh --unit     gofmt, vet and go test only
+#   scripts/test.sh --unit     gofmt, vet, go test and the short fuzz run only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,15 @@ go vet ./...
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+
+# A short run of each fuzz target (go test -fuzz takes one target at a
+# time), about 15 s in all; the committed corpora under testdata/fuzz run
+# as plain tests above. FUZZ_TIME overrides the time per target.
+echo "== go test -fuzz (request validators)"
+for target in "./keyspace FuzzCheckKey" "./keyspace FuzzCheckPrefix" "./node FuzzCheckList"; do
+  set -- $target
+  go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZ_TIME:-5s}" "$1"
+done
 
 if [ "$unit" = 1 ]; then exit 0; fi
 if [ "$root" = 0 ]; then
