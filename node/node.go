@@ -459,9 +459,11 @@ type ListOptions struct {
 	Start []byte
 	// Revision reads the keys as they were at this revision; 0 = now. A
 	// later page passes the first page's Revision, so the pages together
-	// are one revision's keys. A revision this node has not applied yet is
-	// waited for; one whose state history no longer reaches is refused
-	// with a *fsm.RevisionUnavailableError (it wraps watch.ErrCompacted).
+	// are one revision's keys. A Linearizable page refuses a revision past
+	// the commit index (no page was read there); a Serializable one waits
+	// until this node has applied it. One whose state history no longer
+	// reaches is refused with a *fsm.RevisionUnavailableError (it wraps
+	// watch.ErrCompacted).
 	Revision uint64
 	// Limit bounds the pairs (0 = no bound); MaxBytes their key, value and
 	// fsm.KVOverhead bytes (0 = no bound), at least one pair whatever its
@@ -485,10 +487,20 @@ func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consist
 	if err := checkList(prefix, o, n.cfg.MaxKeySize); err != nil {
 		return ListResult{}, err
 	}
-	if err := n.readBarrier(ctx, c); err != nil {
-		return ListResult{}, err
-	}
-	if o.Revision > 0 {
+	if c == Linearizable {
+		// Every revision a page was ever read at is committed, so at or
+		// below the index a confirmed leader reads at: one above it was
+		// never handed out, and waiting for it could take forever.
+		index, err := n.readIndex(ctx)
+		if err != nil {
+			return ListResult{}, err
+		}
+		if o.Revision > index {
+			return ListResult{}, invalid("revision %d is past the commit index %d: pass the revision of the list's first page", o.Revision, index)
+		}
+	} else if o.Revision > 0 {
+		// A page read at this revision on another node: wait until this
+		// node has applied it, as a watch from a future revision does.
 		if err := n.fsm.WaitApplied(ctx, o.Revision); err != nil {
 			return ListResult{}, fmt.Errorf("wait until this node has applied revision %d (it has applied %d): %w", o.Revision, n.fsm.Applied(), err)
 		}

@@ -744,9 +744,11 @@ type ListRequest struct {
 	Consistency Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=raftwatch.v1.Consistency" json:"consistency,omitempty"`
 	// The first key to return (inclusive), under prefix; empty = from prefix.
 	StartKey []byte `protobuf:"bytes,4,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
-	// Read the keys as they were at this revision (0 = now). A node that has
-	// not applied it yet waits for it; one whose retained history no longer
-	// reaches back to it answers OUT_OF_RANGE: restart the list.
+	// Read the keys as they were at this revision (0 = now). LINEARIZABLE: a
+	// revision past the leader's commit index is refused (INVALID_ARGUMENT);
+	// SERIALIZABLE: a node that has not applied it yet waits for it. A node
+	// whose retained history no longer reaches back to it answers
+	// OUT_OF_RANGE: restart the list.
 	Revision      uint64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -359,6 +359,11 @@ func TestListAtRevisionBeyondHistoryIsOutOfRange(t *testing.T) {
 		!strings.Contains(status.Convert(err).Message(), "restart the list") {
 		t.Fatalf("page at compacted revision %d: %v, want OUT_OF_RANGE %q ... restart the list", r.Revision, err, want)
 	}
+	// A revision no page was read at (past the commit index) is refused.
+	_, err = s.kv.List(ctxT(t, 10*time.Second), &pb.ListRequest{Prefix: []byte("/h/"), Revision: r.Revision + 1_000_000})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "past the commit index") {
+		t.Fatalf("page at a future revision: %v, want INVALID_ARGUMENT ... past the commit index", err)
+	}
 	// The client starts over at a revision history still holds.
 	all, err := s.cl.List(ctxT(t, 10*time.Second), []byte("/h/"))
 	if err != nil || len(all.Kvs) != 4 {

@@ -326,7 +326,7 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"list start key outside the prefix", func(ctx context.Context) error {
 			_, err := kv.List(ctx, &pb.ListRequest{Prefix: []byte("/config/"), StartKey: []byte("/other")})
 			return err
-		}, codes.InvalidArgument, "not under the prefix"},
+		}, codes.InvalidArgument, "is not a key under the prefix"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
