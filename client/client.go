@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"strconv"
 	"strings"
@@ -574,19 +575,83 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...OpOption) (*pb.Get
 	return resp, c.onLeader(ctx, call)
 }
 
-// List reads the keys under prefix.
+// listRestarts is how many times List starts over when history no longer
+// reaches the revision its first page was read at (the server compacted
+// it while the pages were read): each restart reads at a newer revision,
+// so only a prefix larger than the history's retention keeps failing.
+const listRestarts = 3
+
+// List reads every key under prefix (which starts and ends with '/'), at
+// one revision: it asks for the pages the server bounds each response to
+// (see ListPages) and returns them as one response. WithLimit caps the
+// total; More and NextKey then say whether and where to go on. When the
+// server can no longer serve the first page's revision before the last
+// page is read (OUT_OF_RANGE), List starts over, up to listRestarts times.
 func (c *Client) List(ctx context.Context, prefix []byte, opts ...OpOption) (*pb.ListResponse, error) {
+	for restart := 0; ; restart++ {
+		var out *pb.ListResponse
+		var err error
+		for page, perr := range c.ListPages(ctx, prefix, opts...) {
+			if err = perr; err != nil {
+				break
+			}
+			if out == nil {
+				out = &pb.ListResponse{Revision: page.Revision}
+			}
+			out.Kvs = append(out.Kvs, page.Kvs...)
+			out.More, out.NextKey = page.More, page.NextKey
+		}
+		if err == nil {
+			return out, nil
+		}
+		if out == nil || status.Code(err) != codes.OutOfRange || restart == listRestarts {
+			return nil, err
+		}
+	}
+}
+
+// ListPages yields the pages of the keys under prefix, in key order, all
+// read at the revision of the first (which is linearizable unless
+// WithSerializable): each page asks for the keys after the previous one's,
+// pinned to that revision. WithLimit caps the total. A page that fails is
+// yielded as an error and ends the sequence; an OUT_OF_RANGE error means
+// history no longer reaches that revision: start over. Each page is one
+// request and follows leader hints (or moves to another endpoint) on its
+// own.
+func (c *Client) ListPages(ctx context.Context, prefix []byte, opts ...OpOption) iter.Seq2[*pb.ListResponse, error] {
 	o := buildOps(opts)
-	req := &pb.ListRequest{Prefix: prefix, Limit: o.limit, Consistency: o.consistency}
-	var resp *pb.ListResponse
-	call := func(ctx context.Context, cc *grpc.ClientConn) (err error) {
-		resp, err = pb.NewKVClient(cc).List(ctx, req)
-		return err
+	return func(yield func(*pb.ListResponse, error) bool) {
+		req := &pb.ListRequest{Prefix: prefix, Limit: o.limit, Consistency: o.consistency}
+		for {
+			var resp *pb.ListResponse
+			call := func(ctx context.Context, cc *grpc.ClientConn) (err error) {
+				resp, err = pb.NewKVClient(cc).List(ctx, req)
+				return err
+			}
+			var err error
+			if o.consistency == pb.Consistency_SERIALIZABLE {
+				err = c.onAny(ctx, call)
+			} else {
+				err = c.onLeader(ctx, call)
+			}
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if o.limit > 0 {
+				req.Limit -= min(req.Limit, uint64(len(resp.Kvs)))
+			}
+			last := !resp.More || o.limit > 0 && req.Limit == 0
+			if !yield(resp, nil) || last {
+				return
+			}
+			if len(resp.NextKey) == 0 {
+				yield(nil, fmt.Errorf("client: the server said more keys follow %q but not where (an older server that cannot page?)", prefix))
+				return
+			}
+			req.StartKey, req.Revision = resp.NextKey, resp.Revision
+		}
 	}
-	if o.consistency == pb.Consistency_SERIALIZABLE {
-		return resp, c.onAny(ctx, call)
-	}
-	return resp, c.onLeader(ctx, call)
 }
 
 // Status asks one endpoint (in any form Config.Endpoints accepts) for its

@@ -43,7 +43,8 @@ func WithPrevKV() OpOption { return func(o *ops) { o.prevKV = true } }
 // WithPrefix makes a watch match every key under a prefix ending in '/'.
 func WithPrefix() OpOption { return func(o *ops) { o.prefix = true } }
 
-// WithLimit caps the number of keys List returns.
+// WithLimit caps the number of keys List (or ListPages, over all pages)
+// returns.
 func WithLimit(n uint64) OpOption { return func(o *ops) { o.limit = n } }
 
 // WithSerializable serves a read from the contacted node, possibly stale.

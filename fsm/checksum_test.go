@@ -60,7 +60,7 @@ func TestEveryReadPathRefusesADamagedValue(t *testing.T) {
 			return err
 		}},
 		{"List over a damaged value", Options{}, bucketKV, []byte("/a"), func(t *testing.T, f *FSM) error {
-			_, _, _, err := f.List([]byte("/"), 0)
+			_, err := f.List([]byte("/"), ListOptions{})
 			return err
 		}},
 		{"Get with a damaged applied index", Options{}, bucketMeta, keyApplied, func(t *testing.T, f *FSM) error {

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -463,7 +462,7 @@ func (a *applier) delete(index uint64, pos int, op *pb.Op) (OpResult, error) {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
-		if err := a.hist.record(index, pos, histDelete, 0, 0, cur.ModRevision, op.Key, nil); err != nil {
+		if err := a.hist.record(index, pos, histDelete, cur.Version, cur.CreateRevision, cur.ModRevision, op.Key, nil); err != nil {
 			return OpResult{}, err
 		}
 	}
@@ -495,34 +494,6 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 		return nil
 	})
 	return out, rev, f.check(err)
-}
-
-// List returns up to limit keys starting with prefix (0 = no limit), in key
-// order, the revision they were read at, and whether more keys matched.
-func (f *FSM) List(prefix []byte, limit int) ([]KeyValue, uint64, bool, error) {
-	var out []KeyValue
-	var rev uint64
-	var more bool
-	err := f.view(func(tx *bolt.Tx) error {
-		var err error
-		if rev, err = readApplied(tx); err != nil {
-			return err
-		}
-		c := tx.Bucket(bucketKV).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if limit > 0 && len(out) == limit {
-				more = true
-				break
-			}
-			kv, err := decodeRecord(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, kv.clone())
-		}
-		return nil
-	})
-	return out, rev, more, f.check(err)
 }
 
 // Members returns the client addresses recorded by SET_MEMBER ops.

@@ -382,16 +382,16 @@ func panicOf(fn func()) (msg string) {
 func TestListAndGetReportRevision(t *testing.T) {
 	f := openTest(t, filepath.Join(t.TempDir(), "state.db"), &recordingSink{})
 	f.ApplyBatch([]*raft.Log{entry(t, 4, put("/p/a", "1"), put("/p/b", "2"), put("/p/c", "3"), put("/q", "4"))})
-	kvs, rev, more, err := f.List([]byte("/p/"), 2)
+	p, err := f.List([]byte("/p/"), ListOptions{Limit: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rev != 4 || !more || len(kvs) != 2 || string(kvs[0].Key) != "/p/a" || string(kvs[1].Key) != "/p/b" {
-		t.Fatalf("List = %v rev %d more %v", kvs, rev, more)
+	if p.Revision != 4 || string(p.Next) != "/p/c" || len(p.KVs) != 2 || string(p.KVs[0].Key) != "/p/a" || string(p.KVs[1].Key) != "/p/b" {
+		t.Fatalf("List = %v rev %d next %q", p.KVs, p.Revision, p.Next)
 	}
-	kvs, _, more, _ = f.List([]byte("/p/"), 0)
-	if len(kvs) != 3 || more {
-		t.Fatalf("unlimited List = %d keys more=%v, want 3 and false", len(kvs), more)
+	p, _ = f.List([]byte("/p/"), ListOptions{})
+	if len(p.KVs) != 3 || p.Next != nil {
+		t.Fatalf("unlimited List = %d keys next=%q, want 3 and nil", len(p.KVs), p.Next)
 	}
 	if _, rev, _ := f.Get([]byte("/missing")); rev != 4 {
 		t.Fatalf("Get of a missing key reports revision %d, want 4", rev)

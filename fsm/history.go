@@ -22,11 +22,14 @@ import (
 // and every value ends with its checksum (checksum.go).
 //
 // The position is the op's index in its entry's Chunk.Ops, so (revision,
-// position) orders all mutations. A DELETE record carries version and create
-// revision 0, like etcd's tombstones. The prev revision is the key's mod
-// revision before the op, 0 when it was absent; hidx finds the key's record
-// at that revision without scanning the revision's records (up to an entry's
-// ops, a cache miss each), so reading a prev value costs two lookups.
+// position) orders all mutations. A DELETE record carries the deleted key's
+// version and create revision (records written before List read at a past
+// revision carry 0 there), so that a List at a revision before the delete
+// can restore the key whole even when its previous PUT is compacted (see
+// list.go). The prev revision is the key's mod revision before the op, 0 when
+// it was absent; hidx finds the key's record at that revision without
+// scanning the revision's records (up to an entry's ops, a cache miss each),
+// so reading a prev value costs two lookups.
 var (
 	bucketHistory = []byte("history") // revision|position -> history record
 	bucketHIndex  = []byte("hidx")    // revision -> key hash|position of each of its records

@@ -149,12 +149,19 @@ func (r *historyReader) prevValue(at histPos, rec histRecord) ([]byte, error) {
 // (the batcher never puts two ops on one key in an entry, but an entry that
 // did is still read right). That record must be a PUT.
 func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, error) {
+	rec, err := r.recordAt(key, rev, at)
+	return rec.value, err
+}
+
+// recordAt returns key's last record in revision rev before at, which must
+// be a PUT; valueAt says why.
+func (r *historyReader) recordAt(key []byte, rev uint64, at histPos) (histRecord, error) {
 	k := histKey(rev, 0)
 	var idx []byte
 	if raw := get(r.index, k[:8]); raw != nil {
 		var err error
 		if idx, err = openHIndex(k[:8], raw); err != nil {
-			return nil, err
+			return histRecord{}, err
 		}
 	}
 	h := keyHash(key)
@@ -169,21 +176,21 @@ func (r *historyReader) valueAt(key []byte, rev uint64, at histPos) ([]byte, err
 		k := histKey(p.rev, p.pos)
 		raw := get(r.lookup, k[:])
 		if raw == nil {
-			return nil, fmt.Errorf("history inconsistent: the index of revision %d names position %d, which holds no record", rev, p.pos)
+			return histRecord{}, fmt.Errorf("history inconsistent: the index of revision %d names position %d, which holds no record", rev, p.pos)
 		}
 		rec, err := decodeHistRecord(k[:], raw)
 		if err != nil {
-			return nil, fmt.Errorf("record at revision %d position %d: %w", p.rev, p.pos, err)
+			return histRecord{}, fmt.Errorf("record at revision %d position %d: %w", p.rev, p.pos, err)
 		}
 		if !bytes.Equal(rec.key, key) {
 			continue // another key with the same hash
 		}
 		if rec.typ != histPut {
-			return nil, fmt.Errorf("history inconsistent: the previous version of key %q at revision %d is not a PUT", key, rev)
+			return histRecord{}, fmt.Errorf("history inconsistent: the previous version of key %q at revision %d is not a PUT", key, rev)
 		}
-		return rec.value, nil
+		return rec, nil
 	}
-	return nil, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
+	return histRecord{}, fmt.Errorf("history inconsistent: no record of key %q at its previous revision %d", key, rev)
 }
 
 // get returns key's value in c's bucket, nil if absent.

@@ -3,6 +3,8 @@ package node
 import (
 	"errors"
 	"fmt"
+
+	"github.com/raftwatch/raftwatch/keyspace"
 )
 
 // NotLeaderError is returned by writes and linearizable reads on a node that
@@ -42,4 +44,28 @@ var (
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+}
+
+// ruleError is a key or prefix refused by the key rule (package keyspace):
+// it wraps ErrInvalidArgument too, but says only what the rule says, so
+// every call that carries a key refuses it with the same message.
+type ruleError struct{ err error }
+
+func (e ruleError) Error() string   { return e.err.Error() }
+func (e ruleError) Unwrap() []error { return []error{ErrInvalidArgument, e.err} }
+
+// checkKey applies the key rule to a key of at most max bytes.
+func checkKey(key []byte, max int) error {
+	if err := keyspace.CheckKey(key, max); err != nil {
+		return ruleError{err}
+	}
+	return nil
+}
+
+// checkPrefix applies the key rule to a prefix of at most max bytes.
+func checkPrefix(prefix []byte, max int) error {
+	if err := keyspace.CheckPrefix(prefix, max); err != nil {
+		return ruleError{err}
+	}
+	return nil
 }

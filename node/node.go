@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -423,15 +424,8 @@ func writeOp(kind pb.Op_Kind, key, value []byte, opt WriteOptions) (*pb.Op, erro
 	return op, nil
 }
 
-func (n *Node) checkKey(key []byte) error {
-	if len(key) == 0 {
-		return invalid("key is empty")
-	}
-	if len(key) > n.cfg.MaxKeySize {
-		return invalid("key of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
-	}
-	return nil
-}
+// checkKey applies the key rule (package keyspace) to a request's key.
+func (n *Node) checkKey(key []byte) error { return checkKey(key, n.cfg.MaxKeySize) }
 
 func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
 	if n.raft.State() != raft.Leader {
@@ -498,30 +492,82 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, u
 	return kv, rev, err
 }
 
-// ListResult holds the keys under a prefix and the revision they were read at.
-type ListResult struct {
-	KVs      []KeyValue
+// ListOptions select one page of a List.
+type ListOptions struct {
+	// Start is the first key to return (inclusive), under the prefix;
+	// empty: from the prefix. A later page passes the previous one's Next.
+	Start []byte
+	// Revision reads the keys as they were at this revision; 0 = now. A
+	// later page passes the first page's Revision, so the pages together
+	// are one revision's keys. A Linearizable page refuses a revision past
+	// the commit index (no page was read there); a Serializable one waits
+	// until this node has applied it. One whose state history no longer
+	// reaches is refused with a *fsm.RevisionUnavailableError (it wraps
+	// watch.ErrCompacted).
 	Revision uint64
-	More     bool // limit cut the result short
+	// Limit bounds the pairs (0 = no bound); MaxBytes their key, value and
+	// fsm.KVOverhead bytes (0 = no bound), at least one pair whatever its
+	// size.
+	Limit, MaxBytes int
 }
 
-// List returns keys starting with prefix in key order, at most limit (0 =
-// all). The keys and the revision come from one read transaction.
-func (n *Node) List(ctx context.Context, prefix []byte, limit int, c Consistency) (ListResult, error) {
-	if limit < 0 {
-		return ListResult{}, invalid("limit must not be negative")
+// ListResult is one page of the keys under a prefix.
+type ListResult struct {
+	KVs      []KeyValue
+	Revision uint64 // the revision the page was read at
+	More     bool   // a bound cut the page short; Next is where to go on
+	Next     []byte // the first key left out (nil when none)
+}
+
+// List returns one page of the keys starting with prefix, in key order,
+// from one read transaction. With c Linearizable every page confirms
+// leadership first, so the first page (Revision 0) is linearizable and
+// later pages, pinned to its revision, are consistent with it.
+func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consistency) (ListResult, error) {
+	if err := checkList(prefix, o, n.cfg.MaxKeySize); err != nil {
+		return ListResult{}, err
 	}
 	if err := n.readable(); err != nil {
 		return ListResult{}, err
 	}
-	if err := n.readBarrier(ctx, c); err != nil {
-		return ListResult{}, err
+	if c == Linearizable {
+		// Every revision a page was ever read at is committed, so at or
+		// below the index a confirmed leader reads at: one above it was
+		// never handed out, and waiting for it could take forever.
+		index, err := n.readIndex(ctx)
+		if err != nil {
+			return ListResult{}, err
+		}
+		if o.Revision > index {
+			return ListResult{}, invalid("revision %d is past the commit index %d: pass the revision of the list's first page", o.Revision, index)
+		}
+	} else if o.Revision > 0 {
+		// A page read at this revision on another node: wait until this
+		// node has applied it, as a watch from a future revision does.
+		if err := n.fsm.WaitApplied(ctx, o.Revision); err != nil {
+			return ListResult{}, fmt.Errorf("wait until this node has applied revision %d (it has applied %d): %w", o.Revision, n.fsm.Applied(), err)
+		}
 	}
-	kvs, rev, more, err := n.fsm.List(prefix, limit)
+	p, err := n.fsm.List(prefix, fsm.ListOptions{Start: o.Start, Revision: o.Revision, Limit: o.Limit, MaxBytes: o.MaxBytes})
 	if rerr := n.readable(); rerr != nil {
-		return ListResult{}, rerr
+		return ListResult{}, rerr // whatever was read, this node found damage meanwhile
 	}
-	return ListResult{KVs: kvs, Revision: rev, More: more}, err
+	return ListResult{KVs: p.KVs, Revision: p.Revision, More: p.Next != nil, Next: p.Next}, err
+}
+
+// checkList refuses a List page request that breaks the key rule for its
+// prefix, starts outside its prefix or has a negative bound.
+func checkList(prefix []byte, o ListOptions, maxKeySize int) error {
+	if err := checkPrefix(prefix, maxKeySize); err != nil {
+		return err
+	}
+	if len(o.Start) > 0 && (!bytes.HasPrefix(o.Start, prefix) || len(o.Start) > maxKeySize) {
+		return invalid("start key %.80q is not a key under the prefix %.80q", o.Start, prefix)
+	}
+	if o.Limit < 0 || o.MaxBytes < 0 {
+		return invalid("limit %d and byte bound %d must not be negative", o.Limit, o.MaxBytes)
+	}
+	return nil
 }
 
 // WatchOptions select what a watch delivers.
@@ -585,10 +631,7 @@ func (n *Node) checkWatchKey(key []byte, opt WatchOptions) error {
 	if !opt.Prefix {
 		return n.checkKey(key)
 	}
-	if len(key) > n.cfg.MaxKeySize {
-		return invalid("prefix of %d bytes exceeds the limit of %d bytes", len(key), n.cfg.MaxKeySize)
-	}
-	return nil
+	return checkPrefix(key, n.cfg.MaxKeySize)
 }
 
 // Status describes this node's view of the cluster.

@@ -127,7 +127,7 @@ func TestOpenRestoresSnapshotNewerThanState(t *testing.T) {
 	}
 	n = openSingle(t, dir, addr)
 	defer n.Close()
-	r, err := n.List(context.Background(), []byte("/s/"), 0, Linearizable)
+	r, err := n.List(context.Background(), []byte("/s/"), ListOptions{}, Linearizable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestStateRebuiltAfterInterruptedBoot(t *testing.T) {
 	}
 	n = openSingle(t, dir, addr)
 	defer n.Close()
-	r, err := n.List(context.Background(), []byte("/b/"), 0, Linearizable)
+	r, err := n.List(context.Background(), []byte("/b/"), ListOptions{}, Linearizable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 			t.Fatalf("get (%v) of a damaged value: %v, %v; want ErrDataLoss", c, kv, err)
 		}
 	}
-	if _, err := n.List(context.Background(), []byte("/"), 0, Serializable); !errors.Is(err, ErrDataLoss) {
+	if _, err := n.List(context.Background(), []byte("/"), ListOptions{}, Serializable); !errors.Is(err, ErrDataLoss) {
 		t.Fatalf("list on an unhealthy node: %v, want ErrDataLoss", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -730,12 +730,26 @@ func (x *DeleteResponse) GetModRevision() uint64 {
 	return 0
 }
 
+// A list returns the keys under a prefix in pages. The first page reads at
+// the current revision (linearizable unless SERIALIZABLE); to go on, send
+// the same request with start_key = the response's next_key and revision =
+// the first response's revision, until more is false: the pages together
+// are the prefix's keys at that one revision.
 type ListRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Prefix []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	// At most this many entries (0 = no limit).
-	Limit         uint64      `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	Consistency   Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=raftwatch.v1.Consistency" json:"consistency,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Starts and ends with '/' ("/" = every key).
+	Prefix []byte `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// At most this many entries in this response (0 = no limit).
+	Limit       uint64      `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Consistency Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=raftwatch.v1.Consistency" json:"consistency,omitempty"`
+	// The first key to return (inclusive), under prefix; empty = from prefix.
+	StartKey []byte `protobuf:"bytes,4,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
+	// Read the keys as they were at this revision (0 = now). LINEARIZABLE: a
+	// revision past the leader's commit index is refused (INVALID_ARGUMENT);
+	// SERIALIZABLE: a node that has not applied it yet waits for it. A node
+	// whose retained history no longer reaches back to it answers
+	// OUT_OF_RANGE: restart the list.
+	Revision      uint64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -791,13 +805,30 @@ func (x *ListRequest) GetConsistency() Consistency {
 	return Consistency_LINEARIZABLE
 }
 
+func (x *ListRequest) GetStartKey() []byte {
+	if x != nil {
+		return x.StartKey
+	}
+	return nil
+}
+
+func (x *ListRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type ListResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kvs   []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
 	// The revision the entries were read at (same bbolt read transaction).
 	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	// True when limit cut the result short.
-	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// True when limit or the server's bound on a response's size cut the
+	// result short; next_key then says where to go on.
+	More bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// The first key left out, when more is true: the next page's start_key.
+	NextKey       []byte `protobuf:"bytes,4,opt,name=next_key,json=nextKey,proto3" json:"next_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,6 +882,13 @@ func (x *ListResponse) GetMore() bool {
 		return x.More
 	}
 	return false
+}
+
+func (x *ListResponse) GetNextKey() []byte {
+	if x != nil {
+		return x.NextKey
+	}
+	return nil
 }
 
 // A watch stream multiplexes any number of watches. The client sends a
@@ -2364,15 +2402,18 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
 	"\adeleted\x18\x03 \x01(\bR\adeleted\x12/\n" +
 	"\aprev_kv\x18\x04 \x01(\v2\x16.raftwatch.v1.KeyValueR\x06prevKv\x12!\n" +
-	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevision\"x\n" +
+	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevision\"\xb1\x01\n" +
 	"\vListRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x04R\x05limit\x12;\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x19.raftwatch.v1.ConsistencyR\vconsistency\"h\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x19.raftwatch.v1.ConsistencyR\vconsistency\x12\x1b\n" +
+	"\tstart_key\x18\x04 \x01(\fR\bstartKey\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\"\x83\x01\n" +
 	"\fListResponse\x12(\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x16.raftwatch.v1.KeyValueR\x03kvs\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\xbd\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12\x19\n" +
+	"\bnext_key\x18\x04 \x01(\fR\anextKey\"\xbd\x01\n" +
 	"\vWatchCreate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12\x17\n" +

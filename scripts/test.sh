@@ -43,13 +43,18 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
-# The seed corpora under */testdata/fuzz run in every go test above; this
-# fuzzes each stored-data decoder briefly. Minimizing new inputs is skipped
-# (-fuzzminimizetime 0): on a loaded 2-core box it took most of the budget;
-# a crasher is still saved, unminimized, under testdata/fuzz.
-echo "== fuzz (15 s per decoder)"
-go test -run '^$' -fuzz '^FuzzDecodeRecord$' -fuzztime 15s -fuzzminimizetime 0 ./fsm/
-go test -run '^$' -fuzz '^FuzzDecodeLogEntry$' -fuzztime 15s -fuzzminimizetime 0 ./node/
+# The seed corpora under */testdata/fuzz run as plain tests above; this
+# fuzzes each decoder and request validator briefly (go test -fuzz takes one
+# target at a time). Minimizing new inputs is skipped (-fuzzminimizetime 0):
+# on a loaded 2-core box it took most of the budget; a crasher is still
+# saved, unminimized, under testdata/fuzz. FUZZ_TIME overrides the time per
+# target.
+echo "== go test -fuzz (stored-data decoders, request validators)"
+for target in "./fsm FuzzDecodeRecord" "./node FuzzDecodeLogEntry" \
+  "./keyspace FuzzCheckKey" "./keyspace FuzzCheckPrefix" "./node FuzzCheckList"; do
+  set -- $target
+  go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZ_TIME:-10s}" -fuzzminimizetime 0 "$1"
+done
 
 if [ "$unit" = 1 ]; then exit 0; fi
 if [ "$root" = 0 ]; then

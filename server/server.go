@@ -131,6 +131,12 @@ func (s *Server) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, 
 	return &pb.GetResponse{Kv: toKV(kv), Revision: rev}, nil
 }
 
+// ListPageBytes bounds one List response: its pairs' keys, values and
+// fsm.KVOverhead add up to at most this, or it is one pair alone. A page
+// thus stays under MaxSendSize (and the client's receive bound) even when
+// it holds a maximum-size value, and a prefix of any size is read in pages.
+const ListPageBytes = node.DefaultMaxValueSize
+
 // List implements KV.List.
 func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
 	c, err := consistency(req.Consistency)
@@ -141,11 +147,12 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 	if req.Limit > maxLimit {
 		return nil, status.Errorf(codes.InvalidArgument, "limit %d is too large (at most %d)", req.Limit, maxLimit)
 	}
-	r, err := s.node.List(ctx, req.Prefix, int(req.Limit), c)
+	r, err := s.node.List(ctx, req.Prefix, node.ListOptions{Start: req.StartKey, Revision: req.Revision,
+		Limit: int(req.Limit), MaxBytes: ListPageBytes}, c)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &pb.ListResponse{Revision: r.Revision, More: r.More, Kvs: make([]*pb.KeyValue, len(r.KVs))}
+	out := &pb.ListResponse{Revision: r.Revision, More: r.More, NextKey: r.Next, Kvs: make([]*pb.KeyValue, len(r.KVs))}
 	for i := range r.KVs {
 		out.Kvs[i] = toKV(&r.KVs[i])
 	}

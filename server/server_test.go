@@ -289,11 +289,11 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"put with empty key", func(ctx context.Context) error {
 			_, err := kv.Put(ctx, &pb.PutRequest{Value: []byte("v")})
 			return err
-		}, codes.InvalidArgument, "key is empty"},
+		}, codes.InvalidArgument, `invalid key "": a key must not be empty and must start with '/'`},
 		{"put with key over 4 KiB", func(ctx context.Context) error {
-			_, err := kv.Put(ctx, &pb.PutRequest{Key: big(4097), Value: []byte("v")})
+			_, err := kv.Put(ctx, &pb.PutRequest{Key: append([]byte("/"), big(4096)...), Value: []byte("v")})
 			return err
-		}, codes.InvalidArgument, "exceeds the limit of 4096"},
+		}, codes.InvalidArgument, "4097 bytes, a key is at most 4096"},
 		{"put with value over 1 MiB", func(ctx context.Context) error {
 			_, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("/k"), Value: big(1<<20 + 1)})
 			return err
@@ -305,7 +305,7 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"delete with empty key", func(ctx context.Context) error {
 			_, err := kv.Delete(ctx, &pb.DeleteRequest{})
 			return err
-		}, codes.InvalidArgument, "key is empty"},
+		}, codes.InvalidArgument, `invalid key "": a key must not be empty and must start with '/'`},
 		{"get with unknown consistency", func(ctx context.Context) error {
 			_, err := kv.Get(ctx, &pb.GetRequest{Key: []byte("/k"), Consistency: 7})
 			return err
@@ -319,6 +319,14 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"watch empty key", func(ctx context.Context) error {
 			return watchErr(ctx, c, leader, &pb.WatchCreate{})
 		}, codes.InvalidArgument, "empty"},
+		{"list prefix without trailing slash", func(ctx context.Context) error {
+			_, err := kv.List(ctx, &pb.ListRequest{Prefix: []byte("/config")})
+			return err
+		}, codes.InvalidArgument, `try "/config/"`},
+		{"list start key outside the prefix", func(ctx context.Context) error {
+			_, err := kv.List(ctx, &pb.ListRequest{Prefix: []byte("/config/"), StartKey: []byte("/other")})
+			return err
+		}, codes.InvalidArgument, "is not a key under the prefix"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,42 +2,23 @@ package watch
 
 import (
 	"bytes"
-	"fmt"
 	"iter"
+	"math"
+
+	"github.com/raftwatch/raftwatch/keyspace"
 )
 
 // separator ends every prefix a watcher can register, so that a prefix
 // matches whole path segments: "/a/" matches "/a/x" but not "/ab".
-const separator = '/'
+const separator = keyspace.Separator
 
-// validateKey rejects the empty key, which no PUT or DELETE can carry.
-func validateKey(key []byte) error {
-	if len(key) == 0 {
-		return fmt.Errorf("%w: a watched key must not be empty (to watch every key use the prefix \"/\")", ErrInvalidKey)
+// validate checks a watched key or prefix against the key rule; the node
+// has checked its size already.
+func validate(key []byte, prefix bool) error {
+	if prefix {
+		return keyspace.CheckPrefix(key, math.MaxInt)
 	}
-	return nil
-}
-
-// validatePrefix accepts prefixes that start and end with '/', and explains
-// how to fix any other.
-func validatePrefix(p []byte) error {
-	if len(p) > 0 && p[0] == separator && p[len(p)-1] == separator {
-		return nil
-	}
-	return fmt.Errorf("%w %q: a prefix must start and end with '/' (try %q)", ErrInvalidPrefix, p, suggestPrefix(p))
-}
-
-// suggestPrefix returns the nearest valid prefix: p with a leading and a
-// trailing '/' added where missing.
-func suggestPrefix(p []byte) string {
-	s := string(p)
-	if len(s) == 0 || s[0] != separator {
-		s = string(separator) + s
-	}
-	if s[len(s)-1] != separator {
-		s += string(separator)
-	}
-	return s
+	return keyspace.CheckKey(key, math.MaxInt)
 }
 
 // prefixSegments yields every '/'-terminated prefix of key, shortest first:

@@ -6,34 +6,29 @@ import (
 	"testing"
 )
 
-func TestValidatePrefix(t *testing.T) {
+// TestValidateFollowsTheKeyRule: a watch refuses what the key rule refuses
+// (package keyspace has the rule's own tests), with its errors.
+func TestValidateFollowsTheKeyRule(t *testing.T) {
 	cases := []struct {
-		prefix string
-		ok     bool
-		try    string
+		name   string
+		key    string
+		prefix bool
+		want   error
 	}{
-		{"/", true, ""},
-		{"/config/", true, ""},
-		{"/config/db/", true, ""},
-		{"config", false, "/config/"},
-		{"/config", false, "/config/"},
-		{"config/", false, "/config/"},
-		{"", false, "/"},
+		{"prefix / is every key", "/", true, nil},
+		{"prefix /config/", "/config/", true, nil},
+		{"prefix without leading '/'", "config/", true, ErrInvalidPrefix},
+		{"prefix without trailing '/'", "/config", true, ErrInvalidPrefix},
+		{"empty prefix", "", true, ErrInvalidPrefix},
+		{"key /config/db", "/config/db", false, nil},
+		{"key without leading '/'", "probe", false, ErrInvalidKey},
+		{"empty key", "", false, ErrInvalidKey},
 	}
 	for _, tc := range cases {
-		t.Run(tc.prefix, func(t *testing.T) {
-			err := validatePrefix([]byte(tc.prefix))
-			if tc.ok {
-				if err != nil {
-					t.Fatalf("validatePrefix(%q) = %v, want nil", tc.prefix, err)
-				}
-				return
-			}
-			if !errors.Is(err, ErrInvalidPrefix) {
-				t.Fatalf("validatePrefix(%q) = %v, want ErrInvalidPrefix", tc.prefix, err)
-			}
-			if got := suggestPrefix([]byte(tc.prefix)); got != tc.try {
-				t.Fatalf("suggestPrefix(%q) = %q, want %q", tc.prefix, got, tc.try)
+		t.Run(tc.name, func(t *testing.T) {
+			err := validate([]byte(tc.key), tc.prefix)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("validate(%q, prefix=%v) = %v, want %v", tc.key, tc.prefix, err, tc.want)
 			}
 		})
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/raftwatch/raftwatch/keyspace"
 )
 
 // Defaults applied to zero or negative Config fields.
@@ -41,10 +43,11 @@ const (
 )
 
 var (
-	// ErrInvalidPrefix: a prefix must start and end with '/'.
-	ErrInvalidPrefix = errors.New("invalid prefix")
-	// ErrInvalidKey: an exact-key watch needs a non-empty key.
-	ErrInvalidKey = errors.New("invalid key")
+	// ErrInvalidPrefix: a prefix must start and end with '/' (the key rule,
+	// package keyspace).
+	ErrInvalidPrefix = keyspace.ErrInvalidPrefix
+	// ErrInvalidKey: a watched key must start with '/' (package keyspace).
+	ErrInvalidKey = keyspace.ErrInvalidKey
 	// ErrLimitExceeded: the registry holds Config.MaxWatchers watchers.
 	ErrLimitExceeded = errors.New("watcher limit exceeded")
 	// ErrClosed: the dispatcher was stopped or the stream closed.
@@ -256,11 +259,7 @@ type Watcher struct {
 
 // register adds a watcher delivering to s.
 func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) {
-	if o.Prefix {
-		if err := validatePrefix(key); err != nil {
-			return nil, err
-		}
-	} else if err := validateKey(key); err != nil {
+	if err := validate(key, o.Prefix); err != nil {
 		return nil, err
 	}
 	if r.closed.Load() {

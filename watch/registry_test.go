@@ -37,9 +37,10 @@ func TestRegisterValidation(t *testing.T) {
 		wantMsg string
 	}{
 		{name: "exact key is accepted", key: "/config/db"},
-		{name: "exact key needs no slash", key: "config"},
+		{name: "exact key without a leading slash is rejected", key: "config", wantErr: ErrInvalidKey,
+			wantMsg: `invalid key "config": a key must start with '/' (try "/config")`},
 		{name: "exact key may end with a slash", key: "/config/"},
-		{name: "empty exact key is rejected", key: "", wantErr: ErrInvalidKey, wantMsg: `must not be empty (to watch every key use the prefix "/")`},
+		{name: "empty exact key is rejected", key: "", wantErr: ErrInvalidKey, wantMsg: `must not be empty and must start with '/'`},
 		{name: "prefix / is accepted", key: "/", prefix: true},
 		{name: "prefix /config/ is accepted", key: "/config/", prefix: true},
 		{name: "prefix config is rejected", key: "config", prefix: true, wantErr: ErrInvalidPrefix,

@@ -10,11 +10,13 @@ import (
 
 // Key and value shapes shared by every workload and target.
 const (
-	keySize    = 8   // bytes; keys are zero-padded decimal numbers
+	keySize    = 8   // bytes; keys are '/' and a zero-padded decimal number
 	valueSize  = 256 // bytes
 	keySpace   = 100_000
 	opTimeout  = 10 * time.Second // one request; a slower one counts as an error
-	getKeyName = "getkey00"       // the single key of the get workload (8 B)
+	getKeyName = "/getkey0"       // the single key of the get workload (8 B)
+	// readyKeyName is written and read to tell that a cluster serves.
+	readyKeyName = "/ready00"
 )
 
 // loadConfig is a closed-loop workload: clients goroutines over conns client
@@ -33,7 +35,7 @@ type loadConfig struct {
 func makeKeys() [][]byte {
 	keys := make([][]byte, keySpace)
 	for i := range keys {
-		keys[i] = []byte(fmt.Sprintf("%0*d", keySize, i))
+		keys[i] = []byte(fmt.Sprintf("/%0*d", keySize-1, i))
 	}
 	return keys
 }
@@ -185,10 +187,10 @@ func waitReady(ctx context.Context, target string, endpoints []string) error {
 				defer d.Close()
 				octx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				if err := d.Put(octx, []byte("ready000"), []byte("1")); err != nil {
+				if err := d.Put(octx, []byte(readyKeyName), []byte("1")); err != nil {
 					return err
 				}
-				return d.Get(octx, []byte("ready000"), true)
+				return d.Get(octx, []byte(readyKeyName), true)
 			}()
 			if last == nil {
 				break

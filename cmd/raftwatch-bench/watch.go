@@ -11,7 +11,7 @@ import (
 
 const (
 	// watchKeyName is the one key every watch workload watches and writes (8 B).
-	watchKeyName = "wkey0000"
+	watchKeyName = "/wkey000"
 	// watchOpenParallel is how many watches are being opened at once: enough
 	// to open 10,000 in seconds, few enough not to look like a create storm.
 	watchOpenParallel = 64

@@ -268,7 +268,13 @@ func newListCmd() *cobra.Command {
 		Long: `List keys starting with PREFIX, in key order: one line per key,
 "key" = "value", each a Go string literal (escapes for quotes, newlines and
 bytes that are not UTF-8). The count and revision go to stderr. --json
-prints one object with every pair, keys and values in base64.`,
+prints one object with every pair, keys and values in base64.
+
+PREFIX starts and ends with '/' ("/" lists every key). A node answers in
+pages of at most 1 MiB; list reads them all, at the revision of the first,
+so the output is the prefix at one revision however large it is. If the
+node no longer holds that revision's history before the last page (the
+listing outlived the history's retention), list starts over, up to 3 times.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, done, err := g.open()
