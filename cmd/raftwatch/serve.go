@@ -39,7 +39,9 @@ func newServeCmd() *cobra.Command {
 with the same --initial-cluster; a node restarted on an existing --data-dir
 resumes from it (and ignores --initial-cluster). A node started with no
 --initial-cluster and an empty data dir waits to be added with
-"raftwatch member add".
+"raftwatch member add". A node removed from the cluster stops serving and
+stays removed across restarts (its data dir records it): wipe the data dir
+to add the machine again.
 
 SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
 node leads, every watcher gets CANCELED with reason "shutdown", in-flight
