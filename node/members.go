@@ -289,7 +289,9 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, clientAddr string, fo
 	if err != nil {
 		return 0, err
 	}
-	if err := n.checkQuorum(append(voters, raft.ServerID(id)), "promoting "+id, force); err != nil {
+	// id has just shown it is up to date: it counts reachable even if the
+	// leader's heartbeats to it have not resumed yet.
+	if err := n.checkQuorum(append(voters, raft.ServerID(id)), "promoting "+id, force, raft.ServerID(id)); err != nil {
 		return 0, err
 	}
 	f := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutFrom(ctx))
@@ -407,12 +409,12 @@ func (n *Node) voters() ([]raft.ServerID, error) {
 }
 
 // checkQuorum refuses (ErrQuorumAtRisk) a change to the voter set voters
-// when fewer than a majority of them are reachable by the leader, unless
-// force.
-func (n *Node) checkQuorum(voters []raft.ServerID, change string, force bool) error {
+// when fewer than a majority of them are reachable by the leader (or among
+// live), unless force.
+func (n *Node) checkQuorum(voters []raft.ServerID, change string, force bool, live ...raft.ServerID) error {
 	var unreachable []string
 	for _, id := range voters {
-		if !n.reachable(id) {
+		if !n.reachable(id) && !slices.Contains(live, id) {
 			unreachable = append(unreachable, string(id))
 		}
 	}
