@@ -87,23 +87,23 @@ func (w *Watcher) resume() {
 			return
 		case r != nil:
 			// Refused. Compaction ends the watch; so does a create the
-			// server can never accept, and every endpoint being removed
-			// from the cluster. Anything else: the next node.
+			// server can never accept. Anything else: the next node.
 			if ferr := finalError(r); ferr != nil {
 				w.end(ferr, r, false)
 				return
 			}
-			if !removedRefusal(err) {
-				removed = 0
-				continue
-			}
-			if removed++; removed >= len(eps) {
-				w.end(err, r, false)
-				return
-			}
+		}
+		// A node removed from the cluster refuses the create, or ends the
+		// stream, with FAILED_PRECONDITION: when every endpoint in turn
+		// has, no node will take the watch.
+		if !removedRefusal(err) {
+			removed = 0
 			continue
 		}
-		removed = 0 // no answer: that node may still be a member
+		if removed++; removed >= len(eps) {
+			w.end(err, r, false)
+			return
+		}
 	}
 }
 
@@ -216,8 +216,9 @@ func finalError(r *pb.WatchResponse) error {
 	return nil
 }
 
-// removedRefusal reports a watch refused or canceled by a node removed from
-// the cluster: in a CANCELED, only removal carries FAILED_PRECONDITION.
+// removedRefusal reports a watch refused or canceled, or a watch stream
+// ended, by a node removed from the cluster: on a watch, only removal
+// carries FAILED_PRECONDITION.
 func removedRefusal(err error) bool { return status.Code(err) == codes.FailedPrecondition }
 
 // refusalError is what a refused first create returns from Watch.

@@ -248,7 +248,7 @@ type AddProgress struct {
 // resumes the wait. The promotion is refused (ErrQuorumAtRisk) if the
 // voters the leader can reach would be too few to commit, unless force.
 func (n *Node) AddVoter(ctx context.Context, id, raftAddr, clientAddr string, force bool, progress func(AddProgress)) (uint64, error) {
-	if err := n.serving(); err != nil {
+	if err := n.Serving(); err != nil {
 		return 0, err
 	}
 	if err := checkMemberID(id); err != nil {
@@ -437,7 +437,7 @@ func (n *Node) checkQuorum(voters []raft.ServerID, change string, force bool, li
 // remaining voters the leader can reach would be too few to commit, unless
 // force.
 func (n *Node) RemoveServer(ctx context.Context, id string, force bool) (uint64, error) {
-	if err := n.serving(); err != nil {
+	if err := n.Serving(); err != nil {
 		return 0, err
 	}
 	if id == "" {

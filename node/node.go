@@ -415,7 +415,7 @@ func (n *Node) checkKey(key []byte) error {
 }
 
 func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
-	if err := n.serving(); err != nil {
+	if err := n.Serving(); err != nil {
 		return WriteResult{}, err
 	}
 	if n.raft.State() != raft.Leader {
@@ -454,7 +454,7 @@ const (
 )
 
 func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
-	if err := n.serving(); err != nil {
+	if err := n.Serving(); err != nil {
 		return err
 	}
 	if c == Serializable {
@@ -529,7 +529,7 @@ func (n *Node) NewWatchStream() *WatchStream {
 // watch starts after; the stream then carries every later matching event
 // for it (Event.WatchID), or a CANCELED event.
 func (s *WatchStream) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
-	if err := s.n.serving(); err != nil {
+	if err := s.n.Serving(); err != nil {
 		return nil, err
 	}
 	if err := s.n.checkWatchKey(key, opt); err != nil {
@@ -600,7 +600,7 @@ type Member struct {
 
 // Members returns the raft configuration with known client addresses.
 func (n *Node) Members() ([]Member, error) {
-	if err := n.serving(); err != nil {
+	if err := n.Serving(); err != nil {
 		return nil, err
 	}
 	f := n.raft.GetConfiguration()

@@ -83,8 +83,9 @@ func (n *Node) markRemoved(how string) {
 	n.raftStopped()
 }
 
-// serving returns ErrRemoved once the node was removed from the cluster.
-func (n *Node) serving() error {
+// Serving returns ErrRemoved once the node was removed from the cluster,
+// else nil.
+func (n *Node) Serving() error {
 	if n.removed.Load() {
 		return ErrRemoved
 	}

@@ -269,6 +269,14 @@ func TestRemovedNodeStopsServing(t *testing.T) {
 	}
 	movingEvents := collect(moving)
 	cliEvents, cliCmd := cliWatch(t, "--prefix", "/w/", "--endpoints", gone.clientAddr)
+	select {
+	case ev := <-cliEvents:
+		if ev.Type != "CREATED" {
+			t.Fatalf("CLI watch printed %+v first, want CREATED", ev)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("CLI watch printed no CREATED within 30s")
+	}
 	// Every watcher is attached and delivering before the removal.
 	r0, err := c.client(leader.clientAddr).Put(ctxT(t, 10*time.Second), []byte("/w/0"), []byte("before"))
 	if err != nil {

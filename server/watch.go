@@ -63,9 +63,13 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 				return nil // the server canceled the stream's last watch
 			}
 		case <-s.node.WatchersDone():
-			// Shutdown: send the CANCELED of every watch, then end the
-			// stream (no new watch could be created on it).
-			return ss.flush()
+			// Shutdown or removal: send the CANCELED of every watch, then
+			// end the stream (no new watch could be created on it); a
+			// removed node says so, for creates it did not answer.
+			if err := ss.flush(); err != nil {
+				return err
+			}
+			return toStatus(s.node.Serving())
 		case <-recvErr:
 			return nil // the client closed its side or went away
 		case <-stream.Context().Done():
