@@ -399,9 +399,24 @@ func NotLeaderHint(err error) (*pb.NotLeader, bool) {
 	return nil, false
 }
 
+// Removed reports whether err is the answer of a node removed from the
+// cluster: it applies nothing, and another endpoint should be used.
+func Removed(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == pb.ReasonRemoved {
+			return true
+		}
+	}
+	return false
+}
+
 // NotApplied reports whether err guarantees the request was not applied.
 func NotApplied(err error) bool {
-	if _, ok := NotLeaderHint(err); ok {
+	if _, ok := NotLeaderHint(err); ok || Removed(err) {
 		return true
 	}
 	var de *DialError
@@ -495,13 +510,15 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 }
 
 // onAny runs call against the endpoints in order until one answers
-// without a transport failure.
+// without a transport failure; a node removed from the cluster is passed
+// over, and its answer returned when every endpoint is one.
 func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.ClientConn) error) error {
 	ctx, cancel := c.retryContext(ctx)
 	defer cancel()
 	var err error
 	down := unreachable{endpoints: c.cfg.Endpoints}
 	for round := 0; ; round++ {
+		removed := 0
 		for _, addr := range c.cfg.Endpoints {
 			if !c.usable(ctx, addr) {
 				continue
@@ -511,12 +528,19 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 				err = call(ctx, cc)
 			}
 			c.suspectIfStuck(addr, err)
+			if Removed(err) {
+				removed++
+				continue
+			}
 			if err == nil || status.Code(err) != codes.Unavailable {
 				return err
 			}
 			if all := down.note(addr, err); all != nil {
 				return all
 			}
+		}
+		if removed == len(c.cfg.Endpoints) {
+			return err
 		}
 		select {
 		case <-time.After(retryBackoff):
@@ -678,9 +702,11 @@ func (c *Client) Members(ctx context.Context) (*pb.MembersResponse, error) {
 	return resp, err
 }
 
-// AddVoter adds a voter through the leader and records its client address.
-func (c *Client) AddVoter(ctx context.Context, id, raftAddr, clientAddr string) (*pb.AddVoterResponse, error) {
-	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, ClientAddr: clientAddr}
+// AddVoter adds a member through the leader: as a non-voter until it has
+// caught up, then as a voter (see the Cluster service). The call lasts
+// until then, within ctx's deadline. WithForce skips the quorum check.
+func (c *Client) AddVoter(ctx context.Context, id, raftAddr, clientAddr string, opts ...OpOption) (*pb.AddVoterResponse, error) {
+	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, ClientAddr: clientAddr, Force: buildOps(opts).force}
 	var resp *pb.AddVoterResponse
 	err := c.onLeader(ctx, func(ctx context.Context, cc *grpc.ClientConn) (err error) {
 		resp, err = pb.NewClusterClient(cc).AddVoter(ctx, req)
@@ -690,11 +716,13 @@ func (c *Client) AddVoter(ctx context.Context, id, raftAddr, clientAddr string) 
 }
 
 // RemoveServer removes a member through the leader; NOT_FOUND when id is no
-// member.
-func (c *Client) RemoveServer(ctx context.Context, id string) (*pb.RemoveServerResponse, error) {
+// member, FAILED_PRECONDITION when too few reachable voters would remain,
+// unless WithForce.
+func (c *Client) RemoveServer(ctx context.Context, id string, opts ...OpOption) (*pb.RemoveServerResponse, error) {
+	req := &pb.RemoveServerRequest{Id: id, Force: buildOps(opts).force}
 	var resp *pb.RemoveServerResponse
 	err := c.onLeader(ctx, func(ctx context.Context, cc *grpc.ClientConn) (err error) {
-		resp, err = pb.NewClusterClient(cc).RemoveServer(ctx, &pb.RemoveServerRequest{Id: id})
+		resp, err = pb.NewClusterClient(cc).RemoveServer(ctx, req)
 		return err
 	})
 	return resp, err

@@ -16,6 +16,8 @@ type ops struct {
 	startRevision uint64
 	requireLeader bool
 	watchBuffer   int
+	// membership changes
+	force bool
 }
 
 func buildOps(opts []OpOption) ops {
@@ -73,3 +75,7 @@ func WithRequireLeader() OpOption { return func(o *ops) { o.requireLeader = true
 // parked and resumed from its position once the consumer catches up (see
 // Watcher), so a smaller bound saves memory and costs re-reads of history.
 func WithWatchBufferSize(n int) OpOption { return func(o *ops) { o.watchBuffer = n } }
+
+// WithForce makes AddVoter and RemoveServer go ahead even when the voters
+// the leader can reach would be too few to commit afterwards.
+func WithForce() OpOption { return func(o *ops) { o.force = true } }

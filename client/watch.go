@@ -24,7 +24,9 @@ import (
 // server one stream, not thousands. When a watch's stream breaks (node
 // killed, shut down, removed, partitioned, leaderless under
 // WithRequireLeader), the watch resumes by itself on the next endpoint, at
-// its position (see position): a resume never re-issues a write.
+// its position (see position): a resume never re-issues a write. A node
+// removed from the cluster is never come back to; when every endpoint has
+// been removed, the watch ends with its FAILED_PRECONDITION.
 //
 // Back-pressure. Each watch queues at most WithWatchBufferSize responses
 // (default 1024). The shared stream is always read: a watch

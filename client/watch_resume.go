@@ -35,6 +35,7 @@ func (w *Watcher) open(ctx context.Context) error {
 	eps := w.client.cfg.Endpoints
 	var err error
 	var unreachable []*DialError // this round's endpoints that did not connect
+	removed := 0                 // this round's endpoints removed from the cluster
 	for i := 0; ; i++ {
 		if i > 0 && i%len(eps) == 0 {
 			if len(unreachable) == len(eps) {
@@ -42,7 +43,10 @@ func (w *Watcher) open(ctx context.Context) error {
 				// instead of retrying for the whole timeout.
 				return &UnreachableError{Tried: unreachable}
 			}
-			unreachable = unreachable[:0]
+			if removed == len(eps) {
+				return err // no endpoint is a member any more
+			}
+			unreachable, removed = unreachable[:0], 0
 			if sleep(ctx.Done(), retryBackoff) != nil {
 				return err // the last node's answer says more than "deadline exceeded"
 			}
@@ -52,6 +56,10 @@ func (w *Watcher) open(ctx context.Context) error {
 		if errors.As(err, &de) {
 			unreachable = append(unreachable, de)
 		}
+		if removedRefusal(err) {
+			removed++
+			continue
+		}
 		if err == nil || status.Code(err) != codes.Unavailable {
 			return err
 		}
@@ -60,12 +68,15 @@ func (w *Watcher) open(ctx context.Context) error {
 
 // resume finds the watch a stream again, from endpoint w.from on, for as
 // long as the watch lasts. It runs in its own goroutine, one per watch at
-// most (the state moved from parked to connecting to start it).
+// most (the state moved from parked to connecting to start it). When every
+// endpoint in turn refuses it as removed from the cluster, it ends the
+// watch with that refusal.
 func (w *Watcher) resume() {
 	eps := w.client.cfg.Endpoints
 	w.mu.Lock()
 	from := w.from
 	w.mu.Unlock()
+	removed := 0 // consecutive refusals by removed nodes
 	for i := 0; ; i++ {
 		if !w.pace(len(eps)) {
 			return
@@ -81,6 +92,17 @@ func (w *Watcher) resume() {
 				w.end(ferr, r, false)
 				return
 			}
+		}
+		// A node removed from the cluster refuses the create, or ends the
+		// stream, with FAILED_PRECONDITION: when every endpoint in turn
+		// has, no node will take the watch.
+		if !removedRefusal(err) {
+			removed = 0
+			continue
+		}
+		if removed++; removed >= len(eps) {
+			w.end(err, r, false)
+			return
 		}
 	}
 }
@@ -193,6 +215,11 @@ func finalError(r *pb.WatchResponse) error {
 	}
 	return nil
 }
+
+// removedRefusal reports a watch refused or canceled, or a watch stream
+// ended, by a node removed from the cluster: on a watch, only removal
+// carries FAILED_PRECONDITION.
+func removedRefusal(err error) bool { return status.Code(err) == codes.FailedPrecondition }
 
 // refusalError is what a refused first create returns from Watch.
 func refusalError(r *pb.WatchResponse) error {

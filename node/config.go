@@ -111,8 +111,8 @@ func DefaultConfig() Config {
 }
 
 func (c *Config) validate() error {
-	if c.ID == "" {
-		return fmt.Errorf("node id is required")
+	if err := checkMemberID(c.ID); err != nil {
+		return fmt.Errorf("node id: %w", err)
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("data directory is required")

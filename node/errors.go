@@ -40,6 +40,18 @@ var (
 	ErrShuttingDown = errors.New("node is shutting down")
 	// ErrInvalidArgument is wrapped by every input validation error.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrRemoved: this node was removed from the cluster; it serves nothing
+	// but its status until it is wiped and added again.
+	ErrRemoved = errors.New("this node was removed from the cluster; use another member")
+	// ErrAlreadyExists is wrapped by errors about an id or address another
+	// member already has.
+	ErrAlreadyExists = errors.New("already a member")
+	// ErrQuorumAtRisk is wrapped by the refusal of a membership change that
+	// would leave too few reachable voters to commit.
+	ErrQuorumAtRisk = errors.New("the change would leave the cluster unable to commit")
+	// ErrNotCaughtUp: a new member did not catch up with the leader in time
+	// and was left a non-voter.
+	ErrNotCaughtUp = errors.New("the new member has not caught up")
 )
 
 func invalid(format string, args ...any) error {

@@ -44,16 +44,23 @@ type Node struct {
 	// readyTerm is the term in which this node, as leader, has committed
 	// an entry of its own; linearizable reads need it to equal the term.
 	readyTerm atomic.Uint64
+	// contacts: on the leader, the followers it cannot reach (contact.go).
+	contacts contacts
+	// removed is set once this node has seen itself removed from the
+	// cluster (removal.go); it then serves nothing but Status.
+	removed atomic.Bool
 
 	stop chan struct{}
 	// watchersDone is closed once every watcher has been canceled.
 	watchersDone     chan struct{}
 	watchersDoneOnce sync.Once
 	// raftDone is closed once raft has shut down: a raft future not
-	// answered by then never will be (see await).
-	raftDone  chan struct{}
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// answered by then never will be (see await). Closed by Close, or
+	// earlier when removal stops raft.
+	raftDone     chan struct{}
+	raftDoneOnce sync.Once
+	closeOnce    sync.Once
+	wg           sync.WaitGroup
 
 	// logDamage is the first damaged raft log entry found (health.go);
 	// logDamaged is closed then.
@@ -64,8 +71,9 @@ type Node struct {
 
 // Open assembles and starts a node: state machine, raft, then the
 // background goroutines — watch dispatcher, write batcher and its completer,
-// read confirmer, leadership monitor, client address recorder, health guard
-// and scrub. Close stops them in reverse.
+// read confirmer, leadership monitor, leader contact watch, follower contact
+// tracker, membership watch, client address recorder, health guard and
+// scrub. Close stops them in reverse.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -110,13 +118,16 @@ func Open(cfg Config) (*Node, error) {
 	}
 
 	n.batcher = newBatcher(n.raft, n.await)
-	n.wg.Add(8)
+	n.checkRemovedMarker()
+	n.wg.Add(10)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
 	go func() { defer n.wg.Done(); n.batcher.complete() }()
 	go func() { defer n.wg.Done(); n.readConfirmer() }()
 	go func() { defer n.wg.Done(); n.monitorLeadership() }()
 	go func() { defer n.wg.Done(); n.watchLeaderContact() }()
+	go func() { defer n.wg.Done(); n.trackContacts() }()
+	go func() { defer n.wg.Done(); n.watchMembership() }()
 	go func() { defer n.wg.Done(); n.recordClientAddr() }()
 	go func() { defer n.wg.Done(); n.guardHealth() }()
 	if cfg.ScrubInterval > 0 {
@@ -428,6 +439,9 @@ func writeOp(kind pb.Op_Kind, key, value []byte, opt WriteOptions) (*pb.Op, erro
 func (n *Node) checkKey(key []byte) error { return checkKey(key, n.cfg.MaxKeySize) }
 
 func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
+	if err := n.Serving(); err != nil {
+		return WriteResult{}, err
+	}
 	if n.raft.State() != raft.Leader {
 		return WriteResult{}, n.notLeader()
 	}
@@ -467,6 +481,9 @@ const (
 )
 
 func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
+	if err := n.Serving(); err != nil {
+		return err
+	}
 	if c == Serializable {
 		return nil
 	}
@@ -615,6 +632,9 @@ func (n *Node) NewWatchStreamOn(c *watch.Conn) *WatchStream {
 // watch starts after; the stream then carries every later matching event
 // for it (Event.WatchID), or a CANCELED event.
 func (s *WatchStream) Watch(key []byte, opt WatchOptions) (*watch.Watcher, error) {
+	if err := s.n.Serving(); err != nil {
+		return nil, err
+	}
 	if err := s.n.checkWatchKey(key, opt); err != nil {
 		return nil, err
 	}
@@ -649,7 +669,8 @@ type Status struct {
 	Scrub fsm.ScrubStats
 }
 
-// Status returns this node's raft and state machine positions.
+// Status returns this node's raft and state machine positions. Its Role is
+// "removed" once this node has seen itself removed from the cluster.
 func (n *Node) Status() Status {
 	_, leaderID := n.raft.LeaderWithID()
 	s := Status{
@@ -662,6 +683,9 @@ func (n *Node) Status() Status {
 		AppliedIndex: n.raft.AppliedIndex(),
 		FSMIndex:     n.fsm.Applied(),
 		LastLogIndex: n.raft.LastIndex(),
+	}
+	if n.removed.Load() {
+		s.Role = "removed"
 	}
 	s.WatchersLive, s.WatchersCatchingUp = n.registry.Counts()
 	s.Watchers = s.WatchersLive + s.WatchersCatchingUp
@@ -683,10 +707,16 @@ func (n *Node) Status() Status {
 type Member struct {
 	ID, RaftAddr, ClientAddr string
 	Voter, Leader            bool
+	// Reachable is set only on the leader: whether it heard from the
+	// member within two election timeouts.
+	Reachable *bool
 }
 
 // Members returns the raft configuration with known client addresses.
 func (n *Node) Members() ([]Member, error) {
+	if err := n.Serving(); err != nil {
+		return nil, err
+	}
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, err
@@ -696,60 +726,18 @@ func (n *Node) Members() ([]Member, error) {
 		return nil, err
 	}
 	_, leader := n.raft.LeaderWithID()
+	isLeader := n.raft.State() == raft.Leader
 	var out []Member
 	for _, s := range f.Configuration().Servers {
-		out = append(out, Member{ID: string(s.ID), RaftAddr: string(s.Address), ClientAddr: addrs[string(s.ID)],
-			Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader})
+		m := Member{ID: string(s.ID), RaftAddr: string(s.Address), ClientAddr: addrs[string(s.ID)],
+			Voter: s.Suffrage == raft.Voter, Leader: s.ID == leader}
+		if isLeader {
+			r := n.reachable(s.ID)
+			m.Reachable = &r
+		}
+		out = append(out, m)
 	}
 	return out, nil
-}
-
-// AddVoter adds a server to the cluster (leader only) and records its
-// client address.
-func (n *Node) AddVoter(ctx context.Context, id, raftAddr, clientAddr string) (uint64, error) {
-	if id == "" || raftAddr == "" {
-		return 0, invalid("id and raft address are required")
-	}
-	if n.raft.State() != raft.Leader {
-		return 0, n.notLeader()
-	}
-	f := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutFrom(ctx))
-	if err := f.Error(); err != nil {
-		return 0, classifyApplyError(err)
-	}
-	if clientAddr != "" {
-		op := &pb.Op{Kind: pb.Op_SET_MEMBER, Key: []byte(id), Value: []byte(clientAddr)}
-		if _, err := n.propose(ctx, op); err != nil {
-			return f.Index(), fmt.Errorf("server added, but recording its client address failed: %w", err)
-		}
-	}
-	return f.Index(), nil
-}
-
-// RemoveServer removes a server from the cluster (leader only); an id that
-// is not a member is ErrUnknownMember.
-func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
-	if id == "" {
-		return 0, invalid("id is required")
-	}
-	if n.raft.State() != raft.Leader {
-		return 0, n.notLeader()
-	}
-	if err := n.checkMember(id); err != nil {
-		return 0, err
-	}
-	f := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutFrom(ctx))
-	if err := f.Error(); err != nil {
-		return 0, classifyApplyError(err)
-	}
-	return f.Index(), nil
-}
-
-func timeoutFrom(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return time.Until(d)
-	}
-	return 10 * time.Second
 }
 
 // LogEntry is one committed raft log entry, decoded.
@@ -805,10 +793,16 @@ func (n *Node) StepDown() {
 
 // CancelWatchers ends every watch with a CANCELED event carrying reason and
 // stops the dispatcher; Close does it with "shutdown" if not done before.
-func (n *Node) CancelWatchers(reason string) {
-	n.dispatcher.Stop(reason)
+func (n *Node) CancelWatchers(reason string) { n.cancelWatchers(watch.CauseShutdown, reason) }
+
+// cancelWatchers is CancelWatchers with the cause the CANCELED events carry.
+func (n *Node) cancelWatchers(cause watch.CancelCause, reason string) {
+	n.dispatcher.StopFor(cause, reason)
 	n.watchersDoneOnce.Do(func() { close(n.watchersDone) })
 }
+
+// raftStopped closes raftDone once raft has been shut down.
+func (n *Node) raftStopped() { n.raftDoneOnce.Do(func() { close(n.raftDone) }) }
 
 // WatchersDone is closed once CancelWatchers (or Close) has canceled every
 // watcher; watch streams end then, as no watch can be created any more.
@@ -824,7 +818,7 @@ func (n *Node) Close() error {
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("raft shutdown: %w", e)
 		}
-		close(n.raftDone)
+		n.raftStopped()
 		n.wg.Wait()
 		err = errors.Join(err, n.transport.Close(), n.boltStore.Close())
 		if ferr := n.fsm.Close(); ferr != nil {

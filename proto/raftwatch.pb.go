@@ -1197,7 +1197,9 @@ type WatchResponse struct {
 	WatchId uint64 `protobuf:"varint,8,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
 	// CREATED, and CANCELED refusing a create: the create's request_id.
 	RequestId uint64 `protobuf:"varint,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// CANCELED refusing a create: the gRPC code (e.g. 3 = INVALID_ARGUMENT).
+	// CANCELED: the gRPC code (e.g. 3 = INVALID_ARGUMENT refusing a create,
+	// 14 = UNAVAILABLE: resume on another node, 9 = FAILED_PRECONDITION: this
+	// node was removed from the cluster and will serve no watch again).
 	Code int32 `protobuf:"varint,10,opt,name=code,proto3" json:"code,omitempty"`
 	// CANCELED because history no longer holds what the watch needs: the
 	// oldest revision still retained (like etcd's compact_revision, but the
@@ -1401,7 +1403,9 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// "leader", "follower", "candidate" or "shutdown".
+	// "leader", "follower", "candidate", "shutdown", or "removed" once this
+	// node has seen itself removed from the cluster (it then serves nothing
+	// but Status and Log).
 	Role        string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	LeaderId    string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	LeaderAddr  string `protobuf:"bytes,4,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
@@ -1616,12 +1620,16 @@ func (x *StatusResponse) GetScrubMismatches() uint64 {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	ClientAddr    string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
-	Voter         bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
-	Leader        bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ClientAddr string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	Voter      bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Leader     bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Set only in the leader's answer: whether the leader has heard from
+	// this member recently (within two election timeouts). Membership
+	// changes count reachable voters to keep a quorum.
+	Reachable     *bool `protobuf:"varint,6,opt,name=reachable,proto3,oneof" json:"reachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1687,6 +1695,13 @@ func (x *Member) GetVoter() bool {
 func (x *Member) GetLeader() bool {
 	if x != nil {
 		return x.Leader
+	}
+	return false
+}
+
+func (x *Member) GetReachable() bool {
+	if x != nil && x.Reachable != nil {
+		return *x.Reachable
 	}
 	return false
 }
@@ -1771,11 +1786,16 @@ func (x *MembersResponse) GetMembers() []*Member {
 	return nil
 }
 
+// AddVoter adds the member as a non-voter, waits (within the call's
+// deadline) until it has caught up with the leader, then promotes it.
 type AddVoterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	ClientAddr    string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// Required: the leader follows the new member's progress through it.
+	ClientAddr string `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	// Skip the quorum check (see RemoveServerRequest.force).
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1831,6 +1851,13 @@ func (x *AddVoterRequest) GetClientAddr() string {
 	return ""
 }
 
+func (x *AddVoterRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type AddVoterResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1876,8 +1903,11 @@ func (x *AddVoterResponse) GetIndex() uint64 {
 }
 
 type RemoveServerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Remove even if the voters the leader can reach would then be too few
+	// to commit (FAILED_PRECONDITION otherwise).
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1917,6 +1947,13 @@ func (x *RemoveServerRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *RemoveServerRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type RemoveServerResponse struct {
@@ -2475,26 +2512,31 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\fscrub_passes\x18\x12 \x01(\x04R\vscrubPasses\x124\n" +
 	"\x17scrub_last_pass_unix_ms\x18\x13 \x01(\x03R\x13scrubLastPassUnixMs\x123\n" +
 	"\x16scrub_last_pass_values\x18\x14 \x01(\x04R\x13scrubLastPassValues\x12)\n" +
-	"\x10scrub_mismatches\x18\x15 \x01(\x04R\x0fscrubMismatches\"\x84\x01\n" +
+	"\x10scrub_mismatches\x18\x15 \x01(\x04R\x0fscrubMismatches\"\xb5\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +
 	"\vclient_addr\x18\x03 \x01(\tR\n" +
 	"clientAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x10\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\x12!\n" +
+	"\treachable\x18\x06 \x01(\bH\x00R\treachable\x88\x01\x01B\f\n" +
+	"\n" +
+	"_reachable\"\x10\n" +
 	"\x0eMembersRequest\"A\n" +
 	"\x0fMembersResponse\x12.\n" +
-	"\amembers\x18\x01 \x03(\v2\x14.raftwatch.v1.MemberR\amembers\"_\n" +
+	"\amembers\x18\x01 \x03(\v2\x14.raftwatch.v1.MemberR\amembers\"u\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +
 	"\vclient_addr\x18\x03 \x01(\tR\n" +
-	"clientAddr\"(\n" +
+	"clientAddr\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"(\n" +
 	"\x10AddVoterResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"%\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\";\n" +
 	"\x13RemoveServerRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\",\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\",\n" +
 	"\x14RemoveServerResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"C\n" +
 	"\x10SetMemberRequest\x12\x0e\n" +
@@ -2672,6 +2714,7 @@ func file_proto_raftwatch_proto_init() {
 		(*WatchRequest_Cancel)(nil),
 	}
 	file_proto_raftwatch_proto_msgTypes[14].OneofWrappers = []any{}
+	file_proto_raftwatch_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -354,8 +354,14 @@ const (
 type ClusterClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
+	// INVALID_ARGUMENT for a malformed id or address, ALREADY_EXISTS when
+	// the id or an address is another member's, FAILED_PRECONDITION when
+	// promoting would cost the quorum, DEADLINE_EXCEEDED when the member has
+	// not caught up in time (it is then left a non-voter; call again to keep
+	// waiting).
 	AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error)
-	// NOT_FOUND when id is not a member.
+	// NOT_FOUND when id is not a member; FAILED_PRECONDITION when the
+	// voters the leader can reach would be too few to commit without it.
 	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
 	// SetMember records a member's client address in the replicated state (an
 	// Op SET_MEMBER); leader only, NOT_FOUND when id is not a member. A node
@@ -452,8 +458,14 @@ type Cluster_LogClient = grpc.ServerStreamingClient[LogEntry]
 type ClusterServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
+	// INVALID_ARGUMENT for a malformed id or address, ALREADY_EXISTS when
+	// the id or an address is another member's, FAILED_PRECONDITION when
+	// promoting would cost the quorum, DEADLINE_EXCEEDED when the member has
+	// not caught up in time (it is then left a non-voter; call again to keep
+	// waiting).
 	AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error)
-	// NOT_FOUND when id is not a member.
+	// NOT_FOUND when id is not a member; FAILED_PRECONDITION when the
+	// voters the leader can reach would be too few to commit without it.
 	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
 	// SetMember records a member's client address in the replicated state (an
 	// Op SET_MEMBER); leader only, NOT_FOUND when id is not a member. A node

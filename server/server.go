@@ -182,15 +182,28 @@ func (s *Server) Members(context.Context, *pb.MembersRequest) (*pb.MembersRespon
 	}
 	out := &pb.MembersResponse{}
 	for _, m := range ms {
-		out.Members = append(out.Members, &pb.Member{Id: m.ID, RaftAddr: m.RaftAddr, ClientAddr: m.ClientAddr, Voter: m.Voter, Leader: m.Leader})
+		out.Members = append(out.Members, &pb.Member{Id: m.ID, RaftAddr: m.RaftAddr, ClientAddr: m.ClientAddr,
+			Voter: m.Voter, Leader: m.Leader, Reachable: m.Reachable})
 	}
 	return out, nil
 }
 
-// AddVoter implements Cluster.AddVoter.
+// AddVoter implements Cluster.AddVoter: it logs the new member's progress
+// whenever it changes.
 func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
-	idx, err := s.node.AddVoter(ctx, req.Id, req.RaftAddr, req.ClientAddr)
+	var last node.AddProgress
+	progress := func(p node.AddProgress) {
+		switch {
+		case p.Err != nil && (last.Err == nil || p.Err.Error() != last.Err.Error()):
+			s.log.Info("new member not answering yet", "id", req.Id, "client_addr", req.ClientAddr, "err", p.Err)
+		case p.Err == nil && (last.Err != nil || p.Applied != last.Applied):
+			s.log.Info("new member catching up", "id", req.Id, "applied", p.Applied, "commit", p.Commit)
+		}
+		last = p
+	}
+	idx, err := s.node.AddVoter(ctx, req.Id, req.RaftAddr, req.ClientAddr, req.Force, progress)
 	if err != nil {
+		s.log.Warn("member add failed", "id", req.Id, "raft_addr", req.RaftAddr, "err", err)
 		return nil, toStatus(err)
 	}
 	s.log.Info("voter added", "id", req.Id, "raft_addr", req.RaftAddr, "index", idx)
@@ -199,7 +212,7 @@ func (s *Server) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.Add
 
 // RemoveServer implements Cluster.RemoveServer.
 func (s *Server) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
-	idx, err := s.node.RemoveServer(ctx, req.Id)
+	idx, err := s.node.RemoveServer(ctx, req.Id, req.Force)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -36,6 +36,14 @@ func toStatus(err error) error {
 			return status.Error(codes.DeadlineExceeded, err.Error())
 		}
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, node.ErrRemoved):
+		return withReason(codes.FailedPrecondition, err.Error(), pb.ReasonRemoved)
+	case errors.Is(err, node.ErrQuorumAtRisk):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, node.ErrNotCaughtUp):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, node.ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, node.ErrInvalidArgument), errors.Is(err, watch.ErrInvalidPrefix), errors.Is(err, watch.ErrInvalidKey):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, watch.ErrCompacted):
@@ -59,9 +67,12 @@ func toStatus(err error) error {
 // applied, so a client may retry it elsewhere without risking a double write.
 const ReasonNotApplied = "NOT_APPLIED"
 
-func notApplied(code codes.Code, msg string) error {
+func notApplied(code codes.Code, msg string) error { return withReason(code, msg, ReasonNotApplied) }
+
+// withReason is a status error carrying an ErrorInfo with reason.
+func withReason(code codes.Code, msg, reason string) error {
 	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonNotApplied, Domain: "raftwatch"}); err == nil {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "raftwatch"}); err == nil {
 		st = d
 	}
 	return st.Err()

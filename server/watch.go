@@ -88,9 +88,13 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 				return nil // the server canceled the stream's last watch
 			}
 		case <-s.node.WatchersDone():
-			// Shutdown: send the CANCELED of every watch, then end the
-			// stream (no new watch could be created on it).
-			return ss.flush(true)
+			// Shutdown or removal: send the CANCELED of every watch, then
+			// end the stream (no new watch could be created on it); a
+			// removed node says so, for creates it did not answer.
+			if err := ss.flush(true); err != nil {
+				return err
+			}
+			return toStatus(s.node.Serving())
 		case <-recvErr:
 			return nil // the client closed its side or went away
 		case <-stream.Context().Done():
@@ -242,11 +246,15 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 
 // cancelCode is the gRPC code a CANCELED carries: OUT_OF_RANGE when history
 // was compacted (re-list; resuming cannot help), UNAVAILABLE when the node
-// cannot serve the watch any more (resume on another node).
+// cannot serve the watch any more (resume on another node),
+// FAILED_PRECONDITION when the node was removed from the cluster (resume on
+// a member; never come back here).
 func cancelCode(c watch.CancelCause) codes.Code {
 	switch c {
 	case watch.CauseCompacted:
 		return codes.OutOfRange
+	case watch.CauseRemoved:
+		return codes.FailedPrecondition
 	case watch.CauseShutdown, watch.CauseNoLeader, watch.CauseInternal:
 		return codes.Unavailable
 	}

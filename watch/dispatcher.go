@@ -234,7 +234,11 @@ func (d *Dispatcher) woken() {
 // Stop ends Run, then sends CANCELED with reason (CauseShutdown) to every
 // watcher; later registrations fail with ErrClosed. It is idempotent and
 // also works when Run was never started.
-func (d *Dispatcher) Stop(reason string) {
+func (d *Dispatcher) Stop(reason string) { d.StopFor(CauseShutdown, reason) }
+
+// StopFor is Stop with the cause the CANCELED events carry (CauseShutdown
+// or CauseRemoved). Only the first call of Stop or StopFor has an effect.
+func (d *Dispatcher) StopFor(cause CancelCause, reason string) {
 	d.stopOnce.Do(func() {
 		d.halted.Store(true)
 		d.mu.Lock()
@@ -245,7 +249,7 @@ func (d *Dispatcher) Stop(reason string) {
 		if started {
 			<-d.done
 		}
-		d.reg.shutdown(reason)
+		d.reg.shutdown(cause, reason)
 	})
 }
 

@@ -52,6 +52,9 @@ const (
 	// CauseInternal: the node could not serve the watcher (a history read
 	// failed). Resume elsewhere.
 	CauseInternal
+	// CauseRemoved: the node was removed from the cluster and will serve
+	// no watch again. Resume on a node that is still a member.
+	CauseRemoved
 )
 
 // Event is one message for a watcher, in its Stream's queue. Its byte

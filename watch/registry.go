@@ -524,15 +524,16 @@ func (r *Registry) CancelRequireLeader(reason string) int {
 	return n
 }
 
-// shutdown refuses further registrations, sends CANCELED with reason to
-// every watcher not canceled yet, and removes them all. Streams stay open,
-// so their consumers can take those CANCELED events.
-func (r *Registry) shutdown(reason string) {
+// shutdown refuses further registrations, sends CANCELED with cause and
+// reason to every watcher not canceled yet, and removes them all. Streams
+// stay open, so their consumers can take those CANCELED events.
+func (r *Registry) shutdown(cause CancelCause, reason string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closed.Store(true)
-	r.forEachLocked(func(w *Watcher) { r.cancelLocked(w, CauseShutdown, reason, 0) })
+	r.forEachLocked(func(w *Watcher) { r.cancelLocked(w, cause, reason, 0) })
 	r.reapLocked()
+	r.mu.Unlock()
+	r.logCancels()
 }
 
 // takeRequests returns the watchers that asked for progress since the last

@@ -710,6 +710,26 @@ func TestStopWithoutRun(t *testing.T) {
 	h.d.Run() // returns at once after Stop
 }
 
+// StopFor cancels with the cause it is given (a node removed from the
+// cluster), live and catching-up watchers alike, and only its first call
+// (or Stop's) counts.
+func TestStopForCancelsWithItsCause(t *testing.T) {
+	h := newHarness(t, Config{ProgressInterval: time.Hour}, true)
+	s, sr := h.stream()
+	live := h.registerOn(s, "/k", Options{})
+	past := h.registerOn(s, "/x", Options{StartRevision: 9})
+	h.d.StopFor(CauseRemoved, "removed from the cluster")
+	h.d.Stop("shutdown")
+	for _, w := range []*Watcher{live, past} {
+		if ev := sr.nextCanceled(w, CauseRemoved); ev.Reason != "removed from the cluster" {
+			t.Fatalf("CANCELED %q, want removed from the cluster", ev.Reason)
+		}
+	}
+	if _, err := s.Register([]byte("/k"), Options{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Register after StopFor: %v, want ErrClosed", err)
+	}
+}
+
 // within fails the test unless fn returns within waitTimeout.
 func within(t *testing.T, what string, fn func()) {
 	t.Helper()

@@ -48,7 +48,9 @@ func newServeCmd() *cobra.Command {
 with the same --initial-cluster; a node restarted on an existing --data-dir
 resumes from it (and ignores --initial-cluster). A node started with no
 --initial-cluster and an empty data dir waits to be added with
-"raftwatch member add".
+"raftwatch member add". A node removed from the cluster stops serving and
+stays removed across restarts (its data dir records it): wipe the data dir
+to add the machine again.
 
 Memory: each watch stream queues at most --watch-stream-bytes of events and
 all the streams of one client connection together at most
