@@ -510,15 +510,17 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 }
 
 // onAny runs call against the endpoints in order until one answers
-// without a transport failure; a node removed from the cluster is passed
-// over, and its answer returned when every endpoint is one.
+// without a transport failure; a node removed from the cluster, or one that
+// found damaged stored data (DATA_LOSS), is passed over, and such a refusal
+// is returned when every endpoint gave one.
 func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.ClientConn) error) error {
 	ctx, cancel := c.retryContext(ctx)
 	defer cancel()
 	var err error
 	down := unreachable{endpoints: c.cfg.Endpoints}
 	for round := 0; ; round++ {
-		removed := 0
+		refused := 0 // endpoints that cannot serve this call: removed, or damaged data
+		var refusal error
 		for _, addr := range c.cfg.Endpoints {
 			if !c.usable(ctx, addr) {
 				continue
@@ -528,8 +530,9 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 				err = call(ctx, cc)
 			}
 			c.suspectIfStuck(addr, err)
-			if Removed(err) {
-				removed++
+			if Removed(err) || status.Code(err) == codes.DataLoss {
+				refused++
+				refusal = err
 				continue
 			}
 			if err == nil || status.Code(err) != codes.Unavailable {
@@ -539,8 +542,8 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 				return all
 			}
 		}
-		if removed == len(c.cfg.Endpoints) {
-			return err
+		if refused == len(c.cfg.Endpoints) {
+			return refusal
 		}
 		select {
 		case <-time.After(retryBackoff):

@@ -19,6 +19,7 @@ const (
 	roleLeader   = "leader"   // applies every put
 	roleFollower = "follower" // answers NotLeader with its hint
 	roleStopped  = "stopped"  // answers nothing, as a SIGSTOPped node
+	roleDamaged  = "damaged"  // refuses reads with DATA_LOSS, as a node that found damaged data
 )
 
 // kvNode serves KV.Put and Cluster.Status over real TCP and plays a role
@@ -81,9 +82,12 @@ func (n *kvNode) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, 
 }
 
 func (n *kvNode) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
-	if role, _, _ := n.state(); role == roleStopped {
+	switch role, _, _ := n.state(); role {
+	case roleStopped:
 		<-ctx.Done()
 		return nil, ctx.Err()
+	case roleDamaged:
+		return nil, status.Error(codes.DataLoss, "data loss: stored value of \"/k\" is damaged; read from another node")
 	}
 	return &pb.GetResponse{Revision: 1}, nil
 }
@@ -204,5 +208,35 @@ func TestSerializableReadsPassOverAStoppedNode(t *testing.T) {
 		if took, err := get(); err != nil {
 			t.Fatalf("read %d after the timeout: %v after %v, want it served by the other node", i, err, took)
 		}
+	}
+}
+
+// A node that found damaged data refuses reads with DATA_LOSS; a client
+// given other endpoints reads there instead, and one given only that node
+// gets the DATA_LOSS at once rather than retrying until its deadline.
+func TestSerializableReadsPassOverADamagedNode(t *testing.T) {
+	damaged := startKVNode(t, roleDamaged)
+	other := startKVNode(t, roleFollower)
+	c, err := New(Config{Endpoints: []string{damaged.addr, other.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := c.Get(ctx, []byte("/k"), WithSerializable()); err != nil {
+		t.Fatalf("read with a damaged node first: %v, want it served by the other node", err)
+	}
+
+	only, err := New(Config{Endpoints: []string{damaged.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer only.Close()
+	start := time.Now()
+	if _, err := only.Get(ctx, []byte("/k"), WithSerializable()); status.Code(err) != codes.DataLoss {
+		t.Fatalf("read on the damaged node alone: %v, want DATA_LOSS", err)
+	} else if took := time.Since(start); took > opTimeout/2 {
+		t.Fatalf("DATA_LOSS took %v: the client retried the damaged node", took)
 	}
 }

@@ -547,6 +547,9 @@ func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consist
 	if err := n.readable(); err != nil {
 		return ListResult{}, err
 	}
+	if err := n.Serving(); err != nil {
+		return ListResult{}, err
+	}
 	if c == Linearizable {
 		// Every revision a page was ever read at is committed, so at or
 		// below the index a confirmed leader reads at: one above it was
