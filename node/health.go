@@ -170,7 +170,10 @@ func (n *Node) guardHealth() {
 		// never finish. Without raft here the others elect a leader that
 		// has the entry (it is committed, so a majority has it).
 		n.log.Error("raft log damaged: raft stopped on this node; it takes no part in the cluster until repaired")
-		n.raft.Shutdown()
+		if err := n.raft.Shutdown().Error(); err != nil {
+			n.log.Warn("raft shutdown after log damage", "err", err)
+		}
+		n.raftStopped() // answer every raft future still waiting
 		return
 	}
 	t := time.NewTicker(healthCheckInterval)

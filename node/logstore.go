@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
+	"syscall"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Every raft log entry this node stores carries a CRC-32C over its index,
@@ -137,8 +140,8 @@ func (s *checkedLogStore) LastIndex() (uint64, error)  { return s.store.LastInde
 // *LogCorruptError.
 func (s *checkedLogStore) GetLog(index uint64, l *raft.Log) error {
 	err := s.store.GetLog(index, l)
-	if errors.Is(err, raft.ErrLogNotFound) {
-		return err
+	if errors.Is(err, raft.ErrLogNotFound) || storeFailure(err) {
+		return err // not this entry's bytes: the store could not be read
 	}
 	if err == nil {
 		err = openLog(l, index, s.sumsFrom)
@@ -153,6 +156,16 @@ func (s *checkedLogStore) GetLog(index uint64, l *raft.Log) error {
 		s.onCorrupt(ce)
 	}
 	return ce
+}
+
+// storeFailure reports whether err is the store failing (closed, or an I/O
+// error) rather than an entry that does not decode: only the latter is
+// damage, which marks the node for good.
+func storeFailure(err error) bool {
+	var errno syscall.Errno
+	var pathErr *fs.PathError
+	return errors.Is(err, berrors.ErrDatabaseNotOpen) || errors.Is(err, berrors.ErrTxClosed) ||
+		errors.As(err, &errno) || errors.As(err, &pathErr)
 }
 
 func (s *checkedLogStore) StoreLog(l *raft.Log) error {

@@ -134,3 +134,27 @@ func TestLogStoreReadsEntriesFromBeforeChecksums(t *testing.T) {
 		t.Fatalf("reopened: checksums from %d (%v), want 3", s2.sumsFrom, err)
 	}
 }
+
+// A store that cannot be read (here: closed, as at shutdown while a reader
+// is still going) is not damage: GetLog returns the store's error and the
+// node is not marked for good.
+func TestLogStoreFailureIsNotDamage(t *testing.T) {
+	bolt, path := openBolt(t)
+	var corrupt []*LogCorruptError
+	s, err := newCheckedLogStore(bolt, path, func(e *LogCorruptError) { corrupt = append(corrupt, e) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreLogs(testEntries(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var l raft.Log
+	err = s.GetLog(1, &l)
+	var ce *LogCorruptError
+	if err == nil || errors.As(err, &ce) || len(corrupt) != 0 {
+		t.Fatalf("GetLog on a closed store: %v (damage reported %d times), want the store's error and no damage", err, len(corrupt))
+	}
+}
