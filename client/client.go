@@ -414,6 +414,34 @@ func Removed(err error) bool {
 	return false
 }
 
+// refusedBy reports whether err is a node's refusal to serve a call at all:
+// it was removed from the cluster, or (DATA_LOSS, only ever a read's answer)
+// it found damaged stored data. Another endpoint may serve it.
+func refusedBy(err error) bool {
+	return Removed(err) || status.Code(err) == codes.DataLoss
+}
+
+// refusals collects the endpoints that refused one call (refusedBy).
+type refusals struct {
+	endpoints []string
+	by        map[string]bool
+}
+
+// note records addr's refusal and reports whether every endpoint has now
+// refused.
+func (r *refusals) note(addr string) bool {
+	if r.by == nil {
+		r.by = map[string]bool{}
+	}
+	r.by[addr] = true
+	for _, e := range r.endpoints {
+		if !r.by[e] {
+			return false
+		}
+	}
+	return true
+}
+
 // NotApplied reports whether err guarantees the request was not applied.
 func NotApplied(err error) bool {
 	if _, ok := NotLeaderHint(err); ok || Removed(err) {
@@ -458,6 +486,7 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 	rr := rotation{c: c}
 	addr, hops := c.leaderGuess(), 0
 	down := unreachable{endpoints: c.cfg.Endpoints}
+	refused := refusals{endpoints: c.cfg.Endpoints}
 	var err error
 	for {
 		if addr == "" || !c.usable(ctx, addr) {
@@ -481,6 +510,17 @@ func (c *Client) onLeader(ctx context.Context, call func(context.Context, *grpc.
 		c.suspectIfStuck(addr, err)
 		if all := down.note(addr, err); all != nil {
 			return all
+		}
+		if refusedBy(err) {
+			// This node cannot serve the call at all (removed from the
+			// cluster, or a read on a node that found damaged data, refused
+			// before anything was read): the next endpoint, and the
+			// refusal once every endpoint gave one.
+			if refused.note(addr) {
+				return err
+			}
+			addr = ""
+			continue
 		}
 		if !NotApplied(err) {
 			return err
@@ -530,7 +570,7 @@ func (c *Client) onAny(ctx context.Context, call func(context.Context, *grpc.Cli
 				err = call(ctx, cc)
 			}
 			c.suspectIfStuck(addr, err)
-			if Removed(err) || status.Code(err) == codes.DataLoss {
+			if refusedBy(err) {
 				refused++
 				refusal = err
 				continue

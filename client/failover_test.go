@@ -240,3 +240,33 @@ func TestSerializableReadsPassOverADamagedNode(t *testing.T) {
 		t.Fatalf("DATA_LOSS took %v: the client retried the damaged node", took)
 	}
 }
+
+// The same for linearizable reads, which look for the leader: a DATA_LOSS
+// refusal sends them to the next endpoint, not back to the caller.
+func TestLinearizableReadsPassOverADamagedNode(t *testing.T) {
+	damaged := startKVNode(t, roleDamaged)
+	leader := startKVNode(t, roleLeader)
+	c, err := New(Config{Endpoints: []string{damaged.addr, leader.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := c.Get(ctx, []byte("/k")); err != nil {
+		t.Fatalf("linearizable read with a damaged node first: %v, want it served by the leader", err)
+	}
+
+	other := startKVNode(t, roleDamaged)
+	all, err := New(Config{Endpoints: []string{damaged.addr, other.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	start := time.Now()
+	if _, err := all.Get(ctx, []byte("/k")); status.Code(err) != codes.DataLoss {
+		t.Fatalf("read when every node refuses: %v, want DATA_LOSS", err)
+	} else if took := time.Since(start); took > opTimeout/2 {
+		t.Fatalf("DATA_LOSS took %v: the client went round the refusing nodes", took)
+	}
+}

@@ -68,6 +68,11 @@ func (f *FSM) markDamaged(err error) {
 	}
 }
 
+// WriteMarker records that the state machine at path is damaged, for why:
+// the node's next start sets it aside and rebuilds it. For damage found
+// before an *FSM exists (while opening); an open FSM marks itself.
+func WriteMarker(path, why string) error { return writeMarker(path, why) }
+
 func writeMarker(path, reason string) error {
 	tmp := MarkerPath(path) + ".tmp"
 	if err := writeFileSync(tmp, strings.NewReader(reason+"\n")); err != nil {

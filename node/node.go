@@ -98,8 +98,23 @@ func Open(cfg Config) (*Node, error) {
 	if _, err := n.beginSession(statePath); err != nil {
 		return nil, err
 	}
-	f, err := fsm.Open(statePath, nil, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync,
-		HistoryMaxEvents: cfg.HistoryMaxEvents, HistoryMaxBytes: cfg.HistoryMaxBytes})
+	openFSM := func() (*fsm.FSM, error) {
+		return fsm.Open(statePath, nil, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync,
+			HistoryMaxEvents: cfg.HistoryMaxEvents, HistoryMaxBytes: cfg.HistoryMaxBytes})
+	}
+	f, err := openFSM()
+	if errors.Is(err, fsm.ErrCorrupt) {
+		// Damage found while opening (a bookkeeping value such as the
+		// applied index): the same repair as damage found while running,
+		// now rather than at the next start.
+		log.Error("state machine damaged at open: setting it aside to rebuild it from the newest snapshot and the raft log",
+			"path", statePath, "err", err)
+		if err = fsm.WriteMarker(statePath, err.Error()); err == nil {
+			if err = n.checkDamageMarkers(statePath); err == nil {
+				f, err = openFSM()
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -491,12 +506,26 @@ func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
 	return err
 }
 
+// readGate is what a read checks first, in this order: a removed node
+// refuses; a linearizable read on a follower gets the leader hint, so a
+// client finds the leader even through a node that found damaged data; an
+// unhealthy node refuses with DATA_LOSS.
+func (n *Node) readGate(c Consistency) error {
+	if err := n.Serving(); err != nil {
+		return err
+	}
+	if c == Linearizable && n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	return n.readable()
+}
+
 // Get returns the key (nil when absent) and the revision it was read at.
 func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, uint64, error) {
 	if err := n.checkKey(key); err != nil {
 		return nil, 0, err
 	}
-	if err := n.readable(); err != nil {
+	if err := n.readGate(c); err != nil {
 		return nil, 0, err
 	}
 	if err := n.readBarrier(ctx, c); err != nil {
@@ -544,10 +573,7 @@ func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consist
 	if err := checkList(prefix, o, n.cfg.MaxKeySize); err != nil {
 		return ListResult{}, err
 	}
-	if err := n.readable(); err != nil {
-		return ListResult{}, err
-	}
-	if err := n.Serving(); err != nil {
+	if err := n.readGate(c); err != nil {
 		return ListResult{}, err
 	}
 	if c == Linearizable {
