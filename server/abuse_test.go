@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/client"
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -309,5 +310,68 @@ func TestWatcherQuotaPerConnection(t *testing.T) {
 	}
 	if ev := nextRawData(t, or); ev.Type != pb.EventType_PUT || ev.Revision != r.Revision {
 		t.Fatalf("second connection's watch got %v at %d, want the PUT at %d", ev.Type, ev.Revision, r.Revision)
+	}
+}
+
+// One connection has at most --max-streams-per-connection streams open
+// (gRPC's MAX_CONCURRENT_STREAMS), each holding gRPC's per-stream buffers:
+// its next stream waits for a slot, which a closed stream frees, while
+// another connection opens streams as usual.
+func TestStreamsPerConnectionAreBounded(t *testing.T) {
+	c := startCluster(t, "--max-streams-per-connection", "3")
+	f := c.followers()[0]
+	cc, err := grpc.NewClient(f.clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	open := func(ctx context.Context) (pb.Watch_WatchClient, error) {
+		s, err := pb.NewWatchClient(cc).Watch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte("/s/"), Prefix: true}}}); err != nil {
+			return nil, err
+		}
+		r := &rawWatch{s: s}
+		ev, err := r.recv()
+		if err != nil {
+			return nil, err
+		}
+		if ev.Type != pb.EventType_CREATED {
+			return nil, fmt.Errorf("got %v %q, want CREATED", ev.Type, ev.Reason)
+		}
+		return s, nil
+	}
+	cancels := make([]context.CancelFunc, 3)
+	for i := range cancels {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i] = cancel
+		t.Cleanup(cancel)
+		if _, err := open(ctx); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = open(ctx)
+	cancel()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a 4th stream on the connection: %v, want it to wait for a slot (DEADLINE_EXCEEDED after 1 s)", err)
+	}
+	if _, err := open(ctx); err == nil {
+		t.Fatal("unreachable: a canceled context opened a stream")
+	}
+	other := rawStream(t, f) // another connection is not held back
+	if err := other.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte("/s/"), Prefix: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := (&rawWatch{s: other}).recv(); err != nil || ev.Type != pb.EventType_CREATED {
+		t.Fatalf("a stream on another connection: %v, %v; want CREATED", ev, err)
+	}
+	cancels[0]() // frees a slot
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := open(ctx); err != nil {
+		t.Fatalf("a stream after one was closed: %v", err)
 	}
 }

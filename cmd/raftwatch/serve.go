@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/server"
@@ -41,6 +42,7 @@ func newServeCmd() *cobra.Command {
 	var initial, logFormat, logLevel, pprofAddr string
 	var gcPercent int
 	var memoryLimit int64
+	var maxStreams uint32
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node",
@@ -57,7 +59,9 @@ all the streams of one client connection together at most
 --watch-conn-bytes (events being sent included); a watch whose stream or
 connection is full is not canceled but falls behind and catches up from the
 event history (on disk) once its client reads again. One connection may
-hold at most --max-watchers-per-connection watchers. So a client that
+hold at most --max-watchers-per-connection watchers and have at most
+--max-streams-per-connection streams open (each with gRPC's 64 KiB
+window). So a client that
 never reads costs a bounded amount of memory: 1,000 watches on one stream
 (or spread over ten streams) of a client that never reads, while 300
 puts/s flow, keep the node under 200 MB of RSS with the defaults, and the
@@ -85,7 +89,11 @@ requests drain, and the data files are closed.`,
 			if _, set := os.LookupEnv("GOMEMLIMIT"); !set && memoryLimit > 0 {
 				debug.SetMemoryLimit(memoryLimit)
 			}
-			return serve(cfg, pprofAddr, log)
+			var opts []grpc.ServerOption
+			if maxStreams > 0 {
+				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
+			}
+			return serve(cfg, pprofAddr, log, opts...)
 		},
 	}
 	f := cmd.Flags()
@@ -109,6 +117,7 @@ requests drain, and the data files are closed.`,
 	f.IntVar(&cfg.Watch.ConnBytes, "watch-conn-bytes", cfg.Watch.ConnBytes, "bytes queued for all the watch streams of one client connection together (including what is being sent) before their watches fall behind and catch up from history")
 	f.IntVar(&cfg.Watch.MaxWatchers, "max-watchers", cfg.Watch.MaxWatchers, "most watchers this node serves at once")
 	f.IntVar(&cfg.Watch.MaxWatchersPerConn, "max-watchers-per-connection", cfg.Watch.MaxWatchersPerConn, "most watchers one client connection may hold (more are refused with RESOURCE_EXHAUSTED)")
+	f.Uint32Var(&maxStreams, "max-streams-per-connection", 1000, "most concurrent RPCs (watch streams included) one client connection may have open; more wait for a slot (gRPC's MAX_CONCURRENT_STREAMS), which bounds the per-stream gRPC buffers one client can hold; 0 = gRPC's default (no limit)")
 	f.IntVar(&cfg.Watch.QueueSize, "watch-queue", cfg.Watch.QueueSize, "committed batches queued for the watch dispatcher before its watchers catch up from history instead")
 	f.Uint64Var(&cfg.HistoryMaxEvents, "history-max-events", 1000000, "events of history kept for watches that start in the past, catch up or resume (oldest compacted first)")
 	f.Uint64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 256<<20, "bytes of keys and values kept in the event history")
@@ -160,7 +169,7 @@ func parseInitialCluster(s string) (map[string]string, error) {
 
 // serve assembles the node (raft, dispatcher, batcher: node.Open), then the
 // gRPC server, and on a signal stops them in reverse.
-func serve(cfg node.Config, pprofAddr string, log *slog.Logger) error {
+func serve(cfg node.Config, pprofAddr string, log *slog.Logger, opts ...grpc.ServerOption) error {
 	lis, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
 		return fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
@@ -170,7 +179,7 @@ func serve(cfg node.Config, pprofAddr string, log *slog.Logger) error {
 		lis.Close()
 		return err
 	}
-	g := server.New(n, log).NewGRPCServer()
+	g := server.New(n, log).NewGRPCServer(opts...)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
 	log.Info("serving clients", "addr", cfg.ClientAddr)
