@@ -235,9 +235,19 @@ type AddProgress struct {
 	// Applied is the member's applied index (valid when Err is nil);
 	// Commit is the leader's commit index.
 	Applied, Commit uint64
-	// Err says why the member's status could not be read.
+	// Healthy is the member's own health (Status.Healthy); Unhealthy
+	// says why not. An unhealthy member is not promoted.
+	Healthy   bool
+	Unhealthy string
+	// Err says why the member's status could not be read, or wraps
+	// ErrMemberRemoved when it reports it was removed.
 	Err error
 }
+
+// ErrMemberRemoved is wrapped by AddProgress.Err and AddVoter's error when
+// the new member reports role "removed": its data directory records an
+// earlier removal, and it will never catch up.
+var ErrMemberRemoved = errors.New("the member reports it was removed from the cluster")
 
 // AddVoter adds member id (leader only): as a non-voter first, which
 // counts toward no quorum; once it has applied everything the leader had
@@ -249,6 +259,9 @@ type AddProgress struct {
 // voters the leader can reach would be too few to commit, unless force.
 func (n *Node) AddVoter(ctx context.Context, id, raftAddr, clientAddr string, force bool, progress func(AddProgress)) (uint64, error) {
 	if err := n.Serving(); err != nil {
+		return 0, err
+	}
+	if err := n.writable(); err != nil {
 		return 0, err
 	}
 	if err := checkMemberID(id); err != nil {
@@ -352,7 +365,11 @@ func (n *Node) awaitCatchUp(ctx context.Context, id, clientAddr string, from uin
 		if progress != nil {
 			progress(last)
 		}
-		if last.Err == nil && last.Applied >= from && last.Applied+catchUpMargin >= last.Commit {
+		if errors.Is(last.Err, ErrMemberRemoved) {
+			return fmt.Errorf("%w: %w: %s reports it was removed from the cluster: wipe its data directory and start it again before adding it (it stays a non-voter until then; add it again to resume, or remove it)",
+				ErrNotCaughtUp, ErrMemberRemoved, id)
+		}
+		if last.Err == nil && last.Healthy && last.Applied >= from && last.Applied+catchUpMargin >= last.Commit {
 			return nil
 		}
 		if n.raft.State() != raft.Leader {
@@ -368,6 +385,9 @@ func (n *Node) awaitCatchUp(ctx context.Context, id, clientAddr string, from uin
 			}
 		}
 		state := fmt.Sprintf("it has applied %d of %d entries", last.Applied, last.Commit)
+		if last.Err == nil && !last.Healthy {
+			state += fmt.Sprintf(", but it reports damaged stored data (%s) and is not promoted", last.Unhealthy)
+		}
 		if last.Err != nil {
 			state = fmt.Sprintf("its node does not answer at %s: %v", clientAddr, last.Err)
 		}
@@ -387,8 +407,10 @@ func (n *Node) catchUpStep(ctx context.Context, cc pb.ClusterClient, id string) 
 		p.Err = err
 	case st.Id != id:
 		p.Err = fmt.Errorf("the node there is %q, not %q", st.Id, id)
+	case st.Role == "removed":
+		p.Err = fmt.Errorf("%w: wipe its data directory and start it again", ErrMemberRemoved)
 	default:
-		p.Applied = st.AppliedIndex
+		p.Applied, p.Healthy, p.Unhealthy = st.AppliedIndex, st.Healthy, st.UnhealthyReason
 	}
 	return p
 }
@@ -438,6 +460,9 @@ func (n *Node) checkQuorum(voters []raft.ServerID, change string, force bool, li
 // force.
 func (n *Node) RemoveServer(ctx context.Context, id string, force bool) (uint64, error) {
 	if err := n.Serving(); err != nil {
+		return 0, err
+	}
+	if err := n.writable(); err != nil {
 		return 0, err
 	}
 	if id == "" {

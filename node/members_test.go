@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +76,25 @@ func TestContactsFollowHeartbeatObservations(t *testing.T) {
 	c.note(raft.LeaderObservation{LeaderID: "n3"})
 	if !c.reachable("n2", window) {
 		t.Fatal("a new leader inherits the old one's failures")
+	}
+}
+
+// An unhealthy leader refuses membership changes at once, as it refuses
+// writes, instead of proposing them in the moments before it hands over
+// leadership (here it has no one to hand over to).
+func TestMembershipChangesRefusedOnUnhealthyLeader(t *testing.T) {
+	n := openSingle(t, t.TempDir(), freeAddr(t))
+	defer n.Close()
+	n.markLogDamaged(&LogCorruptError{Index: 1, Path: "raft.db", Detail: "test"})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := n.AddVoter(ctx, "n2", freeAddr(t), freeAddr(t), true, nil); !errors.Is(err, ErrNotApplied) || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("AddVoter on an unhealthy leader: %v, want ErrNotApplied saying the data is damaged", err)
+	}
+	if _, err := n.RemoveServer(ctx, "n1", true); !errors.Is(err, ErrNotApplied) || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("RemoveServer on an unhealthy leader: %v, want ErrNotApplied saying the data is damaged", err)
+	}
+	if servers := n.raft.GetConfiguration().Configuration().Servers; len(servers) != 1 || servers[0].ID != "n1" {
+		t.Fatalf("configuration after refused changes: %v, want only n1", servers)
 	}
 }

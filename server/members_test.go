@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -343,5 +344,60 @@ func TestRemovedNodeStopsServing(t *testing.T) {
 	// And serializable reads through it skip the removed node.
 	if g, err := both.Get(ctxT(t, 10*time.Second), []byte("/w/0"), client.WithSerializable()); err != nil || string(g.Kv.GetValue()) != "before" {
 		t.Fatalf("serializable get through a client listing the removed node first: %v %v", g, err)
+	}
+}
+
+// A removed node whose data directory was not wiped reports role
+// "removed": adding it again fails at once, saying what to do, instead of
+// waiting out the deadline for a node that will never catch up.
+func TestReAddingRemovedNodeFailsFast(t *testing.T) {
+	c := startCluster(t)
+	leader := c.waitLeader()
+	gone := c.followers()[0]
+	if _, err := pb.NewClusterClient(c.conn(leader)).RemoveServer(ctxT(t, 10*time.Second), &pb.RemoveServerRequest{Id: gone.id}); err != nil {
+		t.Fatalf("remove %s: %v", gone.id, err)
+	}
+	eventually(t, 15*time.Second, gone.id+" reports role removed and wrote the REMOVED marker", func() bool {
+		st, err := c.status(gone)
+		_, serr := os.Stat(filepath.Join(gone.dataDir, "REMOVED"))
+		return err == nil && st.Role == "removed" && serr == nil
+	})
+	start := time.Now()
+	_, err := pb.NewClusterClient(c.conn(leader)).AddVoter(ctxT(t, 60*time.Second),
+		&pb.AddVoterRequest{Id: gone.id, RaftAddr: gone.raftAddr, ClientAddr: gone.clientAddr})
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("adding the removed node back took %v (%v), want a quick refusal", took, err)
+	}
+	if err == nil || !strings.Contains(status.Convert(err).Message(), "wipe its data directory") {
+		t.Fatalf("adding the removed node back: %v, want an error saying to wipe its data directory", err)
+	}
+	if m := c.members(leader)[gone.id]; m == nil || m.Voter {
+		t.Fatalf("%s after the refused add: %v, want a non-voter", gone.id, m)
+	}
+}
+
+// A leader removing itself gets the removal's index back (raft commits the
+// entry before it shuts down), then reports role removed; the others go on.
+func TestLeaderRemovingItselfAnswersAndStops(t *testing.T) {
+	c := startCluster(t)
+	leader := c.waitLeader()
+	r, err := pb.NewClusterClient(c.conn(leader)).RemoveServer(ctxT(t, 10*time.Second), &pb.RemoveServerRequest{Id: leader.id})
+	if err != nil || r.Index == 0 {
+		t.Fatalf("leader %s removing itself: %v %v, want the entry's index", leader.id, r, err)
+	}
+	eventually(t, 15*time.Second, leader.id+" reports role removed and wrote the REMOVED marker", func() bool {
+		st, err := c.status(leader)
+		_, serr := os.Stat(filepath.Join(leader.dataDir, "REMOVED"))
+		return err == nil && st.Role == "removed" && serr == nil
+	})
+	next := c.waitLeader()
+	if next == leader {
+		t.Fatal("the removed node leads")
+	}
+	if _, err := c.client(next.clientAddr).Put(ctxT(t, 10*time.Second), []byte("/after"), []byte("x")); err != nil {
+		t.Fatalf("put after the leader removed itself: %v", err)
+	}
+	if _, ok := c.members(next)[leader.id]; ok {
+		t.Fatalf("%s still listed after removing itself", leader.id)
 	}
 }
