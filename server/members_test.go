@@ -368,8 +368,8 @@ func TestReAddingRemovedNodeFailsFast(t *testing.T) {
 	if took := time.Since(start); took > 20*time.Second {
 		t.Fatalf("adding the removed node back took %v (%v), want a quick refusal", took, err)
 	}
-	if err == nil || !strings.Contains(status.Convert(err).Message(), "wipe its data directory") {
-		t.Fatalf("adding the removed node back: %v, want an error saying to wipe its data directory", err)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "wipe its data directory") {
+		t.Fatalf("adding the removed node back: %v, want FAILED_PRECONDITION saying to wipe its data directory", err)
 	}
 	if m := c.members(leader)[gone.id]; m == nil || m.Voter {
 		t.Fatalf("%s after the refused add: %v, want a non-voter", gone.id, m)

@@ -40,6 +40,8 @@ func toStatus(err error) error {
 		return withReason(codes.FailedPrecondition, err.Error(), pb.ReasonRemoved)
 	case errors.Is(err, node.ErrQuorumAtRisk):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, node.ErrMemberRemoved): // waiting longer would not help
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, node.ErrNotCaughtUp):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, node.ErrAlreadyExists):
