@@ -19,14 +19,24 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// handedOut holds every address freeAddr returned: the kernel may give a
+// port that was just closed again, and two members of one test cluster
+// must not share one.
+var handedOut sync.Map
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // openNode opens a one-node cluster in dir.
