@@ -294,12 +294,6 @@ func (c *client) step() {
 func (c *client) call(ctx context.Context, cc *grpc.ClientConn, inv history.Event, comp *history.Event) error {
 	kv := pb.NewKVClient(cc)
 	key := []byte(inv.Key)
-	prev := func(p *pb.KeyValue) {
-		comp.PrevKnown = true
-		if p != nil {
-			comp.PrevFound, comp.PrevValue = true, string(p.Value)
-		}
-	}
 	switch inv.Op {
 	case history.OpGet:
 		resp, err := kv.Get(ctx, &pb.GetRequest{Key: key, Consistency: c.w.consistency})
@@ -321,28 +315,30 @@ func (c *client) call(ctx context.Context, cc *grpc.ClientConn, inv history.Even
 			return err
 		}
 		c.writeResult(inv, resp, comp)
-		prev(resp.PrevKv)
+		recordPrev(comp, resp.PrevKv)
 	case history.OpDelete:
 		resp, err := kv.Delete(ctx, &pb.DeleteRequest{Key: key, PrevKv: true})
 		if err != nil {
 			return err
 		}
 		comp.Revision, comp.Deleted = resp.Revision, resp.Deleted
-		prev(resp.PrevKv)
+		recordPrev(comp, resp.PrevKv)
 		c.seen[inv.Key] = seenKey{known: true}
 	}
 	return nil
 }
 
+// recordPrev records a write's previous value (nil: the key was absent).
+func recordPrev(comp *history.Event, p *pb.KeyValue) {
+	comp.PrevKnown = true
+	if p != nil {
+		comp.PrevFound, comp.PrevValue = true, string(p.Value)
+	}
+}
+
 // callFailover is call through the Go client, which picks the node.
 func (c *client) callFailover(ctx context.Context, inv history.Event, comp *history.Event) error {
 	key := []byte(inv.Key)
-	prev := func(p *pb.KeyValue) {
-		comp.PrevKnown = true
-		if p != nil {
-			comp.PrevFound, comp.PrevValue = true, string(p.Value)
-		}
-	}
 	switch inv.Op {
 	case history.OpGet:
 		var opts []rwclient.OpOption
@@ -368,14 +364,14 @@ func (c *client) callFailover(ctx context.Context, inv history.Event, comp *hist
 			return err
 		}
 		c.writeResult(inv, resp, comp)
-		prev(resp.PrevKv)
+		recordPrev(comp, resp.PrevKv)
 	case history.OpDelete:
 		resp, err := c.rw.Delete(ctx, key, rwclient.WithPrevKV())
 		if err != nil {
 			return err
 		}
 		comp.Revision, comp.Deleted = resp.Revision, resp.Deleted
-		prev(resp.PrevKv)
+		recordPrev(comp, resp.PrevKv)
 		c.seen[inv.Key] = seenKey{known: true}
 	}
 	return nil

@@ -303,6 +303,14 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 	if err := n.fsm.WaitApplied(context.Background(), n.raft.CommitIndex()); err != nil {
 		t.Fatal(err)
 	}
+	assertRebuilt(t, n, path, value)
+}
+
+// assertRebuilt checks a node whose state.db at path was set aside and
+// rebuilt: /a holds value again, the node is healthy, and exactly one
+// damaged file was set aside.
+func assertRebuilt(t *testing.T, n *Node, path string, value []byte) {
+	t.Helper()
 	kv, _, err := n.Get(context.Background(), []byte("/a"), Linearizable)
 	if err != nil || kv == nil || !bytes.Equal(kv.Value, value) {
 		t.Fatalf("after the rebuild /a = %v, %v; want %q", kv, err, value)
@@ -361,16 +369,7 @@ func TestDamageFoundWhileOpeningIsRebuilt(t *testing.T) {
 	}
 
 	n = openSingle(t, dir, addr)
-	kv, _, err := n.Get(context.Background(), []byte("/a"), Linearizable)
-	if err != nil || kv == nil || !bytes.Equal(kv.Value, value) {
-		t.Fatalf("after the rebuild /a = %v, %v; want %q", kv, err, value)
-	}
-	if st := n.Status(); !st.Healthy {
-		t.Fatalf("unhealthy after the rebuild: %s", st.UnhealthyReason)
-	}
-	if aside, _ := filepath.Glob(path + ".damaged-*"); len(aside) != 1 {
-		t.Fatalf("damaged file set aside as %v, want one", aside)
-	}
+	assertRebuilt(t, n, path, value)
 }
 
 // TestDamagedLogEntryFoundWhileRunning damages an entry already in a
