@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -145,21 +143,12 @@ func (n *Node) tryRecordClientAddr() (done bool, err error) {
 	case addrs[string(leader)] == "":
 		return false, fmt.Errorf("leader %s has not announced its client address yet", leader)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), setMemberTimeout)
-	defer cancel()
-	go func() { // Close must not wait out the call
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	cc, err := grpc.NewClient(addrs[string(leader)], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return false, err
-	}
-	defer cc.Close()
-	r, err := pb.NewClusterClient(cc).SetMember(ctx, &pb.SetMemberRequest{Id: n.cfg.ID, ClientAddr: n.cfg.ClientAddr})
+	var r *pb.SetMemberResponse
+	err = n.callMember(addrs[string(leader)], setMemberTimeout, func(ctx context.Context, c pb.ClusterClient) error {
+		var cerr error
+		r, cerr = c.SetMember(ctx, &pb.SetMemberRequest{Id: n.cfg.ID, ClientAddr: n.cfg.ClientAddr})
+		return cerr
+	})
 	if err != nil {
 		return false, fmt.Errorf("ask leader %s to record it: %w", leader, err)
 	}
@@ -352,7 +341,7 @@ func (n *Node) awaitCatchUp(ctx context.Context, id, clientAddr string, from uin
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d.Add(-min(answerMargin, time.Until(d)/4))
 	}
-	cc, err := grpc.NewClient(clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := dialMember(clientAddr)
 	if err != nil {
 		return invalid("client address %q: %v", clientAddr, err)
 	}

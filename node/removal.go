@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/watch"
@@ -212,35 +210,20 @@ func (n *Node) removalCommittedAt(index uint64, others []raft.Server) (string, b
 // holds; having committed past the entry, that excludes this node only if
 // the entry committed or a later change removes it again.
 func (n *Node) confirmsRemoval(clientAddr, id string, index uint64) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), removalConfirmTimeout)
-	defer cancel()
-	go func() { // Close must not wait out the call
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
+	confirmed := false
+	n.callMember(clientAddr, removalConfirmTimeout, func(ctx context.Context, c pb.ClusterClient) error {
+		st, err := c.Status(ctx, &pb.StatusRequest{})
+		if err != nil || st.Id != id || st.Role == "removed" || st.CommitIndex < index {
+			return err
 		}
-	}()
-	cc, err := grpc.NewClient(clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return false
-	}
-	defer cc.Close()
-	c := pb.NewClusterClient(cc)
-	st, err := c.Status(ctx, &pb.StatusRequest{})
-	if err != nil || st.Id != id || st.Role == "removed" || st.CommitIndex < index {
-		return false
-	}
-	ms, err := c.Members(ctx, &pb.MembersRequest{})
-	if err != nil {
-		return false
-	}
-	for _, m := range ms.Members {
-		if m.Id == n.cfg.ID {
-			return false
+		ms, err := c.Members(ctx, &pb.MembersRequest{})
+		if err != nil {
+			return err
 		}
-	}
-	return true
+		confirmed = !slices.ContainsFunc(ms.Members, func(m *pb.Member) bool { return m.Id == n.cfg.ID })
+		return nil
+	})
+	return confirmed
 }
 
 // wasMember reports whether the MEMBER file is in the data directory.
