@@ -276,13 +276,8 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 	if _, err := n.List(context.Background(), []byte("/"), ListOptions{}, Serializable); !errors.Is(err, ErrDataLoss) {
 		t.Fatalf("list on an unhealthy node: %v, want ErrDataLoss", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n.raft.State() != raft.Leader { // elected, though it never becomes ready
-		if time.Now().After(deadline) {
-			t.Fatal("the single node was not elected")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Elected, though it never becomes ready.
+	waitFor(t, "the single node is elected", 10*time.Second, func() bool { return n.raft.State() == raft.Leader })
 	if _, err := n.Put(context.Background(), []byte("/b"), []byte("x"), WriteOptions{}); !errors.Is(err, ErrNotApplied) {
 		t.Fatalf("put on an unhealthy node: %v, want ErrNotApplied", err)
 	}
@@ -410,25 +405,13 @@ func TestDamagedLogEntryFoundWhileRunning(t *testing.T) {
 
 	n = openNode(t, dir, addr)
 	defer n.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for n.raft.CommitIndex() < res.Revision {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not learn its commit index")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the node learns its commit index", 10*time.Second, func() bool { return n.raft.CommitIndex() >= res.Revision })
 	_, err = n.CommittedLog(res.Revision, func(uint64, LogEntry) error { return nil })
 	var ce *LogCorruptError
 	if !errors.As(err, &ce) || ce.Index != res.Revision {
 		t.Fatalf("reading the damaged entry: %v, want a *LogCorruptError for entry %d", err, res.Revision)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for n.raft.State() != raft.Shutdown {
-		if time.Now().After(deadline) {
-			t.Fatalf("raft still %v on a node with a damaged log", n.raft.State())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "raft shuts down on a node with a damaged log", 10*time.Second, func() bool { return n.raft.State() == raft.Shutdown })
 	if _, _, err := n.Get(context.Background(), []byte("/a"), Serializable); !errors.Is(err, ErrDataLoss) {
 		t.Fatalf("read on a node with a damaged log: %v, want ErrDataLoss", err)
 	}

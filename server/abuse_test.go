@@ -136,10 +136,10 @@ func TestNeverReadingClientHasBoundedMemory(t *testing.T) {
 		var peak atomic.Int64
 		var slowErrs atomic.Int64
 		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(3)
+		var writers, sampler sync.WaitGroup
+		writers.Add(2)
 		go func() {
-			defer wg.Done()
+			defer writers.Done()
 			value := []byte(strings.Repeat("v", 100))
 			sem := make(chan struct{}, 32)
 			tick := time.NewTicker(time.Second / 300)
@@ -163,7 +163,7 @@ func TestNeverReadingClientHasBoundedMemory(t *testing.T) {
 			}
 		}()
 		go func() {
-			defer wg.Done()
+			defer writers.Done()
 			for i := 0; i < 20*8; i++ {
 				r, err := writer.Put(ctxT(t, 10*time.Second), []byte(fmt.Sprintf("/other/k%d", i%7)), []byte(fmt.Sprint(len(otherRevs))))
 				if err != nil {
@@ -175,8 +175,9 @@ func TestNeverReadingClientHasBoundedMemory(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}()
+		sampler.Add(1)
 		go func() {
-			defer wg.Done()
+			defer sampler.Done()
 			tick := time.NewTicker(100 * time.Millisecond)
 			defer tick.Stop()
 			for {
@@ -188,9 +189,9 @@ func TestNeverReadingClientHasBoundedMemory(t *testing.T) {
 				}
 			}
 		}()
-		time.Sleep(8 * time.Second) // the writers' own pace ends them
+		writers.Wait() // each writes a fixed count at its pace: about 8 s
 		close(stop)
-		wg.Wait()
+		sampler.Wait()
 		slowFailed += int(slowErrs.Load())
 		during := peak.Load()
 		t.Logf("peak RSS while abused: %d MB", during>>20)
