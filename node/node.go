@@ -495,17 +495,6 @@ const (
 	Serializable
 )
 
-func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
-	if err := n.Serving(); err != nil {
-		return err
-	}
-	if c == Serializable {
-		return nil
-	}
-	_, err := n.readIndex(ctx)
-	return err
-}
-
 // readGate is what a read checks first, in this order: a removed node
 // refuses; a linearizable read on a follower gets the leader hint, so a
 // client finds the leader even through a node that found damaged data; an
@@ -528,8 +517,10 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, u
 	if err := n.readGate(c); err != nil {
 		return nil, 0, err
 	}
-	if err := n.readBarrier(ctx, c); err != nil {
-		return nil, 0, err
+	if c == Linearizable {
+		if _, err := n.readIndex(ctx); err != nil {
+			return nil, 0, err
+		}
 	}
 	kv, rev, err := n.fsm.Get(key)
 	if rerr := n.readable(); rerr != nil {
