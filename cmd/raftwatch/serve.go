@@ -126,7 +126,7 @@ requests drain, and the data files are closed.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (GOGC); ignored when GOGC is set in the environment")
-	f.Int64Var(&memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often instead of letting garbage grow to --gc-percent of the live heap; 0 = none; ignored when GOMEMLIMIT is set in the environment")
+	f.Int64Var(&memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often instead of letting garbage grow to --gc-percent of the live heap (raise it when the live heap nears it, e.g. tens of thousands of watchers); 0 = none; ignored when GOMEMLIMIT is set in the environment")
 	f.StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
 		cmd.MarkFlagRequired(name)
