@@ -162,6 +162,10 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
+// connectMargin is how much longer a gRPC connection attempt may last than
+// DialTimeout; see conn.
+const connectMargin = 250 * time.Millisecond
+
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -171,9 +175,12 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
-		// A connection attempt (TCP and HTTP/2 handshake) gives up after
-		// DialTimeout instead of gRPC's default 20 s.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.cfg.DialTimeout}),
+		// A connection attempt (TCP and HTTP/2 handshake) gives up shortly
+		// after DialTimeout instead of gRPC's default 20 s. The margin lets
+		// connect's own timer fire first on a wedged endpoint, so the error
+		// says "no connection within the dial timeout" rather than whatever
+		// gRPC saw as it tore the attempt down.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.cfg.DialTimeout + connectMargin}),
 	}, c.cfg.DialOptions...)
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
