@@ -54,6 +54,9 @@ type EntryResult struct {
 
 // OpResult is the outcome of one op.
 type OpResult struct {
+	// Err is why the op was refused at apply time (e.g. its lease does not
+	// exist); nothing changed. The same on every node.
+	Err         error
 	Succeeded   bool      // false when the op's condition did not hold
 	Deleted     bool      // DELETE removed an existing key
 	Prev        *KeyValue // state before the op, when asked or a condition was set; nil if absent
@@ -347,17 +350,34 @@ type applier struct {
 	hist        *historyWriter // nil: keep no history (benchmark only)
 	wantPrev    bool
 	events      []watch.Event
+	// pos is the next event's position in its entry: (revision, position)
+	// orders every mutation, including the several of one Txn.
+	pos int
+}
+
+// mutation is one key's put or delete as the appliers see it, whatever op
+// (PUT, DELETE, TXN, lease expiry) it came from.
+type mutation struct {
+	key, value []byte
+	lease      int64         // PUT: the lease to attach the key to (0 = none)
+	cond       *pb.Condition // nil: unconditional
+	wantPrev   bool          // return the previous state in OpResult.Prev
+}
+
+func opMutation(op *pb.Op) mutation {
+	return mutation{key: op.Key, value: op.Value, lease: op.Lease, cond: op.Condition, wantPrev: op.WantPrev}
 }
 
 func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error) {
 	res := &EntryResult{Index: index, Ops: make([]OpResult, len(chunk.Ops))}
+	a.pos = 0
 	for i, op := range chunk.Ops {
 		var err error
 		switch op.Kind {
 		case pb.Op_PUT:
-			res.Ops[i], err = a.put(index, i, op)
+			res.Ops[i], err = a.put(index, opMutation(op))
 		case pb.Op_DELETE:
-			res.Ops[i], err = a.delete(index, i, op)
+			res.Ops[i], err = a.delete(index, opMutation(op))
 		case pb.Op_SET_MEMBER:
 			err = a.members.Put(op.Key, sealed(op.Key, op.Value))
 			res.Ops[i].Succeeded = true
@@ -396,25 +416,25 @@ func holds(cond *pb.Condition, cur KeyValue, found bool) bool {
 // check reads the key's current state and starts the op's result: Prev
 // when asked for (or when a condition was set), and, when the condition does
 // not hold, the key's mod revision with ok=false.
-func (a *applier) check(op *pb.Op) (cur KeyValue, found bool, res OpResult, ok bool, err error) {
-	cur, found, err = a.current(op.Key)
+func (a *applier) check(m mutation) (cur KeyValue, found bool, res OpResult, ok bool, err error) {
+	cur, found, err = a.current(m.key)
 	if err != nil {
 		return cur, found, res, false, err
 	}
-	if found && (op.WantPrev || op.Condition != nil) {
+	if found && (m.wantPrev || m.cond != nil) {
 		p := cur.clone()
 		res.Prev = &p
 	}
-	if !holds(op.Condition, cur, found) {
+	if !holds(m.cond, cur, found) {
 		res.ModRevision = cur.ModRevision
 		return cur, found, res, false, nil
 	}
 	return cur, found, res, true, nil
 }
 
-// put applies a PUT, the pos-th op of entry index.
-func (a *applier) put(index uint64, pos int, op *pb.Op) (OpResult, error) {
-	cur, found, res, ok, err := a.check(op)
+// put applies a put of entry index.
+func (a *applier) put(index uint64, m mutation) (OpResult, error) {
+	cur, found, res, ok, err := a.check(m)
 	if err != nil || !ok {
 		return res, err
 	}
@@ -422,7 +442,7 @@ func (a *applier) put(index uint64, pos int, op *pb.Op) (OpResult, error) {
 	if found {
 		create, version = cur.CreateRevision, cur.Version+1
 	}
-	ev := watch.Event{Type: watch.Put, Key: op.Key, Value: op.Value, Revision: index, Version: version}
+	ev := watch.Event{Type: watch.Put, Key: m.key, Value: m.value, Revision: index, Version: version}
 	if a.wantPrev {
 		ev.HasPrev = true
 		ev.PrevValue = []byte{}
@@ -430,22 +450,23 @@ func (a *applier) put(index uint64, pos int, op *pb.Op) (OpResult, error) {
 			ev.PrevValue = append(ev.PrevValue, cur.Value...)
 		}
 	}
-	if err := a.kv.Put(op.Key, encodeRecord(op.Key, create, index, version, op.Value)); err != nil {
+	if err := a.kv.Put(m.key, encodeRecord(m.key, create, index, version, m.value)); err != nil {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
-		if err := a.hist.record(index, pos, histPut, version, create, cur.ModRevision, op.Key, op.Value); err != nil {
+		if err := a.hist.record(index, a.pos, histPut, version, create, cur.ModRevision, m.key, m.value); err != nil {
 			return OpResult{}, err
 		}
 	}
+	a.pos++
 	a.events = append(a.events, ev)
 	res.Succeeded, res.ModRevision = true, index
 	return res, nil
 }
 
-// delete applies a DELETE, the pos-th op of entry index.
-func (a *applier) delete(index uint64, pos int, op *pb.Op) (OpResult, error) {
-	cur, found, res, ok, err := a.check(op)
+// delete applies a delete of entry index.
+func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
+	cur, found, res, ok, err := a.check(m)
 	if err != nil || !ok {
 		return res, err
 	}
@@ -453,19 +474,20 @@ func (a *applier) delete(index uint64, pos int, op *pb.Op) (OpResult, error) {
 	if !found {
 		return res, nil // deleting an absent key changes nothing and emits nothing
 	}
-	ev := watch.Event{Type: watch.Delete, Key: op.Key, Revision: index}
+	ev := watch.Event{Type: watch.Delete, Key: m.key, Revision: index}
 	if a.wantPrev {
 		ev.HasPrev = true
 		ev.PrevValue = append([]byte{}, cur.Value...)
 	}
-	if err := a.kv.Delete(op.Key); err != nil {
+	if err := a.kv.Delete(m.key); err != nil {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
-		if err := a.hist.record(index, pos, histDelete, cur.Version, cur.CreateRevision, cur.ModRevision, op.Key, nil); err != nil {
+		if err := a.hist.record(index, a.pos, histDelete, cur.Version, cur.CreateRevision, cur.ModRevision, m.key, nil); err != nil {
 			return OpResult{}, err
 		}
 	}
+	a.pos++
 	a.events = append(a.events, ev)
 	res.Deleted = true
 	return res, nil

@@ -21,8 +21,10 @@ import (
 //
 // and every value ends with its checksum (checksum.go).
 //
-// The position is the op's index in its entry's Chunk.Ops, so (revision,
-// position) orders all mutations. A DELETE record carries the deleted key's
+// The position is the mutation's place among its entry's events (a Txn or
+// a lease expiry makes several), so (revision, position) orders all
+// mutations. (Records written before Txn existed used the op's index in
+// Chunk.Ops, which orders them the same way.) A DELETE record carries the deleted key's
 // version and create revision (records written before List read at a past
 // revision carry 0 there), so that a List at a revision before the delete
 // can restore the key whole even when its previous PUT is compacted (see

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -83,17 +84,19 @@ func (b *batcher) run() {
 			return
 		}
 		props := []*proposal{first}
-		keys := map[string]struct{}{string(first.op.Key): {}}
+		var fp chunkFootprint
+		fp.add(footprintOf(first.op))
 		size := opSize(first.op)
 	drain:
-		for len(props) < chunkMaxOps && size < chunkMaxBytes {
+		for len(props) < chunkMaxOps && size < chunkMaxBytes && !fp.solo {
 			select {
 			case p := <-b.in:
-				if _, dup := keys[string(p.op.Key)]; dup || size+opSize(p.op) > chunkMaxBytes {
+				f := footprintOf(p.op)
+				if fp.conflicts(f) || size+opSize(p.op) > chunkMaxBytes {
 					carry = p
 					break drain
 				}
-				keys[string(p.op.Key)] = struct{}{}
+				fp.add(f)
 				size += opSize(p.op)
 				props = append(props, p)
 			default:
@@ -126,7 +129,101 @@ func (b *batcher) drain() {
 	}
 }
 
-func opSize(op *pb.Op) int { return len(op.Key) + len(op.Value) + 16 }
+func opSize(op *pb.Op) int {
+	switch op.Kind {
+	case pb.Op_PUT, pb.Op_DELETE:
+		return len(op.Key) + len(op.Value) + 16
+	}
+	return proto.Size(op) + 16
+}
+
+// footprint is what an op may mutate, as far as the batcher can tell before
+// it is applied. No two ops of a chunk may mutate the same key, so that a
+// (revision, key) pair names exactly one mutation; an op whose keys are only
+// known at apply time (a lease revoke or expiry deletes whatever keys the
+// lease holds then) is solo: its chunk holds nothing else.
+type footprint struct {
+	keys     [][]byte
+	prefixes [][]byte // every key under each may be mutated
+	solo     bool
+}
+
+func footprintOf(op *pb.Op) footprint {
+	switch op.Kind {
+	case pb.Op_PUT, pb.Op_DELETE:
+		return footprint{keys: [][]byte{op.Key}}
+	case pb.Op_TXN:
+		var f footprint
+		for _, branch := range [][]*pb.TxnOp{op.Txn.GetSuccess(), op.Txn.GetFailure()} {
+			for _, t := range branch {
+				switch o := t.Op.(type) {
+				case *pb.TxnOp_Put:
+					f.keys = append(f.keys, o.Put.GetKey())
+				case *pb.TxnOp_Delete:
+					f.keys = append(f.keys, o.Delete.GetKey())
+				case *pb.TxnOp_DeletePrefix:
+					f.prefixes = append(f.prefixes, o.DeletePrefix.GetPrefix())
+				}
+			}
+		}
+		return f
+	case pb.Op_LEASE_REVOKE, pb.Op_LEASE_EXPIRE:
+		return footprint{solo: true}
+	}
+	return footprint{} // SET_MEMBER, LEASE_GRANT, LEASE_RENEW, LEASE_CHECKPOINT: no user key
+}
+
+// chunkFootprint is the union of the footprints of a chunk's ops.
+type chunkFootprint struct {
+	n        int
+	keys     map[string]struct{}
+	prefixes []string
+	solo     bool
+}
+
+// conflicts reports whether an op with footprint f may not join the chunk.
+func (c *chunkFootprint) conflicts(f footprint) bool {
+	if c.n > 0 && (c.solo || f.solo) {
+		return true
+	}
+	for _, k := range f.keys {
+		if _, dup := c.keys[string(k)]; dup {
+			return true
+		}
+		for _, p := range c.prefixes {
+			if strings.HasPrefix(string(k), p) {
+				return true
+			}
+		}
+	}
+	for _, p := range f.prefixes {
+		for k := range c.keys {
+			if strings.HasPrefix(k, string(p)) {
+				return true
+			}
+		}
+		for _, q := range c.prefixes {
+			if strings.HasPrefix(q, string(p)) || strings.HasPrefix(string(p), q) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *chunkFootprint) add(f footprint) {
+	if c.keys == nil {
+		c.keys = map[string]struct{}{}
+	}
+	c.n++
+	c.solo = c.solo || f.solo
+	for _, k := range f.keys {
+		c.keys[string(k)] = struct{}{}
+	}
+	for _, p := range f.prefixes {
+		c.prefixes = append(c.prefixes, string(p))
+	}
+}
 
 // complete answers each write once its entry is applied (or failed). Futures
 // are answered in the order they were proposed, which is commit order.

@@ -132,6 +132,58 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_proto_raftwatch_proto_rawDescGZIP(), []int{1}
 }
 
+type Compare_Result int32
+
+const (
+	Compare_EQUAL     Compare_Result = 0
+	Compare_NOT_EQUAL Compare_Result = 1
+	Compare_LESS      Compare_Result = 2 // the key's target < the given operand
+	Compare_GREATER   Compare_Result = 3 // the key's target > the given operand
+)
+
+// Enum value maps for Compare_Result.
+var (
+	Compare_Result_name = map[int32]string{
+		0: "EQUAL",
+		1: "NOT_EQUAL",
+		2: "LESS",
+		3: "GREATER",
+	}
+	Compare_Result_value = map[string]int32{
+		"EQUAL":     0,
+		"NOT_EQUAL": 1,
+		"LESS":      2,
+		"GREATER":   3,
+	}
+)
+
+func (x Compare_Result) Enum() *Compare_Result {
+	p := new(Compare_Result)
+	*p = x
+	return p
+}
+
+func (x Compare_Result) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compare_Result) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_raftwatch_proto_enumTypes[2].Descriptor()
+}
+
+func (Compare_Result) Type() protoreflect.EnumType {
+	return &file_proto_raftwatch_proto_enumTypes[2]
+}
+
+func (x Compare_Result) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compare_Result.Descriptor instead.
+func (Compare_Result) EnumDescriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{10, 0}
+}
+
 type Op_Kind int32
 
 const (
@@ -139,6 +191,22 @@ const (
 	Op_DELETE Op_Kind = 1
 	// Records a member's client address (replicated so followers can hint).
 	Op_SET_MEMBER Op_Kind = 2
+	// A Txn (field txn).
+	Op_TXN Op_Kind = 3
+	// Creates lease `lease` (0: the state machine picks the id) with `ttl`
+	// seconds.
+	Op_LEASE_GRANT Op_Kind = 4
+	// Deletes lease `lease` and its keys.
+	Op_LEASE_REVOKE Op_Kind = 5
+	// Renews lease `lease` to its full TTL (a keepalive).
+	Op_LEASE_RENEW Op_Kind = 6
+	// Records the remaining TTL of leases (field lease_checkpoints), so a
+	// new leader or a restarted cluster does not restart them at full TTL.
+	Op_LEASE_CHECKPOINT Op_Kind = 7
+	// Expires leases the leader found past their deadline (field
+	// lease_expiries): each is deleted with its keys unless it was renewed
+	// since the leader decided.
+	Op_LEASE_EXPIRE Op_Kind = 8
 )
 
 // Enum value maps for Op_Kind.
@@ -147,11 +215,23 @@ var (
 		0: "PUT",
 		1: "DELETE",
 		2: "SET_MEMBER",
+		3: "TXN",
+		4: "LEASE_GRANT",
+		5: "LEASE_REVOKE",
+		6: "LEASE_RENEW",
+		7: "LEASE_CHECKPOINT",
+		8: "LEASE_EXPIRE",
 	}
 	Op_Kind_value = map[string]int32{
-		"PUT":        0,
-		"DELETE":     1,
-		"SET_MEMBER": 2,
+		"PUT":              0,
+		"DELETE":           1,
+		"SET_MEMBER":       2,
+		"TXN":              3,
+		"LEASE_GRANT":      4,
+		"LEASE_REVOKE":     5,
+		"LEASE_RENEW":      6,
+		"LEASE_CHECKPOINT": 7,
+		"LEASE_EXPIRE":     8,
 	}
 )
 
@@ -166,11 +246,11 @@ func (x Op_Kind) String() string {
 }
 
 func (Op_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_proto_raftwatch_proto_enumTypes[2].Descriptor()
+	return file_proto_raftwatch_proto_enumTypes[3].Descriptor()
 }
 
 func (Op_Kind) Type() protoreflect.EnumType {
-	return &file_proto_raftwatch_proto_enumTypes[2]
+	return &file_proto_raftwatch_proto_enumTypes[3]
 }
 
 func (x Op_Kind) Number() protoreflect.EnumNumber {
@@ -179,7 +259,7 @@ func (x Op_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op_Kind.Descriptor instead.
 func (Op_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{30, 0}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{48, 0}
 }
 
 type KeyValue struct {
@@ -191,7 +271,10 @@ type KeyValue struct {
 	// Revision of the entry that last modified the key.
 	ModRevision uint64 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	// Number of puts since the key was created (1 after the first put).
-	Version       uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// The lease the key is attached to (0 = none). When the lease expires or
+	// is revoked, the key is deleted.
+	Lease         int64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -257,6 +340,13 @@ func (x *KeyValue) GetModRevision() uint64 {
 func (x *KeyValue) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *KeyValue) GetLease() int64 {
+	if x != nil {
+		return x.Lease
 	}
 	return 0
 }
@@ -347,11 +437,14 @@ func (*Condition_ModRevision) isCondition_Require() {}
 func (*Condition_Absent) isCondition_Require() {}
 
 type PutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	PrevKv        bool                   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
-	Condition     *Condition             `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Key       []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value     []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	PrevKv    bool                   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	Condition *Condition             `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
+	// Attach the key to this lease (it must exist: NOT_FOUND otherwise).
+	// 0 = no lease: a put without a lease detaches the key from any lease.
+	Lease         int64 `protobuf:"varint,5,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +505,13 @@ func (x *PutRequest) GetCondition() *Condition {
 		return x.Condition
 	}
 	return nil
+}
+
+func (x *PutRequest) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
 }
 
 type PutResponse struct {
@@ -891,6 +991,1222 @@ func (x *ListResponse) GetNextKey() []byte {
 	return nil
 }
 
+// Compare is one condition of a Txn on one key's current state. The target
+// is the field set in `target`; for an absent key version, create_revision,
+// mod_revision and lease compare as 0 and a value compare is false.
+type Compare struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Key    []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Result Compare_Result         `protobuf:"varint,2,opt,name=result,proto3,enum=raftwatch.v1.Compare_Result" json:"result,omitempty"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*Compare_Value
+	//	*Compare_Version
+	//	*Compare_CreateRevision
+	//	*Compare_ModRevision
+	//	*Compare_Lease
+	//	*Compare_Exists
+	Target        isCompare_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compare) Reset() {
+	*x = Compare{}
+	mi := &file_proto_raftwatch_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compare) ProtoMessage() {}
+
+func (x *Compare) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compare.ProtoReflect.Descriptor instead.
+func (*Compare) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Compare) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Compare) GetResult() Compare_Result {
+	if x != nil {
+		return x.Result
+	}
+	return Compare_EQUAL
+}
+
+func (x *Compare) GetTarget() isCompare_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Compare) GetValue() []byte {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Value); ok {
+			return x.Value
+		}
+	}
+	return nil
+}
+
+func (x *Compare) GetVersion() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Version); ok {
+			return x.Version
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetCreateRevision() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_CreateRevision); ok {
+			return x.CreateRevision
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetModRevision() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_ModRevision); ok {
+			return x.ModRevision
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetLease() int64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Lease); ok {
+			return x.Lease
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetExists() bool {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Exists); ok {
+			return x.Exists
+		}
+	}
+	return false
+}
+
+type isCompare_Target interface {
+	isCompare_Target()
+}
+
+type Compare_Value struct {
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3,oneof"` // byte-wise comparison
+}
+
+type Compare_Version struct {
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3,oneof"`
+}
+
+type Compare_CreateRevision struct {
+	CreateRevision uint64 `protobuf:"varint,5,opt,name=create_revision,json=createRevision,proto3,oneof"`
+}
+
+type Compare_ModRevision struct {
+	ModRevision uint64 `protobuf:"varint,6,opt,name=mod_revision,json=modRevision,proto3,oneof"`
+}
+
+type Compare_Lease struct {
+	Lease int64 `protobuf:"varint,7,opt,name=lease,proto3,oneof"`
+}
+
+type Compare_Exists struct {
+	Exists bool `protobuf:"varint,8,opt,name=exists,proto3,oneof"` // EQUAL or NOT_EQUAL only
+}
+
+func (*Compare_Value) isCompare_Target() {}
+
+func (*Compare_Version) isCompare_Target() {}
+
+func (*Compare_CreateRevision) isCompare_Target() {}
+
+func (*Compare_ModRevision) isCompare_Target() {}
+
+func (*Compare_Lease) isCompare_Target() {}
+
+func (*Compare_Exists) isCompare_Target() {}
+
+type DeletePrefixRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Starts and ends with '/'.
+	Prefix        []byte `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	PrevKv        bool   `protobuf:"varint,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePrefixRequest) Reset() {
+	*x = DeletePrefixRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePrefixRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePrefixRequest) ProtoMessage() {}
+
+func (x *DeletePrefixRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePrefixRequest.ProtoReflect.Descriptor instead.
+func (*DeletePrefixRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeletePrefixRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *DeletePrefixRequest) GetPrevKv() bool {
+	if x != nil {
+		return x.PrevKv
+	}
+	return false
+}
+
+type DeletePrefixResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// How many keys were deleted.
+	Deleted uint64 `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// The deleted keys' last states, in key order, when prev_kv was asked.
+	PrevKvs       []*KeyValue `protobuf:"bytes,3,rep,name=prev_kvs,json=prevKvs,proto3" json:"prev_kvs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePrefixResponse) Reset() {
+	*x = DeletePrefixResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePrefixResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePrefixResponse) ProtoMessage() {}
+
+func (x *DeletePrefixResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePrefixResponse.ProtoReflect.Descriptor instead.
+func (*DeletePrefixResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DeletePrefixResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DeletePrefixResponse) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *DeletePrefixResponse) GetPrevKvs() []*KeyValue {
+	if x != nil {
+		return x.PrevKvs
+	}
+	return nil
+}
+
+// TxnOp is one operation of a Txn branch. A put or delete inside a Txn has
+// no condition of its own (the Txn's compares are the condition); a get
+// reads the state as the earlier ops of the branch left it.
+type TxnOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*TxnOp_Put
+	//	*TxnOp_Delete
+	//	*TxnOp_Get
+	//	*TxnOp_DeletePrefix
+	Op            isTxnOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOp) Reset() {
+	*x = TxnOp{}
+	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOp) ProtoMessage() {}
+
+func (x *TxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
+func (*TxnOp) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TxnOp) GetOp() isTxnOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *TxnOp) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDeletePrefix() *DeletePrefixRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_DeletePrefix); ok {
+			return x.DeletePrefix
+		}
+	}
+	return nil
+}
+
+type isTxnOp_Op interface {
+	isTxnOp_Op()
+}
+
+type TxnOp_Put struct {
+	Put *PutRequest `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
+}
+
+type TxnOp_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type TxnOp_Get struct {
+	Get *GetRequest `protobuf:"bytes,3,opt,name=get,proto3,oneof"`
+}
+
+type TxnOp_DeletePrefix struct {
+	DeletePrefix *DeletePrefixRequest `protobuf:"bytes,4,opt,name=delete_prefix,json=deletePrefix,proto3,oneof"`
+}
+
+func (*TxnOp_Put) isTxnOp_Op() {}
+
+func (*TxnOp_Delete) isTxnOp_Op() {}
+
+func (*TxnOp_Get) isTxnOp_Op() {}
+
+func (*TxnOp_DeletePrefix) isTxnOp_Op() {}
+
+type TxnOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*TxnOpResult_Put
+	//	*TxnOpResult_Delete
+	//	*TxnOpResult_Get
+	//	*TxnOpResult_DeletePrefix
+	Result        isTxnOpResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOpResult) Reset() {
+	*x = TxnOpResult{}
+	mi := &file_proto_raftwatch_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResult) ProtoMessage() {}
+
+func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
+func (*TxnOpResult) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TxnOpResult) GetResult() isTxnOpResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDelete() *DeleteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetGet() *GetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDeletePrefix() *DeletePrefixResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_DeletePrefix); ok {
+			return x.DeletePrefix
+		}
+	}
+	return nil
+}
+
+type isTxnOpResult_Result interface {
+	isTxnOpResult_Result()
+}
+
+type TxnOpResult_Put struct {
+	Put *PutResponse `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
+}
+
+type TxnOpResult_Delete struct {
+	Delete *DeleteResponse `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type TxnOpResult_Get struct {
+	Get *GetResponse `protobuf:"bytes,3,opt,name=get,proto3,oneof"`
+}
+
+type TxnOpResult_DeletePrefix struct {
+	DeletePrefix *DeletePrefixResponse `protobuf:"bytes,4,opt,name=delete_prefix,json=deletePrefix,proto3,oneof"`
+}
+
+func (*TxnOpResult_Put) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Delete) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Get) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_DeletePrefix) isTxnOpResult_Result() {}
+
+// A branch may not mutate one key twice (a put or delete of a key under one
+// of its delete_prefix prefixes counts): INVALID_ARGUMENT.
+type TxnRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Compares []*Compare             `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
+	// Applied when every compare holds.
+	Success []*TxnOp `protobuf:"bytes,2,rep,name=success,proto3" json:"success,omitempty"`
+	// Applied otherwise.
+	Failure       []*TxnOp `protobuf:"bytes,3,rep,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRequest) Reset() {
+	*x = TxnRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRequest) ProtoMessage() {}
+
+func (x *TxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
+func (*TxnRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TxnRequest) GetCompares() []*Compare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetSuccess() []*TxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetFailure() []*TxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+type TxnResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revision of the log entry that carried the Txn: the mod_revision of
+	// every key it wrote.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// True when every compare held and the success branch ran.
+	Succeeded bool `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// One result per op of the branch that ran, in order.
+	Results       []*TxnOpResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResponse) Reset() {
+	*x = TxnResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResponse) ProtoMessage() {}
+
+func (x *TxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
+func (*TxnResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TxnResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *TxnResponse) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *TxnResponse) GetResults() []*TxnOpResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// A lease is granted with a TTL and kept alive by its holder; keys attached
+// to it are deleted, in one log entry, when it expires or is revoked.
+// Expiry is decided by the leader and applied through the log.
+type LeaseGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seconds; within the server's minimum and maximum (INVALID_ARGUMENT).
+	Ttl int64 `protobuf:"varint,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The lease's id; 0 = the server picks one. An id in use: ALREADY_EXISTS.
+	Id            int64 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantRequest) Reset() {
+	*x = LeaseGrantRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantRequest) ProtoMessage() {}
+
+func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
+func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LeaseGrantRequest) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *LeaseGrantRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantResponse) Reset() {
+	*x = LeaseGrantResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantResponse) ProtoMessage() {}
+
+func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
+func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LeaseGrantResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseRevokeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeRequest) Reset() {
+	*x = LeaseRevokeRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeRequest) ProtoMessage() {}
+
+func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LeaseRevokeRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseRevokeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revision of the entry that deleted the lease and its keys.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeResponse) Reset() {
+	*x = LeaseRevokeResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeResponse) ProtoMessage() {}
+
+func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LeaseRevokeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseKeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveRequest) Reset() {
+	*x = LeaseKeepAliveRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveRequest) ProtoMessage() {}
+
+func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LeaseKeepAliveRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseKeepAliveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The TTL the lease was renewed for, in seconds; 0 when the lease no
+	// longer exists (on the stream; KeepAliveOnce answers NOT_FOUND).
+	Ttl int64 `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Revision of the entry that carried the renewal.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveResponse) Reset() {
+	*x = LeaseKeepAliveResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveResponse) ProtoMessage() {}
+
+func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LeaseKeepAliveResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseKeepAliveResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *LeaseKeepAliveResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseTimeToLiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Also list the keys attached to the lease.
+	Keys          bool `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveRequest) Reset() {
+	*x = LeaseTimeToLiveRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveRequest) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LeaseTimeToLiveRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveRequest) GetKeys() bool {
+	if x != nil {
+		return x.Keys
+	}
+	return false
+}
+
+type LeaseTimeToLiveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Remaining seconds (rounded down) as this node estimates it.
+	Ttl        int64    `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	GrantedTtl int64    `protobuf:"varint,3,opt,name=granted_ttl,json=grantedTtl,proto3" json:"granted_ttl,omitempty"`
+	Keys       [][]byte `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Remaining milliseconds as this node estimates it.
+	RemainingMs int64 `protobuf:"varint,5,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	// The applied index the answer was read at.
+	Revision      uint64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveResponse) Reset() {
+	*x = LeaseTimeToLiveResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveResponse) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LeaseTimeToLiveResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetGrantedTtl() int64 {
+	if x != nil {
+		return x.GrantedTtl
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *LeaseTimeToLiveResponse) GetRemainingMs() int64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseLeasesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseLeasesRequest) Reset() {
+	*x = LeaseLeasesRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseLeasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseLeasesRequest) ProtoMessage() {}
+
+func (x *LeaseLeasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseLeasesRequest.ProtoReflect.Descriptor instead.
+func (*LeaseLeasesRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
+}
+
+type LeaseStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseStatus) Reset() {
+	*x = LeaseStatus{}
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseStatus) ProtoMessage() {}
+
+func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
+func (*LeaseStatus) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LeaseStatus) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseLeasesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leases        []*LeaseStatus         `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseLeasesResponse) Reset() {
+	*x = LeaseLeasesResponse{}
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseLeasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseLeasesResponse) ProtoMessage() {}
+
+func (x *LeaseLeasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseLeasesResponse.ProtoReflect.Descriptor instead.
+func (*LeaseLeasesResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LeaseLeasesResponse) GetLeases() []*LeaseStatus {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 // A watch stream multiplexes any number of watches. The client sends a
 // create for each; the server answers each with CREATED (or, if the create is
 // refused, CANCELED with watch_id 0 and code set), echoing request_id, then
@@ -920,7 +2236,7 @@ type WatchCreate struct {
 
 func (x *WatchCreate) Reset() {
 	*x = WatchCreate{}
-	mi := &file_proto_raftwatch_proto_msgTypes[10]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +2248,7 @@ func (x *WatchCreate) String() string {
 func (*WatchCreate) ProtoMessage() {}
 
 func (x *WatchCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[10]
+	mi := &file_proto_raftwatch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +2261,7 @@ func (x *WatchCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCreate.ProtoReflect.Descriptor instead.
 func (*WatchCreate) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{10}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchCreate) GetKey() []byte {
@@ -1004,7 +2320,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[11]
+	mi := &file_proto_raftwatch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +2332,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[11]
+	mi := &file_proto_raftwatch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +2345,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{11}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchRequest) GetRequest() isWatchRequest_Request {
@@ -1100,7 +2416,7 @@ type WatchProgressRequest struct {
 
 func (x *WatchProgressRequest) Reset() {
 	*x = WatchProgressRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[12]
+	mi := &file_proto_raftwatch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +2428,7 @@ func (x *WatchProgressRequest) String() string {
 func (*WatchProgressRequest) ProtoMessage() {}
 
 func (x *WatchProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[12]
+	mi := &file_proto_raftwatch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +2441,7 @@ func (x *WatchProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProgressRequest.ProtoReflect.Descriptor instead.
 func (*WatchProgressRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{12}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchProgressRequest) GetWatchId() uint64 {
@@ -1144,7 +2460,7 @@ type WatchCancelRequest struct {
 
 func (x *WatchCancelRequest) Reset() {
 	*x = WatchCancelRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	mi := &file_proto_raftwatch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +2472,7 @@ func (x *WatchCancelRequest) String() string {
 func (*WatchCancelRequest) ProtoMessage() {}
 
 func (x *WatchCancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[13]
+	mi := &file_proto_raftwatch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +2485,7 @@ func (x *WatchCancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCancelRequest.ProtoReflect.Descriptor instead.
 func (*WatchCancelRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{13}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchCancelRequest) GetWatchId() uint64 {
@@ -1211,7 +2527,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[14]
+	mi := &file_proto_raftwatch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +2539,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[14]
+	mi := &file_proto_raftwatch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +2552,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{14}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchResponse) GetType() EventType {
@@ -1329,7 +2645,7 @@ type WatchBatch struct {
 
 func (x *WatchBatch) Reset() {
 	*x = WatchBatch{}
-	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	mi := &file_proto_raftwatch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +2657,7 @@ func (x *WatchBatch) String() string {
 func (*WatchBatch) ProtoMessage() {}
 
 func (x *WatchBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[15]
+	mi := &file_proto_raftwatch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +2670,7 @@ func (x *WatchBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatch.ProtoReflect.Descriptor instead.
 func (*WatchBatch) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{15}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchBatch) GetResponses() []*WatchResponse {
@@ -1372,7 +2688,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	mi := &file_proto_raftwatch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +2700,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[16]
+	mi := &file_proto_raftwatch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +2713,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{16}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{34}
 }
 
 type StatusResponse struct {
@@ -1444,7 +2760,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	mi := &file_proto_raftwatch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +2772,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[17]
+	mi := &file_proto_raftwatch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +2785,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{17}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -1636,7 +2952,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	mi := &file_proto_raftwatch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +2964,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[18]
+	mi := &file_proto_raftwatch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +2977,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{18}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Member) GetId() string {
@@ -1714,7 +3030,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	mi := &file_proto_raftwatch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +3042,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[19]
+	mi := &file_proto_raftwatch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +3055,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{19}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{37}
 }
 
 type MembersResponse struct {
@@ -1751,7 +3067,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	mi := &file_proto_raftwatch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +3079,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[20]
+	mi := &file_proto_raftwatch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +3092,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{20}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1802,7 +3118,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	mi := &file_proto_raftwatch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +3130,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[21]
+	mi := &file_proto_raftwatch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +3143,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{21}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -1867,7 +3183,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	mi := &file_proto_raftwatch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +3195,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[22]
+	mi := &file_proto_raftwatch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +3208,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{22}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AddVoterResponse) GetIndex() uint64 {
@@ -1914,7 +3230,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	mi := &file_proto_raftwatch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +3242,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[23]
+	mi := &file_proto_raftwatch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +3255,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{23}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -1965,7 +3281,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	mi := &file_proto_raftwatch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +3293,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[24]
+	mi := &file_proto_raftwatch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +3306,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{24}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemoveServerResponse) GetIndex() uint64 {
@@ -2010,7 +3326,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +3338,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[25]
+	mi := &file_proto_raftwatch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +3351,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{25}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetMemberRequest) GetId() string {
@@ -2061,7 +3377,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +3389,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[26]
+	mi := &file_proto_raftwatch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +3402,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{26}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SetMemberResponse) GetIndex() uint64 {
@@ -2105,7 +3421,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +3433,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[27]
+	mi := &file_proto_raftwatch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +3446,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{27}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LogRequest) GetFromIndex() uint64 {
@@ -2156,7 +3472,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_proto_raftwatch_proto_msgTypes[28]
+	mi := &file_proto_raftwatch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +3484,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[28]
+	mi := &file_proto_raftwatch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +3497,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{28}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *LogEntry) GetIndex() uint64 {
@@ -2231,7 +3547,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_proto_raftwatch_proto_msgTypes[29]
+	mi := &file_proto_raftwatch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +3559,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[29]
+	mi := &file_proto_raftwatch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +3572,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{29}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -2281,14 +3597,21 @@ type Op struct {
 	Value     []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
 	Condition *Condition             `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
 	// Read the previous value during apply for this op.
-	WantPrev      bool `protobuf:"varint,5,opt,name=want_prev,json=wantPrev,proto3" json:"want_prev,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WantPrev bool        `protobuf:"varint,5,opt,name=want_prev,json=wantPrev,proto3" json:"want_prev,omitempty"`
+	Txn      *TxnRequest `protobuf:"bytes,6,opt,name=txn,proto3" json:"txn,omitempty"`
+	// PUT: the lease to attach the key to (0 = none); LEASE_*: the lease.
+	Lease int64 `protobuf:"varint,7,opt,name=lease,proto3" json:"lease,omitempty"`
+	// LEASE_GRANT: the TTL in seconds.
+	Ttl              int64              `protobuf:"varint,8,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	LeaseCheckpoints []*LeaseCheckpoint `protobuf:"bytes,9,rep,name=lease_checkpoints,json=leaseCheckpoints,proto3" json:"lease_checkpoints,omitempty"`
+	LeaseExpiries    []*LeaseExpiry     `protobuf:"bytes,10,rep,name=lease_expiries,json=leaseExpiries,proto3" json:"lease_expiries,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_proto_raftwatch_proto_msgTypes[30]
+	mi := &file_proto_raftwatch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +3623,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[30]
+	mi := &file_proto_raftwatch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +3636,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{30}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Op) GetKind() Op_Kind {
@@ -2351,6 +3674,157 @@ func (x *Op) GetWantPrev() bool {
 	return false
 }
 
+func (x *Op) GetTxn() *TxnRequest {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *Op) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *Op) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *Op) GetLeaseCheckpoints() []*LeaseCheckpoint {
+	if x != nil {
+		return x.LeaseCheckpoints
+	}
+	return nil
+}
+
+func (x *Op) GetLeaseExpiries() []*LeaseExpiry {
+	if x != nil {
+		return x.LeaseExpiries
+	}
+	return nil
+}
+
+// LeaseCheckpoint is a lease's remaining TTL as the leader saw it while the
+// lease's last renewal was the one at renewed_index (ignored otherwise).
+type LeaseCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	RemainingMs   int64                  `protobuf:"varint,2,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	RenewedIndex  uint64                 `protobuf:"varint,3,opt,name=renewed_index,json=renewedIndex,proto3" json:"renewed_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCheckpoint) Reset() {
+	*x = LeaseCheckpoint{}
+	mi := &file_proto_raftwatch_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCheckpoint) ProtoMessage() {}
+
+func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
+func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *LeaseCheckpoint) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *LeaseCheckpoint) GetRemainingMs() int64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
+func (x *LeaseCheckpoint) GetRenewedIndex() uint64 {
+	if x != nil {
+		return x.RenewedIndex
+	}
+	return 0
+}
+
+// LeaseExpiry expires a lease whose last renewal is still the one at
+// renewed_index.
+type LeaseExpiry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	RenewedIndex  uint64                 `protobuf:"varint,2,opt,name=renewed_index,json=renewedIndex,proto3" json:"renewed_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseExpiry) Reset() {
+	*x = LeaseExpiry{}
+	mi := &file_proto_raftwatch_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseExpiry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseExpiry) ProtoMessage() {}
+
+func (x *LeaseExpiry) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseExpiry.ProtoReflect.Descriptor instead.
+func (*LeaseExpiry) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *LeaseExpiry) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *LeaseExpiry) GetRenewedIndex() uint64 {
+	if x != nil {
+		return x.RenewedIndex
+	}
+	return 0
+}
+
 // Chunk is the payload of one Raft log entry: client ops grouped by the
 // leader's batcher. All ops share the entry's index as their revision.
 type Chunk struct {
@@ -2362,7 +3836,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_proto_raftwatch_proto_msgTypes[31]
+	mi := &file_proto_raftwatch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +3848,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raftwatch_proto_msgTypes[31]
+	mi := &file_proto_raftwatch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +3861,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_proto_raftwatch_proto_rawDescGZIP(), []int{31}
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Chunk) GetOps() []*Op {
@@ -2401,23 +3875,25 @@ var File_proto_raftwatch_proto protoreflect.FileDescriptor
 
 const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
-	"\x15proto/raftwatch.proto\x12\fraftwatch.v1\"\x98\x01\n" +
+	"\x15proto/raftwatch.proto\x12\fraftwatch.v1\"\xae\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x04R\aversion\"U\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05lease\x18\x06 \x01(\x03R\x05lease\"U\n" +
 	"\tCondition\x12#\n" +
 	"\fmod_revision\x18\x01 \x01(\x04H\x00R\vmodRevision\x12\x18\n" +
 	"\x06absent\x18\x02 \x01(\bH\x00R\x06absentB\t\n" +
-	"\arequire\"\x84\x01\n" +
+	"\arequire\"\x9a\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x17\n" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x125\n" +
-	"\tcondition\x18\x04 \x01(\v2\x17.raftwatch.v1.ConditionR\tcondition\"\x9b\x01\n" +
+	"\tcondition\x18\x04 \x01(\v2\x17.raftwatch.v1.ConditionR\tcondition\x12\x14\n" +
+	"\x05lease\x18\x05 \x01(\x03R\x05lease\"\x9b\x01\n" +
 	"\vPutResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1c\n" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12/\n" +
@@ -2450,7 +3926,83 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x03kvs\x18\x01 \x03(\v2\x16.raftwatch.v1.KeyValueR\x03kvs\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x04 \x01(\fR\anextKey\"\xbd\x01\n" +
+	"\bnext_key\x18\x04 \x01(\fR\anextKey\"\xcc\x02\n" +
+	"\aCompare\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x124\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x1c.raftwatch.v1.Compare.ResultR\x06result\x12\x16\n" +
+	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x1a\n" +
+	"\aversion\x18\x04 \x01(\x04H\x00R\aversion\x12)\n" +
+	"\x0fcreate_revision\x18\x05 \x01(\x04H\x00R\x0ecreateRevision\x12#\n" +
+	"\fmod_revision\x18\x06 \x01(\x04H\x00R\vmodRevision\x12\x16\n" +
+	"\x05lease\x18\a \x01(\x03H\x00R\x05lease\x12\x18\n" +
+	"\x06exists\x18\b \x01(\bH\x00R\x06exists\"9\n" +
+	"\x06Result\x12\t\n" +
+	"\x05EQUAL\x10\x00\x12\r\n" +
+	"\tNOT_EQUAL\x10\x01\x12\b\n" +
+	"\x04LESS\x10\x02\x12\v\n" +
+	"\aGREATER\x10\x03B\b\n" +
+	"\x06target\"F\n" +
+	"\x13DeletePrefixRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x17\n" +
+	"\aprev_kv\x18\x02 \x01(\bR\x06prevKv\"\x7f\n" +
+	"\x14DeletePrefixResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x04R\adeleted\x121\n" +
+	"\bprev_kvs\x18\x03 \x03(\v2\x16.raftwatch.v1.KeyValueR\aprevKvs\"\xea\x01\n" +
+	"\x05TxnOp\x12,\n" +
+	"\x03put\x18\x01 \x01(\v2\x18.raftwatch.v1.PutRequestH\x00R\x03put\x125\n" +
+	"\x06delete\x18\x02 \x01(\v2\x1b.raftwatch.v1.DeleteRequestH\x00R\x06delete\x12,\n" +
+	"\x03get\x18\x03 \x01(\v2\x18.raftwatch.v1.GetRequestH\x00R\x03get\x12H\n" +
+	"\rdelete_prefix\x18\x04 \x01(\v2!.raftwatch.v1.DeletePrefixRequestH\x00R\fdeletePrefixB\x04\n" +
+	"\x02op\"\xf8\x01\n" +
+	"\vTxnOpResult\x12-\n" +
+	"\x03put\x18\x01 \x01(\v2\x19.raftwatch.v1.PutResponseH\x00R\x03put\x126\n" +
+	"\x06delete\x18\x02 \x01(\v2\x1c.raftwatch.v1.DeleteResponseH\x00R\x06delete\x12-\n" +
+	"\x03get\x18\x03 \x01(\v2\x19.raftwatch.v1.GetResponseH\x00R\x03get\x12I\n" +
+	"\rdelete_prefix\x18\x04 \x01(\v2\".raftwatch.v1.DeletePrefixResponseH\x00R\fdeletePrefixB\b\n" +
+	"\x06result\"\x9d\x01\n" +
+	"\n" +
+	"TxnRequest\x121\n" +
+	"\bcompares\x18\x01 \x03(\v2\x15.raftwatch.v1.CompareR\bcompares\x12-\n" +
+	"\asuccess\x18\x02 \x03(\v2\x13.raftwatch.v1.TxnOpR\asuccess\x12-\n" +
+	"\afailure\x18\x03 \x03(\v2\x13.raftwatch.v1.TxnOpR\afailure\"|\n" +
+	"\vTxnResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x123\n" +
+	"\aresults\x18\x03 \x03(\v2\x19.raftwatch.v1.TxnOpResultR\aresults\"5\n" +
+	"\x11LeaseGrantRequest\x12\x10\n" +
+	"\x03ttl\x18\x01 \x01(\x03R\x03ttl\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x03R\x02id\"R\n" +
+	"\x12LeaseGrantResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"$\n" +
+	"\x12LeaseRevokeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"1\n" +
+	"\x13LeaseRevokeResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"'\n" +
+	"\x15LeaseKeepAliveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"V\n" +
+	"\x16LeaseKeepAliveResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"<\n" +
+	"\x16LeaseTimeToLiveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04keys\x18\x02 \x01(\bR\x04keys\"\xaf\x01\n" +
+	"\x17LeaseTimeToLiveResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1f\n" +
+	"\vgranted_ttl\x18\x03 \x01(\x03R\n" +
+	"grantedTtl\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\fR\x04keys\x12!\n" +
+	"\fremaining_ms\x18\x05 \x01(\x03R\vremainingMs\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x04R\brevision\"\x14\n" +
+	"\x12LeaseLeasesRequest\"\x1d\n" +
+	"\vLeaseStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"H\n" +
+	"\x13LeaseLeasesResponse\x121\n" +
+	"\x06leases\x18\x01 \x03(\v2\x19.raftwatch.v1.LeaseStatusR\x06leases\"\xbd\x01\n" +
 	"\vWatchCreate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12\x17\n" +
@@ -2559,19 +4111,38 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
-	"leaderAddr\"\xd8\x01\n" +
+	"leaderAddr\"\xa0\x04\n" +
 	"\x02Op\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.raftwatch.v1.Op.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x125\n" +
 	"\tcondition\x18\x04 \x01(\v2\x17.raftwatch.v1.ConditionR\tcondition\x12\x1b\n" +
-	"\twant_prev\x18\x05 \x01(\bR\bwantPrev\"+\n" +
+	"\twant_prev\x18\x05 \x01(\bR\bwantPrev\x12*\n" +
+	"\x03txn\x18\x06 \x01(\v2\x18.raftwatch.v1.TxnRequestR\x03txn\x12\x14\n" +
+	"\x05lease\x18\a \x01(\x03R\x05lease\x12\x10\n" +
+	"\x03ttl\x18\b \x01(\x03R\x03ttl\x12J\n" +
+	"\x11lease_checkpoints\x18\t \x03(\v2\x1d.raftwatch.v1.LeaseCheckpointR\x10leaseCheckpoints\x12@\n" +
+	"\x0elease_expiries\x18\n" +
+	" \x03(\v2\x19.raftwatch.v1.LeaseExpiryR\rleaseExpiries\"\x90\x01\n" +
 	"\x04Kind\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x01\x12\x0e\n" +
 	"\n" +
-	"SET_MEMBER\x10\x02\"+\n" +
+	"SET_MEMBER\x10\x02\x12\a\n" +
+	"\x03TXN\x10\x03\x12\x0f\n" +
+	"\vLEASE_GRANT\x10\x04\x12\x10\n" +
+	"\fLEASE_REVOKE\x10\x05\x12\x0f\n" +
+	"\vLEASE_RENEW\x10\x06\x12\x14\n" +
+	"\x10LEASE_CHECKPOINT\x10\a\x12\x10\n" +
+	"\fLEASE_EXPIRE\x10\b\"o\n" +
+	"\x0fLeaseCheckpoint\x12\x14\n" +
+	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12!\n" +
+	"\fremaining_ms\x18\x02 \x01(\x03R\vremainingMs\x12#\n" +
+	"\rrenewed_index\x18\x03 \x01(\x04R\frenewedIndex\"H\n" +
+	"\vLeaseExpiry\x12\x14\n" +
+	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12#\n" +
+	"\rrenewed_index\x18\x02 \x01(\x04R\frenewedIndex\"+\n" +
 	"\x05Chunk\x12\"\n" +
 	"\x03ops\x18\x01 \x03(\v2\x10.raftwatch.v1.OpR\x03ops*1\n" +
 	"\vConsistency\x12\x10\n" +
@@ -2584,12 +4155,21 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"\x06DELETE\x10\x03\x12\f\n" +
 	"\bPROGRESS\x10\x04\x12\f\n" +
-	"\bCANCELED\x10\x052\x80\x02\n" +
+	"\bCANCELED\x10\x052\xbc\x02\n" +
 	"\x02KV\x12:\n" +
 	"\x03Put\x12\x18.raftwatch.v1.PutRequest\x1a\x19.raftwatch.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.raftwatch.v1.GetRequest\x1a\x19.raftwatch.v1.GetResponse\x12C\n" +
 	"\x06Delete\x12\x1b.raftwatch.v1.DeleteRequest\x1a\x1c.raftwatch.v1.DeleteResponse\x12=\n" +
-	"\x04List\x12\x19.raftwatch.v1.ListRequest\x1a\x1a.raftwatch.v1.ListResponse2J\n" +
+	"\x04List\x12\x19.raftwatch.v1.ListRequest\x1a\x1a.raftwatch.v1.ListResponse\x12:\n" +
+	"\x03Txn\x12\x18.raftwatch.v1.TxnRequest\x1a\x19.raftwatch.v1.TxnResponse2\x84\x04\n" +
+	"\x05Lease\x12J\n" +
+	"\x05Grant\x12\x1f.raftwatch.v1.LeaseGrantRequest\x1a .raftwatch.v1.LeaseGrantResponse\x12M\n" +
+	"\x06Revoke\x12 .raftwatch.v1.LeaseRevokeRequest\x1a!.raftwatch.v1.LeaseRevokeResponse\x12Z\n" +
+	"\tKeepAlive\x12#.raftwatch.v1.LeaseKeepAliveRequest\x1a$.raftwatch.v1.LeaseKeepAliveResponse(\x010\x01\x12Z\n" +
+	"\rKeepAliveOnce\x12#.raftwatch.v1.LeaseKeepAliveRequest\x1a$.raftwatch.v1.LeaseKeepAliveResponse\x12Y\n" +
+	"\n" +
+	"TimeToLive\x12$.raftwatch.v1.LeaseTimeToLiveRequest\x1a%.raftwatch.v1.LeaseTimeToLiveResponse\x12M\n" +
+	"\x06Leases\x12 .raftwatch.v1.LeaseLeasesRequest\x1a!.raftwatch.v1.LeaseLeasesResponse2J\n" +
 	"\x05Watch\x12A\n" +
 	"\x05Watch\x12\x1a.raftwatch.v1.WatchRequest\x1a\x18.raftwatch.v1.WatchBatch(\x010\x012\xc1\x03\n" +
 	"\aCluster\x12C\n" +
@@ -2612,91 +4192,144 @@ func file_proto_raftwatch_proto_rawDescGZIP() []byte {
 	return file_proto_raftwatch_proto_rawDescData
 }
 
-var file_proto_raftwatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_proto_raftwatch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_proto_raftwatch_proto_goTypes = []any{
-	(Consistency)(0),             // 0: raftwatch.v1.Consistency
-	(EventType)(0),               // 1: raftwatch.v1.EventType
-	(Op_Kind)(0),                 // 2: raftwatch.v1.Op.Kind
-	(*KeyValue)(nil),             // 3: raftwatch.v1.KeyValue
-	(*Condition)(nil),            // 4: raftwatch.v1.Condition
-	(*PutRequest)(nil),           // 5: raftwatch.v1.PutRequest
-	(*PutResponse)(nil),          // 6: raftwatch.v1.PutResponse
-	(*GetRequest)(nil),           // 7: raftwatch.v1.GetRequest
-	(*GetResponse)(nil),          // 8: raftwatch.v1.GetResponse
-	(*DeleteRequest)(nil),        // 9: raftwatch.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 10: raftwatch.v1.DeleteResponse
-	(*ListRequest)(nil),          // 11: raftwatch.v1.ListRequest
-	(*ListResponse)(nil),         // 12: raftwatch.v1.ListResponse
-	(*WatchCreate)(nil),          // 13: raftwatch.v1.WatchCreate
-	(*WatchRequest)(nil),         // 14: raftwatch.v1.WatchRequest
-	(*WatchProgressRequest)(nil), // 15: raftwatch.v1.WatchProgressRequest
-	(*WatchCancelRequest)(nil),   // 16: raftwatch.v1.WatchCancelRequest
-	(*WatchResponse)(nil),        // 17: raftwatch.v1.WatchResponse
-	(*WatchBatch)(nil),           // 18: raftwatch.v1.WatchBatch
-	(*StatusRequest)(nil),        // 19: raftwatch.v1.StatusRequest
-	(*StatusResponse)(nil),       // 20: raftwatch.v1.StatusResponse
-	(*Member)(nil),               // 21: raftwatch.v1.Member
-	(*MembersRequest)(nil),       // 22: raftwatch.v1.MembersRequest
-	(*MembersResponse)(nil),      // 23: raftwatch.v1.MembersResponse
-	(*AddVoterRequest)(nil),      // 24: raftwatch.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),     // 25: raftwatch.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),  // 26: raftwatch.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil), // 27: raftwatch.v1.RemoveServerResponse
-	(*SetMemberRequest)(nil),     // 28: raftwatch.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),    // 29: raftwatch.v1.SetMemberResponse
-	(*LogRequest)(nil),           // 30: raftwatch.v1.LogRequest
-	(*LogEntry)(nil),             // 31: raftwatch.v1.LogEntry
-	(*NotLeader)(nil),            // 32: raftwatch.v1.NotLeader
-	(*Op)(nil),                   // 33: raftwatch.v1.Op
-	(*Chunk)(nil),                // 34: raftwatch.v1.Chunk
+	(Consistency)(0),                // 0: raftwatch.v1.Consistency
+	(EventType)(0),                  // 1: raftwatch.v1.EventType
+	(Compare_Result)(0),             // 2: raftwatch.v1.Compare.Result
+	(Op_Kind)(0),                    // 3: raftwatch.v1.Op.Kind
+	(*KeyValue)(nil),                // 4: raftwatch.v1.KeyValue
+	(*Condition)(nil),               // 5: raftwatch.v1.Condition
+	(*PutRequest)(nil),              // 6: raftwatch.v1.PutRequest
+	(*PutResponse)(nil),             // 7: raftwatch.v1.PutResponse
+	(*GetRequest)(nil),              // 8: raftwatch.v1.GetRequest
+	(*GetResponse)(nil),             // 9: raftwatch.v1.GetResponse
+	(*DeleteRequest)(nil),           // 10: raftwatch.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 11: raftwatch.v1.DeleteResponse
+	(*ListRequest)(nil),             // 12: raftwatch.v1.ListRequest
+	(*ListResponse)(nil),            // 13: raftwatch.v1.ListResponse
+	(*Compare)(nil),                 // 14: raftwatch.v1.Compare
+	(*DeletePrefixRequest)(nil),     // 15: raftwatch.v1.DeletePrefixRequest
+	(*DeletePrefixResponse)(nil),    // 16: raftwatch.v1.DeletePrefixResponse
+	(*TxnOp)(nil),                   // 17: raftwatch.v1.TxnOp
+	(*TxnOpResult)(nil),             // 18: raftwatch.v1.TxnOpResult
+	(*TxnRequest)(nil),              // 19: raftwatch.v1.TxnRequest
+	(*TxnResponse)(nil),             // 20: raftwatch.v1.TxnResponse
+	(*LeaseGrantRequest)(nil),       // 21: raftwatch.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 22: raftwatch.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 23: raftwatch.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 24: raftwatch.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 25: raftwatch.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 26: raftwatch.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 27: raftwatch.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 28: raftwatch.v1.LeaseTimeToLiveResponse
+	(*LeaseLeasesRequest)(nil),      // 29: raftwatch.v1.LeaseLeasesRequest
+	(*LeaseStatus)(nil),             // 30: raftwatch.v1.LeaseStatus
+	(*LeaseLeasesResponse)(nil),     // 31: raftwatch.v1.LeaseLeasesResponse
+	(*WatchCreate)(nil),             // 32: raftwatch.v1.WatchCreate
+	(*WatchRequest)(nil),            // 33: raftwatch.v1.WatchRequest
+	(*WatchProgressRequest)(nil),    // 34: raftwatch.v1.WatchProgressRequest
+	(*WatchCancelRequest)(nil),      // 35: raftwatch.v1.WatchCancelRequest
+	(*WatchResponse)(nil),           // 36: raftwatch.v1.WatchResponse
+	(*WatchBatch)(nil),              // 37: raftwatch.v1.WatchBatch
+	(*StatusRequest)(nil),           // 38: raftwatch.v1.StatusRequest
+	(*StatusResponse)(nil),          // 39: raftwatch.v1.StatusResponse
+	(*Member)(nil),                  // 40: raftwatch.v1.Member
+	(*MembersRequest)(nil),          // 41: raftwatch.v1.MembersRequest
+	(*MembersResponse)(nil),         // 42: raftwatch.v1.MembersResponse
+	(*AddVoterRequest)(nil),         // 43: raftwatch.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),        // 44: raftwatch.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),     // 45: raftwatch.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),    // 46: raftwatch.v1.RemoveServerResponse
+	(*SetMemberRequest)(nil),        // 47: raftwatch.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),       // 48: raftwatch.v1.SetMemberResponse
+	(*LogRequest)(nil),              // 49: raftwatch.v1.LogRequest
+	(*LogEntry)(nil),                // 50: raftwatch.v1.LogEntry
+	(*NotLeader)(nil),               // 51: raftwatch.v1.NotLeader
+	(*Op)(nil),                      // 52: raftwatch.v1.Op
+	(*LeaseCheckpoint)(nil),         // 53: raftwatch.v1.LeaseCheckpoint
+	(*LeaseExpiry)(nil),             // 54: raftwatch.v1.LeaseExpiry
+	(*Chunk)(nil),                   // 55: raftwatch.v1.Chunk
 }
 var file_proto_raftwatch_proto_depIdxs = []int32{
-	4,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
-	3,  // 1: raftwatch.v1.PutResponse.prev_kv:type_name -> raftwatch.v1.KeyValue
+	5,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
+	4,  // 1: raftwatch.v1.PutResponse.prev_kv:type_name -> raftwatch.v1.KeyValue
 	0,  // 2: raftwatch.v1.GetRequest.consistency:type_name -> raftwatch.v1.Consistency
-	3,  // 3: raftwatch.v1.GetResponse.kv:type_name -> raftwatch.v1.KeyValue
-	4,  // 4: raftwatch.v1.DeleteRequest.condition:type_name -> raftwatch.v1.Condition
-	3,  // 5: raftwatch.v1.DeleteResponse.prev_kv:type_name -> raftwatch.v1.KeyValue
+	4,  // 3: raftwatch.v1.GetResponse.kv:type_name -> raftwatch.v1.KeyValue
+	5,  // 4: raftwatch.v1.DeleteRequest.condition:type_name -> raftwatch.v1.Condition
+	4,  // 5: raftwatch.v1.DeleteResponse.prev_kv:type_name -> raftwatch.v1.KeyValue
 	0,  // 6: raftwatch.v1.ListRequest.consistency:type_name -> raftwatch.v1.Consistency
-	3,  // 7: raftwatch.v1.ListResponse.kvs:type_name -> raftwatch.v1.KeyValue
-	13, // 8: raftwatch.v1.WatchRequest.create:type_name -> raftwatch.v1.WatchCreate
-	15, // 9: raftwatch.v1.WatchRequest.progress:type_name -> raftwatch.v1.WatchProgressRequest
-	16, // 10: raftwatch.v1.WatchRequest.cancel:type_name -> raftwatch.v1.WatchCancelRequest
-	1,  // 11: raftwatch.v1.WatchResponse.type:type_name -> raftwatch.v1.EventType
-	17, // 12: raftwatch.v1.WatchBatch.responses:type_name -> raftwatch.v1.WatchResponse
-	21, // 13: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
-	34, // 14: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
-	2,  // 15: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
-	4,  // 16: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
-	33, // 17: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
-	5,  // 18: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
-	7,  // 19: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
-	9,  // 20: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
-	11, // 21: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
-	14, // 22: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
-	19, // 23: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
-	22, // 24: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
-	24, // 25: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
-	26, // 26: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
-	28, // 27: raftwatch.v1.Cluster.SetMember:input_type -> raftwatch.v1.SetMemberRequest
-	30, // 28: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
-	6,  // 29: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
-	8,  // 30: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
-	10, // 31: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
-	12, // 32: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
-	18, // 33: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
-	20, // 34: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
-	23, // 35: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
-	25, // 36: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
-	27, // 37: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
-	29, // 38: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
-	31, // 39: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
-	29, // [29:40] is the sub-list for method output_type
-	18, // [18:29] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 7: raftwatch.v1.ListResponse.kvs:type_name -> raftwatch.v1.KeyValue
+	2,  // 8: raftwatch.v1.Compare.result:type_name -> raftwatch.v1.Compare.Result
+	4,  // 9: raftwatch.v1.DeletePrefixResponse.prev_kvs:type_name -> raftwatch.v1.KeyValue
+	6,  // 10: raftwatch.v1.TxnOp.put:type_name -> raftwatch.v1.PutRequest
+	10, // 11: raftwatch.v1.TxnOp.delete:type_name -> raftwatch.v1.DeleteRequest
+	8,  // 12: raftwatch.v1.TxnOp.get:type_name -> raftwatch.v1.GetRequest
+	15, // 13: raftwatch.v1.TxnOp.delete_prefix:type_name -> raftwatch.v1.DeletePrefixRequest
+	7,  // 14: raftwatch.v1.TxnOpResult.put:type_name -> raftwatch.v1.PutResponse
+	11, // 15: raftwatch.v1.TxnOpResult.delete:type_name -> raftwatch.v1.DeleteResponse
+	9,  // 16: raftwatch.v1.TxnOpResult.get:type_name -> raftwatch.v1.GetResponse
+	16, // 17: raftwatch.v1.TxnOpResult.delete_prefix:type_name -> raftwatch.v1.DeletePrefixResponse
+	14, // 18: raftwatch.v1.TxnRequest.compares:type_name -> raftwatch.v1.Compare
+	17, // 19: raftwatch.v1.TxnRequest.success:type_name -> raftwatch.v1.TxnOp
+	17, // 20: raftwatch.v1.TxnRequest.failure:type_name -> raftwatch.v1.TxnOp
+	18, // 21: raftwatch.v1.TxnResponse.results:type_name -> raftwatch.v1.TxnOpResult
+	30, // 22: raftwatch.v1.LeaseLeasesResponse.leases:type_name -> raftwatch.v1.LeaseStatus
+	32, // 23: raftwatch.v1.WatchRequest.create:type_name -> raftwatch.v1.WatchCreate
+	34, // 24: raftwatch.v1.WatchRequest.progress:type_name -> raftwatch.v1.WatchProgressRequest
+	35, // 25: raftwatch.v1.WatchRequest.cancel:type_name -> raftwatch.v1.WatchCancelRequest
+	1,  // 26: raftwatch.v1.WatchResponse.type:type_name -> raftwatch.v1.EventType
+	36, // 27: raftwatch.v1.WatchBatch.responses:type_name -> raftwatch.v1.WatchResponse
+	40, // 28: raftwatch.v1.MembersResponse.members:type_name -> raftwatch.v1.Member
+	55, // 29: raftwatch.v1.LogEntry.chunk:type_name -> raftwatch.v1.Chunk
+	3,  // 30: raftwatch.v1.Op.kind:type_name -> raftwatch.v1.Op.Kind
+	5,  // 31: raftwatch.v1.Op.condition:type_name -> raftwatch.v1.Condition
+	19, // 32: raftwatch.v1.Op.txn:type_name -> raftwatch.v1.TxnRequest
+	53, // 33: raftwatch.v1.Op.lease_checkpoints:type_name -> raftwatch.v1.LeaseCheckpoint
+	54, // 34: raftwatch.v1.Op.lease_expiries:type_name -> raftwatch.v1.LeaseExpiry
+	52, // 35: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
+	6,  // 36: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
+	8,  // 37: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
+	10, // 38: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
+	12, // 39: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
+	19, // 40: raftwatch.v1.KV.Txn:input_type -> raftwatch.v1.TxnRequest
+	21, // 41: raftwatch.v1.Lease.Grant:input_type -> raftwatch.v1.LeaseGrantRequest
+	23, // 42: raftwatch.v1.Lease.Revoke:input_type -> raftwatch.v1.LeaseRevokeRequest
+	25, // 43: raftwatch.v1.Lease.KeepAlive:input_type -> raftwatch.v1.LeaseKeepAliveRequest
+	25, // 44: raftwatch.v1.Lease.KeepAliveOnce:input_type -> raftwatch.v1.LeaseKeepAliveRequest
+	27, // 45: raftwatch.v1.Lease.TimeToLive:input_type -> raftwatch.v1.LeaseTimeToLiveRequest
+	29, // 46: raftwatch.v1.Lease.Leases:input_type -> raftwatch.v1.LeaseLeasesRequest
+	33, // 47: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
+	38, // 48: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
+	41, // 49: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
+	43, // 50: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
+	45, // 51: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
+	47, // 52: raftwatch.v1.Cluster.SetMember:input_type -> raftwatch.v1.SetMemberRequest
+	49, // 53: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
+	7,  // 54: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
+	9,  // 55: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
+	11, // 56: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
+	13, // 57: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
+	20, // 58: raftwatch.v1.KV.Txn:output_type -> raftwatch.v1.TxnResponse
+	22, // 59: raftwatch.v1.Lease.Grant:output_type -> raftwatch.v1.LeaseGrantResponse
+	24, // 60: raftwatch.v1.Lease.Revoke:output_type -> raftwatch.v1.LeaseRevokeResponse
+	26, // 61: raftwatch.v1.Lease.KeepAlive:output_type -> raftwatch.v1.LeaseKeepAliveResponse
+	26, // 62: raftwatch.v1.Lease.KeepAliveOnce:output_type -> raftwatch.v1.LeaseKeepAliveResponse
+	28, // 63: raftwatch.v1.Lease.TimeToLive:output_type -> raftwatch.v1.LeaseTimeToLiveResponse
+	31, // 64: raftwatch.v1.Lease.Leases:output_type -> raftwatch.v1.LeaseLeasesResponse
+	37, // 65: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
+	39, // 66: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
+	42, // 67: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
+	44, // 68: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
+	46, // 69: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
+	48, // 70: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
+	50, // 71: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
+	54, // [54:72] is the sub-list for method output_type
+	36, // [36:54] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_proto_raftwatch_proto_init() }
@@ -2708,22 +4341,42 @@ func file_proto_raftwatch_proto_init() {
 		(*Condition_ModRevision)(nil),
 		(*Condition_Absent)(nil),
 	}
-	file_proto_raftwatch_proto_msgTypes[11].OneofWrappers = []any{
+	file_proto_raftwatch_proto_msgTypes[10].OneofWrappers = []any{
+		(*Compare_Value)(nil),
+		(*Compare_Version)(nil),
+		(*Compare_CreateRevision)(nil),
+		(*Compare_ModRevision)(nil),
+		(*Compare_Lease)(nil),
+		(*Compare_Exists)(nil),
+	}
+	file_proto_raftwatch_proto_msgTypes[13].OneofWrappers = []any{
+		(*TxnOp_Put)(nil),
+		(*TxnOp_Delete)(nil),
+		(*TxnOp_Get)(nil),
+		(*TxnOp_DeletePrefix)(nil),
+	}
+	file_proto_raftwatch_proto_msgTypes[14].OneofWrappers = []any{
+		(*TxnOpResult_Put)(nil),
+		(*TxnOpResult_Delete)(nil),
+		(*TxnOpResult_Get)(nil),
+		(*TxnOpResult_DeletePrefix)(nil),
+	}
+	file_proto_raftwatch_proto_msgTypes[29].OneofWrappers = []any{
 		(*WatchRequest_Create)(nil),
 		(*WatchRequest_Progress)(nil),
 		(*WatchRequest_Cancel)(nil),
 	}
-	file_proto_raftwatch_proto_msgTypes[14].OneofWrappers = []any{}
-	file_proto_raftwatch_proto_msgTypes[18].OneofWrappers = []any{}
+	file_proto_raftwatch_proto_msgTypes[32].OneofWrappers = []any{}
+	file_proto_raftwatch_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raftwatch_proto_rawDesc), len(file_proto_raftwatch_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   32,
+			NumEnums:      4,
+			NumMessages:   52,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_proto_raftwatch_proto_goTypes,
 		DependencyIndexes: file_proto_raftwatch_proto_depIdxs,
