@@ -57,10 +57,11 @@ type OpResult struct {
 	// Err is why the op was refused at apply time (e.g. its lease does not
 	// exist); nothing changed. The same on every node.
 	Err         error
-	Succeeded   bool      // false when the op's condition did not hold
-	Deleted     bool      // DELETE removed an existing key
-	Prev        *KeyValue // state before the op, when asked or a condition was set; nil if absent
-	ModRevision uint64    // the key's mod revision after the op (0 = absent)
+	Succeeded   bool       // false when the op's condition did not hold
+	Deleted     bool       // DELETE removed an existing key
+	Prev        *KeyValue  // state before the op, when asked or a condition was set; nil if absent
+	ModRevision uint64     // the key's mod revision after the op (0 = absent)
+	Txn         *TxnResult // TXN: which branch ran and each op's result
 }
 
 // FSM applies committed log entries to bbolt. It implements raft.BatchingFSM
@@ -378,6 +379,8 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 			res.Ops[i], err = a.put(index, opMutation(op))
 		case pb.Op_DELETE:
 			res.Ops[i], err = a.delete(index, opMutation(op))
+		case pb.Op_TXN:
+			res.Ops[i], err = a.txn(index, op.Txn)
 		case pb.Op_SET_MEMBER:
 			err = a.members.Put(op.Key, sealed(op.Key, op.Value))
 			res.Ops[i].Succeeded = true
@@ -402,32 +405,25 @@ func (a *applier) current(key []byte) (KeyValue, bool, error) {
 	return kv, err == nil, err
 }
 
-// holds reports whether cond is satisfied by the key's current state.
-func holds(cond *pb.Condition, cur KeyValue, found bool) bool {
-	switch r := cond.GetRequire().(type) {
-	case *pb.Condition_ModRevision:
-		return found && cur.ModRevision == r.ModRevision
-	case *pb.Condition_Absent:
-		return !r.Absent || !found
-	}
-	return true
-}
-
 // check reads the key's current state and starts the op's result: Prev
 // when asked for (or when a condition was set), and, when the condition does
-// not hold, the key's mod revision with ok=false.
+// not hold, the key's mod revision with ok=false. The condition is
+// evaluated as the compares it stands for, by the Txn's evaluator.
 func (a *applier) check(m mutation) (cur KeyValue, found bool, res OpResult, ok bool, err error) {
-	cur, found, err = a.current(m.key)
+	st, err := a.state(m.key)
 	if err != nil {
 		return cur, found, res, false, err
 	}
+	cur, found = st.kv, st.found
 	if found && (m.wantPrev || m.cond != nil) {
 		p := cur.clone()
 		res.Prev = &p
 	}
-	if !holds(m.cond, cur, found) {
-		res.ModRevision = cur.ModRevision
-		return cur, found, res, false, nil
+	for _, c := range conditionCompares(m.key, m.cond) {
+		if !compareHolds(c, st) {
+			res.ModRevision = cur.ModRevision
+			return cur, found, res, false, nil
+		}
 	}
 	return cur, found, res, true, nil
 }
