@@ -14,6 +14,13 @@ const (
 	DefaultMaxKeySize = 4 << 10
 	// DefaultMaxValueSize keeps one entry well inside gRPC's message limit.
 	DefaultMaxValueSize = 1 << 20
+	// DefaultMaxTxnOps bounds a Txn's compares and each branch's ops, as
+	// etcd's --max-txn-ops does: enough for any recipe, small enough that
+	// one Txn cannot make apply stall.
+	DefaultMaxTxnOps = 128
+	// DefaultMaxTxnBytes bounds a Txn request's encoded size: the size of
+	// one chunk (chunkMaxBytes), so a Txn fits a log entry.
+	DefaultMaxTxnBytes = 1 << 20
 	// chunkMaxOps bounds how many client writes share one log entry: large
 	// enough that one fsync serves a burst, small enough to keep apply short.
 	chunkMaxOps = 512
@@ -50,6 +57,10 @@ type Config struct {
 
 	MaxKeySize   int
 	MaxValueSize int
+	// MaxTxnOps bounds a Txn's compares, and each of its branches' ops;
+	// MaxTxnBytes its encoded size.
+	MaxTxnOps   int
+	MaxTxnBytes int
 
 	// FSMSync fsyncs the state machine on every batch. Off by default: the
 	// raft log is fsynced, and after a machine crash the state machine is
@@ -90,6 +101,8 @@ func DefaultConfig() Config {
 	return Config{
 		MaxKeySize:         DefaultMaxKeySize,
 		MaxValueSize:       DefaultMaxValueSize,
+		MaxTxnOps:          DefaultMaxTxnOps,
+		MaxTxnBytes:        DefaultMaxTxnBytes,
 		HeartbeatTimeout:   750 * time.Millisecond,
 		ElectionTimeout:    750 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
@@ -129,6 +142,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxKeySize <= 0 || c.MaxValueSize <= 0 {
 		return fmt.Errorf("key and value size limits must be positive")
+	}
+	if c.MaxTxnOps <= 0 || c.MaxTxnBytes <= 0 {
+		return fmt.Errorf("txn limits (--max-txn-ops %d, --max-txn-bytes %d) must be positive", c.MaxTxnOps, c.MaxTxnBytes)
 	}
 	return nil
 }

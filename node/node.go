@@ -454,34 +454,41 @@ func writeOp(kind pb.Op_Kind, key, value []byte, opt WriteOptions) (*pb.Op, erro
 func (n *Node) checkKey(key []byte) error { return checkKey(key, n.cfg.MaxKeySize) }
 
 func (n *Node) propose(ctx context.Context, op *pb.Op) (WriteResult, error) {
-	if err := n.Serving(); err != nil {
+	r, err := n.proposeOp(ctx, op)
+	if err != nil {
 		return WriteResult{}, err
+	}
+	return WriteResult{Revision: r.index, Succeeded: r.res.Succeeded, Deleted: r.res.Deleted,
+		Prev: r.res.Prev, ModRevision: r.res.ModRevision}, nil
+}
+
+// proposeOp hands op to the leader's batcher and waits until its entry is
+// applied.
+func (n *Node) proposeOp(ctx context.Context, op *pb.Op) (proposalResult, error) {
+	if err := n.Serving(); err != nil {
+		return proposalResult{}, err
 	}
 	if n.raft.State() != raft.Leader {
-		return WriteResult{}, n.notLeader()
+		return proposalResult{}, n.notLeader()
 	}
 	if err := n.writable(); err != nil {
-		return WriteResult{}, err
+		return proposalResult{}, err
 	}
 	p := &proposal{op: op, done: make(chan proposalResult, 1)}
 	select {
 	case n.batcher.in <- p:
 	case <-n.stop:
-		return WriteResult{}, ErrShuttingDown
+		return proposalResult{}, ErrShuttingDown
 	case <-ctx.Done():
-		return WriteResult{}, ctx.Err() // not yet proposed
+		return proposalResult{}, ctx.Err() // not yet proposed
 	}
 	select {
 	case r := <-p.done:
-		if r.err != nil {
-			return WriteResult{}, r.err
-		}
-		return WriteResult{Revision: r.index, Succeeded: r.res.Succeeded, Deleted: r.res.Deleted,
-			Prev: r.res.Prev, ModRevision: r.res.ModRevision}, nil
+		return r, r.err
 	case <-ctx.Done():
-		return WriteResult{}, errors.Join(ErrOutcomeUnknown, ctx.Err())
+		return proposalResult{}, errors.Join(ErrOutcomeUnknown, ctx.Err())
 	case <-n.stop:
-		return WriteResult{}, errors.Join(ErrOutcomeUnknown, ErrShuttingDown)
+		return proposalResult{}, errors.Join(ErrOutcomeUnknown, ErrShuttingDown)
 	}
 }
 
