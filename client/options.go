@@ -11,6 +11,7 @@ type ops struct {
 	limit       uint64
 	modRevision uint64
 	absent      bool
+	lease       int64
 	consistency pb.Consistency
 	// watches
 	startRevision uint64
@@ -57,6 +58,10 @@ func WithModRevision(rev uint64) OpOption { return func(o *ops) { o.modRevision 
 
 // WithAbsent makes a write happen only if the key does not exist.
 func WithAbsent() OpOption { return func(o *ops) { o.absent = true } }
+
+// WithLease attaches the written key to lease id (Put and OpPut); without it
+// a put detaches the key from any lease.
+func WithLease(id int64) OpOption { return func(o *ops) { o.lease = id } }
 
 // WithStartRevision makes a watch deliver every matching event with
 // revision >= rev (from the server's retained history), then continue
