@@ -1,5 +1,5 @@
 // Command raftwatch runs a raftwatch node (serve) and talks to a cluster
-// (put, get, del, list, watch, status, members, member).
+// (put, get, del, list, txn, watch, status, members, member).
 package main
 
 import (

@@ -29,15 +29,15 @@ scripts/cluster.sh up), write through any node (followers redirect to the
 leader), and read or watch keys and '/'-terminated prefixes on any node.
 
 Exit codes: 0 ok; 1 error, or key not found (get); 2 condition failed (put,
-del); 3 watch canceled by the server. They are the same with --json, which
-still prints its JSON on stdout first. Keys and values in --json output are
-standard base64.`,
+del; txn: the failure branch ran); 3 watch canceled by the server. They are
+the same with --json, which still prints its JSON on stdout first. Keys and
+values in --json output are standard base64.`,
 		Version:       buildVersion().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newServeCmd(), newPutCmd(), newGetCmd(), newDelCmd(), newListCmd(),
+	root.AddCommand(newServeCmd(), newPutCmd(), newGetCmd(), newDelCmd(), newListCmd(), newTxnCmd(),
 		newWatchCmd(), newStatusCmd(), newMembersCmd(), newMemberCmd(), newVersionCmd())
 	return root
 }
