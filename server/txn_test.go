@@ -258,7 +258,7 @@ put /cli/failed yes
 	if after.CommitIndex != before.CommitIndex {
 		t.Errorf("bad txns moved the commit index from %d to %d", before.CommitIndex, after.CommitIndex)
 	}
-	if o, _, _ := cli(t, "txn", "--help"); !strings.Contains(o, `value("/k") = "x"`) || !strings.Contains(o, "raftwatch txn <<'EOF'") {
+	if o, _, _ := cli(t, "txn", "--help"); !strings.Contains(o, `value("/k") = "x"`) || !strings.Contains(o, "| raftwatch txn") {
 		t.Errorf("txn --help does not explain the format with an example:\n%s", o)
 	}
 }

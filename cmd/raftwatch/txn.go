@@ -50,16 +50,12 @@ Prints which branch ran and each op's result; exits 2 when the failure branch
 ran (the compares did not hold), 1 on bad input (nothing is sent, nothing
 changes) or any error.`
 
-const txnExample = `  raftwatch txn <<'EOF'
-  value("/acct/a") = "10"
-  value("/acct/b") = "0"
+const txnExample = `  # move 3 from /acct/a to /acct/b if neither changed; else show both
+  printf '%s\n' 'value("/acct/a") = "10"' 'value("/acct/b") = "0"' '' \
+    'put /acct/a 7' 'put /acct/b 3' '' 'get /acct/a' 'get /acct/b' | raftwatch txn
 
-  put /acct/a 7
-  put /acct/b 3
-
-  get /acct/a
-  get /acct/b
-  EOF`
+  # the same from a file
+  raftwatch txn < transfer.txn`
 
 func newTxnCmd() *cobra.Command {
 	var g *clientFlags
