@@ -94,7 +94,7 @@ func (c *cluster) finalData(ctx context.Context, id string) (map[string]checker.
 	}
 	out := map[string]checker.KV{}
 	for _, kv := range resp.Kvs {
-		out[string(kv.Key)] = checker.KV{Value: string(kv.Value), ModRev: kv.ModRevision, CreateRev: kv.CreateRevision, Version: kv.Version}
+		out[string(kv.Key)] = checker.KV{Value: string(kv.Value), ModRev: kv.ModRevision, CreateRev: kv.CreateRevision, Version: kv.Version, Lease: kv.Lease}
 	}
 	return out, nil
 }
@@ -121,17 +121,7 @@ func (c *cluster) pullLog(ctx context.Context, id string) (*checker.Log, error) 
 		}
 		le := checker.LogEntry{Index: e.Index, Type: e.Type}
 		for _, op := range e.GetChunk().GetOps() {
-			lo := checker.LogOp{Key: string(op.Key), Value: string(op.Value),
-				CondRev: op.GetCondition().GetModRevision(), CondAbsent: op.GetCondition().GetAbsent()}
-			switch op.Kind {
-			case pb.Op_PUT:
-				lo.Kind = checker.LogPut
-			case pb.Op_DELETE:
-				lo.Kind = checker.LogDelete
-			default:
-				lo.Kind = checker.LogSetMember
-			}
-			le.Ops = append(le.Ops, lo)
+			le.Ops = append(le.Ops, logOp(op))
 		}
 		log.Entries = append(log.Entries, le)
 	}

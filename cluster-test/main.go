@@ -9,6 +9,7 @@
 //  3. convergence      same fsm_index and data digest everywhere
 //  4. watch            ordered, unique, reliable... per watch across resumes
 //  5. availability     ok/fail/info per fault window (a report)
+//  6. bank, lock       the txn and lock workloads (--workload), when they ran
 //
 // Usage (as root, from the repository root):
 //
@@ -29,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,6 +79,7 @@ type config struct {
 	checkTimeout time.Duration
 	cleanup      bool
 	recheck      string
+	workloads    []string
 }
 
 // harnessError marks a failure of the harness (exit 2), not of the system.
@@ -94,7 +97,8 @@ func main() {
 
 func parseFlags() (config, error) {
 	var cfg config
-	var rc string
+	var err error
+	var rc, workloads string
 	flag.DurationVar(&cfg.timeLimit, "time-limit", 60*time.Second, "how long the workload runs (faults end "+nemesis.RecoveryMargin.String()+" before)")
 	flag.StringVar(&cfg.nemesis, "nemesis", "all", "faults: comma list of partition,kill,pause, or all, or none")
 	flag.Uint64Var(&cfg.seed, "seed", uint64(time.Now().UnixNano()%1_000_000), "seed of the fault schedule and the workload")
@@ -107,6 +111,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&cfg.binary, "binary", "", "raftwatch binary to test (default: go build ./cmd/raftwatch into --out)")
 	flag.DurationVar(&cfg.checkTimeout, "check-timeout", 5*time.Minute, "porcupine time limit per key")
 	flag.BoolVar(&cfg.cleanup, "cleanup", false, "remove a leftover rwbr0 bridge and rw-n* namespaces from an earlier run first")
+	flag.StringVar(&workloads, "workload", workloadKV, "workloads: comma list of kv (put/get/delete/cas), txn (transfers with a conserved total), lock (fenced lock holders), or all")
 	flag.StringVar(&cfg.recheck, "recheck", "", "only rerun the checkers on the files of an earlier run in this directory (no root needed)")
 	flag.Parse()
 	switch rc {
@@ -127,6 +132,9 @@ func parseFlags() (config, error) {
 	case clientsPinned, clientsFailover, clientsBoth:
 	default:
 		return cfg, fmt.Errorf("--clients %q: use pinned, failover or both", cfg.clients)
+	}
+	if cfg.workloads, err = parseWorkloads(workloads); err != nil && cfg.recheck == "" {
+		return cfg, err
 	}
 	fams, err := nemesis.ParseFamilies(cfg.nemesis)
 	if err != nil {
@@ -208,6 +216,12 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 		os.Remove(filepath.Join(out, fmt.Sprintf("n%d.log", i))) // fresh logs per run; appended across restarts
 	}
 	os.Remove(filepath.Join(out, "linearizability.html"))
+	// The checkers run on whichever coordination records exist.
+	for _, f := range []string{bankFile, lockFile} {
+		if err := os.Remove(filepath.Join(out, f)); err != nil && !os.IsNotExist(err) {
+			return 0, err
+		}
+	}
 	// The checker reads every watch-*.jsonl: none may be left from an
 	// earlier run (which may have had other watches or another naming).
 	stale, _ := filepath.Glob(filepath.Join(out, "watch-*.jsonl"))
@@ -305,8 +319,25 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 
 	wlCtx, stopWl := context.WithTimeout(ctx, cfg.timeLimit)
 	defer stopWl()
+	// Every selected workload gets an equal share of --rate.
+	share := cfg.rate / float64(len(cfg.workloads))
+	var addrs []string
+	for _, e := range eps {
+		addrs = append(addrs, e.addr)
+	}
+	coord, err := startCoord(wlCtx, cfg, out, start, addrs, share)
+	if err != nil {
+		return 0, err
+	}
+	defer coord.close()
 	wlDone := make(chan struct{})
-	go func() { wl.run(wlCtx, cfg.rate); close(wlDone) }()
+	go func() {
+		if slices.Contains(cfg.workloads, workloadKV) {
+			wl.run(wlCtx, share)
+		}
+		coord.wait()
+		close(wlDone)
+	}()
 	tick := time.NewTicker(progressPeriod)
 	for waiting := true; waiting; {
 		select {
@@ -325,8 +356,14 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	tick.Stop()
 	stopNem()
 	nemErr := <-nemDone
+	if err := coord.err(); err != nil {
+		return 0, harnessf("coordination workload: %w", err)
+	}
 	end := time.Since(start).Nanoseconds()
 	if err := hist.Flush(); err != nil {
+		return 0, err
+	}
+	if err := coord.flush(); err != nil {
 		return 0, err
 	}
 	if ctx.Err() != nil {
@@ -389,6 +426,9 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	if err := hist.Flush(); err != nil {
 		return 0, err
 	}
+	if err := coord.flush(); err != nil {
+		return 0, err
+	}
 	if err := timeline.Flush(); err != nil {
 		return 0, err
 	}
@@ -437,6 +477,7 @@ type results struct {
 	Convergence   checker.ConvergenceResult  `json:"convergence"`
 	Watch         checker.WatchResult        `json:"watch"`
 	Processes     processResult              `json:"processes"`
+	Coordination  coordChecks                `json:"coordination"`
 	Clients       string                     `json:"clients"`
 	Availability  []checker.Window           `json:"availability"`
 	// Failover: the failover clients' availability and its check (only
@@ -543,6 +584,21 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 		res.Notes = append(res.Notes, "unclean shutdown at the end: "+strings.Join(shutdown, "; "))
 	}
 	verdict("processes", res.Processes.Valid, res.Processes.Detail)
+	res.Coordination, err = checkCoord(out, rp, dataOf(finals), windows, cfg.checkTimeout)
+	if err != nil {
+		return 0, harnessf("%w", err)
+	}
+	if b := res.Coordination.Bank; b != nil {
+		if b.Undecided && b.Valid {
+			undecided = append(undecided, "bank")
+			fmt.Printf("%-16s %-7s %s\n", "bank:", "UNKNOWN", b.Detail)
+		} else {
+			verdict("bank", b.Valid, b.Detail)
+		}
+	}
+	if l := res.Coordination.Lock; l != nil {
+		verdict("lock", l.Valid, l.Detail)
+	}
 
 	windows, table := checker.Availability(ops, windows)
 	res.Availability = windows
@@ -573,11 +629,13 @@ func check(cfg config, out string, end int64, schedule []nemesis.Fault, faults m
 	for _, n := range res.Notes {
 		fmt.Println("note:", n)
 	}
-	if err := plotLatency(filepath.Join(out, "latency.png"), ops, windows, end); err != nil {
-		fmt.Println("latency plot:", err)
-	}
-	if err := plotAvailability(filepath.Join(out, "availability.png"), ops, windows, end); err != nil {
-		fmt.Println("availability plot:", err)
+	if len(ops) > 0 { // a run of only the coordination workloads has no KV ops to plot
+		if err := plotLatency(filepath.Join(out, "latency.png"), ops, windows, end); err != nil {
+			fmt.Println("latency plot:", err)
+		}
+		if err := plotAvailability(filepath.Join(out, "availability.png"), ops, windows, end); err != nil {
+			fmt.Println("availability plot:", err)
+		}
 	}
 
 	code := exitValid

@@ -17,7 +17,8 @@ type NodeFinal struct {
 	Error    string        `json:"error,omitempty"`
 }
 
-// Digest is a sha256 over the sorted (key, value, create, mod, version) tuples.
+// Digest is a sha256 over the sorted (key, value, create, mod, version,
+// lease) tuples.
 func Digest(data map[string]KV) string {
 	keys := make([]string, 0, len(data))
 	for k := range data {
@@ -27,7 +28,7 @@ func Digest(data map[string]KV) string {
 	h := sha256.New()
 	for _, k := range keys {
 		kv := data[k]
-		fmt.Fprintf(h, "%q %q %d %d %d\n", k, kv.Value, kv.CreateRev, kv.ModRev, kv.Version)
+		fmt.Fprintf(h, "%q %q %d %d %d %d\n", k, kv.Value, kv.CreateRev, kv.ModRev, kv.Version, kv.Lease)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
@@ -42,7 +43,8 @@ type ConvergenceResult struct {
 
 // CheckConvergence verifies that every node reports the same fsm_index and the
 // same data digest, and (when rp is given) that the data equals the committed
-// log replayed: same keys, values and mod_revisions.
+// log replayed (same keys, values, mod_revisions and leases) and that the log
+// keeps the contract the replay checks (no key mutated twice in one entry).
 func CheckConvergence(nodes map[string]NodeFinal, rp *Replay) ConvergenceResult {
 	res := ConvergenceResult{Valid: true, Nodes: map[string]NodeFinal{}}
 	var ids []string
@@ -83,6 +85,11 @@ func CheckConvergence(nodes map[string]NodeFinal, rp *Replay) ConvergenceResult 
 		}
 		if nf.Digest != r.Digest {
 			fail("data digest differs: %s=%s %s=%s (%s)", ref, r.Digest, id, nf.Digest, diffData(nodes[ref].Data, nodes[id].Data))
+		}
+	}
+	if rp != nil {
+		for _, a := range rp.Anomalies {
+			fail("committed log: %s", a)
 		}
 	}
 	if rp != nil && ref != "" {
@@ -126,16 +133,16 @@ func diffData(a, b map[string]KV) string {
 	return strings.Join(out, ", ")
 }
 
-// diffReplay compares a node's data with the replayed log on key, value and
-// mod_revision (keys the replay cannot know are skipped).
+// diffReplay compares a node's data with the replayed log on key, value,
+// mod_revision and lease (keys the replay cannot know are skipped).
 func diffReplay(rp *Replay, data map[string]KV) string {
 	var out []string
 	for k, kv := range rp.Final {
 		got, ok := data[k]
 		if !ok {
 			out = append(out, fmt.Sprintf("%s missing (log: %q@%d)", k, kv.Value, kv.ModRev))
-		} else if got.Value != kv.Value || got.ModRev != kv.ModRev {
-			out = append(out, fmt.Sprintf("%s=%q@%d (log: %q@%d)", k, got.Value, got.ModRev, kv.Value, kv.ModRev))
+		} else if got.Value != kv.Value || got.ModRev != kv.ModRev || got.Lease != kv.Lease {
+			out = append(out, fmt.Sprintf("%s=%q@%d lease %d (log: %q@%d lease %d)", k, got.Value, got.ModRev, got.Lease, kv.Value, kv.ModRev, kv.Lease))
 		}
 	}
 	for k, got := range data {
