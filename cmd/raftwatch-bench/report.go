@@ -240,6 +240,9 @@ func writeCSV(path string, results []Result) error {
 		num("max_ms", r.MaxMs)
 		num("ops", float64(r.Ops))
 		num("errors", float64(r.Errors))
+		if r.Workload == "txn" {
+			num("compare_failed", float64(r.CompareFailed))
+		}
 		num("events_per_s", r.EventsPerS)
 		num("events", float64(r.Events))
 		num("expected_events", float64(r.ExpectedEvents))
