@@ -19,13 +19,22 @@
 # memory measurements get their own fresh clusters, so rounds are independent
 # and the min-max spread is a spread of like runs.
 #
+# Coordination (issue 9): two more side-by-side workloads on the round's
+# shared clusters, after the watch workloads: txn (transactions of 2
+# mod-revision compares + 2 puts over 10,000 account keys, at 64/16 and
+# 256/64 clients/connections; a failed compare counts as a completed
+# transaction and the report gives the share that held) and keepalive
+# (10,000 leases granted first, then every client renews them round robin
+# on its own keepalive stream; revoked at the end, untimed). raftwatch gets
+# its Txn and Lease calls via the generated gRPC stubs, sent to the leader.
+#
 # History cost (issue 8): the put workloads also run against a third cluster,
 # raftwatch built from --baseline REV (default 240ef18, the commit before the
 # event history), interleaved in the same rounds (raftwatch, baseline, etcd),
 # and the report compares raftwatch with it. The baseline is built from
 # `git archive REV` in a temporary directory that is removed on exit.
 #
-#   scripts/bench.sh            full run (3 rounds, ~25 minutes)
+#   scripts/bench.sh            full run (3 rounds, ~33 minutes)
 #   scripts/bench.sh --quick    small version of everything, under 3 minutes
 #   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof,
 #            --baseline REV, --no-baseline
@@ -54,7 +63,7 @@ while [[ $# -gt 0 ]]; do
 	--pprof) PPROF=1 ;;
 	--baseline) BASELINE_REV=$2; BASELINE_ASKED=1; shift ;;
 	--no-baseline) BASELINE_REV="" ;;
-	-h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,42p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -77,6 +86,7 @@ if [[ $QUICK == 1 ]]; then
 	MEM_WATCHERS=2000 SETTLE=2s
 	SLOW_WATCHERS=200 SLOW_DUR=5s
 	RESUME_WATCHERS=10 RESUME_BEFORE=1s RESUME_AFTER=3s
+	COORD_SHAPES=("64 16") LEASES=1000
 	GOBENCH_TIME=200ms GOBENCH_TIMEOUT=90s
 else
 	DUR=10s WARMUP=1s
@@ -84,6 +94,7 @@ else
 	MEM_WATCHERS=10000 SETTLE=4s
 	SLOW_WATCHERS=10000 SLOW_DUR=60s
 	RESUME_WATCHERS=100 RESUME_BEFORE=3s RESUME_AFTER=10s
+	COORD_SHAPES=("64 16" "256 64") LEASES=10000
 	GOBENCH_TIME=1s GOBENCH_TIMEOUT=10m
 fi
 PUT_SHAPES=("1 1" "64 16" "256 64") # clients conns
@@ -92,6 +103,8 @@ WL_RATE=20
 WT_PUT_CLIENTS=16 WT_PUT_CONNS=4
 SLOW_CONNS=10 SLOW_LIVE=10 SLOW_RATE=1000 # slow watchers: connections, live watchers, puts/s
 RESUME_RATE=200                           # watch resume: puts/s through the leader
+TXN_ACCOUNTS=10000                        # txn: account keys ("/t" + 6 digits), written before the clock starts
+LEASE_TTL=600                             # keepalive: seconds; no lease expires during a run
 RUN_TIMEOUT=5m                            # hard limit of one raftwatch-bench invocation
 
 # Addresses: raftwatch's bench cluster is not the dev cluster (7101-7103);
@@ -327,6 +340,8 @@ done
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
 	echo "- slow watchers (raftwatch only): ${SLOW_WATCHERS} watchers that never read on one follower, over ${SLOW_CONNS} connections (one stream each, 64 KiB gRPC windows), plus ${SLOW_LIVE} live watchers there that read everything; all on the prefix of the writer's ${SLOW_RATE} puts/s (256 B values, each its own key) for ${SLOW_DUR}; RSS of every node each second; serve defaults (--watch-buffer 8192 events, --watch-stream-bytes 4 MiB)"
 	echo "- watch resume (raftwatch only): ${RESUME_WATCHERS} Go-client watchers (10 per client) on one follower, endpoints follower first; ${RESUME_RATE} puts/s through the leader for ${RESUME_BEFORE}, kill -9 of the follower, ${RESUME_AFTER} more; every delivered sequence checked against the acknowledged puts"
+	echo "- txn: ${DUR} measured after ${WARMUP} warmup at $(printf '%s, ' "${COORD_SHAPES[@]/ //}" | sed 's/, $//') clients/conns; each transaction compares the mod revisions of two of ${TXN_ACCOUNTS} accounts (written first, untimed) with those last seen (a cache shared by the run's clients, fed by every answer), then puts 256 B to both, else reads both; concurrent transactions touch distinct keys; a failed compare is a completed transaction (in throughput and latency, and in 'compares held'); etcd: clientv3 Txn, raftwatch: KV.Txn stub on the leader"
+	echo "- keepalive: ${LEASES} leases of ${LEASE_TTL} s granted first (untimed), then ${DUR} after ${WARMUP} warmup at the same shapes; each client holds its own keepalive stream (etcd: the LeaseKeepAlive stream clientv3 uses, on any member, which forwards to the leader; raftwatch: Lease.KeepAlive stub on the leader) and renews one lease at a time, round robin over all; leases revoked at the end (untimed). etcd renews in the leader's memory; raftwatch commits every renewal through the log (so it survives a leader change)"
 	echo "- put/get: ${DUR} measured after ${WARMUP} warmup; watch: ${WATCHERS} watchers on one key over all nodes (one connection per node), latency puts at ${WL_RATE}/s for ${WATCH_DUR}, throughput ${WT_PUT_CLIENTS} writers over ${WT_PUT_CONNS} connections for ${WATCH_DUR}; memory: ${MEM_WATCHERS} watchers, RSS from /proc/PID/status ${SETTLE} after opening, median of 5 readings"
 	echo
 } >"$RESULTS/settings.md"
@@ -355,6 +370,17 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	bench watch-latency --watchers "$WATCHERS" --rate "$WL_RATE" --duration "$WATCH_DUR" --drain "$DRAIN"
 	bench watch-throughput --watchers "$WATCHERS" --put-clients "$WT_PUT_CLIENTS" --put-conns "$WT_PUT_CONNS" \
 		--duration "$WATCH_DUR" --drain "$DRAIN"
+	# Coordination (issue 9). keepalive last: its leases are revoked at its
+	# end, but nothing else should share the cluster with them.
+	for shape in "${COORD_SHAPES[@]}"; do
+		read -r clients conns <<<"$shape"
+		bench txn --clients "$clients" --conns "$conns" --accounts "$TXN_ACCOUNTS" --duration "$DUR" --warmup "$WARMUP"
+	done
+	for shape in "${COORD_SHAPES[@]}"; do
+		read -r clients conns <<<"$shape"
+		bench keepalive --clients "$clients" --conns "$conns" --leases "$LEASES" --ttl "$LEASE_TTL" \
+			--duration "$DUR" --warmup "$WARMUP"
+	done
 	# raftwatch only, each on a fresh cluster with nothing else running:
 	# etcd's slow watchers grow without bound (not run), and the resume is
 	# the raftwatch Go client's. watch-resume kills a follower with SIGKILL;

@@ -18,7 +18,38 @@ type Driver interface {
 	// Watch opens a watch on the exact key, starting after the current
 	// revision; it returns once the target confirmed the watch.
 	Watch(ctx context.Context, key []byte) (WatchStream, error)
+	// PutAll writes value to every key in one transaction with no compare
+	// (setup, not timed) and returns the revision of that transaction.
+	PutAll(ctx context.Context, keys [][]byte, value []byte) (uint64, error)
+	// Txn2 runs one transaction over keys a and b: if a's mod revision is
+	// revA and b's is revB, it puts value to both; otherwise it reads both.
+	// A failed compare is a completed transaction, not an error.
+	Txn2(ctx context.Context, a, b []byte, revA, revB uint64, value []byte) (TxnOutcome, error)
+	// Grant creates a lease of ttl seconds and returns its id.
+	Grant(ctx context.Context, ttl int64) (int64, error)
+	// Revoke deletes lease id (teardown, not timed).
+	Revoke(ctx context.Context, id int64) error
+	// KeepAliveStream opens a lease keepalive stream for one requester: it
+	// sends one keepalive at a time and waits for its answer.
+	KeepAliveStream(ctx context.Context) (KeepAliveStream, error)
 	Close() error
+}
+
+// TxnOutcome is what a Txn2 found and left: whether both compares held,
+// and the mod revisions of a and b after it (0: the key does not exist).
+type TxnOutcome struct {
+	Succeeded  bool
+	RevA, RevB uint64
+}
+
+// KeepAliveStream renews leases over one stream, one request in flight.
+type KeepAliveStream interface {
+	// KeepAlive renews lease id and returns once the target answered. A
+	// lease the target no longer knows is an error. After an error the
+	// stream may be broken (when ctx ended first, it is): close it and
+	// open another.
+	KeepAlive(ctx context.Context, id int64) error
+	Close()
 }
 
 // WatchStream yields the values of the PUT events on a watched key.

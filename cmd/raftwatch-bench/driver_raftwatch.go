@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,14 +17,21 @@ const raftwatchDialTimeout = 5 * time.Second
 
 func init() { drivers["raftwatch"] = dialRaftwatch }
 
-type raftwatchDriver struct{ c *client.Client }
+// raftwatchDriver puts, gets and watches through the Go client; Txn and
+// leases go through the generated gRPC stubs on the driver's own
+// connections (raw), which follow the leader (driver_raftwatch_coord.go).
+// Both connect lazily, so a workload opens only the connections it uses.
+type raftwatchDriver struct {
+	c   *client.Client
+	raw *leaderConns
+}
 
 func dialRaftwatch(endpoints []string) (Driver, error) {
 	c, err := client.New(client.Config{Endpoints: endpoints, DialTimeout: raftwatchDialTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("raftwatch client for %v: %w", endpoints, err)
 	}
-	return &raftwatchDriver{c: c}, nil
+	return &raftwatchDriver{c: c, raw: newLeaderConns(c.Endpoints())}, nil
 }
 
 func (d *raftwatchDriver) Put(ctx context.Context, key, value []byte) error {
@@ -49,7 +57,7 @@ func (d *raftwatchDriver) Watch(ctx context.Context, key []byte) (WatchStream, e
 	return &raftwatchWatch{w: w}, nil
 }
 
-func (d *raftwatchDriver) Close() error { return d.c.Close() }
+func (d *raftwatchDriver) Close() error { return errors.Join(d.c.Close(), d.raw.close()) }
 
 type raftwatchWatch struct{ w *client.Watcher }
 

@@ -52,6 +52,29 @@ func makeValue() []byte {
 // runLoad runs op from cfg.clients goroutines; goroutine g uses client object
 // g mod conns. It returns the measured count, errors and latencies.
 func runLoad(ctx context.Context, cfg loadConfig, op func(ctx context.Context, d Driver, seq int64) error) (Result, error) {
+	return runLoadEach(ctx, cfg, loadHooks{}, func(_ context.Context, d Driver) (clientOp, func()) {
+		return func(ctx context.Context, seq int64) (bool, error) { return false, op(ctx, d, seq) }, func() {}
+	})
+}
+
+// clientOp is one requester's operation number seq. miss reports a
+// completed op whose outcome was negative (a transaction whose compares
+// failed): it counts in throughput and latency, and in Result.CompareFailed.
+type clientOp func(ctx context.Context, seq int64) (miss bool, err error)
+
+// loadHooks run on the dialed pool outside the measurement: setup before
+// the clock starts, teardown after the last op (both optional). A setup
+// error fails the run; a teardown error is recorded in the result
+// (TeardownError), whose measurement stands.
+type loadHooks struct {
+	setup, teardown func(ctx context.Context, pool []Driver) error
+}
+
+// runLoadEach is runLoad with state per requester: newOp builds goroutine
+// g's op on its client object (ctx lives as long as the run) and a func
+// that releases what the op holds.
+func runLoadEach(ctx context.Context, cfg loadConfig, hooks loadHooks,
+	newOp func(ctx context.Context, d Driver) (clientOp, func())) (Result, error) {
 	if cfg.clients < 1 || cfg.conns < 1 || cfg.conns > cfg.clients {
 		return Result{}, fmt.Errorf("need 1 <= conns (%d) <= clients (%d)", cfg.conns, cfg.clients)
 	}
@@ -60,11 +83,17 @@ func runLoad(ctx context.Context, cfg loadConfig, op func(ctx context.Context, d
 		return Result{}, err
 	}
 	defer closePool(pool)
+	if hooks.setup != nil {
+		if err := hooks.setup(ctx, pool); err != nil {
+			return Result{}, fmt.Errorf("setup: %w", err)
+		}
+	}
 
 	var (
 		seq      atomic.Int64 // every issued op, warmup included
 		measured atomic.Int64 // ops issued inside the window
 		errs     atomic.Int64
+		misses   atomic.Int64
 		first    firstError
 		lat      latencies
 		wg       sync.WaitGroup
@@ -74,9 +103,11 @@ func runLoad(ctx context.Context, cfg loadConfig, op func(ctx context.Context, d
 	winStart := start.Add(cfg.warmup)
 	winEnd := winStart.Add(cfg.duration)
 	for g := 0; g < cfg.clients; g++ {
+		op, done := newOp(ctx, pool[g%cfg.conns])
 		wg.Add(1)
-		go func(d Driver) {
+		go func() {
 			defer wg.Done()
+			defer done()
 			var mine []time.Duration
 			defer func() { lat.add(mine) }()
 			for ctx.Err() == nil {
@@ -89,7 +120,7 @@ func runLoad(ctx context.Context, cfg loadConfig, op func(ctx context.Context, d
 					return
 				}
 				octx, cancel := context.WithTimeout(ctx, opTimeout)
-				err := op(octx, d, seq.Add(1)-1)
+				miss, err := op(octx, seq.Add(1)-1)
 				cancel()
 				t1 := time.Now()
 				if !inWindow {
@@ -100,6 +131,9 @@ func runLoad(ctx context.Context, cfg loadConfig, op func(ctx context.Context, d
 					first.set(err)
 					continue
 				}
+				if miss {
+					misses.Add(1)
+				}
 				mine = append(mine, t1.Sub(t0))
 				for {
 					last := lastDone.Load()
@@ -108,23 +142,31 @@ func runLoad(ctx context.Context, cfg loadConfig, op func(ctx context.Context, d
 					}
 				}
 			}
-		}(pool[g%cfg.conns])
+		}()
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return Result{}, ctx.Err()
+	}
+	var teardownErr string
+	if hooks.teardown != nil {
+		if err := hooks.teardown(ctx, pool); err != nil {
+			teardownErr = err.Error()
+		}
 	}
 	elapsed := time.Duration(lastDone.Load() - winStart.UnixNano())
 	if elapsed <= 0 {
 		elapsed = cfg.duration
 	}
 	r := Result{
-		Target:     cfg.target,
-		Clients:    cfg.clients,
-		Conns:      cfg.conns,
-		DurationS:  elapsed.Seconds(),
-		Errors:     errs.Load(),
-		FirstError: first.msg,
+		Target:        cfg.target,
+		Clients:       cfg.clients,
+		Conns:         cfg.conns,
+		DurationS:     elapsed.Seconds(),
+		Errors:        errs.Load(),
+		FirstError:    first.msg,
+		CompareFailed: misses.Load(),
+		TeardownError: teardownErr,
 	}
 	r.Ops = int64(len(lat.all))
 	r.Throughput = float64(r.Ops) / elapsed.Seconds()

@@ -4,6 +4,8 @@
 //
 //	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16 [--label baseline]
 //	raftwatch-bench get --consistency linearizable|serializable ...
+//	raftwatch-bench txn --clients 64 --conns 16 [--accounts 10000] ...   (2 compares + 2 puts)
+//	raftwatch-bench keepalive --clients 64 --conns 16 [--leases 10000 --ttl 600] ...
 //	raftwatch-bench watch-latency --watchers 1000 --rate 20 ...
 //	raftwatch-bench watch-throughput --watchers 1000 --put-clients 16 --put-conns 4 ...
 //	raftwatch-bench watch-hold --watchers 10000 [--node 0] [--pids P1,P2,P3] ...
@@ -52,7 +54,7 @@ func usage() {
 		only = append(only, name)
 	}
 	slices.Sort(only)
-	subs := append([]string{"put", "get", "watch-latency", "watch-throughput", "watch-hold"}, only...)
+	subs := append([]string{"put", "get", "txn", "keepalive", "watch-latency", "watch-throughput", "watch-hold"}, only...)
 	fmt.Fprintf(os.Stderr, "usage: raftwatch-bench %s|ready|report [flags]\n"+
 		"targets compiled in: %s; run a subcommand with -h for its flags\n", strings.Join(subs, "|"), targetNames())
 }
@@ -117,12 +119,14 @@ func run(cmd string, args []string) error {
 		putClients, putConn int
 		pidList             string
 		hold                time.Duration
+		accounts, leases    int
+		ttl                 int64
 		runOnlyRaftwatch    func(context.Context, common) (Result, error)
 	)
 	switch cmd {
-	case "put", "get":
+	case "put", "get", "txn", "keepalive":
 		defClients, defConns := 1, 1
-		if cmd == "get" {
+		if cmd != "put" {
 			defClients, defConns = 64, 16
 		}
 		fs.IntVar(&clients, "clients", defClients, "concurrent requesters (goroutines)")
@@ -130,8 +134,14 @@ func run(cmd string, args []string) error {
 		fs.DurationVar(&duration, "duration", 10*time.Second, "measured window")
 		fs.DurationVar(&warmup, "warmup", time.Second, "unmeasured run before the window")
 		fs.Int64Var(&ops, "ops", 0, "stop after this many measured ops (0: --duration only)")
-		if cmd == "get" {
+		switch cmd {
+		case "get":
 			fs.StringVar(&consistency, "consistency", "linearizable", "linearizable|serializable")
+		case "txn":
+			fs.IntVar(&accounts, "accounts", 10000, "account keys the transactions' pairs are drawn from (written first, not timed)")
+		case "keepalive":
+			fs.IntVar(&leases, "leases", 10000, "leases granted first (not timed) and kept alive round robin; revoked at the end")
+			fs.Int64Var(&ttl, "ttl", 600, "TTL of the leases, seconds: long enough that none expires during the run")
 		}
 	case "watch-latency", "watch-throughput", "watch-hold":
 		defWatchers := 1000
@@ -210,6 +220,10 @@ func run(cmd string, args []string) error {
 			return fmt.Errorf("--consistency %q: want linearizable or serializable", consistency)
 		}
 		r, err = runGet(ctx, lcfg, consistency == "serializable")
+	case "txn":
+		r, err = runTxn(ctx, lcfg, accounts)
+	case "keepalive":
+		r, err = runKeepAlive(ctx, lcfg, leases, ttl)
 	case "watch-latency":
 		r, err = runWatchLatency(ctx, wcfg, rate, duration, drainMax)
 	case "watch-throughput":

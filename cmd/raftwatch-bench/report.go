@@ -52,6 +52,10 @@ var (
 	mEvents     = metric{"events/s", "", true, func(r Result) float64 { return r.EventsPerS }}
 	mPuts       = metric{"puts/s", "", true, func(r Result) float64 { return r.PutsPerS }}
 	mBytes      = metric{"bytes/watcher", "B", false, func(r Result) float64 { return r.BytesPerWatcher }}
+	// mSuccess is a check more than a measure: the txn workload's
+	// concurrent transactions touch distinct keys (pairOf), so compares
+	// fail only after a stall or a lost answer left a revision stale.
+	mSuccess = metric{"compares held", "%", true, func(r Result) float64 { return r.SuccessRate() }}
 )
 
 // workloads lists the tables in print order with the metrics of each.
@@ -61,6 +65,8 @@ var workloads = []struct {
 }{
 	{"put", []metric{mThroughput, mP50, mP99}},
 	{"get", []metric{mThroughput, mP50, mP99}},
+	{"txn", []metric{mThroughput, mP50, mP99, mSuccess}},
+	{"keepalive", []metric{mThroughput, mP50, mP99}},
 	{"watch-latency", []metric{mP50, mP99, mEvents}},
 	{"watch-throughput", []metric{mEvents, mPuts}},
 	{"memory", []metric{mBytes}},
@@ -234,6 +240,9 @@ func writeCSV(path string, results []Result) error {
 		num("max_ms", r.MaxMs)
 		num("ops", float64(r.Ops))
 		num("errors", float64(r.Errors))
+		if r.Workload == "txn" {
+			num("compare_failed", float64(r.CompareFailed))
+		}
 		num("events_per_s", r.EventsPerS)
 		num("events", float64(r.Events))
 		num("expected_events", float64(r.ExpectedEvents))
@@ -428,6 +437,12 @@ func writeTables(w io.Writer, rows []row, results []Result) {
 			if res.Errors > 0 {
 				notes = append(notes, fmt.Sprintf("%d errors (first: %s)", res.Errors, res.FirstError))
 			}
+			if res.CompareFailed > 0 {
+				notes = append(notes, fmt.Sprintf("%d of %d transactions found a compare false", res.CompareFailed, res.Ops))
+			}
+			if res.TeardownError != "" {
+				notes = append(notes, "teardown failed: "+res.TeardownError)
+			}
 			if res.EndedStreams > 0 {
 				notes = append(notes, fmt.Sprintf("%d watch streams ended early (%s)", res.EndedStreams, res.FirstError))
 			}
@@ -526,7 +541,7 @@ func writeChart(path string, rows []row) error {
 	var better, worse plotter.Values
 	for _, r := range rows {
 		a := r.advantage()
-		if math.IsNaN(a) || math.IsInf(a, 0) {
+		if math.IsNaN(a) || math.IsInf(a, 0) || r.m.name == mSuccess.name {
 			continue
 		}
 		names = append(names, r.caseName+" "+r.m.name)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"math"
+	"strings"
 	"testing"
 )
 
@@ -73,5 +75,61 @@ func TestSoloCheckFailsOnAnyRound(t *testing.T) {
 				t.Errorf("%d check rows, want 1", checks)
 			}
 		})
+	}
+}
+
+// The txn and keepalive tables compare raftwatch with etcd on medians over
+// rounds, the txn table also on the share of compares that held, and the
+// notes under them say how many compares failed and which teardown failed.
+func TestCoordinationTables(t *testing.T) {
+	txn := func(target string, round int, tput float64, ops, failed int64) Result {
+		return Result{Workload: "txn", Case: "txn 64", Target: target, Round: round, Clients: 64,
+			Throughput: tput, P50Ms: tput / 100, P99Ms: tput / 10, Ops: ops, CompareFailed: failed}
+	}
+	ka := func(target string, round int, tput float64, teardown string) Result {
+		return Result{Workload: "keepalive", Case: "keepalive 64", Target: target, Round: round, Clients: 64,
+			Throughput: tput, P50Ms: 1, P99Ms: 2, Ops: 100, TeardownError: teardown}
+	}
+	results := []Result{
+		txn("raftwatch", 1, 3000, 1000, 0), txn("etcd", 1, 1000, 1000, 0),
+		txn("raftwatch", 2, 2000, 1000, 10), txn("etcd", 2, 2000, 1000, 0),
+		txn("raftwatch", 3, 4000, 1000, 0), txn("etcd", 3, 1500, 500, 5),
+		ka("raftwatch", 1, 500, "revoke 3: NOT_FOUND"), ka("etcd", 1, 2000, ""),
+	}
+	rows := buildRows(results)
+	got := map[string]row{}
+	for _, r := range rows {
+		got[r.workload+"/"+r.m.name] = r
+	}
+	check := func(key string, a, b, ratio float64) {
+		t.Helper()
+		r, ok := got[key]
+		if !ok {
+			t.Fatalf("no row %s", key)
+		}
+		if median(r.a) != a || median(r.b) != b || math.Abs(r.ratio()-ratio) > 1e-9 {
+			t.Errorf("%s: medians %v / %v, ratio %v; want %v / %v, %v", key, median(r.a), median(r.b), r.ratio(), a, b, ratio)
+		}
+	}
+	check("txn/throughput", 3000, 1500, 2)
+	check("txn/compares held", 100, 100, 1) // raftwatch 100, 99, 100; etcd 100, 100, 99
+	check("keepalive/throughput", 500, 2000, 0.25)
+	check("keepalive/p99", 2, 2, 1)
+	if _, ok := got["keepalive/compares held"]; ok {
+		t.Error("the keepalive table has a compares row")
+	}
+	var md strings.Builder
+	writeTables(&md, rows, results)
+	out := md.String()
+	for _, want := range []string{
+		"### txn\n", "### keepalive\n",
+		"| txn 64 | compares held (%) | 100.0 | 100.0 | 1.00 | 99.0–100.0 | 99.0–100.0 |",
+		"txn 64, raftwatch, round 2: 10 of 1000 transactions found a compare false",
+		"txn 64, etcd, round 3: 5 of 500 transactions found a compare false",
+		"keepalive 64, raftwatch, round 1: teardown failed: revoke 3: NOT_FOUND",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }

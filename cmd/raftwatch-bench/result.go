@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"sort"
 	"sync"
@@ -11,7 +12,7 @@ import (
 // Result is one measurement, written as one JSON line. Fields that do not
 // apply to a workload are omitted.
 type Result struct {
-	Workload string `json:"workload"` // put, get, watch-latency, watch-throughput, memory, slow-watchers, watch-resume
+	Workload string `json:"workload"` // put, get, txn, keepalive, watch-latency, watch-throughput, memory, slow-watchers, watch-resume
 	Case     string `json:"case"`     // the workload with its parameters; the table row key
 	Target   string `json:"target"`
 	Round    int    `json:"round"`
@@ -24,11 +25,20 @@ type Result struct {
 	Ops        int64   `json:"ops,omitempty"`
 	Errors     int64   `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
+	// TeardownError: the untimed cleanup after the run failed (e.g. the
+	// keepalive workload's revokes); the measurement stands.
+	TeardownError string `json:"teardown_error,omitempty"`
 
 	Throughput float64 `json:"throughput,omitempty"` // completed ops per second
 	P50Ms      float64 `json:"p50_ms,omitempty"`
 	P99Ms      float64 `json:"p99_ms,omitempty"`
 	MaxMs      float64 `json:"max_ms,omitempty"`
+
+	// CompareFailed counts the completed transactions (in Ops) whose
+	// compares did not hold (txn workload); see SuccessRate.
+	CompareFailed int64 `json:"compare_failed,omitempty"`
+	Accounts      int   `json:"accounts,omitempty"` // txn workload: keys the pairs are drawn from
+	Leases        int   `json:"leases,omitempty"`   // keepalive workload: leases renewed round robin
 
 	PutsPerS       float64 `json:"puts_per_s,omitempty"`
 	Events         int64   `json:"events,omitempty"`          // PUT events delivered to watchers
@@ -127,6 +137,15 @@ func (s *SlowWatchers) Control() int {
 func (s *SlowWatchers) LiveUnaffected(r Result) bool {
 	return s.LiveMissing == 0 && s.LiveOutOfOrder == 0 && s.LiveDuplicates == 0 && s.LiveCanceled == 0 &&
 		r.EndedStreams == 0
+}
+
+// SuccessRate is the share of completed transactions whose compares held,
+// in percent; NaN without completed ops.
+func (r Result) SuccessRate() float64 {
+	if r.Ops == 0 {
+		return math.NaN()
+	}
+	return 100 * float64(r.Ops-r.CompareFailed) / float64(r.Ops)
 }
 
 var outMu sync.Mutex
