@@ -613,7 +613,7 @@ func (c *Client) retryContext(ctx context.Context) (context.Context, context.Can
 // Put writes key=value.
 func (c *Client) Put(ctx context.Context, key, value []byte, opts ...OpOption) (*pb.PutResponse, error) {
 	o := buildOps(opts)
-	req := &pb.PutRequest{Key: key, Value: value, PrevKv: o.prevKV, Condition: o.condition()}
+	req := &pb.PutRequest{Key: key, Value: value, PrevKv: o.prevKV, Condition: o.condition(), Lease: o.lease}
 	var resp *pb.PutResponse
 	err := c.onLeader(ctx, func(ctx context.Context, cc *grpc.ClientConn) (err error) {
 		resp, err = pb.NewKVClient(cc).Put(ctx, req)

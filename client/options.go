@@ -18,6 +18,8 @@ type ops struct {
 	watchBuffer   int
 	// membership changes
 	force bool
+	// puts
+	lease int64
 }
 
 func buildOps(opts []OpOption) ops {
