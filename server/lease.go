@@ -83,16 +83,35 @@ func (l *leaseServer) KeepAlive(stream pb.Lease_KeepAliveServer) error {
 	fail := func(err error) {
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
-	slots := make(chan struct{}, keepAliveInFlight)
-	defer wg.Wait()
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			wg.Wait()
-			if firstErr != nil {
-				return firstErr
+	// Recv blocks until the client sends or the stream ends (which
+	// returning from here does), so it runs beside the loop that renews.
+	reqs := make(chan int64)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
 			}
-			return nil // the client closed its side, or went away
+			select {
+			case reqs <- req.Id:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	slots := make(chan struct{}, keepAliveInFlight)
+	for {
+		var id int64
+		select {
+		case id = <-reqs:
+		case <-recvErr: // the client closed its side, or went away
+			wg.Wait()
+			return firstErr
+		case <-ctx.Done():
+			wg.Wait()
+			return firstErr
 		}
 		select {
 		case slots <- struct{}{}:
@@ -101,7 +120,7 @@ func (l *leaseServer) KeepAlive(stream pb.Lease_KeepAliveServer) error {
 			return firstErr
 		}
 		wg.Add(1)
-		go func(id int64) {
+		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
 			ttl, rev, err := l.node.Renew(ctx, id)
@@ -114,11 +133,7 @@ func (l *leaseServer) KeepAlive(stream pb.Lease_KeepAliveServer) error {
 			if err := stream.Send(&pb.LeaseKeepAliveResponse{Id: id, Ttl: ttl, Revision: rev}); err != nil {
 				fail(err)
 			}
-		}(req.Id)
-		if ctx.Err() != nil {
-			wg.Wait()
-			return firstErr
-		}
+		}()
 	}
 }
 
