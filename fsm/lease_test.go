@@ -288,3 +288,26 @@ func (f *FSM) mustLease(t *testing.T, key string) int64 {
 	}
 	return kv.Lease
 }
+
+// A List at a past revision reports a key's lease when the key has not
+// changed since (its lease is the current one). A key changed since is read
+// back from history, which records no lease: it shows 0 (README says so),
+// which this test does not hold up as right.
+func TestListAtPastRevisionLease(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	f := openLeases(t, filepath.Join(t.TempDir(), "state.db"), &recordingSink{}, LeaseLimits{}, clk)
+	apply1(t, f, 1, grant(1, 60))
+	apply1(t, f, 2, putL("/a", "1", 1), putL("/b", "1", 1))
+	apply1(t, f, 3, put("/b", "2")) // detaches /b
+	page, err := f.List([]byte("/"), ListOptions{Revision: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.KVs) != 2 || page.KVs[0].Lease != 1 || string(page.KVs[1].Value) != "1" {
+		t.Fatalf("list at 2 = %+v, want /a on lease 1 and /b as it was", page.KVs)
+	}
+	now, err := f.List([]byte("/"), ListOptions{})
+	if err != nil || now.KVs[0].Lease != 1 || now.KVs[1].Lease != 0 {
+		t.Fatalf("list now = %+v %v", now.KVs, err)
+	}
+}
