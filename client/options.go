@@ -59,8 +59,9 @@ func WithModRevision(rev uint64) OpOption { return func(o *ops) { o.modRevision 
 // WithAbsent makes a write happen only if the key does not exist.
 func WithAbsent() OpOption { return func(o *ops) { o.absent = true } }
 
-// WithLease attaches the written key to lease id (Put and OpPut); without it
-// a put detaches the key from any lease.
+// WithLease attaches the written key to lease id (Put and OpPut; it must
+// exist, else the write fails with NOT_FOUND); without it a put detaches
+// the key from any lease.
 func WithLease(id int64) OpOption { return func(o *ops) { o.lease = id } }
 
 // WithStartRevision makes a watch deliver every matching event with

@@ -16,7 +16,8 @@ const formatChecksummed = 2
 var keyFormat = []byte("format")
 
 // allBuckets is every bucket the state machine keeps, in scrub order.
-var allBuckets = [][]byte{bucketKV, bucketMembers, bucketMeta, bucketHistory, bucketHIndex, bucketHBase}
+var allBuckets = [][]byte{bucketKV, bucketMembers, bucketMeta, bucketHistory, bucketHIndex, bucketHBase,
+	bucketLeases, bucketLeaseKeys, bucketLeaseIdx}
 
 // putMeta stores a meta integer with its checksum.
 func putMeta(meta *bolt.Bucket, key []byte, v uint64) error {
@@ -96,6 +97,12 @@ func verifyValue(bucket, key, stored []byte) error {
 		return err
 	case string(bucketMeta):
 		_, _, err := getMetaValue(key, stored)
+		return err
+	case string(bucketLeases):
+		_, err := decodeLease(key, stored)
+		return err
+	case string(bucketLeaseKeys):
+		_, err := decodeLeaseOf(key, stored)
 		return err
 	}
 	// members: a client address, any bytes.

@@ -57,6 +57,7 @@ type OpResult struct {
 	// Err is why the op was refused at apply time (e.g. its lease does not
 	// exist); nothing changed. The same on every node.
 	Err         error
+	Lease, TTL  int64      // lease ops: the lease and its granted TTL in seconds
 	Succeeded   bool       // false when the op's condition did not hold
 	Deleted     bool       // DELETE removed an existing key
 	Prev        *KeyValue  // state before the op, when asked or a condition was set; nil if absent
@@ -107,6 +108,8 @@ type FSM struct {
 
 	scrubMu sync.Mutex
 	scrub   ScrubStats
+
+	leases leaseClocks // lease.go
 }
 
 // Options tune the state machine's storage.
@@ -126,6 +129,9 @@ type Options struct {
 	// is back within the bounds a few batches after it crossed them.
 	HistoryMaxEvents uint64
 	HistoryMaxBytes  uint64
+
+	// Leases caps the lease state (lease.go).
+	Leases LeaseLimits
 }
 
 func (o Options) historyLimits() historyLimits {
@@ -150,6 +156,11 @@ func Open(path string, sink Sink, log *slog.Logger, opts Options) (*FSM, error) 
 	}
 	f := &FSM{path: path, sink: sink, log: log, db: db, noSync: opts.NoSync, limits: opts.historyLimits(),
 		notify: make(chan struct{}), damaged: make(chan struct{})}
+	f.leases = leaseClocks{now: time.Now, limits: opts.Leases.withDefaults()}
+	if err := f.leases.rebuild(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state machine %s: leases: %w", path, err)
+	}
 	f.applied.Store(st.applied)
 	f.hist.Store(&st.hist)
 	log.Info("state machine opened", "path", path, "applied_index", st.applied,
@@ -190,6 +201,9 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if err := createLeaseBuckets(tx); err != nil {
+			return err
 		}
 		if st.applied, err = readApplied(tx); err != nil {
 			return err
@@ -294,11 +308,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	wantPrev := f.sink != nil && f.sink.WantPrev()
 	var events []watch.Event
+	var clock []clockChange
 
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
-		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev}
+		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev,
+			ls: newLeaseApply(tx, f.leases.limits)}
 		if !f.noHistory {
 			h, err := f.historyWriter(tx)
 			if err != nil {
@@ -320,7 +336,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			results[i] = res
 		}
-		events = a.events
+		events, clock = a.events, a.ls.clock
 		if err := putMeta(tx.Bucket(bucketMeta), keyApplied, last); err != nil {
 			return err
 		}
@@ -338,6 +354,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		// that cannot apply them must not pretend it did, nor skip them.
 		f.stopApplying(logs[0].Index, last, err)
 	}
+	f.leases.apply(clock)
 	f.advance(last)
 	if f.sink != nil {
 		f.sink.Publish(watch.Batch{Index: last, Events: events, PrevRead: wantPrev})
@@ -354,6 +371,7 @@ type applier struct {
 	// pos is the next event's position in its entry: (revision, position)
 	// orders every mutation, including the several of one Txn.
 	pos int
+	ls  *leaseApply // lease.go
 }
 
 // mutation is one key's put or delete as the appliers see it, whatever op
@@ -381,6 +399,8 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 			res.Ops[i], err = a.delete(index, opMutation(op))
 		case pb.Op_TXN:
 			res.Ops[i], err = a.txn(index, op.Txn)
+		case pb.Op_LEASE_GRANT, pb.Op_LEASE_REVOKE, pb.Op_LEASE_RENEW, pb.Op_LEASE_CHECKPOINT, pb.Op_LEASE_EXPIRE:
+			res.Ops[i], err = a.applyLeaseOp(index, op)
 		case pb.Op_SET_MEMBER:
 			err = a.members.Put(op.Key, sealed(op.Key, op.Value))
 			res.Ops[i].Succeeded = true
@@ -395,13 +415,17 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 	return res, nil
 }
 
-// current reads the key's record; found=false when absent.
+// current reads the key's record and its lease; found=false when absent.
 func (a *applier) current(key []byte) (KeyValue, bool, error) {
 	raw := a.kv.Get(key)
 	if raw == nil {
 		return KeyValue{}, false, nil
 	}
 	kv, err := decodeRecord(key, raw)
+	if err != nil {
+		return kv, false, err
+	}
+	kv.Lease, err = a.ls.leaseOfKey(key)
 	return kv, err == nil, err
 }
 
@@ -434,6 +458,9 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	if err != nil || !ok {
 		return res, err
 	}
+	if refused, err := a.ls.checkAttach(m.key, m.lease); err != nil || refused != nil {
+		return OpResult{Err: refused}, err
+	}
 	create, version := index, uint64(1)
 	if found {
 		create, version = cur.CreateRevision, cur.Version+1
@@ -447,6 +474,9 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 		}
 	}
 	if err := a.kv.Put(m.key, encodeRecord(m.key, create, index, version, m.value)); err != nil {
+		return OpResult{}, err
+	}
+	if err := a.ls.attach(m.key, m.lease); err != nil {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
@@ -476,6 +506,9 @@ func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
 		ev.PrevValue = append([]byte{}, cur.Value...)
 	}
 	if err := a.kv.Delete(m.key); err != nil {
+		return OpResult{}, err
+	}
+	if err := a.ls.detachKey(m.key); err != nil {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
@@ -508,8 +541,9 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 			return err
 		}
 		kv = kv.clone()
+		kv.Lease, err = leaseOf(tx, key)
 		out = &kv
-		return nil
+		return err
 	})
 	return out, rev, f.check(err)
 }
@@ -620,6 +654,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.db = db
 	f.hist.Store(&st.hist)
+	if err := f.leases.rebuild(db); err != nil {
+		panic(fmt.Sprintf("fsm: read leases of %s after restore: %v", f.path, err))
+	}
 	f.dbMu.Unlock()
 	applied := st.applied
 	if renameErr != nil {

@@ -87,7 +87,7 @@ func (f *FSM) List(prefix []byte, o ListOptions) (ListPage, error) {
 		if bytes.Compare(start, prefix) < 0 {
 			start = prefix
 		}
-		l := lister{prefix: prefix, o: o, rev: page.Revision, kv: tx.Bucket(bucketKV).Cursor()}
+		l := lister{prefix: prefix, o: o, rev: page.Revision, kv: tx.Bucket(bucketKV).Cursor(), tx: tx}
 		if page.Revision < applied {
 			st, err := readHistStats(tx)
 			if err != nil {
@@ -125,6 +125,7 @@ type lister struct {
 	kv     *bolt.Cursor
 	r      *historyReader // nil when reading the current revision
 	undos  []undo         // in key order
+	tx     *bolt.Tx
 }
 
 // collectUndo finds, for each key at or after start under the prefix, its
@@ -202,6 +203,11 @@ func (l *lister) page(start []byte) ([]KeyValue, []byte, error) {
 		switch c := compareNext(k, undos); {
 		case c < 0: // a key no event after the revision touched
 			kv, err = decodeRecord(k, v)
+			if err == nil {
+				// Only a put or a delete changes a key's lease, and each
+				// is an event: the lease now is the lease at the revision.
+				kv.Lease, err = leaseOf(l.tx, k)
+			}
 			ok = true
 			k, v = l.kv.Next()
 		default: // a key as it was before its first event after the revision

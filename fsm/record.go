@@ -12,6 +12,7 @@ type KeyValue struct {
 	CreateRevision uint64 // log index of the entry that created the key
 	ModRevision    uint64 // log index of the entry that last changed it
 	Version        uint64 // puts since creation; 1 after the first
+	Lease          int64  // the lease the key is attached to (0 = none)
 }
 
 // recordHeader is the fixed part of a stored value: create, mod, version.

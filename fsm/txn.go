@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"cmp"
+	"fmt"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -118,17 +119,8 @@ func conditionCompares(key []byte, cond *pb.Condition) []*pb.Compare {
 // state reads what compares see of key.
 func (a *applier) state(key []byte) (keyState, error) {
 	kv, found, err := a.current(key)
-	if err != nil {
-		return keyState{}, err
-	}
-	lease, err := a.keyLease(key)
-	return keyState{kv: kv, found: found, lease: lease}, err
+	return keyState{kv: kv, found: found, lease: kv.Lease}, err
 }
-
-// keyLease is the lease key is attached to (0 = none). No key is attached to
-// a lease yet: the lease state (fsm/lease.go, issue 9) answers here once it
-// exists.
-func (a *applier) keyLease(key []byte) (int64, error) { return 0, nil }
 
 // evaluate reports whether every compare holds on the current state.
 func (a *applier) evaluate(cs []*pb.Compare) (bool, error) {
@@ -156,6 +148,9 @@ func (a *applier) txn(index uint64, t *pb.TxnRequest) (OpResult, error) {
 	branch := t.GetFailure()
 	if ok {
 		branch = t.GetSuccess()
+	}
+	if refused, err := a.leaseRefusal(branch); err != nil || refused != nil {
+		return OpResult{Err: refused}, err
 	}
 	tr := &TxnResult{Succeeded: ok, Ops: make([]TxnOpResult, len(branch))}
 	for i, op := range branch {
@@ -215,4 +210,39 @@ func (a *applier) deletePrefix(index uint64, prefix []byte, wantPrev bool) (TxnO
 		}
 	}
 	return res, nil
+}
+
+// leaseRefusal says why the branch's puts could not all attach their keys
+// to their leases (nil: they can), before any op runs, so that a refused
+// Txn changes nothing. It counts every key the branch attaches anew against
+// its lease's cap, ignoring keys the branch's own deletes would detach
+// first: at the exact cap such a Txn is refused.
+func (a *applier) leaseRefusal(branch []*pb.TxnOp) (refused, err error) {
+	added := map[int64]uint64{}
+	for _, op := range branch {
+		p := op.GetPut()
+		if p.GetLease() == 0 {
+			continue
+		}
+		if refused, err := a.ls.checkAttach(p.GetKey(), p.GetLease()); err != nil || refused != nil {
+			return refused, err
+		}
+		cur, err := a.ls.leaseOfKey(p.GetKey())
+		if err != nil {
+			return nil, err
+		}
+		if cur == p.GetLease() {
+			continue
+		}
+		added[p.GetLease()]++
+		r, _, err := a.ls.get(p.GetLease())
+		if err != nil {
+			return nil, err
+		}
+		if r.keys+added[p.GetLease()] > a.ls.limits.MaxKeysPerLease {
+			return fmt.Errorf("%w: the txn would give lease %016x %d keys (--max-keys-per-lease %d)",
+				ErrLeaseLimit, p.GetLease(), r.keys+added[p.GetLease()], a.ls.limits.MaxKeysPerLease), nil
+		}
+	}
+	return nil, nil
 }

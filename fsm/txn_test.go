@@ -361,3 +361,51 @@ func TestTxnIsNotAppliedTwiceAfterReopen(t *testing.T) {
 		t.Errorf("the replay published %d events, want none", n)
 	}
 }
+
+func tPutL(key, value string, lease int64) *pb.TxnOp {
+	return &pb.TxnOp{Op: &pb.TxnOp_Put{Put: &pb.PutRequest{Key: []byte(key), Value: []byte(value), Lease: lease}}}
+}
+
+// TestTxnLeaseRefusalChangesNothing: a branch whose put names a missing
+// lease, or would take a lease past its key cap, is refused as a whole,
+// even when its earlier ops were fine; a lease compare and a txn get see
+// the key's lease.
+func TestTxnLeaseRefusalChangesNothing(t *testing.T) {
+	sink := &recordingSink{}
+	f := openLeases(t, filepath.Join(t.TempDir(), "state.db"), sink, LeaseLimits{MaxKeysPerLease: 2}, &fakeClock{})
+	apply1(t, f, 1, grant(7, 60))
+	apply1(t, f, 2, putL("/held", "v", 7))
+	before := len(sink.batches)
+
+	for i, branch := range [][]*pb.TxnOp{
+		{tPut("/a", "1"), tPutL("/b", "2", 99)},                            // lease 99 does not exist
+		{tPutL("/c", "3", 7), tPutL("/d", "4", 7)},                         // lease 7 would hold 3 keys, cap 2
+		{tPutL("/held", "w", 7), tPutL("/c", "3", 7), tPutL("/e", "5", 7)}, // /held stays; 2 new: 3 > 2
+	} {
+		idx := uint64(3 + i)
+		res := apply1(t, f, idx, txnOp(&pb.TxnRequest{Success: branch})).Ops[0]
+		if res.Err == nil {
+			t.Fatalf("txn %d: result %+v, want a refusal", i, res)
+		}
+		for _, k := range []string{"/a", "/b", "/c", "/d", "/e"} {
+			if kv, _, err := f.Get([]byte(k)); err != nil || kv != nil {
+				t.Errorf("txn %d: %s = %+v (%v) after a refused txn, want absent", i, k, kv, err)
+			}
+		}
+		if kv, _, _ := f.Get([]byte("/held")); kv == nil || string(kv.Value) != "v" {
+			t.Errorf("txn %d: /held = %+v, want the untouched \"v\"", i, kv)
+		}
+	}
+	for _, b := range sink.batches[before:] {
+		if len(b.Events) != 0 {
+			t.Errorf("a refused txn published events %+v", b.Events)
+		}
+	}
+
+	// The lease is visible to compares and gets.
+	cmpLease := &pb.Compare{Key: []byte("/held"), Result: pb.Compare_EQUAL, Target: &pb.Compare_Lease{Lease: 7}}
+	res := apply1(t, f, 10, txnOp(&pb.TxnRequest{Compares: []*pb.Compare{cmpLease}, Success: []*pb.TxnOp{tGet("/held")}})).Ops[0]
+	if res.Txn == nil || !res.Txn.Succeeded || res.Txn.Ops[0].KV == nil || res.Txn.Ops[0].KV.Lease != 7 {
+		t.Fatalf("lease compare + get: %+v, want success and a get showing lease 7", res.Txn)
+	}
+}

@@ -74,6 +74,8 @@ type Config struct {
 	// ScrubInterval is how long after one scrub of the state machine's
 	// stored values the next starts; the first starts at open (0: none).
 	ScrubInterval time.Duration
+	// Leases caps leases and paces the leader's checkpoints (lease.go).
+	Leases LeaseConfig
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration

@@ -72,8 +72,8 @@ type Node struct {
 // Open assembles and starts a node: state machine, raft, then the
 // background goroutines — watch dispatcher, write batcher and its completer,
 // read confirmer, leadership monitor, leader contact watch, follower contact
-// tracker, membership watch, client address recorder, health guard and
-// scrub. Close stops them in reverse.
+// tracker, membership watch, client address recorder, health guard, the
+// leader's lease expiry and checkpoint loops (lease.go) and scrub. Close stops them in reverse.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -100,7 +100,8 @@ func Open(cfg Config) (*Node, error) {
 	}
 	openFSM := func() (*fsm.FSM, error) {
 		return fsm.Open(statePath, nil, log.With("component", "fsm"), fsm.Options{NoSync: !cfg.FSMSync,
-			HistoryMaxEvents: cfg.HistoryMaxEvents, HistoryMaxBytes: cfg.HistoryMaxBytes})
+			HistoryMaxEvents: cfg.HistoryMaxEvents, HistoryMaxBytes: cfg.HistoryMaxBytes,
+			Leases: fsm.LeaseLimits{MaxLeases: cfg.Leases.MaxLeases, MaxKeysPerLease: cfg.Leases.MaxKeysPerLease}})
 	}
 	f, err := openFSM()
 	if errors.Is(err, fsm.ErrCorrupt) {
@@ -134,7 +135,7 @@ func Open(cfg Config) (*Node, error) {
 
 	n.batcher = newBatcher(n.raft, n.await)
 	n.checkRemovedMarker()
-	n.wg.Add(10)
+	n.wg.Add(12)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
 	go func() { defer n.wg.Done(); n.batcher.complete() }()
@@ -145,6 +146,8 @@ func Open(cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.watchMembership() }()
 	go func() { defer n.wg.Done(); n.recordClientAddr() }()
 	go func() { defer n.wg.Done(); n.guardHealth() }()
+	go func() { defer n.wg.Done(); n.expireLeases() }()
+	go func() { defer n.wg.Done(); n.checkpointLeases(cfg.Leases.checkpointInterval()) }()
 	if cfg.ScrubInterval > 0 {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.scrub(cfg.ScrubInterval) }()
@@ -397,6 +400,7 @@ type Condition struct {
 type WriteOptions struct {
 	PrevKV bool       // return the key's previous state
 	If     *Condition // nil: unconditional
+	Lease  int64      // Put: attach the key to this lease (0: none, detaching it from any)
 }
 
 // WriteResult is the outcome of a Put or Delete.
@@ -436,7 +440,10 @@ func (n *Node) Delete(ctx context.Context, key []byte, opt WriteOptions) (WriteR
 }
 
 func writeOp(kind pb.Op_Kind, key, value []byte, opt WriteOptions) (*pb.Op, error) {
-	op := &pb.Op{Kind: kind, Key: key, Value: value, WantPrev: opt.PrevKV}
+	if opt.Lease < 0 || kind != pb.Op_PUT && opt.Lease != 0 {
+		return nil, invalid("lease %d: only a put attaches a key, to a positive lease id", opt.Lease)
+	}
+	op := &pb.Op{Kind: kind, Key: key, Value: value, WantPrev: opt.PrevKV, Lease: opt.Lease}
 	if c := opt.If; c != nil {
 		switch {
 		case c.ModRevision != 0 && c.Absent:
@@ -484,6 +491,9 @@ func (n *Node) proposeOp(ctx context.Context, op *pb.Op) (proposalResult, error)
 	}
 	select {
 	case r := <-p.done:
+		if r.err == nil && r.res.Err != nil {
+			r.err = r.res.Err // refused at apply (e.g. its lease does not exist); nothing changed
+		}
 		return r, r.err
 	case <-ctx.Done():
 		return proposalResult{}, errors.Join(ErrOutcomeUnknown, ctx.Err())

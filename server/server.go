@@ -45,6 +45,7 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterKVServer(g, s)
 	pb.RegisterWatchServer(g, s)
 	pb.RegisterClusterServer(g, s)
+	pb.RegisterLeaseServer(g, &leaseServer{node: s.node, log: s.log})
 }
 
 // NewGRPCServer returns a grpc.Server sized for raftwatch's limits with the
@@ -89,7 +90,8 @@ func toKV(kv *node.KeyValue) *pb.KeyValue {
 	if kv == nil {
 		return nil
 	}
-	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version,
+		Lease: kv.Lease}
 }
 
 // Put implements KV.Put.
@@ -98,7 +100,7 @@ func (s *Server) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, 
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.node.Put(ctx, req.Key, req.Value, node.WriteOptions{PrevKV: req.PrevKv, If: cond})
+	r, err := s.node.Put(ctx, req.Key, req.Value, node.WriteOptions{PrevKV: req.PrevKv, If: cond, Lease: req.Lease})
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -21,6 +21,9 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	if st := leaseStatus(err); st != nil {
+		return st
+	}
 	var nl *node.NotLeaderError
 	switch {
 	case errors.As(err, &nl):

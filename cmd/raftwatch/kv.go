@@ -34,6 +34,7 @@ type kvJSON struct {
 	CreateRevision uint64 `json:"create_revision"`
 	ModRevision    uint64 `json:"mod_revision"`
 	Version        uint64 `json:"version"`
+	Lease          string `json:"lease,omitempty"` // hex
 }
 
 func toJSON(kv *pb.KeyValue) *kvJSON {
@@ -41,7 +42,7 @@ func toJSON(kv *pb.KeyValue) *kvJSON {
 		return nil
 	}
 	return &kvJSON{Key: b64(kv.Key), Value: b64(kv.Value), CreateRevision: kv.CreateRevision,
-		ModRevision: kv.ModRevision, Version: kv.Version}
+		ModRevision: kv.ModRevision, Version: kv.Version, Lease: leaseJSON(kv.Lease)}
 }
 
 func printJSON(v any) error {
@@ -109,6 +110,7 @@ func readValue() ([]byte, error) {
 
 func newPutCmd() *cobra.Command {
 	var wf writeFlags
+	var lf leaseOpt
 	var g *clientFlags
 	cmd := &cobra.Command{
 		Use:   "put KEY [VALUE | -]",
@@ -122,13 +124,19 @@ condition writes nothing and exits 2.`,
 		Example: `  raftwatch put /config/db/host db1.internal
   raftwatch put /config/cert < cert.pem
   raftwatch put /lock/a me --if-absent
-  raftwatch put /config/x v2 --if-mod-revision 12`,
+  raftwatch put /config/x v2 --if-mod-revision 12
+  raftwatch put /services/web/n1 10.0.0.5:80 --lease 1f`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := wf.opts(cmd)
 			if err != nil {
 				return err
 			}
+			lo, err := lf.opts()
+			if err != nil {
+				return err
+			}
+			opts = append(opts, lo...)
 			var value []byte
 			if len(args) == 1 || args[1] == "-" {
 				if value, err = readValue(); err != nil {
@@ -151,6 +159,7 @@ condition writes nothing and exits 2.`,
 	}
 	g = addClientFlags(cmd)
 	wf.add(cmd)
+	lf.add(cmd)
 	return cmd
 }
 

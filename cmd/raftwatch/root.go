@@ -38,7 +38,8 @@ values in --json output are standard base64.`,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newServeCmd(), newPutCmd(), newGetCmd(), newDelCmd(), newListCmd(), newTxnCmd(),
-		newWatchCmd(), newStatusCmd(), newMembersCmd(), newMemberCmd(), newVersionCmd())
+		newWatchCmd(), newStatusCmd(), newMembersCmd(), newMemberCmd(), newVersionCmd(),
+		newLeaseCmd())
 	return root
 }
 

@@ -124,6 +124,7 @@ requests drain, and the data files are closed.`,
 	f.Uint64Var(&cfg.HistoryMaxEvents, "history-max-events", 1000000, "events of history kept for watches that start in the past, catch up or resume (oldest compacted first)")
 	f.Uint64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 256<<20, "bytes of keys and values kept in the event history")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "verify the checksum of every stored value at start, then again this long after each pass ends, paced (0 disables)")
+	addLeaseServeFlags(f, &cfg.Leases)
 	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
