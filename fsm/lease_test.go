@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -309,5 +310,22 @@ func TestListAtPastRevisionLease(t *testing.T) {
 	now, err := f.List([]byte("/"), ListOptions{})
 	if err != nil || now.KVs[0].Lease != 1 || now.KVs[1].Lease != 0 {
 		t.Fatalf("list now = %+v %v", now.KVs, err)
+	}
+}
+
+// TestLeaseAutoIDs pins the ids a grant with lease 0 gets (cluster-test's
+// replay, TestReplayLeaseIDs, encodes the same rule): a counter from 1 that
+// skips ids in use and that explicit ids do not move.
+func TestLeaseAutoIDs(t *testing.T) {
+	f := openLeases(t, filepath.Join(t.TempDir(), "state.db"), nil, LeaseLimits{}, &fakeClock{})
+	got := map[int64]uint64{}
+	for i, op := range []*pb.Op{grant(0, 5), grant(5, 5), grant(0, 5), grant(5, 9), revoke(2), grant(3, 5), grant(0, 5), grant(0, 5)} {
+		res := apply1(t, f, uint64(i+1), op).Ops[0]
+		if op.Kind == pb.Op_LEASE_GRANT && res.Err == nil {
+			got[res.Lease] = uint64(i + 1)
+		}
+	}
+	if want := map[int64]uint64{1: 1, 5: 2, 2: 3, 3: 6, 4: 7, 6: 8}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("granted %v, want %v", got, want)
 	}
 }

@@ -234,9 +234,10 @@ type replayer struct {
 	compacted bool
 	state     map[string]*keyState
 	leases    map[int64]*leaseState
-	// maxLease is the highest lease id ever granted; maxKnown is false when
-	// the compacted log hides earlier grants.
-	maxLease int64
+	// nextAuto is the state machine's lease id counter (the next id a grant
+	// with lease 0 may get); maxKnown is false when the compacted log hides
+	// earlier grants.
+	nextAuto int64
 	maxKnown bool
 	// entry being applied
 	index uint64
@@ -649,12 +650,21 @@ func (p *replayer) maybeDetach(k string, s *keyState) {
 	}
 }
 
-// nextLeaseID is the id a LEASE_GRANT with lease 0 gets: one more than the
-// highest id ever granted (explicit ids included, revoked ones too). This is
-// the one place that encodes the state machine's choice; it must match
-// fsm/lease.go. ok=false when the compacted log hides earlier grants.
+// nextLeaseID is the id a LEASE_GRANT with lease 0 gets, and advances the
+// counter past it: the counter's value (starting at 1), skipping ids of
+// leases that exist; explicit ids do not move the counter. This is the one
+// place that encodes the state machine's choice; it must match leaseGrant
+// in fsm/lease.go. ok=false when the compacted log hides earlier grants.
 func (p *replayer) nextLeaseID() (id int64, ok bool) {
-	return p.maxLease + 1, p.maxKnown
+	if !p.maxKnown {
+		return 0, false
+	}
+	id = max(p.nextAuto, 1)
+	for l := p.leases[id]; l != nil && l.exists; l = p.leases[id] {
+		id++
+	}
+	p.nextAuto = id + 1
+	return id, true
 }
 
 // grant applies a LEASE_GRANT of id (0: the state machine picks it). An id
@@ -684,9 +694,6 @@ func (p *replayer) grant(id int64) {
 func (p *replayer) noteGrant(id int64) {
 	p.r.Granted[id] = p.index
 	delete(p.r.Ended, id)
-	if id > p.maxLease {
-		p.maxLease = id
-	}
 }
 
 // endLease applies a revoke, or an expiry when the lease's renewed_index is

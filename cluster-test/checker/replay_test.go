@@ -110,19 +110,23 @@ func TestReplayConditionsAreCompares(t *testing.T) {
 }
 
 func TestReplayLeaseIDs(t *testing.T) {
+	// The same sequence as fsm's TestLeaseAutoIDs: the state machine's
+	// counter starts at 1, skips ids in use, and explicit ids do not move it.
 	rp := mustReplay(t,
-		entry(1, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // id 1
+		entry(1, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // 1
 		entry(2, LogOp{Kind: LogLeaseGrant, Lease: 5, TTL: 5}), // explicit 5
-		entry(3, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // 1 + highest ever granted = 6
+		entry(3, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // 2
 		entry(4, LogOp{Kind: LogLeaseGrant, Lease: 5, TTL: 9}), // in use: ALREADY_EXISTS
-		entry(5, LogOp{Kind: LogLeaseRevoke, Lease: 6}),        // highest stays 6
-		entry(6, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // 7
+		entry(5, LogOp{Kind: LogLeaseRevoke, Lease: 2}),        // the counter stays at 3
+		entry(6, LogOp{Kind: LogLeaseGrant, Lease: 3, TTL: 5}), // explicit 3
+		entry(7, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // 3 in use: 4
+		entry(8, LogOp{Kind: LogLeaseGrant, TTL: 5}),           // 5 in use: 6
 	)
-	want := map[int64]uint64{1: 1, 5: 2, 6: 3, 7: 6}
+	want := map[int64]uint64{1: 1, 5: 2, 2: 3, 3: 6, 4: 7, 6: 8}
 	if !reflect.DeepEqual(rp.Granted, want) {
 		t.Fatalf("granted %v, want %v", rp.Granted, want)
 	}
-	if !reflect.DeepEqual(rp.Leases, map[int64]bool{1: true, 5: true, 7: true}) {
+	if !reflect.DeepEqual(rp.Leases, map[int64]bool{1: true, 5: true, 3: true, 4: true, 6: true}) {
 		t.Fatalf("leases at the end %v", rp.Leases)
 	}
 }
