@@ -95,6 +95,11 @@ type Client struct {
 	suspects map[string]time.Time
 
 	watches watchSet // live watches and their resume loops (watch_resume.go)
+
+	// closed is closed by Close: background work (KeepAlive) stops and no
+	// connection is made any more.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // New returns a client; connections are made on first use.
@@ -117,7 +122,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.RetryTimeout = DefaultRetryTimeout
 	}
 	return &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, muxes: map[*grpc.ClientConn]*watchMux{},
-		suspects: map[string]time.Time{}}, nil
+		suspects: map[string]time.Time{}, closed: make(chan struct{})}, nil
 }
 
 // NormalizeEndpoint turns host:port, http://host:port or https://host:port
@@ -142,8 +147,10 @@ func NormalizeEndpoint(endpoint string) (string, error) {
 // Endpoints returns the configured endpoints in host:port form.
 func (c *Client) Endpoints() []string { return append([]string(nil), c.cfg.Endpoints...) }
 
-// Close closes every connection.
+// Close closes every connection and stops background work (KeepAlive); a
+// call made afterwards fails.
 func (c *Client) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
 	c.watches.close()
 	c.mu.Lock()
 	muxes := c.muxes
@@ -171,6 +178,11 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	defer c.mu.Unlock()
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
+	}
+	select {
+	case <-c.closed:
+		return nil, errors.New("client closed")
+	default:
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -84,9 +84,13 @@ const keepAliveRetry = 200 * time.Millisecond
 // changes, as every write does) and retried after a failure. Each
 // acknowledged renewal is sent on the returned channel (dropped when the
 // receiver is behind). The channel is closed when the lease no longer
-// exists (a renewal answered NOT_FOUND) or ctx ends. The first renewal's
-// failure is returned instead of a channel.
+// exists (a renewal answered NOT_FOUND), when a whole TTL has passed since
+// the last acknowledged renewal was sent without another being
+// acknowledged (the lease may have expired: whoever relies on it must
+// assume it is lost), when ctx ends, or when the client is closed. The
+// first renewal's failure is returned instead of a channel.
 func (c *Client) KeepAlive(ctx context.Context, id int64) (<-chan *pb.LeaseKeepAliveResponse, error) {
+	sent := time.Now()
 	first, err := c.KeepAliveOnce(ctx, id)
 	if err != nil {
 		return nil, err
@@ -96,21 +100,38 @@ func (c *Client) KeepAlive(ctx context.Context, id int64) (<-chan *pb.LeaseKeepA
 	}
 	ch := make(chan *pb.LeaseKeepAliveResponse, 16)
 	ch <- first
-	go c.keepAlive(ctx, id, first.Ttl, ch)
+	go c.keepAlive(ctx, id, first.Ttl, sent, ch)
 	return ch, nil
 }
 
-func (c *Client) keepAlive(ctx context.Context, id, ttl int64, ch chan *pb.LeaseKeepAliveResponse) {
+// keepAlive renews the lease until it is gone or may be: the lease is safe
+// until the send time of the last acknowledged renewal plus its TTL, and
+// not a moment longer as far as this client can tell.
+func (c *Client) keepAlive(ctx context.Context, id, ttl int64, acked time.Time, ch chan *pb.LeaseKeepAliveResponse) {
 	defer close(ch)
+	safeUntil := acked.Add(time.Duration(ttl) * time.Second)
 	every := time.Duration(ttl) * time.Second / 3
 	wait := every
 	for {
+		timer := time.NewTimer(min(wait, time.Until(safeUntil)))
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(wait):
+		case <-c.closed:
+			timer.Stop()
+			return
+		case <-timer.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, every)
+		if !time.Now().Before(safeUntil) {
+			return // no renewal acknowledged for a TTL: the lease may have expired
+		}
+		deadline := time.Now().Add(every)
+		if safeUntil.Before(deadline) {
+			deadline = safeUntil
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		sent := time.Now()
 		resp, err := c.KeepAliveOnce(rctx, id)
 		cancel()
 		switch {
@@ -120,9 +141,8 @@ func (c *Client) keepAlive(ctx context.Context, id, ttl int64, ch chan *pb.Lease
 			wait = keepAliveRetry
 			continue
 		}
-		if resp.Ttl > 0 {
-			every = time.Duration(resp.Ttl) * time.Second / 3
-		}
+		safeUntil = sent.Add(time.Duration(resp.Ttl) * time.Second)
+		every = time.Duration(resp.Ttl) * time.Second / 3
 		wait = every
 		select {
 		case ch <- resp:

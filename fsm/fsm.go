@@ -379,12 +379,13 @@ type applier struct {
 type mutation struct {
 	key, value []byte
 	lease      int64         // PUT: the lease to attach the key to (0 = none)
+	maxKeys    uint64        // PUT: the lease's key cap carried by the op (0 = Options.Leases)
 	cond       *pb.Condition // nil: unconditional
 	wantPrev   bool          // return the previous state in OpResult.Prev
 }
 
 func opMutation(op *pb.Op) mutation {
-	return mutation{key: op.Key, value: op.Value, lease: op.Lease, cond: op.Condition, wantPrev: op.WantPrev}
+	return mutation{key: op.Key, value: op.Value, lease: op.Lease, maxKeys: op.MaxKeysPerLease, cond: op.Condition, wantPrev: op.WantPrev}
 }
 
 func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error) {
@@ -398,7 +399,7 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 		case pb.Op_DELETE:
 			res.Ops[i], err = a.delete(index, opMutation(op))
 		case pb.Op_TXN:
-			res.Ops[i], err = a.txn(index, op.Txn)
+			res.Ops[i], err = a.txn(index, op.Txn, op.MaxKeysPerLease)
 		case pb.Op_LEASE_GRANT, pb.Op_LEASE_REVOKE, pb.Op_LEASE_RENEW, pb.Op_LEASE_CHECKPOINT, pb.Op_LEASE_EXPIRE:
 			res.Ops[i], err = a.applyLeaseOp(index, op)
 		case pb.Op_SET_MEMBER:
@@ -458,7 +459,7 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	if err != nil || !ok {
 		return res, err
 	}
-	if refused, err := a.ls.checkAttach(m.key, m.lease); err != nil || refused != nil {
+	if refused, err := a.ls.checkAttach(m.key, m.lease, m.maxKeys); err != nil || refused != nil {
 		return OpResult{Err: refused}, err
 	}
 	create, version := index, uint64(1)

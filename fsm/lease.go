@@ -192,8 +192,19 @@ func (l *leaseApply) addCount(delta int64) error {
 	return putMeta(l.meta, keyLeaseCount, uint64(int64(n)+delta))
 }
 
-// checkAttach reports why key cannot be attached to lease now (nil: it can).
-func (l *leaseApply) checkAttach(key []byte, lease int64) (refused, err error) {
+// keyCap is the keys-per-lease cap an op carries, or the configured one for
+// an op that carries none (tests and hand-built logs: the node always sets
+// it, so every node applies the same cap).
+func (l *leaseApply) keyCap(carried uint64) uint64 {
+	if carried != 0 {
+		return carried
+	}
+	return l.limits.MaxKeysPerLease
+}
+
+// checkAttach reports why key cannot be attached to lease now (nil: it
+// can), under a cap of maxKeys keys per lease (0: see keyCap).
+func (l *leaseApply) checkAttach(key []byte, lease int64, maxKeys uint64) (refused, err error) {
 	if lease == 0 {
 		return nil, nil
 	}
@@ -208,9 +219,9 @@ func (l *leaseApply) checkAttach(key []byte, lease int64) (refused, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cur != lease && r.keys >= l.limits.MaxKeysPerLease {
+	if limit := l.keyCap(maxKeys); cur != lease && r.keys >= limit {
 		return fmt.Errorf("%w: lease %016x already has %d keys (--max-keys-per-lease %d)",
-			ErrLeaseLimit, lease, r.keys, l.limits.MaxKeysPerLease), nil
+			ErrLeaseLimit, lease, r.keys, limit), nil
 	}
 	return nil, nil
 }
@@ -295,8 +306,12 @@ func (a *applier) leaseGrant(index uint64, op *pb.Op) (OpResult, error) {
 	if err != nil {
 		return OpResult{}, err
 	}
-	if n >= l.limits.MaxLeases {
-		return OpResult{Err: fmt.Errorf("%w: %d leases exist (--max-leases %d)", ErrLeaseLimit, n, l.limits.MaxLeases)}, nil
+	limit := l.limits.MaxLeases
+	if op.MaxLeases != 0 {
+		limit = op.MaxLeases // the proposing leader's cap, the same on every node
+	}
+	if n >= limit {
+		return OpResult{Err: fmt.Errorf("%w: %d leases exist (--max-leases %d)", ErrLeaseLimit, n, limit)}, nil
 	}
 	if id == 0 {
 		next, _, err := getMeta(l.meta, keyLeaseNextID)
@@ -465,11 +480,19 @@ func (c *leaseClocks) apply(changes []clockChange) {
 			continue
 		}
 		lc := c.m[ch.id]
-		if lc == nil {
+		deadline := now.Add(ch.after)
+		switch {
+		case lc == nil:
 			lc = &leaseClock{renewedAt: now}
 			c.m[ch.id] = lc
+		case !ch.renewed && lc.deadline.Before(deadline):
+			// A checkpoint never moves a deadline later: both are at or
+			// after (the last acknowledged keepalive's send time + TTL),
+			// and taking the later one would add the checkpoint's commit
+			// latency to the lease at every interval.
+			deadline = lc.deadline
 		}
-		lc.deadline, lc.renewedIndex, lc.ttl = now.Add(ch.after), ch.renewedIndex, ch.ttl
+		lc.deadline, lc.renewedIndex, lc.ttl = deadline, ch.renewedIndex, ch.ttl
 		if ch.renewed {
 			lc.renewedAt = now
 		}
@@ -549,6 +572,7 @@ type LeaseInfo struct {
 	GrantedTTL int64         // seconds
 	Remaining  time.Duration // until this node's deadline (>= 0)
 	Keys       [][]byte      // attached keys, in key order, when asked
+	KeyCount   uint64        // how many keys are attached
 	Revision   uint64        // the applied index it was read at
 }
 
@@ -570,7 +594,7 @@ func (f *FSM) LeaseTimeToLive(id int64, keys bool) (info LeaseInfo, found bool, 
 			return err
 		}
 		found = true
-		info.ID, info.GrantedTTL = id, r.ttl
+		info.ID, info.GrantedTTL, info.KeyCount = id, r.ttl, r.keys
 		info.Remaining = time.Duration(r.remainingMs) * time.Millisecond
 		c := &f.leases
 		c.mu.Lock()

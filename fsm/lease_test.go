@@ -329,3 +329,62 @@ func TestLeaseAutoIDs(t *testing.T) {
 		t.Fatalf("granted %v, want %v", got, want)
 	}
 }
+
+// TestLeaseCheckpointNeverExtends: a checkpoint applied some time after the
+// leader computed it does not push the deadline later (before, every
+// interval added the checkpoint's commit latency to the lease, on the
+// leader too), while a node that restarted still takes the checkpoint's
+// shorter remainder.
+func TestLeaseCheckpointNeverExtends(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	path := filepath.Join(t.TempDir(), "state.db")
+	f := openLeases(t, path, nil, LeaseLimits{}, clk)
+	apply1(t, f, 1, grant(1, 10))
+	for i := range 4 {
+		clk.add(2 * time.Second)
+		cps := f.LeaseCheckpoints(time.Second)
+		if len(cps) != 1 {
+			t.Fatalf("round %d: checkpoints %v, want one", i, cps)
+		}
+		clk.add(1500 * time.Millisecond) // the checkpoint commits late
+		apply1(t, f, uint64(2+i), &pb.Op{Kind: pb.Op_LEASE_CHECKPOINT, LeaseCheckpoints: cps})
+	}
+	// 14 s after the grant, a 10 s lease is past its deadline.
+	if e := f.ExpiredLeases(); len(e) != 1 {
+		info, _ := ttlOf(t, f, 1)
+		t.Fatalf("not expired 14 s after a 10 s grant: remaining %v", info.Remaining)
+	}
+
+	// A node whose deadline is later (e.g. rebuilt at restart from an old
+	// remainder) takes the checkpoint's shorter one.
+	g := openLeases(t, filepath.Join(t.TempDir(), "other.db"), nil, LeaseLimits{}, clk)
+	apply1(t, g, 1, grant(1, 10))
+	g.leases.m[1].deadline = clk.now().Add(time.Hour) // as if rebuilt from an old snapshot
+	apply1(t, g, 2, checkpoint(1, 3000, 1))
+	if info, _ := ttlOf(t, g, 1); info.Remaining != 3*time.Second {
+		t.Fatalf("remaining after a checkpoint on a node with a later deadline = %v, want 3s", info.Remaining)
+	}
+}
+
+// TestLeaseCapsCarriedByTheOp: the caps an entry carries decide, whatever
+// the applying node was configured with, so nodes with different flags
+// never diverge.
+func TestLeaseCapsCarriedByTheOp(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	f := openLeases(t, filepath.Join(t.TempDir(), "state.db"), nil, LeaseLimits{MaxLeases: 1, MaxKeysPerLease: 1}, clk)
+	g := func(id int64) *pb.Op { op := grant(id, 10); op.MaxLeases = 2; return op }
+	p := func(k string) *pb.Op { op := putL(k, "v", 1); op.MaxKeysPerLease = 2; return op }
+	r := apply1(t, f, 1, g(1), g(2), g(3))
+	if r.Ops[0].Err != nil || r.Ops[1].Err != nil || !errors.Is(r.Ops[2].Err, ErrLeaseLimit) {
+		t.Fatalf("grants under a carried cap of 2: %v %v %v", r.Ops[0].Err, r.Ops[1].Err, r.Ops[2].Err)
+	}
+	r = apply1(t, f, 2, p("/a"), p("/b"), p("/c"))
+	if r.Ops[0].Err != nil || r.Ops[1].Err != nil || !errors.Is(r.Ops[2].Err, ErrLeaseLimit) {
+		t.Fatalf("puts under a carried cap of 2: %v %v %v", r.Ops[0].Err, r.Ops[1].Err, r.Ops[2].Err)
+	}
+	tx := txnOp(&pb.TxnRequest{Success: []*pb.TxnOp{tPutL("/d", "v", 2), tPutL("/e", "v", 2)}})
+	tx.MaxKeysPerLease = 2
+	if r := apply1(t, f, 3, tx); r.Ops[0].Err != nil || !r.Ops[0].Txn.Succeeded {
+		t.Fatalf("txn attaching 2 keys under a carried cap of 2: %+v", r.Ops[0])
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"fmt"
 
+	bolt "go.etcd.io/bbolt"
+
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
@@ -140,7 +142,7 @@ func (a *applier) evaluate(cs []*pb.Compare) (bool, error) {
 // the branch they chose, op by op, each on the state the previous ones left.
 // Every mutation is an event of the entry, in op order, so they share the
 // entry's revision and reach watchers in one batch.
-func (a *applier) txn(index uint64, t *pb.TxnRequest) (OpResult, error) {
+func (a *applier) txn(index uint64, t *pb.TxnRequest, maxKeys uint64) (OpResult, error) {
 	ok, err := a.evaluate(t.GetCompares())
 	if err != nil {
 		return OpResult{}, err
@@ -149,12 +151,12 @@ func (a *applier) txn(index uint64, t *pb.TxnRequest) (OpResult, error) {
 	if ok {
 		branch = t.GetSuccess()
 	}
-	if refused, err := a.leaseRefusal(branch); err != nil || refused != nil {
+	if refused, err := a.leaseRefusal(branch, maxKeys); err != nil || refused != nil {
 		return OpResult{Err: refused}, err
 	}
 	tr := &TxnResult{Succeeded: ok, Ops: make([]TxnOpResult, len(branch))}
 	for i, op := range branch {
-		if tr.Ops[i], err = a.txnOp(index, op); err != nil {
+		if tr.Ops[i], err = a.txnOp(index, op, maxKeys); err != nil {
 			return OpResult{}, err
 		}
 	}
@@ -163,10 +165,10 @@ func (a *applier) txn(index uint64, t *pb.TxnRequest) (OpResult, error) {
 
 // txnOp applies one op of a Txn branch. Its put or delete carries no
 // condition: the Txn's compares are its condition.
-func (a *applier) txnOp(index uint64, op *pb.TxnOp) (TxnOpResult, error) {
+func (a *applier) txnOp(index uint64, op *pb.TxnOp, maxKeys uint64) (TxnOpResult, error) {
 	switch o := op.GetOp().(type) {
 	case *pb.TxnOp_Put:
-		r, err := a.put(index, mutation{key: o.Put.GetKey(), value: o.Put.GetValue(), lease: o.Put.GetLease(), wantPrev: o.Put.GetPrevKv()})
+		r, err := a.put(index, mutation{key: o.Put.GetKey(), value: o.Put.GetValue(), lease: o.Put.GetLease(), maxKeys: maxKeys, wantPrev: o.Put.GetPrevKv()})
 		return TxnOpResult{Kind: TxnPut, Prev: r.Prev, ModRevision: r.ModRevision}, err
 	case *pb.TxnOp_Delete:
 		r, err := a.delete(index, mutation{key: o.Delete.GetKey(), wantPrev: o.Delete.GetPrevKv()})
@@ -217,14 +219,14 @@ func (a *applier) deletePrefix(index uint64, prefix []byte, wantPrev bool) (TxnO
 // Txn changes nothing. It counts every key the branch attaches anew against
 // its lease's cap, ignoring keys the branch's own deletes would detach
 // first: at the exact cap such a Txn is refused.
-func (a *applier) leaseRefusal(branch []*pb.TxnOp) (refused, err error) {
+func (a *applier) leaseRefusal(branch []*pb.TxnOp, maxKeys uint64) (refused, err error) {
 	added := map[int64]uint64{}
 	for _, op := range branch {
 		p := op.GetPut()
 		if p.GetLease() == 0 {
 			continue
 		}
-		if refused, err := a.ls.checkAttach(p.GetKey(), p.GetLease()); err != nil || refused != nil {
+		if refused, err := a.ls.checkAttach(p.GetKey(), p.GetLease(), maxKeys); err != nil || refused != nil {
 			return refused, err
 		}
 		cur, err := a.ls.leaseOfKey(p.GetKey())
@@ -239,10 +241,40 @@ func (a *applier) leaseRefusal(branch []*pb.TxnOp) (refused, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if r.keys+added[p.GetLease()] > a.ls.limits.MaxKeysPerLease {
+		if limit := a.ls.keyCap(maxKeys); r.keys+added[p.GetLease()] > limit {
 			return fmt.Errorf("%w: the txn would give lease %016x %d keys (--max-keys-per-lease %d)",
-				ErrLeaseLimit, p.GetLease(), r.keys+added[p.GetLease()], a.ls.limits.MaxKeysPerLease), nil
+				ErrLeaseLimit, p.GetLease(), r.keys+added[p.GetLease()], limit), nil
 		}
 	}
 	return nil, nil
+}
+
+// StoredBytes sums the key and value lengths, plus perKV each, of the keys
+// that exist and of every key under prefixes, as stored now; it stops
+// counting once the sum passes stopAt. The node uses it to bound a Txn's
+// response before proposing it.
+func (f *FSM) StoredBytes(keys, prefixes [][]byte, perKV, stopAt int) (int, error) {
+	sum := 0
+	err := f.view(func(tx *bolt.Tx) error {
+		kv := tx.Bucket(bucketKV)
+		for _, k := range keys {
+			if v := kv.Get(k); v != nil {
+				sum += len(k) + len(v) + perKV
+			}
+			if sum > stopAt {
+				return nil
+			}
+		}
+		for _, p := range prefixes {
+			c := kv.Cursor()
+			for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+				sum += len(k) + len(v) + perKV
+				if sum > stopAt {
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	return sum, err
 }

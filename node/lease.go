@@ -26,12 +26,17 @@ const (
 	// leaseOpsPerEntry bounds the leases one EXPIRE or CHECKPOINT carries;
 	// the rest go in the next.
 	leaseOpsPerEntry = 1000
+	// leaseKeysPerExpiry bounds the keys one EXPIRE deletes (one bbolt
+	// transaction, one watch batch); a lease with more goes alone.
+	leaseKeysPerExpiry = 10_000
 	// leaseProposeTimeout bounds the wait for one expiry or checkpoint.
 	leaseProposeTimeout = 5 * time.Second
 )
 
 // LeaseConfig caps and paces leases. MaxLeases and MaxKeysPerLease are
-// checked at apply time: every node of a cluster must use the same values.
+// checked when the entry is applied, with the values the proposing leader
+// wrote into it, so every node decides the same even when their flags
+// differ; a new leader's flags take effect from its first proposal.
 type LeaseConfig struct {
 	MaxLeases          uint64        // 0 = fsm.DefaultMaxLeases
 	MaxKeysPerLease    uint64        // 0 = fsm.DefaultMaxKeysPerLease
@@ -43,6 +48,20 @@ func (c LeaseConfig) checkpointInterval() time.Duration {
 		return DefaultLeaseCheckpointInterval
 	}
 	return c.CheckpointInterval
+}
+
+func (c LeaseConfig) maxLeases() uint64 {
+	if c.MaxLeases == 0 {
+		return fsm.DefaultMaxLeases
+	}
+	return c.MaxLeases
+}
+
+func (c LeaseConfig) maxKeysPerLease() uint64 {
+	if c.MaxKeysPerLease == 0 {
+		return fsm.DefaultMaxKeysPerLease
+	}
+	return c.MaxKeysPerLease
 }
 
 // LeaseGrant is a granted lease.
@@ -65,7 +84,7 @@ func (n *Node) Grant(ctx context.Context, ttl, id int64) (LeaseGrant, error) {
 	if id < 0 {
 		return LeaseGrant{}, invalid("lease id %d is negative", id)
 	}
-	index, res, err := n.submit(ctx, &pb.Op{Kind: pb.Op_LEASE_GRANT, Lease: id, Ttl: ttl})
+	index, res, err := n.submit(ctx, &pb.Op{Kind: pb.Op_LEASE_GRANT, Lease: id, Ttl: ttl, MaxLeases: n.cfg.Leases.maxLeases()})
 	if err != nil {
 		return LeaseGrant{}, err
 	}
@@ -197,9 +216,30 @@ func (n *Node) expireLeases() {
 		if len(ex) == 0 {
 			continue
 		}
-		ex = ex[:min(len(ex), leaseOpsPerEntry)]
+		ex = n.expiryPart(ex)
 		n.proposeLeaseOp(&pb.Op{Kind: pb.Op_LEASE_EXPIRE, LeaseExpiries: ex}, "expire leases", len(ex))
 	}
+}
+
+// expiryPart is the front of ex one LEASE_EXPIRE carries: at most
+// leaseOpsPerEntry leases and leaseKeysPerExpiry keys, but at least one
+// lease; the rest wait for the next tick.
+func (n *Node) expiryPart(ex []*pb.LeaseExpiry) []*pb.LeaseExpiry {
+	var keys uint64
+	for i, e := range ex {
+		if i == leaseOpsPerEntry {
+			return ex[:i]
+		}
+		info, _, err := n.fsm.LeaseTimeToLive(e.Lease, false)
+		if err != nil {
+			return ex[:max(i, 1)]
+		}
+		if i > 0 && keys+info.KeyCount > leaseKeysPerExpiry {
+			return ex[:i]
+		}
+		keys += info.KeyCount
+	}
+	return ex
 }
 
 // checkpointLeases runs on every node and acts only while it is the ready

@@ -424,6 +424,9 @@ func (n *Node) Put(ctx context.Context, key, value []byte, opt WriteOptions) (Wr
 	if err != nil {
 		return WriteResult{}, err
 	}
+	if op.Lease != 0 {
+		op.MaxKeysPerLease = n.cfg.Leases.maxKeysPerLease()
+	}
 	return n.propose(ctx, op)
 }
 

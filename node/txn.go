@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -39,7 +41,10 @@ func (n *Node) Txn(ctx context.Context, req *pb.TxnRequest) (TxnResult, error) {
 	if err := n.checkTxn(req); err != nil {
 		return TxnResult{}, err
 	}
-	r, err := n.proposeOp(ctx, &pb.Op{Kind: pb.Op_TXN, Txn: req})
+	if err := n.checkTxnResponse(req); err != nil {
+		return TxnResult{}, err
+	}
+	r, err := n.proposeOp(ctx, &pb.Op{Kind: pb.Op_TXN, Txn: req, MaxKeysPerLease: n.cfg.Leases.maxKeysPerLease()})
 	if err != nil {
 		return TxnResult{}, err
 	}
@@ -134,9 +139,9 @@ func (f *branchFootprint) claimKey(i int, key []byte) error {
 
 func (f *branchFootprint) claimPrefix(i int, prefix []byte) error {
 	p := string(prefix)
-	for k, j := range f.keys {
+	for _, k := range slices.Sorted(maps.Keys(f.keys)) { // sorted: the same message every time
 		if strings.HasPrefix(k, p) {
-			return invalid("deletes the prefix %q, which holds %q that %s[%d] mutates: a txn branch may mutate a key once", p, k, f.branch, j)
+			return invalid("deletes the prefix %q, which holds %q that %s[%d] mutates: a txn branch may mutate a key once", p, k, f.branch, f.keys[k])
 		}
 	}
 	for _, q := range f.prefixes {
@@ -158,6 +163,9 @@ func (n *Node) checkBranch(name string, ops []*pb.TxnOp) error {
 			err = n.checkKey(o.Put.GetKey())
 			if err == nil && len(o.Put.GetValue()) > n.cfg.MaxValueSize {
 				err = invalid("value of %d bytes exceeds the limit of %d bytes", len(o.Put.GetValue()), n.cfg.MaxValueSize)
+			}
+			if err == nil && o.Put.GetLease() < 0 {
+				err = invalid("lease %d: a lease id is positive (0 = no lease)", o.Put.GetLease())
 			}
 			if err == nil && o.Put.GetCondition() != nil {
 				err = invalid("a put inside a txn cannot carry a condition: put it in the txn's compares")
@@ -194,4 +202,64 @@ func (n *Node) checkBranch(name string, ops []*pb.TxnOp) error {
 func invalidAt(where string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": ")
 	return invalid("txn %s: %s", where, msg)
+}
+
+// TxnResponseLimit bounds the keys and values a Txn's response may carry
+// (gets and prev values): twice the default value size, inside the
+// server's message limit with room for framing.
+const TxnResponseLimit = 2 * DefaultMaxValueSize
+
+// txnKVOverhead is what one key-value costs in a response besides its key
+// and value bytes (revisions, version, lease, framing).
+const txnKVOverhead = 64
+
+// checkTxnResponse refuses a Txn whose response could not be sent: its
+// branch with the larger response reads (gets, prev values) more than
+// TxnResponseLimit bytes of keys and values as they are stored now, counting
+// the values the branch itself puts before reading them. Without it the Txn
+// would be applied and its client told only that the response failed.
+func (n *Node) checkTxnResponse(req *pb.TxnRequest) error {
+	for _, b := range []struct {
+		name string
+		ops  []*pb.TxnOp
+	}{{"success", req.Success}, {"failure", req.Failure}} {
+		var keys, prefixes [][]byte
+		written := map[string]int{} // value sizes the branch puts, by key
+		extra := 0
+		for _, op := range b.ops {
+			switch o := op.GetOp().(type) {
+			case *pb.TxnOp_Put:
+				if o.Put.GetPrevKv() {
+					keys = append(keys, o.Put.GetKey())
+				}
+				written[string(o.Put.GetKey())] = len(o.Put.GetValue())
+			case *pb.TxnOp_Delete:
+				if o.Delete.GetPrevKv() {
+					keys = append(keys, o.Delete.GetKey())
+				}
+			case *pb.TxnOp_Get:
+				if v, ok := written[string(o.Get.GetKey())]; ok {
+					extra += len(o.Get.GetKey()) + v + txnKVOverhead
+				} else {
+					keys = append(keys, o.Get.GetKey())
+				}
+			case *pb.TxnOp_DeletePrefix:
+				if o.DeletePrefix.GetPrevKv() {
+					prefixes = append(prefixes, o.DeletePrefix.GetPrefix())
+				}
+			}
+		}
+		if len(keys) == 0 && len(prefixes) == 0 && extra == 0 {
+			continue
+		}
+		size, err := n.fsm.StoredBytes(keys, prefixes, txnKVOverhead, TxnResponseLimit-extra)
+		if err != nil {
+			return err
+		}
+		if size+extra > TxnResponseLimit {
+			return invalid("txn %s branch would answer with more than %d bytes of keys and values (gets and prev values, as stored now), over the %d-byte response limit: read fewer or smaller keys, or without prev_kv",
+				b.name, size+extra, TxnResponseLimit)
+		}
+	}
+	return nil
 }

@@ -142,3 +142,40 @@ func TestTxnAppliesThroughTheLog(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnResponseTooLargeIsRefused: a Txn whose gets and prev values could
+// not fit in a response is refused before proposing (before, it was applied
+// and its client told only that the response failed).
+func TestTxnResponseTooLargeIsRefused(t *testing.T) {
+	n := openSingle(t, t.TempDir(), freeAddr(t))
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	big := strings.Repeat("x", 900<<10)
+	for _, k := range []string{"/big/1", "/big/2", "/big/3"} {
+		if _, err := n.Put(ctx, []byte(k), []byte(big), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prevPut := func(k string) *pb.TxnOp {
+		return &pb.TxnOp{Op: &pb.TxnOp_Put{Put: &pb.PutRequest{Key: []byte(k), Value: []byte("a"), PrevKv: true}}}
+	}
+	prevPrefix := &pb.TxnOp{Op: &pb.TxnOp_DeletePrefix{DeletePrefix: &pb.DeletePrefixRequest{Prefix: []byte("/big/"), PrevKv: true}}}
+	for name, req := range map[string]*pb.TxnRequest{
+		"three gets":                 {Success: []*pb.TxnOp{tGet("/big/1"), tGet("/big/2"), tGet("/big/3")}},
+		"three prev values":          {Failure: []*pb.TxnOp{prevPut("/big/1"), prevPut("/big/2"), prevPut("/big/3")}},
+		"a prefix delete with prevs": {Success: []*pb.TxnOp{prevPrefix}},
+		"gets of what it puts":       {Success: []*pb.TxnOp{tGet("/big/1"), tGet("/big/2"), tPut("/new/1", big[:500<<10]), tGet("/new/1")}},
+	} {
+		before := n.fsm.Applied()
+		if _, err := n.Txn(ctx, req); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "response limit") {
+			t.Errorf("%s: %v, want INVALID_ARGUMENT naming the response limit", name, err)
+		}
+		if got := n.fsm.Applied(); got != before {
+			t.Errorf("%s: the refused txn moved the applied index from %d to %d", name, before, got)
+		}
+	}
+	if _, err := n.Txn(ctx, &pb.TxnRequest{Success: []*pb.TxnOp{tGet("/big/1"), tGet("/big/2")}}); err != nil {
+		t.Fatalf("two gets of 900 KiB: %v, want them served", err)
+	}
+}

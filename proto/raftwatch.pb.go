@@ -3605,8 +3605,13 @@ type Op struct {
 	Ttl              int64              `protobuf:"varint,8,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	LeaseCheckpoints []*LeaseCheckpoint `protobuf:"bytes,9,rep,name=lease_checkpoints,json=leaseCheckpoints,proto3" json:"lease_checkpoints,omitempty"`
 	LeaseExpiries    []*LeaseExpiry     `protobuf:"bytes,10,rep,name=lease_expiries,json=leaseExpiries,proto3" json:"lease_expiries,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The caps the proposing leader applies (its --max-leases for
+	// LEASE_GRANT, --max-keys-per-lease for PUT and TXN), carried in the entry
+	// so that every node decides the same whatever its own flags say.
+	MaxLeases       uint64 `protobuf:"varint,11,opt,name=max_leases,json=maxLeases,proto3" json:"max_leases,omitempty"`
+	MaxKeysPerLease uint64 `protobuf:"varint,12,opt,name=max_keys_per_lease,json=maxKeysPerLease,proto3" json:"max_keys_per_lease,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Op) Reset() {
@@ -3707,6 +3712,20 @@ func (x *Op) GetLeaseExpiries() []*LeaseExpiry {
 		return x.LeaseExpiries
 	}
 	return nil
+}
+
+func (x *Op) GetMaxLeases() uint64 {
+	if x != nil {
+		return x.MaxLeases
+	}
+	return 0
+}
+
+func (x *Op) GetMaxKeysPerLease() uint64 {
+	if x != nil {
+		return x.MaxKeysPerLease
+	}
+	return 0
 }
 
 // LeaseCheckpoint is a lease's remaining TTL as the leader saw it while the
@@ -4111,7 +4130,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
-	"leaderAddr\"\xa0\x04\n" +
+	"leaderAddr\"\xec\x04\n" +
 	"\x02Op\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.raftwatch.v1.Op.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -4123,7 +4142,10 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x03ttl\x18\b \x01(\x03R\x03ttl\x12J\n" +
 	"\x11lease_checkpoints\x18\t \x03(\v2\x1d.raftwatch.v1.LeaseCheckpointR\x10leaseCheckpoints\x12@\n" +
 	"\x0elease_expiries\x18\n" +
-	" \x03(\v2\x19.raftwatch.v1.LeaseExpiryR\rleaseExpiries\"\x90\x01\n" +
+	" \x03(\v2\x19.raftwatch.v1.LeaseExpiryR\rleaseExpiries\x12\x1d\n" +
+	"\n" +
+	"max_leases\x18\v \x01(\x04R\tmaxLeases\x12+\n" +
+	"\x12max_keys_per_lease\x18\f \x01(\x04R\x0fmaxKeysPerLease\"\x90\x01\n" +
 	"\x04Kind\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +

@@ -3,6 +3,10 @@ package server
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -17,6 +21,14 @@ func (s *Server) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 	out := &pb.TxnResponse{Revision: r.Revision, Succeeded: r.Succeeded, Results: make([]*pb.TxnOpResult, len(r.Ops))}
 	for i := range r.Ops {
 		out.Results[i] = txnOpResult(r.Revision, &r.Ops[i])
+	}
+	if size := proto.Size(out); size > MaxSendSize {
+		// node.checkTxnResponse refused what was too large as stored when
+		// the txn arrived; values written since can still make it so. The
+		// txn was applied: say so, rather than let gRPC fail the send.
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"txn applied at revision %d (succeeded=%v), but its response of %d bytes exceeds the %d-byte message limit: read the keys separately",
+			r.Revision, r.Succeeded, size, MaxSendSize)
 	}
 	return out, nil
 }

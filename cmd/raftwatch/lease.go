@@ -42,8 +42,8 @@ func parseTTL(s string) (int64, error) {
 
 // addLeaseServeFlags gives serve the lease caps and checkpoint interval.
 func addLeaseServeFlags(f *pflag.FlagSet, c *node.LeaseConfig) {
-	f.Uint64Var(&c.MaxLeases, "max-leases", 100_000, "most leases the cluster holds; a grant beyond it is refused with RESOURCE_EXHAUSTED (checked when applied: give every node the same value)")
-	f.Uint64Var(&c.MaxKeysPerLease, "max-keys-per-lease", 10_000, "most keys attached to one lease; a put beyond it is refused with RESOURCE_EXHAUSTED (checked when applied: give every node the same value)")
+	f.Uint64Var(&c.MaxLeases, "max-leases", 100_000, "most leases the cluster holds; a grant beyond it is refused with RESOURCE_EXHAUSTED (the leader's value, written into each grant, so nodes never disagree)")
+	f.Uint64Var(&c.MaxKeysPerLease, "max-keys-per-lease", 10_000, "most keys attached to one lease; a put beyond it is refused with RESOURCE_EXHAUSTED (the leader's value, written into each put, so nodes never disagree)")
 	f.DurationVar(&c.CheckpointInterval, "lease-checkpoint-interval", node.DefaultLeaseCheckpointInterval, "how often the leader records the remaining TTL of leases not renewed since, so a restart does not reset them to their full TTL (a restarted node may keep a lease up to this much longer)")
 }
 
