@@ -21,9 +21,10 @@ import (
 // generators below drive one client per process through the interfaces
 // bankClient and lockClient and record bank.jsonl and lock.jsonl; the
 // checkers (checker.CheckBank, checker.CheckLock) read those files back.
-// The clients themselves are made by newBankClient and newLockClient, which
-// stay nil until the Go client has Txn and leases: --workload refuses txn
-// and lock until then.
+// The clients themselves are made by newBankClient (bankclient.go: pinned
+// and failover clients over Txn) and newLockClient, which stays nil until
+// the Go client has leases and the lock recipe: --workload refuses lock
+// until then, and all runs every workload whose client exists.
 
 // Workloads selectable with --workload.
 const (
@@ -142,15 +143,19 @@ type fencedWrite struct {
 	Counter uint64
 }
 
-// Client factories: nil until the Go client has Txn and leases (issue 9).
-// Each call makes one client process's client for the endpoints given.
+// Client factories; nil while the Go client lacks what the workload needs
+// (leases, for lock). Each call makes one client process's client.
 var (
-	newBankClient func(endpoints []string) (bankClient, error)
+	// newBankClient makes a bank client of kind (history.ClientPinned or
+	// ClientFailover) for nodes, in the client's order: the first is its
+	// home (pinned) or the endpoint it tries first (failover).
+	newBankClient func(kind string, nodes []endpoint, seed uint64) (bankClient, error) = newTxnBankClient
 	newLockClient func(endpoints []string) (lockClient, error)
 )
 
 // parseWorkloads parses --workload: a comma list of kv, txn and lock, or
-// all. txn and lock need their client factories.
+// all. txn and lock need their client factories; all is every workload
+// whose client exists in this build.
 func parseWorkloads(s string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
@@ -158,7 +163,7 @@ func parseWorkloads(s string) ([]string, error) {
 		w = strings.TrimSpace(w)
 		names := []string{w}
 		if w == workloadAll {
-			names = []string{workloadKV, workloadTxn, workloadLock}
+			names = availableWorkloads()
 		}
 		for _, n := range names {
 			switch n {
@@ -169,7 +174,7 @@ func parseWorkloads(s string) ([]string, error) {
 				}
 			case workloadLock:
 				if newLockClient == nil {
-					return nil, fmt.Errorf("--workload %s: the lock workload is not available in this build: the Go client has no lease or lock API yet (issue 9); use --workload kv", s)
+					return nil, fmt.Errorf("--workload %s: the lock workload is not available in this build: the Go client has no lease or lock API yet (issue 9); use kv and txn (--workload all runs every workload whose client exists)", s)
 				}
 			default:
 				return nil, fmt.Errorf("--workload %q: use a comma list of kv, txn, lock, or all", s)
@@ -181,6 +186,19 @@ func parseWorkloads(s string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// availableWorkloads are the workloads whose clients exist in this build:
+// what --workload all runs.
+func availableWorkloads() []string {
+	out := []string{workloadKV}
+	if newBankClient != nil {
+		out = append(out, workloadTxn)
+	}
+	if newLockClient != nil {
+		out = append(out, workloadLock)
+	}
+	return out
 }
 
 // coordRecorder records one coordination workload's ops.
@@ -209,33 +227,51 @@ func (r *coordRecorder) outcome(err error) (string, string) {
 	return typ, msg
 }
 
-// bankWorkload runs the txn transfer clients.
+// bankWorkload runs the txn transfer clients: concurrency clients of each
+// kind in kinds (history.ClientPinned, ClientFailover), as the KV workload.
 type bankWorkload struct {
 	coordRecorder
 	hist        *history.Writer
-	endpoints   []string
+	nodes       []endpoint
+	kinds       []string
 	concurrency int
 	opTimeout   time.Duration
 	seed        uint64
-	newClient   func(endpoints []string) (bankClient, error)
+	newClient   func(kind string, nodes []endpoint, seed uint64) (bankClient, error)
 }
+
+// bankProcess is one bank client process.
+type bankProcess struct {
+	c    bankClient
+	kind string
+}
+
+// targeter is a client pinned to a node: Target picks the node its next op
+// goes to, recorded as the op's node.
+type targeter interface{ Target() string }
 
 // run creates the accounts, then runs the clients until ctx is done, each
 // op taking a token from tokens.
 func (w *bankWorkload) run(ctx context.Context, tokens <-chan struct{}) error {
-	clients := make([]bankClient, w.concurrency)
-	for i := range clients {
-		// Each client lists the endpoints from a different one.
-		var eps []string
-		for j := range w.endpoints {
-			eps = append(eps, w.endpoints[(i+j)%len(w.endpoints)])
+	var clients []bankProcess
+	for _, kind := range w.kinds {
+		for range w.concurrency {
+			i := len(clients)
+			// Each client lists the endpoints from a different one.
+			var eps []endpoint
+			for j := range w.nodes {
+				eps = append(eps, w.nodes[(i+j)%len(w.nodes)])
+			}
+			c, err := w.newClient(kind, eps, w.seed+uint64(i))
+			if err != nil {
+				return fmt.Errorf("bank client %d (%s): %w", i, kind, err)
+			}
+			defer c.Close()
+			clients = append(clients, bankProcess{c: c, kind: kind})
 		}
-		c, err := w.newClient(eps)
-		if err != nil {
-			return fmt.Errorf("bank client %d: %w", i, err)
-		}
-		defer c.Close()
-		clients[i] = c
+	}
+	if len(clients) == 0 {
+		return errors.New("bank workload: no clients (no client kind selected)")
 	}
 	init := map[string]string{}
 	for _, a := range bankAccounts() {
@@ -249,7 +285,7 @@ func (w *bankWorkload) run(ctx context.Context, tokens <-chan struct{}) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.client(ctx, c, i, tokens)
+			w.client(ctx, c, i, len(clients), tokens)
 		}()
 	}
 	wg.Wait()
@@ -258,14 +294,16 @@ func (w *bankWorkload) run(ctx context.Context, tokens <-chan struct{}) error {
 
 // initAccounts runs the init Txn until it is known to have applied (ok,
 // whichever branch: a failed compare means an earlier try applied).
-func (w *bankWorkload) initAccounts(ctx context.Context, c bankClient, init map[string]string) error {
+func (w *bankWorkload) initAccounts(ctx context.Context, p bankProcess, init map[string]string) error {
 	for try := 0; try < initAttempts && ctx.Err() == nil; try++ {
-		inv := history.BankEvent{Type: history.Invoke, ID: int(w.nextID.Add(1)), Process: -1, Op: history.BankInit, Init: init, Time: w.now()}
+		inv := history.BankEvent{Type: history.Invoke, ID: int(w.nextID.Add(1)), Process: -1, Op: history.BankInit, Init: init,
+			Client: p.kind, Node: targetOf(p.c)}
+		inv.Time = w.now()
 		w.hist.Write(inv)
 		octx, cancel := context.WithTimeout(ctx, w.opTimeout)
-		rev, ok, err := c.InitKeys(octx, init)
+		rev, ok, err := p.c.InitKeys(octx, init)
 		cancel()
-		comp := history.BankEvent{ID: inv.ID, Process: inv.Process, Op: inv.Op, Revision: rev, Succeeded: ok}
+		comp := history.BankEvent{ID: inv.ID, Process: inv.Process, Op: inv.Op, Client: inv.Client, Node: inv.Node, Revision: rev, Succeeded: ok}
 		comp.Type, comp.Error = w.outcome(err)
 		comp.Time = w.now()
 		w.hist.Write(comp)
@@ -276,9 +314,18 @@ func (w *bankWorkload) initAccounts(ctx context.Context, c bankClient, init map[
 	return fmt.Errorf("creating the bank accounts failed %d times", initAttempts)
 }
 
-// client runs one bank client: reads of every account, and transfers based
-// on what it last read.
-func (w *bankWorkload) client(ctx context.Context, c bankClient, i int, tokens <-chan struct{}) {
+// targetOf is the node c's next op goes to ("" when c picks it itself).
+func targetOf(c bankClient) string {
+	if t, ok := c.(targeter); ok {
+		return t.Target()
+	}
+	return ""
+}
+
+// client runs one bank client (the i-th of n): reads of every account, and
+// transfers based on what it last read.
+func (w *bankWorkload) client(ctx context.Context, p bankProcess, i, n int, tokens <-chan struct{}) {
+	c := p.c
 	rng := rand.New(rand.NewPCG(w.seed, uint64(i)+1000))
 	process := i
 	accounts := bankAccounts()
@@ -289,7 +336,7 @@ func (w *bankWorkload) client(ctx context.Context, c bankClient, i int, tokens <
 			return
 		case <-tokens:
 		}
-		inv := history.BankEvent{Type: history.Invoke, ID: int(w.nextID.Add(1)), Process: process}
+		inv := history.BankEvent{Type: history.Invoke, ID: int(w.nextID.Add(1)), Process: process, Client: p.kind}
 		var tr bankTransfer
 		if len(known.Values) < len(accounts) || rng.IntN(100) < bankPctRead {
 			inv.Op = history.BankRead
@@ -313,10 +360,11 @@ func (w *bankWorkload) client(ctx context.Context, c bankClient, i int, tokens <
 			inv.Op, inv.From, inv.To, inv.Amount = history.BankTransfer, from, to, amount
 			inv.FromRev, inv.ToRev, inv.FromValue, inv.ToValue = tr.FromRev, tr.ToRev, tr.FromValue, tr.ToValue
 		}
+		inv.Node = targetOf(c)
 		inv.Time = w.now()
 		w.hist.Write(inv)
 		octx, cancel := context.WithTimeout(ctx, w.opTimeout)
-		comp := history.BankEvent{ID: inv.ID, Process: process, Op: inv.Op}
+		comp := history.BankEvent{ID: inv.ID, Process: process, Op: inv.Op, Client: inv.Client, Node: inv.Node}
 		var err error
 		switch inv.Op {
 		case history.BankRead:
@@ -349,7 +397,7 @@ func (w *bankWorkload) client(ctx context.Context, c bankClient, i int, tokens <
 		if comp.Type == history.Info {
 			// The op may still be in flight: a new process id, and read
 			// before the next transfer.
-			process += w.concurrency
+			process += n
 			known = bankSnapshot{}
 		}
 	}
@@ -508,12 +556,37 @@ type coordRun struct {
 	mu      sync.Mutex
 	errs    []error
 	writers []*history.Writer
+	// counts: each running workload's recorder, by workload name.
+	counts map[string]*coordRecorder
+}
+
+// progress is a summary of the ops so far, for the progress line.
+func (r *coordRun) progress() string {
+	var parts []string
+	for _, name := range []string{workloadTxn, workloadLock} {
+		if c := r.counts[name]; c != nil {
+			ok, fail, info := c.ok.Load(), c.fail.Load(), c.info.Load()
+			parts = append(parts, fmt.Sprintf("%s ops %d (ok %d, fail %d, info %d)", name, ok+fail+info, ok, fail, info))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // startCoord starts the selected coordination workloads (each at rate ops
 // per second) until ctx is done.
-func startCoord(ctx context.Context, cfg config, out string, start time.Time, endpoints []string, rate float64) (*coordRun, error) {
-	r := &coordRun{}
+func startCoord(ctx context.Context, cfg config, out string, start time.Time, nodes []endpoint, rate float64) (*coordRun, error) {
+	r := &coordRun{counts: map[string]*coordRecorder{}}
+	var endpoints []string
+	for _, n := range nodes {
+		endpoints = append(endpoints, n.addr)
+	}
+	var kinds []string
+	if cfg.clients != clientsFailover {
+		kinds = append(kinds, history.ClientPinned)
+	}
+	if cfg.clients != clientsPinned {
+		kinds = append(kinds, history.ClientFailover)
+	}
 	launch := func(file string, run func(h *history.Writer) error) error {
 		h, err := history.Create(filepath.Join(out, file))
 		if err != nil {
@@ -532,9 +605,11 @@ func startCoord(ctx context.Context, cfg config, out string, start time.Time, en
 		return nil
 	}
 	if slices.Contains(cfg.workloads, workloadTxn) {
+		w := &bankWorkload{coordRecorder: coordRecorder{start: start}, nodes: nodes, kinds: kinds,
+			concurrency: cfg.concurrency, opTimeout: cfg.opTimeout, seed: cfg.seed, newClient: newBankClient}
+		r.counts[workloadTxn] = &w.coordRecorder
 		err := launch(bankFile, func(h *history.Writer) error {
-			w := &bankWorkload{coordRecorder: coordRecorder{start: start}, hist: h, endpoints: endpoints,
-				concurrency: cfg.concurrency, opTimeout: cfg.opTimeout, seed: cfg.seed, newClient: newBankClient}
+			w.hist = h
 			return w.run(ctx, tokenSource(ctx, rate))
 		})
 		if err != nil {
@@ -542,9 +617,11 @@ func startCoord(ctx context.Context, cfg config, out string, start time.Time, en
 		}
 	}
 	if slices.Contains(cfg.workloads, workloadLock) {
+		w := &lockWorkload{coordRecorder: coordRecorder{start: start}, endpoints: endpoints,
+			concurrency: cfg.concurrency, opTimeout: cfg.opTimeout, newClient: newLockClient}
+		r.counts[workloadLock] = &w.coordRecorder
 		err := launch(lockFile, func(h *history.Writer) error {
-			w := &lockWorkload{coordRecorder: coordRecorder{start: start}, hist: h, endpoints: endpoints,
-				concurrency: cfg.concurrency, opTimeout: cfg.opTimeout, newClient: newLockClient}
+			w.hist = h
 			return w.run(ctx, tokenSource(ctx, rate))
 		})
 		if err != nil {

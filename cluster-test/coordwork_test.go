@@ -237,9 +237,10 @@ func runBank(t *testing.T, s *fakeStore) checker.BankResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &bankWorkload{coordRecorder: coordRecorder{start: time.Now()}, hist: h, endpoints: []string{"a", "b"},
-		concurrency: 3, opTimeout: time.Second, seed: 1,
-		newClient: func([]string) (bankClient, error) { return &fakeBank{fakeStore: s}, nil }}
+	w := &bankWorkload{coordRecorder: coordRecorder{start: time.Now()}, hist: h,
+		nodes: []endpoint{{"n1", "a"}, {"n2", "b"}}, kinds: []string{history.ClientPinned, history.ClientFailover},
+		concurrency: 2, opTimeout: time.Second, seed: 1,
+		newClient: func(string, []endpoint, uint64) (bankClient, error) { return &fakeBank{fakeStore: s}, nil }}
 	runUntil(t, func(ctx context.Context) error { return w.run(ctx, unlimited(ctx)) }, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -312,17 +313,34 @@ func TestLockWorkloadCatchesOverlappingHolders(t *testing.T) {
 	}
 }
 
-func TestWorkloadFlagRefusesTxnAndLockWithoutTheirClients(t *testing.T) {
-	if newBankClient != nil || newLockClient != nil {
-		t.Skip("the coordination clients exist in this build")
+func TestWorkloadFlagRunsEveryWorkloadWhoseClientExists(t *testing.T) {
+	if newBankClient == nil {
+		t.Fatal("the txn workload has no client")
 	}
-	for _, w := range []string{"txn", "lock", "all", "kv,txn"} {
-		if _, err := parseWorkloads(w); err == nil || !strings.Contains(err.Error(), "not available") {
-			t.Errorf("--workload %s: %v", w, err)
+	want := []string{workloadKV, workloadTxn}
+	if newLockClient != nil {
+		want = append(want, workloadLock)
+	}
+	for _, c := range []struct {
+		flag string
+		want []string
+	}{
+		{"kv", []string{workloadKV}},
+		{"txn", []string{workloadTxn}},
+		{"kv,txn", []string{workloadKV, workloadTxn}},
+		{"all", want},
+		{"txn,all", append([]string{workloadTxn}, slices.DeleteFunc(slices.Clone(want), func(w string) bool { return w == workloadTxn })...)},
+	} {
+		if got, err := parseWorkloads(c.flag); err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("--workload %s: got %v, %v; want %v", c.flag, got, err, c.want)
 		}
 	}
-	if got, err := parseWorkloads("kv"); err != nil || len(got) != 1 || got[0] != workloadKV {
-		t.Errorf("--workload kv: %v %v", got, err)
+	if newLockClient == nil {
+		for _, w := range []string{"lock", "kv,lock"} {
+			if _, err := parseWorkloads(w); err == nil || !strings.Contains(err.Error(), "not available") {
+				t.Errorf("--workload %s without a lock client: %v", w, err)
+			}
+		}
 	}
 	if _, err := parseWorkloads("bogus"); err == nil {
 		t.Error("--workload bogus accepted")

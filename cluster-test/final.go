@@ -7,9 +7,6 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/raftwatch/raftwatch/cluster-test/checker"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -76,16 +73,13 @@ func describeStatuses(sts map[string]*pb.StatusResponse) string {
 	return s
 }
 
-// finalData reads node id's whole state with a serializable List.
+// finalData reads node id's whole state with a serializable List of the
+// prefix "/", under which the key rule puts every key: the KV workload's
+// and the coordination workloads' keys alike, as the replayed log has them.
 func (c *cluster) finalData(ctx context.Context, id string) (map[string]checker.KV, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	kvc := pb.NewKVClient(c.conns[id])
-	resp, err := kvc.List(ctx, &pb.ListRequest{Prefix: nil, Consistency: pb.Consistency_SERIALIZABLE})
-	if status.Code(err) == codes.InvalidArgument {
-		// Fall back to the workload's prefix if "" is not accepted.
-		resp, err = kvc.List(ctx, &pb.ListRequest{Prefix: []byte(keyPrefix), Consistency: pb.Consistency_SERIALIZABLE})
-	}
+	resp, err := pb.NewKVClient(c.conns[id]).List(ctx, &pb.ListRequest{Prefix: []byte("/"), Consistency: pb.Consistency_SERIALIZABLE})
 	if err != nil {
 		return nil, err
 	}

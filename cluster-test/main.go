@@ -321,11 +321,7 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	defer stopWl()
 	// Every selected workload gets an equal share of --rate.
 	share := cfg.rate / float64(len(cfg.workloads))
-	var addrs []string
-	for _, e := range eps {
-		addrs = append(addrs, e.addr)
-	}
-	coord, err := startCoord(wlCtx, cfg, out, start, addrs, share)
+	coord, err := startCoord(wlCtx, cfg, out, start, eps, share)
 	if err != nil {
 		return 0, err
 	}
@@ -348,9 +344,13 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 			if fault == "" {
 				fault = "none"
 			}
-			fmt.Printf("[%4.0fs] ops %d (ok %d, fail %d, info %d), watch msgs %d (resumes %d), fault: %s\n",
+			coordOps := ""
+			if p := coord.progress(); p != "" {
+				coordOps = ", " + p
+			}
+			fmt.Printf("[%4.0fs] ops %d (ok %d, fail %d, info %d)%s, watch msgs %d (resumes %d), fault: %s\n",
 				time.Since(start).Seconds(), wl.ok.Load()+wl.fail.Load()+wl.info.Load(),
-				wl.ok.Load(), wl.fail.Load(), wl.info.Load(), ws.count(), ws.resumes.Load(), fault)
+				wl.ok.Load(), wl.fail.Load(), wl.info.Load(), coordOps, ws.count(), ws.resumes.Load(), fault)
 		}
 	}
 	tick.Stop()

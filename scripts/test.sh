@@ -62,9 +62,9 @@ if [ "$root" = 0 ]; then
   exit 0
 fi
 
-echo "== cluster-test (Jepsen-style, all faults, pinned and failover clients, 75 s)"
+echo "== cluster-test (Jepsen-style, all faults, every workload, pinned and failover clients, 75 s)"
 out=${CLUSTER_TEST_OUT:-$(mktemp -d /tmp/raftwatch-cluster-test.XXXXXX)}
-go run ./cluster-test --time-limit 75s --nemesis all --clients both --seed "${CLUSTER_TEST_SEED:-$RANDOM}" --out "$out"
+go run ./cluster-test --time-limit 75s --nemesis all --workload all --clients both --seed "${CLUSTER_TEST_SEED:-$RANDOM}" --out "$out"
 
 echo "== bench --quick (keeps the harness working; no thresholds)"
 scripts/bench.sh --quick
