@@ -240,6 +240,9 @@ func TestContendersCreatedInOneEntry(t *testing.T) {
 		t.Fatalf("contenders %v %v: want two keys created at revision %d", kvs, err, r.Revision)
 	}
 	firstKey, second := string(kvs[0].Key), mb
+	if want := min(ma.Key(), mb.Key()); firstKey != want {
+		t.Fatalf("first of two keys created at one revision: %s, want the smaller key %s", firstKey, want)
+	}
 	if firstKey == mb.Key() {
 		second = ma
 	}

@@ -105,7 +105,12 @@ func (e *Election) Token() uint64 { return e.token }
 // value), create revision and mod revision; ErrNoLeader when there is no
 // candidate.
 func (e *Election) Leader(ctx context.Context) (*pb.KeyValue, error) {
-	kv, _, err := leader(ctx, e.s.c, e.prefix)
+	return Leader(ctx, e.s.c, e.prefix)
+}
+
+// Leader is Election.Leader for whoever has no session: an observer.
+func Leader(ctx context.Context, c *client.Client, prefix string) (*pb.KeyValue, error) {
+	kv, _, err := leader(ctx, c, normPrefix(prefix))
 	return kv, err
 }
 
@@ -132,12 +137,17 @@ const observeRetry = 200 * time.Millisecond
 // of the value it already has (Campaign confirming it leads) is not a
 // change.
 func (e *Election) Observe(ctx context.Context) <-chan *pb.KeyValue {
+	return Observe(ctx, e.s.c, e.prefix)
+}
+
+// Observe is Election.Observe for whoever has no session: an observer.
+func Observe(ctx context.Context, c *client.Client, prefix string) <-chan *pb.KeyValue {
 	ch := make(chan *pb.KeyValue)
-	go e.observe(ctx, ch)
+	go observe(ctx, c, normPrefix(prefix), ch)
 	return ch
 }
 
-func (e *Election) observe(ctx context.Context, ch chan<- *pb.KeyValue) {
+func observe(ctx context.Context, c *client.Client, prefix string, ch chan<- *pb.KeyValue) {
 	defer close(ch)
 	var last *pb.KeyValue
 	send := func(kv *pb.KeyValue) bool {
@@ -154,14 +164,14 @@ func (e *Election) observe(ctx context.Context, ch chan<- *pb.KeyValue) {
 		}
 	}
 	for ctx.Err() == nil {
-		kv, at, err := leader(ctx, e.s.c, e.prefix)
+		kv, at, err := leader(ctx, c, prefix)
 		if err == nil {
 			if !send(kv) {
 				return
 			}
-			err = followLeader(ctx, e.s.c, kv, at, send)
+			err = followLeader(ctx, c, kv, at, send)
 		} else if errors.Is(err, ErrNoLeader) {
-			err = waitCandidate(ctx, e.s.c, e.prefix, at)
+			err = waitCandidate(ctx, c, prefix, at)
 		}
 		if err != nil {
 			select {
