@@ -71,7 +71,6 @@ func NewSession(ctx context.Context, c *client.Client, opts ...SessionOption) (*
 	for _, f := range opts {
 		f(&o)
 	}
-	sent := time.Now()
 	g, err := c.Grant(ctx, o.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("concurrency: grant a session lease of %ds: %w", o.ttl, err)
@@ -86,7 +85,7 @@ func NewSession(ctx context.Context, c *client.Client, opts ...SessionOption) (*
 		return nil, fmt.Errorf("concurrency: keep the session lease %x alive: %w", g.Id, err)
 	}
 	s := &Session{c: c, id: g.Id, ttl: g.Ttl, ctx: kctx, cancel: cancel, done: make(chan struct{})}
-	go s.track(ch, sent)
+	go s.track(ch)
 	return s, nil
 }
 
@@ -112,34 +111,15 @@ func keepAliveWithin(ctx, kctx context.Context, cancel context.CancelFunc, c *cl
 	}
 }
 
-// track closes done when the keepalives end (the lease is gone, or Close
-// stopped them) or when none was acknowledged for a TTL after the previous
-// one: the cluster may then have expired the lease already. An
-// acknowledged renewal was sent after the previous acknowledgement
-// arrived, and a lease lives at least its TTL after the renewal was sent,
-// so the local deadline never runs past the cluster's.
-func (s *Session) track(ch <-chan *leaseAck, sent time.Time) {
-	ttl := time.Duration(s.ttl) * time.Second
-	deadline := time.NewTimer(time.Until(sent.Add(ttl)))
-	defer deadline.Stop()
-	prev := sent // the next acknowledged renewal was sent after this
-	for {
-		select {
-		case r, ok := <-ch:
-			if !ok {
-				s.end(ErrSessionLost)
-				return
-			}
-			if r.Ttl > 0 {
-				ttl = time.Duration(r.Ttl) * time.Second
-			}
-			deadline.Reset(time.Until(prev.Add(ttl)))
-			prev = time.Now()
-		case <-deadline.C:
-			s.end(fmt.Errorf("%w (no keepalive acknowledged within its TTL of %v)", ErrSessionLost, ttl))
-			return
-		}
+// track closes done when client.KeepAlive closes its channel: the lease is
+// gone, or no renewal was acknowledged for a TTL after the last
+// acknowledged one was sent (the cluster may have expired the lease
+// already; the lease lives at least that long, so the session never
+// outlives it), or Close stopped the keepalives.
+func (s *Session) track(ch <-chan *leaseAck) {
+	for range ch {
 	}
+	s.end(fmt.Errorf("%w (the lease expired or was revoked, or no renewal was acknowledged within its TTL of %ds)", ErrSessionLost, s.ttl))
 }
 
 // end records why the session ended, stops the keepalives and closes
