@@ -37,7 +37,10 @@
 #   scripts/bench.sh            full run (3 rounds, ~33 minutes)
 #   scripts/bench.sh --quick    small version of everything, under 3 minutes
 #   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof,
-#            --baseline REV, --no-baseline
+#            --baseline REV, --no-baseline,
+#            --workloads LIST   only these, comma-separated, from: memory, put,
+#                               get, watch, txn, keepalive, slow-watchers,
+#                               watch-resume, gobench (default: all of them)
 #
 # It stops exactly the processes it started, on exit and on INT/TERM.
 set -euo pipefail
@@ -52,6 +55,8 @@ PPROF=0
 # the last one before the event history. Empty: no baseline.
 BASELINE_REV=240ef18
 BASELINE_ASKED=0 # --baseline given: a missing commit is an error, not a skip
+WORKLOADS=""     # --workloads: empty = every workload
+ALL_WORKLOADS=(memory put get watch txn keepalive slow-watchers watch-resume gobench)
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -63,7 +68,8 @@ while [[ $# -gt 0 ]]; do
 	--pprof) PPROF=1 ;;
 	--baseline) BASELINE_REV=$2; BASELINE_ASKED=1; shift ;;
 	--no-baseline) BASELINE_REV="" ;;
-	-h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+	--workloads) WORKLOADS=$2; shift ;;
+	-h | --help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -74,8 +80,18 @@ case "$ONLY" in
 raftwatch | etcd) TARGETS=("$ONLY") ;;
 *) echo "bench.sh: --only wants raftwatch or etcd, got '$ONLY'" >&2; exit 2 ;;
 esac
-# The baseline is a raftwatch build: it runs only when raftwatch does.
+# want NAME: the workload NAME was asked for (--workloads; all by default).
+want() { [[ -z $WORKLOADS || ",$WORKLOADS," == *",$1,"* ]]; }
+for w in ${WORKLOADS//,/ }; do
+	[[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || {
+		echo "bench.sh: unknown workload '$w' in --workloads (known: ${ALL_WORKLOADS[*]})" >&2
+		exit 2
+	}
+done
+# The baseline is a raftwatch build: it runs only when raftwatch does, and
+# only the put workloads use it.
 [[ " ${TARGETS[*]} " == *" raftwatch "* ]] || BASELINE_REV=""
+want put || BASELINE_REV=""
 
 # Workload sizes. The quick version keeps the client/connection counts and
 # shrinks time and watcher counts.
@@ -351,47 +367,65 @@ cat "$RESULTS/settings.md"
 
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	echo "== round $ROUND of $ROUNDS" >&2
-	fresh_clusters "r$ROUND-mem-spread" "${TARGETS[@]}"
-	bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE"
-	fresh_clusters "r$ROUND-mem-one" "${TARGETS[@]}"
-	bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE" --node 0
-	fresh_clusters "r$ROUND" "${PUT_TARGETS[@]}"
+	if want memory; then
+		fresh_clusters "r$ROUND-mem-spread" "${TARGETS[@]}"
+		bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE"
+		fresh_clusters "r$ROUND-mem-one" "${TARGETS[@]}"
+		bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE" --node 0
+	fi
+	if want put || want get || want watch || want txn || want keepalive; then
+		fresh_clusters "r$ROUND" "${PUT_TARGETS[@]}"
+	fi
 	# The baseline runs every put shape, not only the 64 and 256 clients of
 	# the goal, so that its cluster has seen the same writes as raftwatch's
 	# when those start.
-	for shape in "${PUT_SHAPES[@]}"; do
-		read -r clients conns <<<"$shape"
-		bench_on "${PUT_TARGETS[*]}" put --clients "$clients" --conns "$conns" --duration "$DUR" --warmup "$WARMUP"
-	done
+	if want put; then
+		for shape in "${PUT_SHAPES[@]}"; do
+			read -r clients conns <<<"$shape"
+			bench_on "${PUT_TARGETS[*]}" put --clients "$clients" --conns "$conns" --duration "$DUR" --warmup "$WARMUP"
+		done
+	fi
 	stop_cluster baseline # idle from here on; not left running beside the others
-	for mode in linearizable serializable; do
-		bench get --consistency "$mode" --clients "$GET_CLIENTS" --conns "$GET_CONNS" --duration "$DUR" --warmup "$WARMUP"
-	done
-	bench watch-latency --watchers "$WATCHERS" --rate "$WL_RATE" --duration "$WATCH_DUR" --drain "$DRAIN"
-	bench watch-throughput --watchers "$WATCHERS" --put-clients "$WT_PUT_CLIENTS" --put-conns "$WT_PUT_CONNS" \
-		--duration "$WATCH_DUR" --drain "$DRAIN"
+	if want get; then
+		for mode in linearizable serializable; do
+			bench get --consistency "$mode" --clients "$GET_CLIENTS" --conns "$GET_CONNS" --duration "$DUR" --warmup "$WARMUP"
+		done
+	fi
+	if want watch; then
+		bench watch-latency --watchers "$WATCHERS" --rate "$WL_RATE" --duration "$WATCH_DUR" --drain "$DRAIN"
+		bench watch-throughput --watchers "$WATCHERS" --put-clients "$WT_PUT_CLIENTS" --put-conns "$WT_PUT_CONNS" \
+			--duration "$WATCH_DUR" --drain "$DRAIN"
+	fi
 	# Coordination (issue 9). keepalive last: its leases are revoked at its
 	# end, but nothing else should share the cluster with them.
-	for shape in "${COORD_SHAPES[@]}"; do
-		read -r clients conns <<<"$shape"
-		bench txn --clients "$clients" --conns "$conns" --accounts "$TXN_ACCOUNTS" --duration "$DUR" --warmup "$WARMUP"
-	done
-	for shape in "${COORD_SHAPES[@]}"; do
-		read -r clients conns <<<"$shape"
-		bench keepalive --clients "$clients" --conns "$conns" --leases "$LEASES" --ttl "$LEASE_TTL" \
-			--duration "$DUR" --warmup "$WARMUP"
-	done
+	if want txn; then
+		for shape in "${COORD_SHAPES[@]}"; do
+			read -r clients conns <<<"$shape"
+			bench txn --clients "$clients" --conns "$conns" --accounts "$TXN_ACCOUNTS" --duration "$DUR" --warmup "$WARMUP"
+		done
+	fi
+	if want keepalive; then
+		for shape in "${COORD_SHAPES[@]}"; do
+			read -r clients conns <<<"$shape"
+			bench keepalive --clients "$clients" --conns "$conns" --leases "$LEASES" --ttl "$LEASE_TTL" \
+				--duration "$DUR" --warmup "$WARMUP"
+		done
+	fi
 	# raftwatch only, each on a fresh cluster with nothing else running:
 	# etcd's slow watchers grow without bound (not run), and the resume is
 	# the raftwatch Go client's. watch-resume kills a follower with SIGKILL;
 	# the next fresh_clusters (or the end) stops the rest of that cluster.
 	if [[ " ${TARGETS[*]} " == *" raftwatch "* ]]; then
-		fresh_clusters "r$ROUND-slow" raftwatch
-		bench_on raftwatch slow-watchers --watchers "$SLOW_WATCHERS" --conns "$SLOW_CONNS" --live "$SLOW_LIVE" \
-			--rate "$SLOW_RATE" --duration "$SLOW_DUR" --drain "$DRAIN"
-		fresh_clusters "r$ROUND-resume" raftwatch
-		bench_on raftwatch watch-resume --watchers "$RESUME_WATCHERS" --rate "$RESUME_RATE" \
-			--before "$RESUME_BEFORE" --after "$RESUME_AFTER" --drain "$DRAIN"
+		if want slow-watchers; then
+			fresh_clusters "r$ROUND-slow" raftwatch
+			bench_on raftwatch slow-watchers --watchers "$SLOW_WATCHERS" --conns "$SLOW_CONNS" --live "$SLOW_LIVE" \
+				--rate "$SLOW_RATE" --duration "$SLOW_DUR" --drain "$DRAIN"
+		fi
+		if want watch-resume; then
+			fresh_clusters "r$ROUND-resume" raftwatch
+			bench_on raftwatch watch-resume --watchers "$RESUME_WATCHERS" --rate "$RESUME_RATE" \
+				--before "$RESUME_BEFORE" --after "$RESUME_AFTER" --drain "$DRAIN"
+		fi
 	fi
 done
 for t in "${CLUSTERS[@]}"; do stop_cluster "$t"; done
@@ -399,7 +433,9 @@ for t in "${CLUSTERS[@]}"; do stop_cluster "$t"; done
 # ---------------------------------------------------------------- watch/ Go benchmarks
 
 GOBENCH=$RESULTS/watch-bench.txt
-if compgen -G "$ROOT/watch/*_test.go" >/dev/null && grep -q '^func Benchmark' "$ROOT"/watch/*_test.go; then
+if ! want gobench; then
+	echo "not run (--workloads $WORKLOADS)" >"$GOBENCH"
+elif compgen -G "$ROOT/watch/*_test.go" >/dev/null && grep -q '^func Benchmark' "$ROOT"/watch/*_test.go; then
 	echo "== go test -bench ./watch/ (prefix dispatch)" >&2
 	if ! go test -run XXX -bench . -benchmem -benchtime "$GOBENCH_TIME" -timeout "$GOBENCH_TIMEOUT" ./watch/ \
 		>"$GOBENCH" 2>&1; then
