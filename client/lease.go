@@ -96,7 +96,7 @@ func (c *Client) KeepAlive(ctx context.Context, id int64) (<-chan *pb.LeaseKeepA
 		return nil, err
 	}
 	if first.Ttl <= 0 {
-		return nil, status.Error(codes.NotFound, fmt.Sprintf("lease %016x not found", id))
+		return nil, status.Error(codes.NotFound, fmt.Sprintf("lease %x not found", id))
 	}
 	ch := make(chan *pb.LeaseKeepAliveResponse, 16)
 	ch <- first

@@ -211,7 +211,7 @@ func (l *leaseApply) checkAttach(key []byte, lease int64, maxKeys uint64) (refus
 	r, ok, err := l.get(lease)
 	if err != nil || !ok {
 		if err == nil {
-			return fmt.Errorf("%w: %016x (a put with a lease needs the lease to exist)", ErrLeaseNotFound, lease), nil
+			return fmt.Errorf("%w: %x (a put with a lease needs the lease to exist)", ErrLeaseNotFound, lease), nil
 		}
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func (l *leaseApply) checkAttach(key []byte, lease int64, maxKeys uint64) (refus
 		return nil, err
 	}
 	if limit := l.keyCap(maxKeys); cur != lease && r.keys >= limit {
-		return fmt.Errorf("%w: lease %016x already has %d keys (--max-keys-per-lease %d)",
+		return fmt.Errorf("%w: lease %x already has %d keys (--max-keys-per-lease %d)",
 			ErrLeaseLimit, lease, r.keys, limit), nil
 	}
 	return nil, nil
@@ -253,7 +253,7 @@ func (l *leaseApply) attach(key []byte, lease int64) error {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("attach key %q: lease %016x vanished", key, lease)
+		return fmt.Errorf("attach key %q: lease %x vanished", key, lease)
 	}
 	r.keys++
 	ik := append(leaseID(lease), key...)
@@ -329,7 +329,7 @@ func (a *applier) leaseGrant(index uint64, op *pb.Op) (OpResult, error) {
 			return OpResult{}, err
 		}
 	} else if l.leases.Get(leaseID(id)) != nil {
-		return OpResult{Err: fmt.Errorf("%w: %016x", ErrLeaseExists, id)}, nil
+		return OpResult{Err: fmt.Errorf("%w: %x", ErrLeaseExists, id)}, nil
 	}
 	r := leaseRecord{ttl: op.Ttl, renewedIndex: index, remainingMs: op.Ttl * 1000}
 	if err := errors.Join(l.put(id, r), l.addCount(1)); err != nil {
@@ -348,7 +348,7 @@ func (a *applier) leaseRenew(index uint64, op *pb.Op) (OpResult, error) {
 		return OpResult{}, err
 	}
 	if !ok {
-		return OpResult{Err: fmt.Errorf("%w: %016x", ErrLeaseNotFound, op.Lease)}, nil
+		return OpResult{Err: fmt.Errorf("%w: %x", ErrLeaseNotFound, op.Lease)}, nil
 	}
 	r.renewedIndex, r.remainingMs = index, r.ttl*1000
 	if err := l.put(op.Lease, r); err != nil {
@@ -389,7 +389,7 @@ func (a *applier) leaseRevoke(index uint64, op *pb.Op) (OpResult, error) {
 		return OpResult{}, err
 	}
 	if !ok {
-		return OpResult{Err: fmt.Errorf("%w: %016x", ErrLeaseNotFound, op.Lease)}, nil
+		return OpResult{Err: fmt.Errorf("%w: %x", ErrLeaseNotFound, op.Lease)}, nil
 	}
 	if err := a.dropLease(index, op.Lease); err != nil {
 		return OpResult{}, err

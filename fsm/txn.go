@@ -242,7 +242,7 @@ func (a *applier) leaseRefusal(branch []*pb.TxnOp, maxKeys uint64) (refused, err
 			return nil, err
 		}
 		if limit := a.ls.keyCap(maxKeys); r.keys+added[p.GetLease()] > limit {
-			return fmt.Errorf("%w: the txn would give lease %016x %d keys (--max-keys-per-lease %d)",
+			return fmt.Errorf("%w: the txn would give lease %x %d keys (--max-keys-per-lease %d)",
 				ErrLeaseLimit, p.GetLease(), r.keys+added[p.GetLease()], limit), nil
 		}
 	}

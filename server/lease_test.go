@@ -325,7 +325,7 @@ func TestLeaseBoundsAndCaps(t *testing.T) {
 	_, err = cl.Put(ctxT(t, 5*time.Second), []byte("/b"), []byte("1"), client.WithLease(a.Id))
 	code(err, codes.ResourceExhausted, "--max-keys-per-lease 1")
 	_, err = cl.Put(ctxT(t, 5*time.Second), []byte("/c"), []byte("1"), client.WithLease(0x777))
-	code(err, codes.NotFound, "0000000000000777")
+	code(err, codes.NotFound, "lease not found: 777 ")
 	for _, k := range []string{"/b", "/c"} {
 		if r, err := cl.Get(ctxT(t, 5*time.Second), []byte(k)); err != nil || r.Kv != nil {
 			t.Fatalf("refused put of %s wrote it: %v %v", k, r, err)
