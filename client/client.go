@@ -690,7 +690,7 @@ func (c *Client) List(ctx context.Context, prefix []byte, opts ...OpOption) (*pb
 		if err == nil {
 			return out, nil
 		}
-		if out == nil || status.Code(err) != codes.OutOfRange || restart == listRestarts {
+		if out == nil || status.Code(err) != codes.OutOfRange || restart == listRestarts || buildOps(opts).revision != 0 {
 			return nil, err
 		}
 	}
@@ -707,7 +707,7 @@ func (c *Client) List(ctx context.Context, prefix []byte, opts ...OpOption) (*pb
 func (c *Client) ListPages(ctx context.Context, prefix []byte, opts ...OpOption) iter.Seq2[*pb.ListResponse, error] {
 	o := buildOps(opts)
 	return func(yield func(*pb.ListResponse, error) bool) {
-		req := &pb.ListRequest{Prefix: prefix, Limit: o.limit, Consistency: o.consistency}
+		req := &pb.ListRequest{Prefix: prefix, Limit: o.limit, Consistency: o.consistency, Revision: o.revision}
 		for {
 			var resp *pb.ListResponse
 			call := func(ctx context.Context, cc *grpc.ClientConn) (err error) {

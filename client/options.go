@@ -13,6 +13,7 @@ type ops struct {
 	absent      bool
 	lease       int64
 	consistency pb.Consistency
+	revision    uint64 // List: read at this revision (0 = now)
 	// watches
 	startRevision uint64
 	requireLeader bool
@@ -49,6 +50,11 @@ func WithPrefix() OpOption { return func(o *ops) { o.prefix = true } }
 // WithLimit caps the number of keys List (or ListPages, over all pages)
 // returns.
 func WithLimit(n uint64) OpOption { return func(o *ops) { o.limit = n } }
+
+// WithRevision makes List read the keys as they were at revision rev (0,
+// the default: now); a revision the server's history no longer reaches is
+// OUT_OF_RANGE.
+func WithRevision(rev uint64) OpOption { return func(o *ops) { o.revision = rev } }
 
 // WithSerializable serves a read from the contacted node, possibly stale.
 func WithSerializable() OpOption { return func(o *ops) { o.consistency = pb.Consistency_SERIALIZABLE } }

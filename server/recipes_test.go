@@ -248,8 +248,11 @@ func TestCLILockSessionLoss(t *testing.T) {
 	cl := c.client()
 	eps := strings.Join(c.endpoints(), ",")
 	termFile := filepath.Join(t.TempDir(), "term")
+	pidFile := filepath.Join(t.TempDir(), "grandchild")
+	// CMD starts a grandchild that ignores SIGTERM: it must not outlive the
+	// lock either.
 	a := startRecipe(t, "lock", "--endpoints", eps, "--ttl", "2", "db", "--", "sh", "-c",
-		`trap 'echo TERM > "`+termFile+`"; exit 143' TERM; while :; do sleep 0.05; done`)
+		`trap 'echo TERM > "`+termFile+`"; exit 143' TERM; (trap '' TERM; exec sleep 300) & echo $! > "`+pidFile+`"; while :; do sleep 0.05; done`)
 	am := a.next(15*time.Second, lockedLine)
 	aKey, aTok := am[1], atoi(t, am[2])
 	b := startRecipe(t, "lock", "--endpoints", eps, "--ttl", "30", "db")
@@ -281,6 +284,8 @@ func TestCLILockSessionLoss(t *testing.T) {
 	if got, err := os.ReadFile(termFile); err != nil || string(got) != "TERM\n" {
 		t.Fatalf("a's CMD was not sent SIGTERM: %q %v", got, err)
 	}
+	grandchild := atoi(t, strings.TrimSpace(string(must(os.ReadFile(pidFile)))))
+	eventually(t, 10*time.Second, "CMD's grandchild, which ignores SIGTERM, is killed", func() bool { return processGone(int(grandchild)) })
 	// b holds until SIGTERM, then releases and exits 0.
 	b.signal(syscall.SIGTERM)
 	if code := b.wait(15 * time.Second); code != 0 {
@@ -341,4 +346,22 @@ func TestCLIElection(t *testing.T) {
 	if len(printed) != 3 {
 		t.Fatalf("observer printed %d leader lines, want 3 (a, b, d): %v", len(printed), printed)
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// processGone reports whether pid has exited (a zombie nobody reaped
+// counts as gone).
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(rest, "Z")
 }

@@ -567,3 +567,100 @@ func TestElectionCampaignProclaimResignObserve(t *testing.T) {
 	}
 	next("c")
 }
+
+// TestFailedLockLeavesNoKey: whatever point a Lock's context ends at —
+// including just after its create Txn applied, when the outcome is
+// unknown to the caller — the failed Lock leaves no key behind to hold up
+// everyone else (before, such a key blocked the lock until the session
+// ended).
+func TestFailedLockLeavesNoKey(t *testing.T) {
+	addr := startNode(t)
+	ca, cb := newClient(t, addr), newClient(t, addr)
+	sa, sb := newSession(t, ca, 30), newSession(t, cb, 30)
+	const prefix = "/locks/unknown/"
+	failed := 0
+	for step := 1; step <= 200; step++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(step)*50*time.Microsecond)
+		m := NewMutex(sa, prefix)
+		_, err := m.Lock(ctx)
+		cancel()
+		if err == nil {
+			if err := m.Unlock(ctxT(t, 5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		failed++
+		eventually(t, 3*time.Second, "a failed Lock's key is gone", func() bool {
+			return len(keysUnder(t, ca, prefix)) == 0
+		})
+		other := NewMutex(sb, prefix)
+		if _, err := other.TryLock(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatalf("step %d: after a failed Lock, another session's TryLock: %v", step, err)
+		}
+		if err := other.Unlock(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no Lock failed: the timeouts never cut one short")
+	}
+}
+
+// TestNestedLockNamesDoNotContend: the lock "a" is free while "a/b" is
+// held, although the keys of "a/b" are under the prefix of "a".
+func TestNestedLockNamesDoNotContend(t *testing.T) {
+	addr := startNode(t)
+	ca, cb := newClient(t, addr), newClient(t, addr)
+	sa, sb := newSession(t, ca, 30), newSession(t, cb, 30)
+	inner := NewMutex(sa, "/locks/billing/db/")
+	if _, err := inner.Lock(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	outer := NewMutex(sb, "/locks/billing/")
+	if _, err := outer.TryLock(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("TryLock of a free lock whose prefix holds another lock's key: %v", err)
+	}
+}
+
+// TestObserveReportsEveryLeader: an observer that reads late still gets
+// every leader in order, including one that led and resigned while the
+// observer was not reading (before, it read the order as it was when it
+// got round to it, and skipped that leader).
+func TestObserveReportsEveryLeader(t *testing.T) {
+	addr := startNode(t)
+	const prefix = "/election/late/"
+	octx, ocancel := context.WithCancel(context.Background())
+	defer ocancel()
+	seen := Observe(octx, newClient(t, addr), prefix)
+	ea := NewElection(newSession(t, newClient(t, addr), 30), prefix)
+	eb := NewElection(newSession(t, newClient(t, addr), 30), prefix)
+	ec := NewElection(newSession(t, newClient(t, addr), 30), prefix)
+	if err := ea.Campaign(ctxT(t, 10*time.Second), "a"); err != nil {
+		t.Fatal(err)
+	}
+	// The observer is not reading while a, b and c come and go.
+	for _, step := range []func() error{
+		func() error { return ea.Proclaim(ctxT(t, 5*time.Second), "a2") },
+		func() error { return ea.Resign(ctxT(t, 5*time.Second)) },
+		func() error { return eb.Campaign(ctxT(t, 10*time.Second), "b") },
+		func() error { return eb.Resign(ctxT(t, 5*time.Second)) },
+		func() error { return ec.Campaign(ctxT(t, 10*time.Second), "c") },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for len(got) < 4 {
+		select {
+		case kv := <-seen:
+			got = append(got, string(kv.Value))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("observed %v, then nothing for 10 s; want [a a2 b c]", got)
+		}
+	}
+	if !slices.Equal(got, []string{"a", "a2", "b", "c"}) {
+		t.Fatalf("observed %v, want [a a2 b c]", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/raftwatch/raftwatch/client"
@@ -114,8 +115,8 @@ func Leader(ctx context.Context, c *client.Client, prefix string) (*pb.KeyValue,
 	return kv, err
 }
 
-func leader(ctx context.Context, c *client.Client, prefix string) (*pb.KeyValue, uint64, error) {
-	kvs, at, err := contenders(ctx, c, prefix)
+func leader(ctx context.Context, c *client.Client, prefix string, rev ...uint64) (*pb.KeyValue, uint64, error) {
+	kvs, at, err := contenders(ctx, c, prefix, rev...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -163,17 +164,25 @@ func observe(ctx context.Context, c *client.Client, prefix string, ch chan<- *pb
 			return false
 		}
 	}
+	// next is the revision the next read of the order is pinned to: the one
+	// at which the leader changed (its key's deletion, a first candidate's
+	// put), so a leader who came and went since is not skipped; 0 = now.
+	var next uint64
 	for ctx.Err() == nil {
-		kv, at, err := leader(ctx, c, prefix)
+		kv, at, err := leader(ctx, c, prefix, next)
+		next = 0
 		if err == nil {
 			if !send(kv) {
 				return
 			}
-			err = followLeader(ctx, c, kv, at, send)
+			next, err = followLeader(ctx, c, kv, at, send)
 		} else if errors.Is(err, ErrNoLeader) {
-			err = waitCandidate(ctx, c, prefix, at)
+			next, err = waitCandidate(ctx, c, prefix, at)
 		}
 		if err != nil {
+			// Includes a pinned read the history no longer reaches: the
+			// retry reads the order as it is now.
+			next = 0
 			select {
 			case <-time.After(observeRetry):
 			case <-ctx.Done():
@@ -183,9 +192,9 @@ func observe(ctx context.Context, c *client.Client, prefix string, ch chan<- *pb
 }
 
 // followLeader sends each value the leader kv proclaims after revision at
-// and returns once its key is deleted (nil) or on failure. Keys created
-// later sort after it, so only its deletion changes the leader.
-func followLeader(ctx context.Context, c *client.Client, kv *pb.KeyValue, at uint64, send func(*pb.KeyValue) bool) error {
+// and returns the revision its key was deleted at, or an error. Keys
+// created later sort after it, so only its deletion changes the leader.
+func followLeader(ctx context.Context, c *client.Client, kv *pb.KeyValue, at uint64, send func(*pb.KeyValue) bool) (uint64, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := c.Watch(wctx, kv.Key, client.WithStartRevision(at+1))
@@ -196,34 +205,35 @@ func followLeader(ctx context.Context, c *client.Client, kv *pb.KeyValue, at uin
 		}
 		switch ev.Type {
 		case pb.EventType_DELETE:
-			return nil
+			return ev.Revision, nil
 		case pb.EventType_PUT:
 			kv = &pb.KeyValue{Key: kv.Key, Value: ev.Value, CreateRevision: kv.CreateRevision,
 				ModRevision: ev.Revision, Version: ev.Version, Lease: kv.Lease}
 			if !send(kv) {
-				return ctx.Err()
+				return 0, ctx.Err()
 			}
 		}
 	}
 	if errors.Is(err, client.ErrCompacted) {
-		return nil // read again
+		return 0, nil // read the order again, as it is now
 	}
-	return err
+	return 0, err
 }
 
-// waitCandidate returns once a key is put under prefix after revision at.
-func waitCandidate(ctx context.Context, c *client.Client, prefix string, at uint64) error {
+// waitCandidate returns the revision of the first put under prefix after
+// revision at (only direct children: the keys of candidates), or an error.
+func waitCandidate(ctx context.Context, c *client.Client, prefix string, at uint64) (uint64, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := c.Watch(wctx, []byte(prefix), client.WithPrefix(), client.WithStartRevision(at+1))
 	for err == nil {
 		var ev *pb.WatchResponse
-		if ev, err = w.Recv(); err == nil && ev.Type == pb.EventType_PUT {
-			return nil
+		if ev, err = w.Recv(); err == nil && ev.Type == pb.EventType_PUT && !strings.Contains(string(ev.Key[len(prefix):]), "/") {
+			return ev.Revision, nil
 		}
 	}
 	if errors.Is(err, client.ErrCompacted) {
-		return nil
+		return 0, nil
 	}
-	return err
+	return 0, err
 }

@@ -3,6 +3,8 @@ package concurrency
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 
 	"github.com/raftwatch/raftwatch/client"
 )
@@ -41,7 +43,11 @@ func (m *Mutex) Lock(ctx context.Context) (uint64, error) { return m.lock(ctx, t
 func (m *Mutex) TryLock(ctx context.Context) (uint64, error) { return m.lock(ctx, false) }
 
 func (m *Mutex) lock(ctx context.Context, wait bool) (uint64, error) {
-	rev, created, err := enter(ctx, m.s, m.key, nil)
+	// Each attempt's key holds its own value, so that the cleanup of an
+	// attempt whose create had an unknown outcome never deletes a later
+	// attempt's key (see removeIfCreatedAfter).
+	value := []byte(strconv.FormatUint(rand.Uint64(), 16))
+	rev, created, err := enter(ctx, m.s, m.key, value)
 	if err != nil {
 		return 0, err
 	}
@@ -55,7 +61,7 @@ func (m *Mutex) lock(ctx context.Context, wait bool) (uint64, error) {
 	}
 	var token uint64
 	if err == nil {
-		token, err = fence(ctx, m.s, m.key, nil, rev)
+		token, err = fence(ctx, m.s, m.key, value, rev)
 	}
 	if err != nil {
 		if created {

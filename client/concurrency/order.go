@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/raftwatch/raftwatch/client"
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -50,6 +51,13 @@ func enter(ctx context.Context, s *Session, key string, value []byte) (uint64, b
 		return 0, false, err
 	}
 	k := []byte(key)
+	// The revision the key is known not to have been created after: if the
+	// create below fails with an unknown outcome, a key created after it
+	// is this attempt's, and must not stay behind holding everyone up.
+	g, err := s.c.Get(ctx, k)
+	if err != nil {
+		return 0, false, sessionErr(s, fmt.Errorf("concurrency: read contender key %q: %w", key, err))
+	}
 	r, err := s.c.Txn(ctx).
 		If(client.Compare(client.CreateRevision(k), "=", 0)).
 		Then(client.OpPut(k, value, client.WithLease(s.id))).
@@ -57,6 +65,9 @@ func enter(ctx context.Context, s *Session, key string, value []byte) (uint64, b
 		Commit()
 	switch {
 	case err != nil:
+		if g.Kv == nil {
+			removeIfCreatedAfter(ctx, s, k, value, g.Revision)
+		}
 		return 0, false, sessionErr(s, fmt.Errorf("concurrency: create contender key %q: %w", key, err))
 	case r.Succeeded:
 		return r.Revision, true, nil
@@ -66,6 +77,37 @@ func enter(ctx context.Context, s *Session, key string, value []byte) (uint64, b
 		return 0, false, fmt.Errorf("concurrency: contender key %q exists on lease %x, not on this session's lease %x", key, kv.GetLease(), s.id)
 	}
 	return kv.CreateRevision, false, nil
+}
+
+// removeIfCreatedAfter deletes key if it was created after revision rev
+// and holds value: the cleanup of a create whose outcome is unknown. The
+// create may still be on its way (the node handles requests concurrently,
+// so it can apply after the cleanup), so the cleanup runs once at once and
+// then again a few times in the background until cleanupTimeout; if all of
+// that fails, the key goes with the session's lease. The value tells this
+// attempt's key from a later attempt's: a Mutex gives each attempt its own.
+func removeIfCreatedAfter(ctx context.Context, s *Session, key, value []byte, rev uint64) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	remove := func() {
+		s.c.Txn(cctx).
+			If(client.Compare(client.CreateRevision(key), ">", rev), client.Compare(client.Value(key), "=", value)).
+			Then(client.OpDelete(key)).
+			Commit()
+	}
+	remove()
+	go func() {
+		defer cancel()
+		for _, d := range []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, time.Second} {
+			select {
+			case <-time.After(d):
+				remove()
+			case <-cctx.Done():
+				return
+			case <-s.Done():
+				return
+			}
+		}
+	}()
 }
 
 // sessionErr returns ErrSessionLost (or ErrSessionClosed) when the
@@ -78,14 +120,23 @@ func sessionErr(s *Session, err error) error {
 }
 
 // contenders reads the keys under prefix, in contender order, and the
-// revision they were read at.
-func contenders(ctx context.Context, c *client.Client, prefix string) ([]*pb.KeyValue, uint64, error) {
-	r, err := c.List(ctx, []byte(prefix))
+// revision they were read at: now, or at revision at when it is not 0.
+func contenders(ctx context.Context, c *client.Client, prefix string, at ...uint64) ([]*pb.KeyValue, uint64, error) {
+	var opts []client.OpOption
+	if len(at) > 0 && at[0] != 0 {
+		opts = append(opts, client.WithRevision(at[0]))
+	}
+	r, err := c.List(ctx, []byte(prefix), opts...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("concurrency: list contenders under %q: %w", prefix, err)
 	}
-	sortContenders(r.Kvs)
-	return r.Kvs, r.Revision, nil
+	// Only direct children contend: the lock "a" is not held up by the
+	// holder of "a/b", whose keys are under the same prefix.
+	kvs := slices.DeleteFunc(r.Kvs, func(kv *pb.KeyValue) bool {
+		return strings.Contains(string(kv.Key[len(prefix):]), "/")
+	})
+	sortContenders(kvs)
+	return kvs, r.Revision, nil
 }
 
 // place returns the index of key (created at rev) among kvs, or -1.

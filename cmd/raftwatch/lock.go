@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -199,34 +200,52 @@ func holdUntilSignal(s *concurrency.Session, sigs <-chan os.Signal, what string)
 	}
 }
 
-// runLocked runs argv while m is held and returns its exit code. When the
-// session is lost first, CMD gets SIGTERM and the error says so.
+// lockKillAfter is how long CMD's process group has, after the SIGTERM
+// that says the lock was lost, before it gets SIGKILL: beyond the lock's
+// loss, every moment CMD runs it may overlap the next holder.
+const lockKillAfter = 3 * time.Second
+
+// runLocked runs argv while m is held and returns its exit code. CMD runs
+// in its own process group, which receives the signals lock receives, and
+// dies with lock (Linux: parent-death signal). When the session is lost
+// first, the group gets SIGTERM, then SIGKILL after lockKillAfter, and the
+// error says so.
 func runLocked(argv []string, m *concurrency.Mutex, s *concurrency.Session, sigs <-chan os.Signal) (int, error) {
 	child := exec.Command(argv[0], argv[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
 	child.Env = append(os.Environ(), "RAFTWATCH_LOCK_KEY="+m.Key(), "RAFTWATCH_LOCK_TOKEN="+strconv.FormatUint(m.Token(), 10))
+	child.SysProcAttr = childProcAttr()
 	if err := child.Start(); err != nil {
 		return 0, fmt.Errorf("run %s: %w", argv[0], err)
 	}
+	group := -child.Process.Pid // the child leads its own group
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 	lost := s.Done()
 	var lostErr error
+	var kill <-chan time.Time
 	for {
 		select {
 		case err := <-exited:
 			if lostErr != nil {
+				syscall.Kill(group, syscall.SIGKILL) // what CMD left running
 				return 0, lostErr
 			}
 			return exitStatus(err)
 		case sig := <-sigs:
-			child.Process.Signal(sig)
+			syscall.Kill(group, sig.(syscall.Signal))
 		case <-lost:
 			lost = nil
 			msg := lostMessage(s, "the lock")
-			fmt.Fprintf(os.Stderr, "\n!!! raftwatch lock: %s; sending SIGTERM to %s (pid %d)\n\n", msg, argv[0], child.Process.Pid)
-			child.Process.Signal(syscall.SIGTERM)
+			fmt.Fprintf(os.Stderr, "\n!!! raftwatch lock: %s; sending SIGTERM to %s (process group %d), SIGKILL in %v\n\n",
+				msg, argv[0], child.Process.Pid, lockKillAfter)
+			syscall.Kill(group, syscall.SIGTERM)
+			kill = time.After(lockKillAfter)
 			lostErr = exitCode{code: exitError, msg: msg + "; " + argv[0] + " was sent SIGTERM"}
+		case <-kill:
+			kill = nil
+			fmt.Fprintf(os.Stderr, "!!! raftwatch lock: %s still running %v after the lock was lost; sending SIGKILL\n", argv[0], lockKillAfter)
+			syscall.Kill(group, syscall.SIGKILL)
 		}
 	}
 }

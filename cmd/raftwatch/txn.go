@@ -22,7 +22,8 @@ const maxTxnInput = 4 * node.DefaultMaxTxnBytes
 
 const txnLong = `Run a transaction read from stdin: compares, then the ops to run when every
 compare holds (success), then the ops to run otherwise (failure), the three
-sections separated by one blank line each. The node applies the chosen branch
+sections separated by one blank line each (so two blank lines in a row leave
+a section empty, e.g. no success ops). The node applies the chosen branch
 in one log entry: its writes share one revision and watchers see them
 together, in op order.
 
@@ -33,11 +34,12 @@ bare words without spaces or quotes; numbers may be quoted):
   version("/k") > 0         puts since creation (0 = absent)
   create("/k") = 12         create revision (0 = absent)
   mod("/k") = "5"           mod revision (0 = absent)
-  lease("/k") = 0           the key's lease id (0 = none)
+  lease("/k") = 1f          the key's lease id, in hex as "lease grant" prints
+                            it (0 = none)
   exists("/k")  absent("/k")
 
 Ops, one per line:
-  put KEY VALUE [--prev-kv] [--lease=ID]
+  put KEY VALUE [--prev-kv] [--lease=ID]   ID in hex, as "lease grant" prints it
   del KEY [--prev-kv]
   get KEY                   reads the key as the earlier ops left it
   delprefix PREFIX [--prev-kv]   deletes every key under PREFIX (ends in /)
@@ -162,6 +164,9 @@ func parseTxn(in []byte) (*txnSpec, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read the txn: %w", err)
 	}
+	if len(spec.compares)+len(spec.success.ops)+len(spec.failure.ops) == 0 {
+		return nil, fmt.Errorf("empty txn: no compares and no ops on stdin (see --help for the format)")
+	}
 	return spec, nil
 }
 
@@ -251,9 +256,12 @@ func parseCompare(line string) (client.Cmp, error) {
 	case "value":
 		return client.Compare(target([]byte(key)), op, []byte(operand)), nil
 	case "lease":
-		id, err := strconv.ParseInt(operand, 10, 64)
-		if err != nil {
-			return client.Cmp{}, fmt.Errorf("lease operand %q is not a lease id", operand)
+		var id int64
+		if operand != "0" {
+			var err error
+			if id, err = parseLeaseID(operand); err != nil {
+				return client.Cmp{}, err
+			}
 		}
 		return client.Compare(target([]byte(key)), op, id), nil
 	}
@@ -267,7 +275,10 @@ func parseCompare(line string) (client.Cmp, error) {
 // parseTxnOp reads e.g. `put /k v --prev-kv`, `del /k`, `get /k`,
 // `delprefix /p/`.
 func parseTxnOp(line string) (client.Op, error) {
-	verb, rest, _ := strings.Cut(line, " ")
+	verb, rest := line, ""
+	if i := strings.IndexAny(line, " \t"); i >= 0 {
+		verb, rest = line[:i], line[i+1:]
+	}
 	var args []string
 	var prevKV bool
 	var lease int64
@@ -282,8 +293,8 @@ func parseTxnOp(line string) (client.Op, error) {
 		case unquoted && a == "--prev-kv":
 			prevKV = true
 		case unquoted && strings.HasPrefix(a, "--lease="):
-			if lease, err = strconv.ParseInt(strings.TrimPrefix(a, "--lease="), 10, 64); err != nil || lease <= 0 {
-				return client.Op{}, fmt.Errorf("%s: want a positive lease id", a)
+			if lease, err = parseLeaseID(strings.TrimPrefix(a, "--lease=")); err != nil {
+				return client.Op{}, err
 			}
 		case unquoted && strings.HasPrefix(a, "--"):
 			return client.Op{}, fmt.Errorf("unknown option %s (ops take --prev-kv; put also --lease=ID)", a)

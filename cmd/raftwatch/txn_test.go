@@ -63,12 +63,13 @@ mod(/acct/b) > 0
 version("/v") != '5'
 create("/c") < "7"
 lease("/l") = 0
+lease("/m") = 1f
 exists("/e")
 absent("/x y")
 
 put /acct/a 7 --prev-kv
 put "/acct/b" "three words here"
-del /d --prev-kv
+del	/d --prev-kv
 get /acct/a
 delprefix /tmp/
 
@@ -93,6 +94,7 @@ put /acct/a 10 --lease=42
 			{Key: k("/v"), Result: pb.Compare_NOT_EQUAL, Target: &pb.Compare_Version{Version: 5}},
 			{Key: k("/c"), Result: pb.Compare_LESS, Target: &pb.Compare_CreateRevision{CreateRevision: 7}},
 			{Key: k("/l"), Result: pb.Compare_EQUAL, Target: &pb.Compare_Lease{Lease: 0}},
+			{Key: k("/m"), Result: pb.Compare_EQUAL, Target: &pb.Compare_Lease{Lease: 0x1f}},
 			{Key: k("/e"), Result: pb.Compare_EQUAL, Target: &pb.Compare_Exists{Exists: true}},
 			{Key: k("/x y"), Result: pb.Compare_EQUAL, Target: &pb.Compare_Exists{Exists: false}},
 		},
@@ -104,7 +106,7 @@ put /acct/a 10 --lease=42
 			{Op: &pb.TxnOp_DeletePrefix{DeletePrefix: &pb.DeletePrefixRequest{Prefix: k("/tmp/")}}},
 		},
 		Failure: []*pb.TxnOp{
-			{Op: &pb.TxnOp_Put{Put: &pb.PutRequest{Key: k("/acct/a"), Value: k("10"), Lease: 42}}},
+			{Op: &pb.TxnOp_Put{Put: &pb.PutRequest{Key: k("/acct/a"), Value: k("10"), Lease: 0x42}}},
 		},
 	}
 	if got := wire(t, spec); !proto.Equal(got, want) {
@@ -130,7 +132,9 @@ func TestParseTxnRejectsBadInput(t *testing.T) {
 		{"bad quoting", "\nput /k \"open", "bad quoted string"},
 		{"unknown option", "\ndel /k --force", "unknown option --force"},
 		{"lease on del", "\ndel /k --lease=3", "--lease is for put only"},
-		{"bad lease", "\nput /k v --lease=x", "want a positive lease id"},
+		{"bad lease", "\nput /k v --lease=x", "want a positive hexadecimal id"},
+		{"bad lease compare", `lease("/k") = zz`, "want a positive hexadecimal id"},
+		{"empty txn", "# nothing\n\n", "empty txn"},
 		{"a fourth section", "\nput /k v\n\nput /k w\n\nput /k x", "line 6"},
 	}
 	for _, tc := range cases {
