@@ -22,9 +22,9 @@ import (
 // bankClient and lockClient and record bank.jsonl and lock.jsonl; the
 // checkers (checker.CheckBank, checker.CheckLock) read those files back.
 // The clients themselves are made by newBankClient (bankclient.go: pinned
-// and failover clients over Txn) and newLockClient, which stays nil until
-// the Go client has leases and the lock recipe: --workload refuses lock
-// until then, and all runs every workload whose client exists.
+// and failover clients over Txn) and newLockClient (lockclient.go: failover
+// clients on the client/concurrency recipe); --workload all runs every
+// workload whose client exists.
 
 // Workloads selectable with --workload.
 const (
@@ -143,8 +143,8 @@ type fencedWrite struct {
 	Counter uint64
 }
 
-// Client factories; nil while the Go client lacks what the workload needs
-// (leases, for lock). Each call makes one client process's client.
+// Client factories (nil: the workload is not available in this build).
+// Each call makes one client process's client.
 var (
 	// newBankClient makes a bank client of kind (history.ClientPinned or
 	// ClientFailover) for nodes, in the client's order: the first is its
@@ -403,7 +403,8 @@ func (w *bankWorkload) client(ctx context.Context, p bankProcess, i, n int, toke
 	}
 }
 
-// lockWorkload runs the lock clients.
+// lockWorkload runs the lock clients: concurrency failover clients (the Go
+// client and its lock recipe; --clients does not apply, see lockclient.go).
 type lockWorkload struct {
 	coordRecorder
 	hist        *history.Writer
@@ -452,9 +453,9 @@ func (w *lockWorkload) run(ctx context.Context, tokens <-chan struct{}) error {
 
 // record writes inv, runs do, and writes its completion.
 func (w *lockWorkload) record(inv history.LockEvent, do func(comp *history.LockEvent) error) history.LockEvent {
-	inv.Type, inv.ID, inv.Time = history.Invoke, int(w.nextID.Add(1)), w.now()
+	inv.Type, inv.ID, inv.Client, inv.Time = history.Invoke, int(w.nextID.Add(1)), history.ClientFailover, w.now()
 	w.hist.Write(inv)
-	comp := history.LockEvent{ID: inv.ID, Process: inv.Process, Op: inv.Op}
+	comp := history.LockEvent{ID: inv.ID, Process: inv.Process, Op: inv.Op, Client: inv.Client}
 	err := do(&comp)
 	comp.Type, comp.Error = w.outcome(err)
 	comp.Time = w.now()
