@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -166,18 +167,8 @@ type leaseError struct {
 	err error
 }
 
-func (e *leaseError) Error() string { return e.err.Error() + ": " + hexID(e.id) }
+func (e *leaseError) Error() string { return fmt.Sprintf("%v: %x", e.err, e.id) }
 func (e *leaseError) Unwrap() error { return e.err }
-
-func hexID(id int64) string {
-	const digits = "0123456789abcdef"
-	var b [16]byte
-	for i := 15; i >= 0; i-- {
-		b[i] = digits[id&0xf]
-		id >>= 4
-	}
-	return string(b[:])
-}
 
 // submit proposes op and waits for it to be applied; see proposeOp.
 func (n *Node) submit(ctx context.Context, op *pb.Op) (uint64, fsm.OpResult, error) {
