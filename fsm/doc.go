@@ -10,6 +10,16 @@
 // duplicate events after a restart). Watch events for a batch are published
 // only after its transaction has committed, and publishing never blocks.
 //
+// Transactions and leases (txn.go, lease.go): an op refused at apply time (a
+// put to a missing lease, a cap) changes nothing and emits nothing, and a
+// Txn or a lease revoke or expiry applies all of its mutations in its entry
+// or none. Lease state (TTL, the index of the last renewal, the last
+// checkpointed remainder, the keys) is replicated with the data; a lease's
+// deadline is kept only in memory, set when a grant, renewal or checkpoint
+// applies here, so it is never earlier than the send time of the last
+// acknowledged keepalive plus the TTL; it only ever decides when the leader
+// proposes an expiry, which applies only if the lease was not renewed since.
+//
 // History: every event with a revision at or above the oldest retained
 // revision is in history, in (revision, position in entry) order; compaction
 // removes whole revisions from the front only, so the oldest retained

@@ -8,5 +8,7 @@
 // a majority (fsynced on each) and applied to this node's state machine; a
 // linearizable read is answered only after this node has confirmed it is
 // still the leader of a term in which it committed an entry, and has applied
-// everything committed before the read began.
+// everything committed before the read began. A keepalive is acknowledged
+// only after its renewal is applied; only a leader that has applied its own
+// first entry of the term proposes lease expiries and checkpoints.
 package node

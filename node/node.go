@@ -73,7 +73,8 @@ type Node struct {
 // background goroutines — watch dispatcher, write batcher and its completer,
 // read confirmer, leadership monitor, leader contact watch, follower contact
 // tracker, membership watch, client address recorder, health guard, the
-// leader's lease expiry and checkpoint loops (lease.go) and scrub. Close stops them in reverse.
+// leader's lease expiry and checkpoint loops (lease.go) and scrub. Close
+// stops them in reverse.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
