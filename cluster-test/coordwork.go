@@ -517,8 +517,9 @@ func (w *lockWorkload) client(ctx context.Context, c lockClient, i int, tokens <
 	}
 }
 
-// tokenSource hands out rate-limited tokens until ctx is done (the KV
-// workload's limiter, for the coordination workloads).
+// tokenSource hands out tokens at rate per second until ctx is done, the
+// limiter of every workload; a token no client is ready for is dropped, so
+// the bound holds while every client is busy.
 func tokenSource(ctx context.Context, rate float64) <-chan struct{} {
 	tokens := make(chan struct{})
 	go func() {

@@ -95,22 +95,7 @@ func (w *workload) addrOf(id string) string {
 // run starts the rate limiter and the clients and returns when ctx is done
 // and every client has finished its current operation.
 func (w *workload) run(ctx context.Context, rate float64) {
-	tokens := make(chan struct{})
-	go func() {
-		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				select {
-				case tokens <- struct{}{}:
-				default: // every client busy: drop the token, keep the bound
-				}
-			}
-		}
-	}()
+	tokens := tokenSource(ctx, rate)
 	var wg sync.WaitGroup
 	var kinds []string
 	if w.pinned {
