@@ -82,7 +82,8 @@ fencing token and:
   - with CMD: run it with RAFTWATCH_LOCK_KEY and RAFTWATCH_LOCK_TOKEN in its
     environment, release the lock when it exits, and exit with its exit code
     (128+N if it died of signal N). The lock line goes to stderr, leaving
-    stdout to CMD. SIGINT and SIGTERM are passed on to CMD.
+    stdout to CMD. CMD runs in its own process group, which gets the
+    SIGINT and SIGTERM lock gets; on Linux it is killed if lock dies.
   - without CMD: hold the lock until SIGINT or SIGTERM, then release it and
     exit 0.
 
@@ -90,8 +91,9 @@ The lock is held through a session: a lease of --ttl seconds, renewed in the
 background. If this process stops renewing it (crash, SIGSTOP, partition),
 the cluster releases the lock once the TTL has passed; the next contender
 gets it. If the session is lost while CMD runs, lock says so on stderr,
-sends CMD SIGTERM, and exits 1 once CMD has exited: from that moment another
-contender may hold the lock.
+sends CMD's process group SIGTERM, then SIGKILL 3 s later if it is still
+running, and exits 1 once CMD has exited (killing what it left running): from
+that moment another contender may hold the lock.
 
 A lock alone cannot stop a paused holder from writing after it lost the
 lock. Fence writes instead: the token is the lock key's mod revision while
