@@ -174,6 +174,8 @@ type Registry struct {
 	// reserved counts registered watchers plus registrations in progress,
 	// so concurrent registrations never overshoot the cap.
 	reserved atomic.Int64
+	// counters are the totals Stats reports (stats.go).
+	counters counters
 	// prev counts watchers that want previous values; the FSM polls it
 	// (WantPrev) at the start of every batch.
 	prev   atomic.Int64
@@ -413,6 +415,7 @@ func (r *Registry) cancelLocked(w *Watcher, cause CancelCause, reason string, co
 		rev = max(rev, r.delivered)
 	}
 	w.state = canceled
+	r.counters.cancels[cause].Add(1)
 	delete(r.behind, w)
 	ev := Event{Type: Canceled, WatchID: w.id, Revision: rev, Cause: cause, Reason: reason, CompactRevision: compact}
 	w.stream.pushForce(w, &ev)

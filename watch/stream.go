@@ -98,6 +98,7 @@ func (s *Stream) Take(buf []Event) []Event {
 	s.resetLocked()
 	s.gen++
 	s.mu.Unlock()
+	s.reg.counters.taken.Add(uint64(len(buf)))
 	s.reg.poke() // watchers of s that fell behind have room again
 	return buf
 }
@@ -143,6 +144,7 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 		s.signalLocked() // the consumer comes back for the rest
 	}
 	s.mu.Unlock()
+	s.reg.counters.taken.Add(uint64(n))
 	s.reg.poke() // watchers of s that fell behind may have room again
 	return buf
 }
