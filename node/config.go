@@ -54,6 +54,9 @@ type Config struct {
 	RaftAddr       string            // host:port raft binds and advertises
 	ClientAddr     string            // host:port clients reach this node's gRPC server at
 	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
+	// ApplyObserver, when set, is told of every batch the state machine
+	// applies (metrics.go).
+	ApplyObserver ApplyObserver
 
 	MaxKeySize   int
 	MaxValueSize int

@@ -67,12 +67,16 @@ type Node struct {
 	healthMu   sync.Mutex
 	logDamage  error
 	logDamaged chan struct{}
+
+	// ready is the latest readiness check (ready.go).
+	ready readiness
 }
 
 // Open assembles and starts a node: state machine, raft, then the
 // background goroutines — watch dispatcher, write batcher and its completer,
 // read confirmer, leadership monitor, leader contact watch, follower contact
-// tracker, membership watch, client address recorder, health guard, the
+// tracker, membership watch, client address recorder, health guard,
+// readiness tracker, the
 // leader's lease expiry and checkpoint loops (lease.go) and scrub. Close
 // stops them in reverse.
 func Open(cfg Config) (*Node, error) {
@@ -89,7 +93,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, reads: make(chan readRequest, readBatch),
 		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{}),
-		logDamaged: make(chan struct{})}
+		logDamaged: make(chan struct{}), ready: readiness{reason: "starting", changed: make(chan struct{})}}
 
 	statePath := filepath.Join(cfg.DataDir, "state.db")
 	if err := n.checkDamageMarkers(statePath); err != nil {
@@ -136,7 +140,7 @@ func Open(cfg Config) (*Node, error) {
 
 	n.batcher = newBatcher(n.raft, n.await)
 	n.checkRemovedMarker()
-	n.wg.Add(12)
+	n.wg.Add(13)
 	go func() { defer n.wg.Done(); n.dispatcher.Run() }()
 	go func() { defer n.wg.Done(); n.batcher.run() }()
 	go func() { defer n.wg.Done(); n.batcher.complete() }()
@@ -147,6 +151,7 @@ func Open(cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.watchMembership() }()
 	go func() { defer n.wg.Done(); n.recordClientAddr() }()
 	go func() { defer n.wg.Done(); n.guardHealth() }()
+	go func() { defer n.wg.Done(); n.trackReadiness() }()
 	go func() { defer n.wg.Done(); n.expireLeases() }()
 	go func() { defer n.wg.Done(); n.checkpointLeases(cfg.Leases.checkpointInterval()) }()
 	if cfg.ScrubInterval > 0 {
@@ -227,7 +232,7 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return fmt.Errorf("raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, trans)
+	r, err := raft.NewRaft(rc, n.raftFSM(), logs, store, snaps, trans)
 	if err != nil {
 		store.Close()
 		trans.Close()
