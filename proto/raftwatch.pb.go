@@ -2754,8 +2754,20 @@ type StatusResponse struct {
 	ScrubLastPassUnixMs int64  `protobuf:"varint,19,opt,name=scrub_last_pass_unix_ms,json=scrubLastPassUnixMs,proto3" json:"scrub_last_pass_unix_ms,omitempty"`
 	ScrubLastPassValues uint64 `protobuf:"varint,20,opt,name=scrub_last_pass_values,json=scrubLastPassValues,proto3" json:"scrub_last_pass_values,omitempty"`
 	ScrubMismatches     uint64 `protobuf:"varint,21,opt,name=scrub_mismatches,json=scrubMismatches,proto3" json:"scrub_mismatches,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The figures /metrics also exports: committed entries not yet applied,
+	// revisions applied but not yet offered to live watchers, the sizes of
+	// state.db and raft.db (-1: unreadable), the number of leases (-1:
+	// unreadable), and readiness (what the grpc.health.v1 service and
+	// /readyz report) with the reason when not ready.
+	ApplyLag       uint64 `protobuf:"varint,22,opt,name=apply_lag,json=applyLag,proto3" json:"apply_lag,omitempty"`
+	DispatcherLag  uint64 `protobuf:"varint,23,opt,name=dispatcher_lag,json=dispatcherLag,proto3" json:"dispatcher_lag,omitempty"`
+	StateDbBytes   int64  `protobuf:"varint,24,opt,name=state_db_bytes,json=stateDbBytes,proto3" json:"state_db_bytes,omitempty"`
+	RaftDbBytes    int64  `protobuf:"varint,25,opt,name=raft_db_bytes,json=raftDbBytes,proto3" json:"raft_db_bytes,omitempty"`
+	Leases         int64  `protobuf:"varint,26,opt,name=leases,proto3" json:"leases,omitempty"`
+	Ready          bool   `protobuf:"varint,27,opt,name=ready,proto3" json:"ready,omitempty"`
+	NotReadyReason string `protobuf:"bytes,28,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2933,6 +2945,55 @@ func (x *StatusResponse) GetScrubMismatches() uint64 {
 		return x.ScrubMismatches
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetApplyLag() uint64 {
+	if x != nil {
+		return x.ApplyLag
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDispatcherLag() uint64 {
+	if x != nil {
+		return x.DispatcherLag
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetStateDbBytes() int64 {
+	if x != nil {
+		return x.StateDbBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRaftDbBytes() int64 {
+	if x != nil {
+		return x.RaftDbBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLeases() int64 {
+	if x != nil {
+		return x.Leases
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *StatusResponse) GetNotReadyReason() string {
+	if x != nil {
+		return x.NotReadyReason
+	}
+	return ""
 }
 
 type Member struct {
@@ -4058,7 +4119,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"WatchBatch\x129\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1b.raftwatch.v1.WatchResponseR\tresponses\"\x0f\n" +
-	"\rStatusRequest\"\x82\x06\n" +
+	"\rStatusRequest\"\xe8\a\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -4083,7 +4144,14 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\fscrub_passes\x18\x12 \x01(\x04R\vscrubPasses\x124\n" +
 	"\x17scrub_last_pass_unix_ms\x18\x13 \x01(\x03R\x13scrubLastPassUnixMs\x123\n" +
 	"\x16scrub_last_pass_values\x18\x14 \x01(\x04R\x13scrubLastPassValues\x12)\n" +
-	"\x10scrub_mismatches\x18\x15 \x01(\x04R\x0fscrubMismatches\"\xb5\x01\n" +
+	"\x10scrub_mismatches\x18\x15 \x01(\x04R\x0fscrubMismatches\x12\x1b\n" +
+	"\tapply_lag\x18\x16 \x01(\x04R\bapplyLag\x12%\n" +
+	"\x0edispatcher_lag\x18\x17 \x01(\x04R\rdispatcherLag\x12$\n" +
+	"\x0estate_db_bytes\x18\x18 \x01(\x03R\fstateDbBytes\x12\"\n" +
+	"\rraft_db_bytes\x18\x19 \x01(\x03R\vraftDbBytes\x12\x16\n" +
+	"\x06leases\x18\x1a \x01(\x03R\x06leases\x12\x14\n" +
+	"\x05ready\x18\x1b \x01(\bR\x05ready\x12(\n" +
+	"\x10not_ready_reason\x18\x1c \x01(\tR\x0enotReadyReason\"\xb5\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +

@@ -57,6 +57,9 @@ type testCluster struct {
 	nodes   []*proc
 	extra   []string
 	initial string // --initial-cluster of the first start
+	// perNode, when set, gives flags for one node only (e.g. its own
+	// --metrics-addr), added after extra.
+	perNode func(p *proc) []string
 }
 
 func freePorts(t *testing.T, n int) []string {
@@ -85,8 +88,14 @@ func startCluster(t *testing.T, extraFlags ...string) *testCluster {
 // startClusterOf is startCluster with the nodes running bin.
 func startClusterOf(t *testing.T, bin string, extraFlags ...string) *testCluster {
 	t.Helper()
+	return startClusterPerNode(t, bin, nil, extraFlags...)
+}
+
+// startClusterPerNode is startClusterOf with perNode's flags for each node.
+func startClusterPerNode(t *testing.T, bin string, perNode func(p *proc) []string, extraFlags ...string) *testCluster {
+	t.Helper()
 	ports := freePorts(t, 6)
-	c := &testCluster{t: t, bin: bin, extra: extraFlags}
+	c := &testCluster{t: t, bin: bin, extra: extraFlags, perNode: perNode}
 	var initial []string
 	for i := 0; i < 3; i++ {
 		p := &proc{id: fmt.Sprintf("n%d", i+1), raftAddr: ports[i], clientAddr: ports[3+i]}
@@ -162,6 +171,9 @@ func (c *testCluster) start(p *proc) {
 	}
 	args := append([]string{"serve", "--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
 		"--client-addr", p.clientAddr, "--initial-cluster", c.initial, "--progress-interval", "200ms"}, c.extra...)
+	if c.perNode != nil {
+		args = append(args, c.perNode(p)...)
+	}
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/node"
@@ -49,11 +50,13 @@ func (s *Server) Register(g *grpc.Server) {
 }
 
 // NewGRPCServer returns a grpc.Server sized for raftwatch's limits with the
-// services registered.
+// services registered, and server reflection (so grpcurl and grpcui need
+// no .proto file).
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxSendSize)}, opts...)
 	g := grpc.NewServer(opts...)
 	s.Register(g)
+	reflection.Register(g)
 	return g
 }
 
@@ -163,13 +166,17 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 
 // Status implements Cluster.Status.
 func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
-	st := s.node.Status()
+	fig := s.node.Figures()
+	st := fig.Status
 	r := &pb.StatusResponse{Id: st.ID, Role: st.Role, LeaderId: st.LeaderID, LeaderAddr: st.LeaderAddr,
 		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, FsmIndex: st.FSMIndex,
 		LastLogIndex: st.LastLogIndex, Watchers: uint64(st.Watchers), ClientAddr: st.ClientAddr,
 		HistoryOldestRevision: st.HistoryOldest, HistoryEvents: st.HistoryEvents, HistoryBytes: st.HistoryBytes,
 		WatchersCatchingUp: uint64(st.WatchersCatchingUp), Healthy: st.Healthy, UnhealthyReason: st.UnhealthyReason,
-		ScrubPasses: st.Scrub.Passes, ScrubLastPassValues: st.Scrub.LastPassValues, ScrubMismatches: st.Scrub.Mismatches}
+		ScrubPasses: st.Scrub.Passes, ScrubLastPassValues: st.Scrub.LastPassValues, ScrubMismatches: st.Scrub.Mismatches,
+		ApplyLag: fig.ApplyLag, DispatcherLag: fig.DispatcherLag, StateDbBytes: fig.StateDBBytes,
+		RaftDbBytes: fig.RaftDBBytes, Leases: int64(fig.Leases)}
+	r.Ready, r.NotReadyReason, _ = s.node.Ready()
 	if !st.Scrub.LastPassEnd.IsZero() {
 		r.ScrubLastPassUnixMs = st.Scrub.LastPassEnd.UnixMilli()
 	}

@@ -358,12 +358,15 @@ func newStatusCmd() *cobra.Command {
 						"history_events": s.HistoryEvents, "history_bytes": s.HistoryBytes,
 						"healthy": s.Healthy, "unhealthy_reason": s.UnhealthyReason, "scrub_passes": s.ScrubPasses,
 						"scrub_last_pass_unix_ms": s.ScrubLastPassUnixMs, "scrub_last_pass_values": s.ScrubLastPassValues,
-						"scrub_mismatches": s.ScrubMismatches})
+						"scrub_mismatches": s.ScrubMismatches, "apply_lag": s.ApplyLag, "dispatcher_lag": s.DispatcherLag,
+						"state_db_bytes": s.StateDbBytes, "raft_db_bytes": s.RaftDbBytes, "leases": s.Leases,
+						"ready": s.Ready, "not_ready_reason": s.NotReadyReason})
 					continue
 				}
-				fmt.Printf("%-18s id=%s role=%s leader=%s term=%d commit=%d applied=%d fsm=%d watchers=%d (catching up %d) history_from=%d history_events=%d history_bytes=%d %s\n",
+				fmt.Printf("%-18s id=%s role=%s leader=%s term=%d commit=%d applied=%d fsm=%d watchers=%d (catching up %d) history_from=%d history_events=%d history_bytes=%d apply_lag=%d dispatcher_lag=%d state_db_bytes=%d raft_db_bytes=%d leases=%d %s %s\n",
 					ep, s.Id, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex, s.FsmIndex, s.Watchers,
-					s.WatchersCatchingUp, s.HistoryOldestRevision, s.HistoryEvents, s.HistoryBytes, healthLine(s))
+					s.WatchersCatchingUp, s.HistoryOldestRevision, s.HistoryEvents, s.HistoryBytes, s.ApplyLag,
+					s.DispatcherLag, s.StateDbBytes, s.RaftDbBytes, s.Leases, readyLine(s), healthLine(s))
 			}
 			if failed == len(c.Endpoints()) {
 				return exitCode{code: exitError, msg: "no endpoint answered"}
@@ -373,6 +376,14 @@ func newStatusCmd() *cobra.Command {
 	}
 	g = addClientFlags(cmd)
 	return cmd
+}
+
+// readyLine is the readiness part of a human status line.
+func readyLine(s *pb.StatusResponse) string {
+	if s.Ready {
+		return "ready=true"
+	}
+	return fmt.Sprintf("ready=false not_ready_reason=%q", s.NotReadyReason)
 }
 
 // healthLine is the health and scrub part of a human status line.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/raftwatch/raftwatch/metrics"
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/server"
 )
@@ -39,7 +41,7 @@ const defaultMemoryLimit = 128 << 20
 
 func newServeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
-	var initial, logFormat, logLevel, pprofAddr string
+	var initial, logFormat, logLevel, pprofAddr, metricsAddr string
 	var gcPercent int
 	var memoryLimit int64
 	var maxStreams uint32
@@ -93,7 +95,7 @@ requests drain, and the data files are closed.`,
 			if maxStreams > 0 {
 				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
 			}
-			return serve(cfg, pprofAddr, log, opts...)
+			return serve(cfg, pprofAddr, metricsAddr, log, opts...)
 		},
 	}
 	f := cmd.Flags()
@@ -130,6 +132,7 @@ requests drain, and the data files are closed.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (GOGC); ignored when GOGC is set in the environment")
 	f.Int64Var(&memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often instead of letting garbage grow to --gc-percent of the live heap (raise it when the live heap nears it, e.g. tens of thousands of watchers); 0 = none; ignored when GOMEMLIMIT is set in the environment")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) over HTTP on this host:port (e.g. 127.0.0.1:9101); empty = off")
 	f.StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
 		cmd.MarkFlagRequired(name)
@@ -172,20 +175,56 @@ func parseInitialCluster(s string) (map[string]string, error) {
 
 // serve assembles the node (raft, dispatcher, batcher: node.Open), then the
 // gRPC server, and on a signal stops them in reverse.
-func serve(cfg node.Config, pprofAddr string, log *slog.Logger, opts ...grpc.ServerOption) error {
+func serve(cfg node.Config, pprofAddr, metricsAddr string, log *slog.Logger, opts ...grpc.ServerOption) error {
 	lis, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
 		return fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
 	}
+	var metricsLis net.Listener
+	var m *metrics.Metrics
+	if metricsAddr != "" {
+		if metricsLis, err = net.Listen("tcp", metricsAddr); err != nil {
+			lis.Close()
+			return fmt.Errorf("listen for metrics on %s: %w", metricsAddr, err)
+		}
+		if m, err = metrics.New(); err != nil {
+			lis.Close()
+			metricsLis.Close()
+			return err
+		}
+		cfg.ApplyObserver = m.ObserveApply
+		opts = append(opts, m.ServerOptions()...)
+	}
 	n, err := node.Open(cfg)
 	if err != nil {
 		lis.Close()
+		if metricsLis != nil {
+			metricsLis.Close()
+		}
 		return err
 	}
+	health := server.NewHealth(n)
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	defer stopHealth()
+	go health.Run(healthCtx)
 	g := server.New(n, log).NewGRPCServer(opts...)
+	health.Register(g)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
 	log.Info("serving clients", "addr", cfg.ClientAddr)
+	if metricsLis != nil {
+		if err := m.AddNode(n); err != nil {
+			log.Error("metrics of the node not registered", "err", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		mux.HandleFunc("/healthz", health.Healthz)
+		mux.HandleFunc("/readyz", health.Readyz)
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		defer hs.Close()
+		go func() { log.Warn("metrics server stopped", "err", hs.Serve(metricsLis)) }()
+		log.Info("serving metrics", "addr", metricsLis.Addr().String())
+	}
 	if pprofAddr != "" {
 		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(pprofAddr, nil)) }()
 	}
@@ -200,6 +239,7 @@ func serve(cfg node.Config, pprofAddr string, log *slog.Logger, opts ...grpc.Ser
 		log.Error("gRPC server failed", "err", runErr)
 	}
 
+	stopHealth() // health checks say NOT_SERVING while this node goes
 	n.StepDown()
 	n.CancelWatchers("shutdown")
 	drained := make(chan struct{})
