@@ -3951,6 +3951,122 @@ func (x *Chunk) GetOps() []*Op {
 	return nil
 }
 
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_proto_raftwatch_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{52}
+}
+
+type SnapshotChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message: the revision (applied index) the copy is at, the node's
+	// raft term when it was taken, and the number of data bytes to follow.
+	AppliedIndex uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Term         uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Size         uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// Middle messages: the database, in order.
+	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Last message: SHA-256 of all the data.
+	Sha256        []byte `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_proto_raftwatch_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raftwatch_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_proto_raftwatch_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *SnapshotChunk) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 var File_proto_raftwatch_proto protoreflect.FileDescriptor
 
 const file_proto_raftwatch_proto_rawDesc = "" +
@@ -4234,7 +4350,14 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12#\n" +
 	"\rrenewed_index\x18\x02 \x01(\x04R\frenewedIndex\"+\n" +
 	"\x05Chunk\x12\"\n" +
-	"\x03ops\x18\x01 \x03(\v2\x10.raftwatch.v1.OpR\x03ops*1\n" +
+	"\x03ops\x18\x01 \x03(\v2\x10.raftwatch.v1.OpR\x03ops\"\x11\n" +
+	"\x0fSnapshotRequest\"\x88\x01\n" +
+	"\rSnapshotChunk\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\fR\x06sha256*1\n" +
 	"\vConsistency\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x00\x12\x10\n" +
 	"\fSERIALIZABLE\x10\x01*`\n" +
@@ -4268,7 +4391,9 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\bAddVoter\x12\x1d.raftwatch.v1.AddVoterRequest\x1a\x1e.raftwatch.v1.AddVoterResponse\x12U\n" +
 	"\fRemoveServer\x12!.raftwatch.v1.RemoveServerRequest\x1a\".raftwatch.v1.RemoveServerResponse\x12L\n" +
 	"\tSetMember\x12\x1e.raftwatch.v1.SetMemberRequest\x1a\x1f.raftwatch.v1.SetMemberResponse\x129\n" +
-	"\x03Log\x12\x18.raftwatch.v1.LogRequest\x1a\x16.raftwatch.v1.LogEntry0\x01B2Z0github.com/raftwatch/raftwatch/proto;raftwatchpbb\x06proto3"
+	"\x03Log\x12\x18.raftwatch.v1.LogRequest\x1a\x16.raftwatch.v1.LogEntry0\x012W\n" +
+	"\vMaintenance\x12H\n" +
+	"\bSnapshot\x12\x1d.raftwatch.v1.SnapshotRequest\x1a\x1b.raftwatch.v1.SnapshotChunk0\x01B2Z0github.com/raftwatch/raftwatch/proto;raftwatchpbb\x06proto3"
 
 var (
 	file_proto_raftwatch_proto_rawDescOnce sync.Once
@@ -4283,7 +4408,7 @@ func file_proto_raftwatch_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_raftwatch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_proto_raftwatch_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_proto_raftwatch_proto_goTypes = []any{
 	(Consistency)(0),                // 0: raftwatch.v1.Consistency
 	(EventType)(0),                  // 1: raftwatch.v1.EventType
@@ -4341,6 +4466,8 @@ var file_proto_raftwatch_proto_goTypes = []any{
 	(*LeaseCheckpoint)(nil),         // 53: raftwatch.v1.LeaseCheckpoint
 	(*LeaseExpiry)(nil),             // 54: raftwatch.v1.LeaseExpiry
 	(*Chunk)(nil),                   // 55: raftwatch.v1.Chunk
+	(*SnapshotRequest)(nil),         // 56: raftwatch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),           // 57: raftwatch.v1.SnapshotChunk
 }
 var file_proto_raftwatch_proto_depIdxs = []int32{
 	5,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
@@ -4397,26 +4524,28 @@ var file_proto_raftwatch_proto_depIdxs = []int32{
 	45, // 51: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
 	47, // 52: raftwatch.v1.Cluster.SetMember:input_type -> raftwatch.v1.SetMemberRequest
 	49, // 53: raftwatch.v1.Cluster.Log:input_type -> raftwatch.v1.LogRequest
-	7,  // 54: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
-	9,  // 55: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
-	11, // 56: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
-	13, // 57: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
-	20, // 58: raftwatch.v1.KV.Txn:output_type -> raftwatch.v1.TxnResponse
-	22, // 59: raftwatch.v1.Lease.Grant:output_type -> raftwatch.v1.LeaseGrantResponse
-	24, // 60: raftwatch.v1.Lease.Revoke:output_type -> raftwatch.v1.LeaseRevokeResponse
-	26, // 61: raftwatch.v1.Lease.KeepAlive:output_type -> raftwatch.v1.LeaseKeepAliveResponse
-	26, // 62: raftwatch.v1.Lease.KeepAliveOnce:output_type -> raftwatch.v1.LeaseKeepAliveResponse
-	28, // 63: raftwatch.v1.Lease.TimeToLive:output_type -> raftwatch.v1.LeaseTimeToLiveResponse
-	31, // 64: raftwatch.v1.Lease.Leases:output_type -> raftwatch.v1.LeaseLeasesResponse
-	37, // 65: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
-	39, // 66: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
-	42, // 67: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
-	44, // 68: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
-	46, // 69: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
-	48, // 70: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
-	50, // 71: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
-	54, // [54:72] is the sub-list for method output_type
-	36, // [36:54] is the sub-list for method input_type
+	56, // 54: raftwatch.v1.Maintenance.Snapshot:input_type -> raftwatch.v1.SnapshotRequest
+	7,  // 55: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
+	9,  // 56: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
+	11, // 57: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
+	13, // 58: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
+	20, // 59: raftwatch.v1.KV.Txn:output_type -> raftwatch.v1.TxnResponse
+	22, // 60: raftwatch.v1.Lease.Grant:output_type -> raftwatch.v1.LeaseGrantResponse
+	24, // 61: raftwatch.v1.Lease.Revoke:output_type -> raftwatch.v1.LeaseRevokeResponse
+	26, // 62: raftwatch.v1.Lease.KeepAlive:output_type -> raftwatch.v1.LeaseKeepAliveResponse
+	26, // 63: raftwatch.v1.Lease.KeepAliveOnce:output_type -> raftwatch.v1.LeaseKeepAliveResponse
+	28, // 64: raftwatch.v1.Lease.TimeToLive:output_type -> raftwatch.v1.LeaseTimeToLiveResponse
+	31, // 65: raftwatch.v1.Lease.Leases:output_type -> raftwatch.v1.LeaseLeasesResponse
+	37, // 66: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
+	39, // 67: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
+	42, // 68: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
+	44, // 69: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
+	46, // 70: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
+	48, // 71: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
+	50, // 72: raftwatch.v1.Cluster.Log:output_type -> raftwatch.v1.LogEntry
+	57, // 73: raftwatch.v1.Maintenance.Snapshot:output_type -> raftwatch.v1.SnapshotChunk
+	55, // [55:74] is the sub-list for method output_type
+	36, // [36:55] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -4464,9 +4593,9 @@ func file_proto_raftwatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raftwatch_proto_rawDesc), len(file_proto_raftwatch_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_proto_raftwatch_proto_goTypes,
 		DependencyIndexes: file_proto_raftwatch_proto_depIdxs,

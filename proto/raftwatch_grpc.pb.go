@@ -1001,3 +1001,122 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "proto/raftwatch.proto",
 }
+
+const (
+	Maintenance_Snapshot_FullMethodName = "/raftwatch.v1.Maintenance/Snapshot"
+)
+
+// MaintenanceClient is the client API for Maintenance service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type MaintenanceClient interface {
+	// Snapshot streams a consistent copy of the answering node's state machine
+	// (its bbolt database, as one read transaction saw it) at the node's
+	// applied index: the first message carries applied_index, term and size
+	// and no data; then data in order; the last message carries sha256 of all
+	// the data and no data. Any node answers; a follower's copy may be behind
+	// the leader's. DATA_LOSS when a stored value fails its checksum (a
+	// damaged state is never backed up). Admin only once roles exist.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+}
+
+type maintenanceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMaintenanceClient(cc grpc.ClientConnInterface) MaintenanceClient {
+	return &maintenanceClient{cc}
+}
+
+func (c *maintenanceClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Maintenance_ServiceDesc.Streams[0], Maintenance_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Maintenance_SnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
+
+// MaintenanceServer is the server API for Maintenance service.
+// All implementations must embed UnimplementedMaintenanceServer
+// for forward compatibility.
+type MaintenanceServer interface {
+	// Snapshot streams a consistent copy of the answering node's state machine
+	// (its bbolt database, as one read transaction saw it) at the node's
+	// applied index: the first message carries applied_index, term and size
+	// and no data; then data in order; the last message carries sha256 of all
+	// the data and no data. Any node answers; a follower's copy may be behind
+	// the leader's. DATA_LOSS when a stored value fails its checksum (a
+	// damaged state is never backed up). Admin only once roles exist.
+	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	mustEmbedUnimplementedMaintenanceServer()
+}
+
+// UnimplementedMaintenanceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMaintenanceServer struct{}
+
+func (UnimplementedMaintenanceServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedMaintenanceServer) mustEmbedUnimplementedMaintenanceServer() {}
+func (UnimplementedMaintenanceServer) testEmbeddedByValue()                     {}
+
+// UnsafeMaintenanceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MaintenanceServer will
+// result in compilation errors.
+type UnsafeMaintenanceServer interface {
+	mustEmbedUnimplementedMaintenanceServer()
+}
+
+func RegisterMaintenanceServer(s grpc.ServiceRegistrar, srv MaintenanceServer) {
+	// If the following call pancis, it indicates UnimplementedMaintenanceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Maintenance_ServiceDesc, srv)
+}
+
+func _Maintenance_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MaintenanceServer).Snapshot(m, &grpc.GenericServerStream[SnapshotRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Maintenance_SnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
+
+// Maintenance_ServiceDesc is the grpc.ServiceDesc for Maintenance service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Maintenance_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "raftwatch.v1.Maintenance",
+	HandlerType: (*MaintenanceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Snapshot",
+			Handler:       _Maintenance_Snapshot_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "proto/raftwatch.proto",
+}

@@ -41,12 +41,13 @@ func New(n *node.Node, log *slog.Logger) *Server {
 	return &Server{node: n, log: log, conns: &watchConns{node: n, m: map[string]*connEntry{}}}
 }
 
-// Register adds the three services to g.
+// Register adds the services to g.
 func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterKVServer(g, s)
 	pb.RegisterWatchServer(g, s)
 	pb.RegisterClusterServer(g, s)
 	pb.RegisterLeaseServer(g, &leaseServer{node: s.node, log: s.log})
+	pb.RegisterMaintenanceServer(g, &maintenanceServer{node: s.node, log: s.log})
 }
 
 // NewGRPCServer returns a grpc.Server sized for raftwatch's limits with the
