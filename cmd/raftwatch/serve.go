@@ -137,6 +137,7 @@ requests drain, and the data files are closed.`,
 	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
 		cmd.MarkFlagRequired(name)
 	}
+	addConfigFlag(cmd) // last: its help text follows the rest
 	return cmd
 }
 
