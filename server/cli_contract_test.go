@@ -239,7 +239,7 @@ func TestCLIScriptingContract(t *testing.T) {
 				}
 			}
 			_, e, code := cliIn(t, make([]byte, 1<<20+1), "put", "/c/stdin-c", "--endpoints", eps)
-			if code != 1 || !strings.Contains(e, "INVALID_ARGUMENT") || !strings.Contains(e, "limit of 1048576 bytes") {
+			if code != 1 || !strings.Contains(e, "InvalidArgument") || !strings.Contains(e, "limit of 1048576 bytes") {
 				t.Fatalf("over 1 MiB on stdin: exit %d %q, want 1 and the node's limit named", code, e)
 			}
 		}},
