@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -32,12 +33,15 @@ import (
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
-// maxMessageSize admits a 1 MiB value with its key and framing.
-const maxMessageSize = 1<<20 + 4<<10 + 64<<10
-
-// maxRecvSize admits the largest watch event: a 1 MiB value and its 1 MiB
-// previous value, with the key and framing.
-const maxRecvSize = 2<<20 + 4<<10 + 64<<10
+// maxMessage is the client's bound on the messages it sends and receives:
+// gRPC's own ceiling. The nodes' configured key, value and txn sizes (which
+// a client cannot know) bound what they accept and send, and a node refuses
+// what is too large with INVALID_ARGUMENT or RESOURCE_EXHAUSTED; a tighter
+// client-side bound would only refuse what a node configured with a larger
+// --max-value-size serves. A caller who wants one anyway passes
+// grpc.WithDefaultCallOptions in Config.DialOptions, which come later and
+// win.
+const maxMessage = math.MaxInt32
 
 // retryBackoff is the pause before trying again when no leader is known.
 const retryBackoff = 50 * time.Millisecond
@@ -186,7 +190,8 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+		neverSentMarker,
 		// A connection attempt (TCP and HTTP/2 handshake) gives up shortly
 		// after DialTimeout instead of gRPC's default 20 s. The margin lets
 		// connect's own timer fire first on a wedged endpoint, so the error
@@ -461,13 +466,18 @@ func (r *refusals) note(addr string) bool {
 	return true
 }
 
-// NotApplied reports whether err guarantees the request was not applied.
+// NotApplied reports whether err guarantees the request was not applied:
+// a leader hint, a removed node's refusal, an UNAVAILABLE carrying the
+// NOT_APPLIED reason, or a request that never left this process (a
+// connection that was never established). It looks at codes, details and
+// error types only, never at message text.
 func NotApplied(err error) bool {
 	if _, ok := NotLeaderHint(err); ok || Removed(err) {
 		return true
 	}
 	var de *DialError
-	if errors.As(err, &de) {
+	var ns *neverSentError
+	if errors.As(err, &de) || errors.As(err, &ns) {
 		return true
 	}
 	st, ok := status.FromError(err)
@@ -475,24 +485,11 @@ func NotApplied(err error) bool {
 		return false
 	}
 	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == "NOT_APPLIED" {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == pb.ReasonNotApplied {
 			return true
 		}
 	}
-	return neverSent(err)
-}
-
-// neverSent reports a failure to establish the connection: the request
-// never left this process. gRPC fails such calls fast with UNAVAILABLE and
-// a dial error.
-func neverSent(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return false
-	}
-	m := st.Message()
-	return strings.Contains(m, "while dialing") || strings.Contains(m, "connection refused") ||
-		strings.Contains(m, "no such host")
+	return false
 }
 
 // onLeader runs call against the leader: it starts at the last known leader

@@ -122,7 +122,7 @@ func TestTxnWithABadCompareIsNotSent(t *testing.T) {
 
 func TestTxnIsRetriedOnlyWhenNotApplied(t *testing.T) {
 	notApplied := status.New(codes.Unavailable, "no leader")
-	notApplied, _ = notApplied.WithDetails(&errdetails.ErrorInfo{Reason: "NOT_APPLIED", Domain: "raftwatch"})
+	notApplied, _ = notApplied.WithDetails(&errdetails.ErrorInfo{Reason: pb.ReasonNotApplied, Domain: pb.ErrorDomain})
 	kv := &txnKV{answers: []error{notApplied.Err(), status.Error(codes.Unavailable, "write outcome unknown")}}
 	c := serveTxn(t, kv)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -177,7 +177,7 @@ func TestBankClientsRunTheBankTxns(t *testing.T) {
 // elsewhere.
 func TestBankClientErrorsAreFailOnlyWhenNotApplied(t *testing.T) {
 	notApplied := func(context.Context) error {
-		st, _ := status.New(codes.Unavailable, "no leader").WithDetails(&errdetails.ErrorInfo{Reason: notAppliedReason, Domain: "raftwatch"})
+		st, _ := status.New(codes.Unavailable, "no leader").WithDetails(&errdetails.ErrorInfo{Reason: pb.ReasonNotApplied, Domain: pb.ErrorDomain})
 		return st.Err()
 	}
 	cases := []struct {

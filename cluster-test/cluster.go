@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
+	rwclient "github.com/raftwatch/raftwatch/client"
 	"github.com/raftwatch/raftwatch/cluster-test/netns"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -69,10 +70,12 @@ func newCluster(nw *netns.Network, binary, out string) *cluster {
 func clientAddr(n netns.Node) string { return fmt.Sprintf("%s:%d", n.IP, clientPort) }
 
 // dialOptions: reconnect quickly after a node restarts (gRPC's default backoff
-// grows to two minutes).
+// grows to two minutes), and mark calls that never left the process so
+// classify (through the client's NotApplied) records them as fail.
 func dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		rwclient.NeverSentMarker(),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second,

@@ -26,9 +26,6 @@ const (
 	// resetChance: how often a redirected client goes back to its home node,
 	// so followers keep seeing (and rejecting) requests too.
 	resetChance = 0.05
-	// notAppliedReason is the ErrorInfo reason the server attaches to an
-	// UNAVAILABLE error whose request was certainly not applied.
-	notAppliedReason = "NOT_APPLIED"
 )
 
 // Operation mix, in percent (the rest are deletes).

@@ -14,6 +14,10 @@ const (
 	DefaultMaxKeySize = 4 << 10
 	// DefaultMaxValueSize keeps one entry well inside gRPC's message limit.
 	DefaultMaxValueSize = 1 << 20
+	// MaxSizeCeiling bounds MaxKeySize, MaxValueSize and MaxTxnBytes: a
+	// watch event carrying a value and its previous value, with its key,
+	// stays well inside gRPC's 2 GiB message ceiling.
+	MaxSizeCeiling = 256 << 20
 	// DefaultMaxTxnOps bounds a Txn's compares and each branch's ops, as
 	// etcd's --max-txn-ops does: enough for any recipe, small enough that
 	// one Txn cannot make apply stall.
@@ -148,8 +152,23 @@ func (c *Config) validate() error {
 	if c.MaxKeySize <= 0 || c.MaxValueSize <= 0 {
 		return fmt.Errorf("key and value size limits must be positive")
 	}
+	if c.MaxKeySize > MaxSizeCeiling || c.MaxValueSize > MaxSizeCeiling || c.MaxTxnBytes > MaxSizeCeiling {
+		return fmt.Errorf("--max-key-size %d, --max-value-size %d and --max-txn-bytes %d must each be at most %d (a watch event carries two values in one gRPC message, which cannot exceed 2 GiB)",
+			c.MaxKeySize, c.MaxValueSize, c.MaxTxnBytes, MaxSizeCeiling)
+	}
 	if c.MaxTxnOps <= 0 || c.MaxTxnBytes <= 0 {
 		return fmt.Errorf("txn limits (--max-txn-ops %d, --max-txn-bytes %d) must be positive", c.MaxTxnOps, c.MaxTxnBytes)
 	}
 	return nil
+}
+
+// Limits are the sizes a node accepts; the server sizes its gRPC messages
+// from them.
+type Limits struct {
+	MaxKeySize, MaxValueSize, MaxTxnBytes int
+}
+
+// Limits returns the node's configured size limits.
+func (n *Node) Limits() Limits {
+	return Limits{MaxKeySize: n.cfg.MaxKeySize, MaxValueSize: n.cfg.MaxValueSize, MaxTxnBytes: n.cfg.MaxTxnBytes}
 }

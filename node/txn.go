@@ -204,10 +204,11 @@ func invalidAt(where string, err error) error {
 	return invalid("txn %s: %s", where, msg)
 }
 
-// TxnResponseLimit bounds the keys and values a Txn's response may carry
-// (gets and prev values): twice the default value size, inside the
-// server's message limit with room for framing.
-const TxnResponseLimit = 2 * DefaultMaxValueSize
+// txnResponseLimit bounds the keys and values a Txn's response may carry
+// (gets and prev values): twice the configured value size, inside the
+// server's send limit (which admits a watch event of two such values, its
+// key and framing).
+func (n *Node) txnResponseLimit() int { return 2 * n.cfg.MaxValueSize }
 
 // txnKVOverhead is what one key-value costs in a response besides its key
 // and value bytes (revisions, version, lease, framing).
@@ -215,7 +216,7 @@ const txnKVOverhead = 64
 
 // checkTxnResponse refuses a Txn whose response could not be sent: its
 // branch with the larger response reads (gets, prev values) more than
-// TxnResponseLimit bytes of keys and values as they are stored now, counting
+// txnResponseLimit bytes of keys and values as they are stored now, counting
 // the values the branch itself puts before reading them. Without it the Txn
 // would be applied and its client told only that the response failed.
 func (n *Node) checkTxnResponse(req *pb.TxnRequest) error {
@@ -252,13 +253,14 @@ func (n *Node) checkTxnResponse(req *pb.TxnRequest) error {
 		if len(keys) == 0 && len(prefixes) == 0 && extra == 0 {
 			continue
 		}
-		size, err := n.fsm.StoredBytes(keys, prefixes, txnKVOverhead, TxnResponseLimit-extra)
+		limit := n.txnResponseLimit()
+		size, err := n.fsm.StoredBytes(keys, prefixes, txnKVOverhead, limit-extra)
 		if err != nil {
 			return err
 		}
-		if size+extra > TxnResponseLimit {
+		if size+extra > limit {
 			return invalid("txn %s branch would answer with more than %d bytes of keys and values (gets and prev values, as stored now), over the %d-byte response limit: read fewer or smaller keys, or without prev_kv",
-				b.name, size+extra, TxnResponseLimit)
+				b.name, size+extra, limit)
 		}
 	}
 	return nil

@@ -6,9 +6,6 @@ import (
 	"log/slog"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -23,19 +20,6 @@ type leaseServer struct {
 	pb.UnimplementedLeaseServer
 	node *node.Node
 	log  *slog.Logger
-}
-
-// leaseStatus maps the lease refusals to their gRPC codes (nil: not one).
-func leaseStatus(err error) error {
-	switch {
-	case errors.Is(err, fsm.ErrLeaseNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, fsm.ErrLeaseExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, fsm.ErrLeaseLimit):
-		return status.Error(codes.ResourceExhausted, err.Error())
-	}
-	return nil
 }
 
 // Grant implements Lease.Grant.

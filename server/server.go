@@ -6,21 +6,30 @@ import (
 	"log/slog"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
-// MaxMessageSize admits a maximum-size value plus its key and framing.
-const MaxMessageSize = node.DefaultMaxValueSize + node.DefaultMaxKeySize + 64<<10
+// framing is the room a message needs besides its keys and values.
+const framing = 64 << 10
 
-// MaxSendSize admits the largest watch event: a maximum-size value, its
-// previous value (also maximum-size) and its key, with framing. A watch
-// batch holding such an event goes alone.
-const MaxSendSize = 2*node.DefaultMaxValueSize + node.DefaultMaxKeySize + 64<<10
+// RecvLimit is the largest request a node with limits l accepts: a
+// maximum-size value with its key, or a maximum-size txn, with framing.
+// A larger request is refused by gRPC with RESOURCE_EXHAUSTED; one under
+// it but over the node's limits by the node, with INVALID_ARGUMENT.
+func RecvLimit(l node.Limits) int {
+	return max(l.MaxValueSize+l.MaxKeySize, l.MaxTxnBytes) + framing
+}
+
+// SendLimit is the largest response a node with limits l sends: a watch
+// event carrying a maximum-size value, its previous value (also
+// maximum-size) and its key, with framing (a watch batch holding such an
+// event goes alone), or a committed log entry holding a maximum-size txn.
+func SendLimit(l node.Limits) int {
+	return max(2*l.MaxValueSize+l.MaxKeySize, l.MaxTxnBytes) + framing
+}
 
 // Server implements the KV, Watch and Cluster services over a node.
 type Server struct {
@@ -28,9 +37,10 @@ type Server struct {
 	pb.UnimplementedWatchServer
 	pb.UnimplementedClusterServer
 
-	node  *node.Node
-	log   *slog.Logger
-	conns *watchConns
+	node   *node.Node
+	log    *slog.Logger
+	conns  *watchConns
+	limits node.Limits
 }
 
 // New returns the services for n.
@@ -38,7 +48,7 @@ func New(n *node.Node, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{node: n, log: log, conns: &watchConns{node: n, m: map[string]*connEntry{}}}
+	return &Server{node: n, log: log, conns: &watchConns{node: n, m: map[string]*connEntry{}}, limits: n.Limits()}
 }
 
 // Register adds the services to g.
@@ -50,11 +60,12 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{node: s.node, log: s.log})
 }
 
-// NewGRPCServer returns a grpc.Server sized for raftwatch's limits with the
-// services registered, and server reflection (so grpcurl and grpcui need
-// no .proto file).
+// NewGRPCServer returns a grpc.Server whose message limits follow the
+// node's configured key, value and txn sizes (RecvLimit, SendLimit), with
+// the services registered, and server reflection (so grpcurl and grpcui
+// need no .proto file).
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxSendSize)}, opts...)
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RecvLimit(s.limits)), grpc.MaxSendMsgSize(SendLimit(s.limits))}, opts...)
 	g := grpc.NewServer(opts...)
 	s.Register(g)
 	reflection.Register(g)
@@ -68,7 +79,7 @@ func consistency(c pb.Consistency) (node.Consistency, error) {
 	case pb.Consistency_SERIALIZABLE:
 		return node.Serializable, nil
 	}
-	return 0, status.Errorf(codes.InvalidArgument, "unknown consistency %d: use LINEARIZABLE or SERIALIZABLE", c)
+	return 0, invalidRequest("unknown consistency %d: use LINEARIZABLE or SERIALIZABLE", c)
 }
 
 func condition(c *pb.Condition) (*node.Condition, error) {
@@ -78,16 +89,16 @@ func condition(c *pb.Condition) (*node.Condition, error) {
 	switch r := c.Require.(type) {
 	case *pb.Condition_ModRevision:
 		if r.ModRevision == 0 {
-			return nil, status.Error(codes.InvalidArgument, "condition mod_revision must be > 0 (use absent=true to require that the key does not exist)")
+			return nil, invalidRequest("condition mod_revision must be > 0 (use absent=true to require that the key does not exist)")
 		}
 		return &node.Condition{ModRevision: r.ModRevision}, nil
 	case *pb.Condition_Absent:
 		if !r.Absent {
-			return nil, status.Error(codes.InvalidArgument, "condition absent=false means nothing; leave the condition unset")
+			return nil, invalidRequest("condition absent=false means nothing; leave the condition unset")
 		}
 		return &node.Condition{Absent: true}, nil
 	}
-	return nil, status.Error(codes.InvalidArgument, "empty condition: set mod_revision or absent")
+	return nil, invalidRequest("empty condition: set mod_revision or absent")
 }
 
 func toKV(kv *node.KeyValue) *pb.KeyValue {
@@ -139,8 +150,8 @@ func (s *Server) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, 
 
 // ListPageBytes bounds one List response: its pairs' keys, values and
 // fsm.KVOverhead add up to at most this, or it is one pair alone. A page
-// thus stays under MaxSendSize (and the client's receive bound) even when
-// it holds a maximum-size value, and a prefix of any size is read in pages.
+// thus stays under SendLimit even when it holds a maximum-size value, and
+// a prefix of any size is read in pages.
 const ListPageBytes = node.DefaultMaxValueSize
 
 // List implements KV.List.
@@ -151,7 +162,7 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 	}
 	const maxLimit = 1 << 31
 	if req.Limit > maxLimit {
-		return nil, status.Errorf(codes.InvalidArgument, "limit %d is too large (at most %d)", req.Limit, maxLimit)
+		return nil, invalidRequest("limit %d is too large (at most %d)", req.Limit, maxLimit)
 	}
 	r, err := s.node.List(ctx, req.Prefix, node.ListOptions{Start: req.StartKey, Revision: req.Revision,
 		Limit: int(req.Limit), MaxBytes: ListPageBytes}, c)

@@ -3,17 +3,42 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
+	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/watch"
 )
 
-// toStatus maps a node or watch error to a gRPC status error.
+// This file is the one place the services build their gRPC errors: toStatus
+// maps node, fsm and watch errors; invalidRequest and responseTooLarge are
+// the server's own refusals; cancelCode is the code a watch's CANCELED
+// carries. Every status goes through newStatus.
+
+// newStatus returns a status error with code and msg; a non-empty reason
+// adds a google.rpc.ErrorInfo in pb.ErrorDomain (the reasons are the
+// constants of package proto), and details follow it.
+func newStatus(code codes.Code, msg, reason string, details ...protoadapt.MessageV1) error {
+	st := status.New(code, msg)
+	if reason != "" {
+		details = append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: pb.ErrorDomain}}, details...)
+	}
+	if len(details) > 0 {
+		if d, err := st.WithDetails(details...); err == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
+// toStatus maps a node, fsm or watch error to a gRPC status error; an
+// error that already is one passes unchanged.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -21,64 +46,88 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	if st := leaseStatus(err); st != nil {
-		return st
-	}
+	code, reason := codeOf(err)
 	var nl *node.NotLeaderError
-	switch {
-	case errors.As(err, &nl):
-		st := status.New(codes.FailedPrecondition, nl.Error())
-		if d, derr := st.WithDetails(&pb.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderAddr}); derr == nil {
-			st = d
-		}
-		return st.Err()
-	case errors.Is(err, node.ErrDataLoss):
-		return status.Error(codes.DataLoss, err.Error())
-	case errors.Is(err, node.ErrOutcomeUnknown):
-		if errors.Is(err, context.DeadlineExceeded) {
-			return status.Error(codes.DeadlineExceeded, err.Error())
-		}
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, node.ErrRemoved):
-		return withReason(codes.FailedPrecondition, err.Error(), pb.ReasonRemoved)
-	case errors.Is(err, node.ErrQuorumAtRisk):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, node.ErrMemberRemoved): // waiting longer would not help
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, node.ErrNotCaughtUp):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, node.ErrAlreadyExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, node.ErrInvalidArgument), errors.Is(err, watch.ErrInvalidPrefix), errors.Is(err, watch.ErrInvalidKey):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, watch.ErrCompacted):
-		return status.Error(codes.OutOfRange, err.Error())
-	case errors.Is(err, node.ErrUnknownMember):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, watch.ErrLimitExceeded):
-		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrNotApplied),
-		errors.Is(err, node.ErrShuttingDown), errors.Is(err, watch.ErrClosed):
-		return notApplied(codes.Unavailable, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
+	if code == codes.FailedPrecondition && errors.As(err, &nl) {
+		return newStatus(code, nl.Error(), reason, &pb.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderAddr})
 	}
-	return status.Error(codes.Internal, err.Error())
+	return newStatus(code, err.Error(), reason)
 }
 
-// ReasonNotApplied marks an UNAVAILABLE error whose request was certainly not
-// applied, so a client may retry it elsewhere without risking a double write.
-const ReasonNotApplied = "NOT_APPLIED"
-
-func notApplied(code codes.Code, msg string) error { return withReason(code, msg, ReasonNotApplied) }
-
-// withReason is a status error carrying an ErrorInfo with reason.
-func withReason(code codes.Code, msg, reason string) error {
-	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "raftwatch"}); err == nil {
-		st = d
+// codeOf is the code, and the ErrorInfo reason if any, of err. The order
+// matters where one error wraps several: the first case that matches wins.
+func codeOf(err error) (codes.Code, string) {
+	var nl *node.NotLeaderError
+	switch {
+	case errors.Is(err, fsm.ErrLeaseNotFound):
+		return codes.NotFound, ""
+	case errors.Is(err, fsm.ErrLeaseExists):
+		return codes.AlreadyExists, ""
+	case errors.Is(err, fsm.ErrLeaseLimit):
+		return codes.ResourceExhausted, ""
+	case errors.As(err, &nl):
+		return codes.FailedPrecondition, "" // with a NotLeader detail (toStatus)
+	case errors.Is(err, node.ErrDataLoss):
+		return codes.DataLoss, ""
+	case errors.Is(err, node.ErrOutcomeUnknown):
+		if errors.Is(err, context.DeadlineExceeded) {
+			return codes.DeadlineExceeded, ""
+		}
+		return codes.Unavailable, ""
+	case errors.Is(err, node.ErrRemoved):
+		return codes.FailedPrecondition, pb.ReasonRemoved
+	case errors.Is(err, node.ErrQuorumAtRisk):
+		return codes.FailedPrecondition, ""
+	case errors.Is(err, node.ErrMemberRemoved): // waiting longer would not help
+		return codes.FailedPrecondition, ""
+	case errors.Is(err, node.ErrNotCaughtUp):
+		return codes.DeadlineExceeded, ""
+	case errors.Is(err, node.ErrAlreadyExists):
+		return codes.AlreadyExists, ""
+	case errors.Is(err, node.ErrInvalidArgument), errors.Is(err, watch.ErrInvalidPrefix), errors.Is(err, watch.ErrInvalidKey):
+		return codes.InvalidArgument, ""
+	case errors.Is(err, watch.ErrCompacted):
+		return codes.OutOfRange, ""
+	case errors.Is(err, node.ErrUnknownMember):
+		return codes.NotFound, ""
+	case errors.Is(err, watch.ErrLimitExceeded):
+		return codes.ResourceExhausted, ""
+	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrNotApplied),
+		errors.Is(err, node.ErrShuttingDown), errors.Is(err, watch.ErrClosed):
+		return codes.Unavailable, pb.ReasonNotApplied
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded, ""
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled, ""
 	}
-	return st.Err()
+	return codes.Internal, ""
+}
+
+// invalidRequest is the INVALID_ARGUMENT of a request the server refuses
+// before it reaches the node.
+func invalidRequest(format string, args ...any) error {
+	return newStatus(codes.InvalidArgument, fmt.Sprintf(format, args...), "")
+}
+
+// responseTooLarge is the RESOURCE_EXHAUSTED of a response over the send
+// limit.
+func responseTooLarge(format string, args ...any) error {
+	return newStatus(codes.ResourceExhausted, fmt.Sprintf(format, args...), "")
+}
+
+// cancelCode is the gRPC code a CANCELED carries: OUT_OF_RANGE when history
+// was compacted (re-list; resuming cannot help), UNAVAILABLE when the node
+// cannot serve the watch any more (resume on another node),
+// FAILED_PRECONDITION when the node was removed from the cluster (resume on
+// a member; never come back here).
+func cancelCode(c watch.CancelCause) codes.Code {
+	switch c {
+	case watch.CauseCompacted:
+		return codes.OutOfRange
+	case watch.CauseRemoved:
+		return codes.FailedPrecondition
+	case watch.CauseShutdown, watch.CauseNoLeader, watch.CauseInternal:
+		return codes.Unavailable
+	}
+	return codes.OK
 }

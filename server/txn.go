@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftwatch/raftwatch/fsm"
@@ -22,13 +20,13 @@ func (s *Server) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 	for i := range r.Ops {
 		out.Results[i] = txnOpResult(r.Revision, &r.Ops[i])
 	}
-	if size := proto.Size(out); size > MaxSendSize {
+	if size, limit := proto.Size(out), SendLimit(s.limits); size > limit {
 		// node.checkTxnResponse refused what was too large as stored when
 		// the txn arrived; values written since can still make it so. The
 		// txn was applied: say so, rather than let gRPC fail the send.
-		return nil, status.Errorf(codes.ResourceExhausted,
+		return nil, responseTooLarge(
 			"txn applied at revision %d (succeeded=%v), but its response of %d bytes exceeds the %d-byte message limit: read the keys separately",
-			r.Revision, r.Succeeded, size, MaxSendSize)
+			r.Revision, r.Succeeded, size, limit)
 	}
 	return out, nil
 }

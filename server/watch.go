@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sync"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/node"
@@ -242,23 +241,6 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 		}
 	}
 	return nil
-}
-
-// cancelCode is the gRPC code a CANCELED carries: OUT_OF_RANGE when history
-// was compacted (re-list; resuming cannot help), UNAVAILABLE when the node
-// cannot serve the watch any more (resume on another node),
-// FAILED_PRECONDITION when the node was removed from the cluster (resume on
-// a member; never come back here).
-func cancelCode(c watch.CancelCause) codes.Code {
-	switch c {
-	case watch.CauseCompacted:
-		return codes.OutOfRange
-	case watch.CauseRemoved:
-		return codes.FailedPrecondition
-	case watch.CauseShutdown, watch.CauseNoLeader, watch.CauseInternal:
-		return codes.Unavailable
-	}
-	return codes.OK
 }
 
 func toWatchResponse(ev watch.Event) *pb.WatchResponse {

@@ -89,9 +89,10 @@ func (w *writeFlags) opts(cmd *cobra.Command) ([]client.OpOption, error) {
 	return o, nil
 }
 
-// maxStdinValue is the largest value put reads from stdin: the largest a
-// node accepts.
-const maxStdinValue = node.DefaultMaxValueSize
+// maxStdinValue is the largest value put reads from stdin: the largest any
+// node can be configured to accept (the node refuses a value over its own
+// --max-value-size with INVALID_ARGUMENT).
+const maxStdinValue = node.MaxSizeCeiling
 
 // readValue reads a value from stdin, up to maxStdinValue bytes.
 func readValue() ([]byte, error) {
@@ -103,7 +104,7 @@ func readValue() ([]byte, error) {
 		return nil, fmt.Errorf("read the value from stdin: %w", err)
 	}
 	if len(b) > maxStdinValue {
-		return nil, fmt.Errorf("the value on stdin is over %d bytes, the largest value a node accepts", maxStdinValue)
+		return nil, fmt.Errorf("the value on stdin is over %d bytes, the largest value a node can accept", maxStdinValue)
 	}
 	return b, nil
 }
@@ -116,7 +117,7 @@ func newPutCmd() *cobra.Command {
 		Use:   "put KEY [VALUE | -]",
 		Short: "Write a key (through the leader)",
 		Long: `Write a key. With no VALUE, or with "-", the value is read from stdin, every
-byte of it (up to 1 MiB); to store a literal "-", pipe it in.
+byte of it (up to the node's --max-value-size, 1 MiB by default); to store a literal "-", pipe it in.
 
 With --if-mod-revision N the write happens only if the key's mod revision is
 N; N = 0 means only if the key does not exist, like --if-absent. A failed

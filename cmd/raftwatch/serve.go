@@ -108,7 +108,7 @@ requests drain, and the data files are closed.`,
 	f.IntVar(&cfg.MaxKeySize, "max-key-size", cfg.MaxKeySize, "largest key in bytes")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest value in bytes")
 	f.IntVar(&cfg.MaxTxnOps, "max-txn-ops", cfg.MaxTxnOps, "most compares in a txn, and most ops in each of its branches (more are refused with INVALID_ARGUMENT)")
-	f.IntVar(&cfg.MaxTxnBytes, "max-txn-bytes", cfg.MaxTxnBytes, "largest txn request in encoded bytes (larger are refused with INVALID_ARGUMENT; gRPC refuses messages over about 1.06 MiB whatever this says)")
+	f.IntVar(&cfg.MaxTxnBytes, "max-txn-bytes", cfg.MaxTxnBytes, "largest txn request in encoded bytes (larger are refused with INVALID_ARGUMENT; the gRPC message limits follow it)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "follower waits this long without a leader before an election")
 	f.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "candidate waits this long before a new election")
 	f.DurationVar(&cfg.LeaderLeaseTimeout, "leader-lease-timeout", cfg.LeaderLeaseTimeout, "leader steps down after this long without quorum contact")
