@@ -74,7 +74,7 @@ func envName(name string) string {
 func configurable(name string) bool { return name != "help" }
 
 // otherFlagEnvNames returns the variables of the flags of every command in
-// cmd's tree except cmd: a shell that exports RAFTWATCH_ENDPOINTS for the
+// cmd's tree that cmd itself does not have: a shell that exports RAFTWATCH_ENDPOINTS for the
 // client commands is not warned about when it runs serve.
 func otherFlagEnvNames(cmd *cobra.Command) map[string]bool {
 	out := map[string]bool{}
@@ -88,6 +88,9 @@ func otherFlagEnvNames(cmd *cobra.Command) map[string]bool {
 		}
 	}
 	walk(cmd.Root())
+	// A flag serve shares with another command (snapshot restore's
+	// --data-dir, say) is serve's own: it is applied, not just tolerated.
+	cmd.Flags().VisitAll(func(f *pflag.Flag) { delete(out, envName(f.Name)) })
 	return out
 }
 
