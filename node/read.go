@@ -82,10 +82,35 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		if r.err != nil {
 			return 0, r.err
 		}
-		return r.index, n.fsm.WaitApplied(ctx, r.index)
+		return r.index, n.waitApplied(ctx, r.index)
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	case <-n.stop:
 		return 0, ErrShuttingDown
 	}
+}
+
+// waitApplied waits until the state machine has applied index, or ctx
+// ends, or the node shuts down: a node closing before it applies the
+// index must not leave its readers waiting for ever.
+func (n *Node) waitApplied(ctx context.Context, index uint64) error {
+	if n.fsm.Applied() >= index {
+		return nil
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	if err := n.fsm.WaitApplied(wctx, index); err != nil {
+		if ctx.Err() == nil {
+			return ErrShuttingDown
+		}
+		return err
+	}
+	return nil
 }
