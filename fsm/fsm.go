@@ -459,7 +459,7 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	if err != nil || !ok {
 		return res, err
 	}
-	if refused, err := a.ls.checkAttach(m.key, m.lease, m.maxKeys); err != nil || refused != nil {
+	if refused, err := a.ls.checkAttach(cur.Lease, m.lease, m.maxKeys); err != nil || refused != nil {
 		return OpResult{Err: refused}, err
 	}
 	create, version := index, uint64(1)
@@ -477,7 +477,7 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	if err := a.kv.Put(m.key, encodeRecord(m.key, create, index, version, m.value)); err != nil {
 		return OpResult{}, err
 	}
-	if err := a.ls.attach(m.key, m.lease); err != nil {
+	if err := a.ls.attach(m.key, cur.Lease, m.lease); err != nil {
 		return OpResult{}, err
 	}
 	if a.hist != nil {
@@ -509,7 +509,7 @@ func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
 	if err := a.kv.Delete(m.key); err != nil {
 		return OpResult{}, err
 	}
-	if err := a.ls.detachKey(m.key); err != nil {
+	if err := a.ls.attach(m.key, cur.Lease, 0); err != nil { // a deleted key leaves its lease
 		return OpResult{}, err
 	}
 	if a.hist != nil {

@@ -202,9 +202,10 @@ func (l *leaseApply) keyCap(carried uint64) uint64 {
 	return l.limits.MaxKeysPerLease
 }
 
-// checkAttach reports why key cannot be attached to lease now (nil: it
-// can), under a cap of maxKeys keys per lease (0: see keyCap).
-func (l *leaseApply) checkAttach(key []byte, lease int64, maxKeys uint64) (refused, err error) {
+// checkAttach reports why a key now on lease cur (0: none) cannot be
+// attached to lease (nil: it can), under a cap of maxKeys keys per lease
+// (0: see keyCap).
+func (l *leaseApply) checkAttach(cur, lease int64, maxKeys uint64) (refused, err error) {
 	if lease == 0 {
 		return nil, nil
 	}
@@ -213,10 +214,6 @@ func (l *leaseApply) checkAttach(key []byte, lease int64, maxKeys uint64) (refus
 		if err == nil {
 			return fmt.Errorf("%w: %x (a put with a lease needs the lease to exist)", ErrLeaseNotFound, lease), nil
 		}
-		return nil, err
-	}
-	cur, err := l.leaseOfKey(key)
-	if err != nil {
 		return nil, err
 	}
 	if limit := l.keyCap(maxKeys); cur != lease && r.keys >= limit {
@@ -234,11 +231,11 @@ func (l *leaseApply) leaseOfKey(key []byte) (int64, error) {
 	return decodeLeaseOf(key, raw)
 }
 
-// attach makes lease (0: none) the key's lease, detaching it from another.
-func (l *leaseApply) attach(key []byte, lease int64) error {
-	cur, err := l.leaseOfKey(key)
-	if err != nil || cur == lease {
-		return err
+// attach makes lease (0: none) the lease of key, which is now on lease cur
+// (0: none), detaching it from cur.
+func (l *leaseApply) attach(key []byte, cur, lease int64) error {
+	if cur == lease {
+		return nil
 	}
 	if cur != 0 {
 		if err := l.detach(key, cur); err != nil {
@@ -258,15 +255,6 @@ func (l *leaseApply) attach(key []byte, lease int64) error {
 	r.keys++
 	ik := append(leaseID(lease), key...)
 	return errors.Join(l.put(lease, r), l.keys.Put(key, sealed(key, leaseID(lease))), l.idx.Put(ik, sealed(ik, nil)))
-}
-
-// detachKey removes the key's attachment, if any (a delete of the key).
-func (l *leaseApply) detachKey(key []byte) error {
-	cur, err := l.leaseOfKey(key)
-	if err != nil || cur == 0 {
-		return err
-	}
-	return l.detach(key, cur)
 }
 
 func (l *leaseApply) detach(key []byte, lease int64) error {

@@ -226,12 +226,12 @@ func (a *applier) leaseRefusal(branch []*pb.TxnOp, maxKeys uint64) (refused, err
 		if p.GetLease() == 0 {
 			continue
 		}
-		if refused, err := a.ls.checkAttach(p.GetKey(), p.GetLease(), maxKeys); err != nil || refused != nil {
-			return refused, err
-		}
 		cur, err := a.ls.leaseOfKey(p.GetKey())
 		if err != nil {
 			return nil, err
+		}
+		if refused, err := a.ls.checkAttach(cur, p.GetLease(), maxKeys); err != nil || refused != nil {
+			return refused, err
 		}
 		if cur == p.GetLease() {
 			continue
