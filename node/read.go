@@ -1,9 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftwatch/raftwatch/fsm"
 )
 
 // readRequest asks the read confirmer for a read index.
@@ -111,6 +114,128 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 			return ErrShuttingDown
 		}
 		return err
+	}
+	return nil
+}
+
+// Consistency selects how a read is served.
+type Consistency int
+
+const (
+	// Linearizable reads are served by the leader after confirming leadership.
+	Linearizable Consistency = iota
+	// Serializable reads are served locally and may be stale.
+	Serializable
+)
+
+// readGate is what a read checks first, in this order: a removed node
+// refuses; a linearizable read on a follower gets the leader hint, so a
+// client finds the leader even through a node that found damaged data; an
+// unhealthy node refuses with DATA_LOSS.
+func (n *Node) readGate(c Consistency) error {
+	if err := n.Serving(); err != nil {
+		return err
+	}
+	if c == Linearizable && n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	return n.readable()
+}
+
+// Get returns the key (nil when absent) and the revision it was read at.
+func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (*KeyValue, uint64, error) {
+	if err := n.checkKey(key); err != nil {
+		return nil, 0, err
+	}
+	if err := n.readGate(c); err != nil {
+		return nil, 0, err
+	}
+	if c == Linearizable {
+		if _, err := n.readIndex(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+	kv, rev, err := n.fsm.Get(key)
+	if rerr := n.readable(); rerr != nil {
+		return nil, 0, rerr // whatever was read, this node found damage meanwhile
+	}
+	return kv, rev, err
+}
+
+// ListOptions select one page of a List.
+type ListOptions struct {
+	// Start is the first key to return (inclusive), under the prefix;
+	// empty: from the prefix. A later page passes the previous one's Next.
+	Start []byte
+	// Revision reads the keys as they were at this revision; 0 = now. A
+	// later page passes the first page's Revision, so the pages together
+	// are one revision's keys. A Linearizable page refuses a revision past
+	// the commit index (no page was read there); a Serializable one waits
+	// until this node has applied it. One whose state history no longer
+	// reaches is refused with a *fsm.RevisionUnavailableError (it wraps
+	// watch.ErrCompacted).
+	Revision uint64
+	// Limit bounds the pairs (0 = no bound); MaxBytes their key, value and
+	// fsm.KVOverhead bytes (0 = no bound), at least one pair whatever its
+	// size.
+	Limit, MaxBytes int
+}
+
+// ListResult is one page of the keys under a prefix.
+type ListResult struct {
+	KVs      []KeyValue
+	Revision uint64 // the revision the page was read at
+	More     bool   // a bound cut the page short; Next is where to go on
+	Next     []byte // the first key left out (nil when none)
+}
+
+// List returns one page of the keys starting with prefix, in key order,
+// from one read transaction. With c Linearizable every page confirms
+// leadership first, so the first page (Revision 0) is linearizable and
+// later pages, pinned to its revision, are consistent with it.
+func (n *Node) List(ctx context.Context, prefix []byte, o ListOptions, c Consistency) (ListResult, error) {
+	if err := checkList(prefix, o, n.cfg.MaxKeySize); err != nil {
+		return ListResult{}, err
+	}
+	if err := n.readGate(c); err != nil {
+		return ListResult{}, err
+	}
+	if c == Linearizable {
+		// Every revision a page was ever read at is committed, so at or
+		// below the index a confirmed leader reads at: one above it was
+		// never handed out, and waiting for it could take forever.
+		index, err := n.readIndex(ctx)
+		if err != nil {
+			return ListResult{}, err
+		}
+		if o.Revision > index {
+			return ListResult{}, invalid("revision %d is past the commit index %d: pass the revision of the list's first page", o.Revision, index)
+		}
+	} else if o.Revision > 0 {
+		// A page read at this revision on another node: wait until this
+		// node has applied it, as a watch from a future revision does.
+		if err := n.fsm.WaitApplied(ctx, o.Revision); err != nil {
+			return ListResult{}, fmt.Errorf("wait until this node has applied revision %d (it has applied %d): %w", o.Revision, n.fsm.Applied(), err)
+		}
+	}
+	p, err := n.fsm.List(prefix, fsm.ListOptions{Start: o.Start, Revision: o.Revision, Limit: o.Limit, MaxBytes: o.MaxBytes})
+	if rerr := n.readable(); rerr != nil {
+		return ListResult{}, rerr // whatever was read, this node found damage meanwhile
+	}
+	return ListResult{KVs: p.KVs, Revision: p.Revision, More: p.Next != nil, Next: p.Next}, err
+}
+
+// checkList refuses a List page request that breaks the key rule for its
+// prefix, starts outside its prefix or has a negative bound.
+func checkList(prefix []byte, o ListOptions, maxKeySize int) error {
+	if err := checkPrefix(prefix, maxKeySize); err != nil {
+		return err
+	}
+	if len(o.Start) > 0 && (!bytes.HasPrefix(o.Start, prefix) || len(o.Start) > maxKeySize) {
+		return invalid("start key %.80q is not a key under the prefix %.80q", o.Start, prefix)
+	}
+	if o.Limit < 0 || o.MaxBytes < 0 {
+		return invalid("limit %d and byte bound %d must not be negative", o.Limit, o.MaxBytes)
 	}
 	return nil
 }
