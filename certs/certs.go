@@ -1,0 +1,175 @@
+// Package certs issues throwaway X.509 certificates for a local or test
+// cluster: a certificate authority and leaf certificates it signs, with Go's
+// crypto only (no openssl). Invariant: every leaf it issues chains to the CA
+// that issued it, carries its identity in the subject's common name, and is
+// valid for both TLS server and client authentication, so one certificate
+// serves a node's listener and its dials to peers.
+//
+// It is for development, tests and `scripts/cluster.sh up --tls`; a
+// production cluster should use certificates from its own CA.
+package certs
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// DefaultValidity is how long certificates issued here stay valid when no
+// validity is given.
+const DefaultValidity = 365 * 24 * time.Hour
+
+// CA is a certificate authority that issues leaf certificates.
+type CA struct {
+	Cert    *x509.Certificate
+	CertPEM []byte
+	key     crypto.Signer
+}
+
+// Leaf is an issued certificate and its private key, PEM-encoded.
+type Leaf struct {
+	CertPEM, KeyPEM []byte
+}
+
+// NewCA creates a self-signed CA named name, valid for validity (0:
+// DefaultValidity).
+func NewCA(name string, validity time.Duration) (*CA, error) {
+	if validity <= 0 {
+		validity = DefaultValidity
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"raftwatch"}},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
+}
+
+// Issue signs a certificate for identity cn (the subject's common name,
+// which raftwatch's roles are bound to), valid for the given hosts (IP
+// addresses or DNS names, as subject alternative names) and for validity
+// (0: DefaultValidity). It may be used as a TLS server and client
+// certificate.
+func (ca *CA) Issue(cn string, hosts []string, validity time.Duration) (Leaf, error) {
+	if cn == "" {
+		return Leaf{}, errors.New("a certificate needs a common name (the identity)")
+	}
+	if validity <= 0 {
+		validity = DefaultValidity
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Leaf{}, fmt.Errorf("generate key for %q: %w", cn, err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return Leaf{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"raftwatch"}},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return Leaf{}, fmt.Errorf("sign certificate for %q: %w", cn, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return Leaf{}, err
+	}
+	return Leaf{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}, nil
+}
+
+// WriteCA writes the CA certificate to dir/ca.crt.
+func (ca *CA) WriteCA(dir string) (string, error) {
+	path := filepath.Join(dir, "ca.crt")
+	return path, writeAtomic(path, ca.CertPEM, 0o644)
+}
+
+// Write writes the leaf to dir/name.crt and dir/name.key (the key readable
+// by its owner only) and returns both paths. Each file is replaced
+// atomically (write, then rename), so a process reloading it never reads
+// half a file.
+func (l Leaf) Write(dir, name string) (certPath, keyPath string, err error) {
+	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := writeAtomic(keyPath, l.KeyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, writeAtomic(certPath, l.CertPEM, 0o644)
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename: nothing there
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func serialNumber() (*big.Int, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generate serial number: %w", err)
+	}
+	return n, nil
+}

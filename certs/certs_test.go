@@ -1,0 +1,88 @@
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"testing"
+)
+
+// A leaf verifies against its CA as both a server (for its hosts) and a
+// client certificate, and not against another CA.
+func TestIssuedLeafChainsToItsCA(t *testing.T) {
+	ca, err := NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("n1", []string{"127.0.0.1", "localhost"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != "n1" {
+		t.Fatalf("common name %q, want n1", cert.Subject.CommonName)
+	}
+	if len(cert.IPAddresses) != 1 || !cert.IPAddresses[0].Equal(net.ParseIP("127.0.0.1")) || len(cert.DNSNames) != 1 {
+		t.Fatalf("SANs: IPs %v DNS %v", cert.IPAddresses, cert.DNSNames)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: "localhost", KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			t.Fatalf("verify for usage %v: %v", usage, err)
+		}
+	}
+	other, err := NewCA("other-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherRoots := x509.NewCertPool()
+	otherRoots.AppendCertsFromPEM(other.CertPEM)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: otherRoots}); err == nil {
+		t.Fatal("a leaf verified against a CA that did not issue it")
+	}
+	if _, err := ca.Issue("", nil, 0); err == nil {
+		t.Fatal("a certificate without a common name was issued")
+	}
+}
+
+func TestWriteKeepsTheKeyPrivate(t *testing.T) {
+	ca, err := NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := ca.WriteCA(dir); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("root", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath, err := leaf.Write(dir, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.LoadX509KeyPair(certPath, keyPath); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		t.Fatalf("%d files in the directory, want ca.crt, root.crt, root.key (no temporary files left)", len(entries))
+	}
+}
