@@ -286,7 +286,7 @@ func TestSerializableReadMovesOnOnlyWhenUnavailable(t *testing.T) {
 // in the configured order, each with its own DialError.
 func TestUnreachableErrorNamesEveryEndpoint(t *testing.T) {
 	eps := []string{refusedEndpoint(t), refusedEndpoint(t), refusedEndpoint(t)}
-	c := clientOf(t, Config{Endpoints: []string{eps[0], "http://" + eps[1], "https://" + eps[2] + "/"}, DialTimeout: time.Second})
+	c := clientOf(t, Config{Endpoints: []string{eps[0], "http://" + eps[1], "http://" + eps[2] + "/"}, DialTimeout: time.Second})
 	err := putOnce(t, c, 10*time.Second)
 	var ue *UnreachableError
 	if !errors.As(err, &ue) {
