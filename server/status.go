@@ -95,6 +95,10 @@ func codeOf(err error) (codes.Code, string) {
 	case errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrNotApplied),
 		errors.Is(err, node.ErrShuttingDown), errors.Is(err, watch.ErrClosed):
 		return codes.Unavailable, pb.ReasonNotApplied
+	case errors.Is(err, node.ErrLogCorrupt): // a committed-log read hit a damaged entry
+		// After the write outcomes above: DATA_LOSS tells a client to try
+		// another node, which must never be said of a write that may apply.
+		return codes.DataLoss, ""
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded, ""
 	case errors.Is(err, context.Canceled):
