@@ -19,6 +19,7 @@ import (
 
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
+	"github.com/raftwatch/raftwatch/watch"
 )
 
 func TestConditionValidation(t *testing.T) {
@@ -301,5 +302,81 @@ func TestMessageLimitsFollowTheNodesLimits(t *testing.T) {
 	if size, limit := lastBatch, SendLimit(e.limits); size > limit || size <= RecvLimit(e.limits) {
 		t.Fatalf("the message carrying the largest event is %d bytes; want it over RecvLimit %d (so the send bound is what was tested) and within SendLimit %d",
 			size, RecvLimit(e.limits), limit)
+	}
+}
+
+// TestWatchEventsOnTheWire: the conversion of watch events keeps every
+// field, gives a CANCELED its code, and tells "no previous value" (an
+// empty PrevValue) from "previous value not asked for" (nil).
+func TestWatchEventsOnTheWire(t *testing.T) {
+	put := toWatchResponse(watch.Event{Type: watch.Put, Key: []byte("/k"), Value: []byte("v"), Revision: 9, Version: 2, WatchID: 4})
+	if put.Type != pb.EventType_PUT || string(put.Key) != "/k" || string(put.Value) != "v" || put.Revision != 9 || put.Version != 2 || put.WatchId != 4 || put.PrevValue != nil {
+		t.Errorf("put event became %v", put)
+	}
+	created := toWatchResponse(watch.Event{Type: watch.Put, Key: []byte("/k"), Value: []byte("v"), HasPrev: true})
+	if created.PrevValue == nil || len(created.PrevValue) != 0 {
+		t.Errorf("a put creating its key, prev asked for: PrevValue %v, want empty and not nil", created.PrevValue)
+	}
+	del := toWatchResponse(watch.Event{Type: watch.Delete, Key: []byte("/k"), HasPrev: true, PrevValue: []byte("old")})
+	if del.Type != pb.EventType_DELETE || string(del.PrevValue) != "old" {
+		t.Errorf("delete event became %v", del)
+	}
+	if p := toWatchResponse(watch.Event{Type: watch.Progress, Revision: 12}); p.Type != pb.EventType_PROGRESS || p.Revision != 12 {
+		t.Errorf("progress event became %v", p)
+	}
+	c := toWatchResponse(watch.Event{Type: watch.Canceled, Cause: watch.CauseCompacted, CompactRevision: 40, Reason: "compacted", WatchID: 4})
+	if c.Type != pb.EventType_CANCELED || codes.Code(c.Code) != codes.OutOfRange || c.CompactRevision != 40 || c.Reason != "compacted" || c.WatchId != 4 {
+		t.Errorf("compacted cancel became %v", c)
+	}
+}
+
+// TestRefusedWatchCreateIsCanceledWithItsCode: a watch the node refuses
+// is answered on the stream with a CANCELED that echoes the request's key
+// and request_id and carries the code and message of the refusal; the
+// stream stays usable.
+func TestRefusedWatchCreateIsCanceledWithItsCode(t *testing.T) {
+	e := startEdgeNode(t, nil)
+	stream, err := e.watch.Watch(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *pb.WatchResponse {
+		t.Helper()
+		for {
+			b, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("watch stream: %v", err)
+			}
+			for _, r := range b.Responses {
+				if r.Type != pb.EventType_PROGRESS {
+					return r
+				}
+			}
+		}
+	}
+	for i, tc := range []struct {
+		create *pb.WatchCreate
+		errHas string
+	}{
+		{&pb.WatchCreate{Key: []byte("k")}, "must start with '/'"},
+		{&pb.WatchCreate{Key: []byte("/a"), Prefix: true}, "must start and end with '/'"},
+		{&pb.WatchCreate{Key: append([]byte("/"), make([]byte, e.limits.MaxKeySize)...)}, "a key is at most"},
+	} {
+		tc.create.RequestId = uint64(100 + i)
+		if err := stream.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: tc.create}}); err != nil {
+			t.Fatal(err)
+		}
+		r := next()
+		if r.Type != pb.EventType_CANCELED || codes.Code(r.Code) != codes.InvalidArgument || r.RequestId != tc.create.RequestId ||
+			!bytes.Equal(r.Key, tc.create.Key) || !strings.Contains(r.Reason, tc.errHas) {
+			t.Errorf("create %q (prefix %v): %v; want CANCELED, INVALID_ARGUMENT, request %d, reason saying %q",
+				tc.create.Key, tc.create.Prefix, r, tc.create.RequestId, tc.errHas)
+		}
+	}
+	if err := stream.Send(&pb.WatchRequest{Request: &pb.WatchRequest_Create{Create: &pb.WatchCreate{Key: []byte("/ok"), RequestId: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(); r.Type != pb.EventType_CREATED || r.RequestId != 7 || r.WatchId == 0 {
+		t.Fatalf("a valid create after the refusals: %v, want CREATED for request 7", r)
 	}
 }
