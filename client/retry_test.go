@@ -407,3 +407,70 @@ func TestClassificationOfStatuses(t *testing.T) {
 		t.Errorf("NotLeaderHint = %v, want n2 at 127.0.0.1:7102", hint)
 	}
 }
+
+// With no leader anywhere, a write goes round every endpoint, pausing
+// retryBackoff after each round, until its deadline.
+func TestLeaderlessRotationVisitsEveryEndpointPaced(t *testing.T) {
+	noLeader := reasonStatus(t, codes.Unavailable, "no leader is elected; the request was not applied, retry shortly", pb.ReasonNotApplied)
+	nodes := []*cannedNode{startCanned(t, noLeader), startCanned(t, noLeader), startCanned(t, noLeader)}
+	c := clientOf(t, Config{Endpoints: []string{nodes[0].addr, nodes[1].addr, nodes[2].addr}})
+	const deadline = 400 * time.Millisecond
+	err := putOnce(t, c, deadline)
+	if !NotApplied(err) && status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("put on a leaderless cluster: %v, want its last NOT_APPLIED answer or the deadline", err)
+	}
+	got := putsOf(nodes...)
+	t.Logf("puts per node in %v: %v", deadline, got)
+	total := int32(0)
+	for i, n := range got {
+		if n < 2 {
+			t.Errorf("node %d was asked %d times; the rotation should reach every endpoint round after round", i, n)
+		}
+		total += n
+	}
+	if most := int32(len(nodes)) * int32(deadline/retryBackoff+2); total > most {
+		t.Errorf("%d puts in %v, want at most %d: one round per retryBackoff", total, deadline, most)
+	}
+}
+
+// A request whose own deadline passes while it waits for a connection
+// ends with DEADLINE_EXCEEDED, not with the endpoint declared unreachable.
+func TestTheRequestsDeadlineEndsAWaitForAConnection(t *testing.T) {
+	c := clientOf(t, Config{Endpoints: []string{hungEndpoint(t)}, DialTimeout: 10 * time.Second})
+	start := time.Now()
+	err := putOnce(t, c, 300*time.Millisecond)
+	var ue *UnreachableError
+	if status.Code(err) != codes.DeadlineExceeded || errors.As(err, &ue) {
+		t.Fatalf("put with a short deadline on a hung endpoint: %v, want DEADLINE_EXCEEDED", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the put took %v: it waited for the dial timeout, not its deadline", took)
+	}
+}
+
+// A remembered leader that has since lost leadership answers with a hint:
+// the write follows it, and the new leader is remembered instead.
+func TestAStaleLeaderGuessIsCorrectedByItsHint(t *testing.T) {
+	newLeader := startCanned(t, nil)
+	var answer atomic.Pointer[error] // nil: the old node is still leader
+	old := serveCanned(t, loopbackListener(t), func() error {
+		if p := answer.Load(); p != nil {
+			return *p
+		}
+		return nil
+	})
+	c := clientOf(t, Config{Endpoints: []string{old.addr}})
+	if err := putOnce(t, c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hint := notLeaderStatus(t, "n2", newLeader.addr)
+	answer.Store(&hint)
+	for i := range 2 {
+		if err := putOnce(t, c, 5*time.Second); err != nil {
+			t.Fatalf("put %d after the leader changed: %v", i, err)
+		}
+	}
+	if got := putsOf(old, newLeader); got[0] != 2 || got[1] != 2 {
+		t.Fatalf("old, new leader received %v puts, want [2 2]: one hop through the old leader, then the new one directly", got)
+	}
+}
