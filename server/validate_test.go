@@ -108,9 +108,13 @@ func TestMalformedRequestsStopAtTheEdge(t *testing.T) {
 // edgeNode is a one-node cluster served by this package in this process,
 // on loopback TCP.
 type edgeNode struct {
-	limits node.Limits
-	kv     pb.KVClient
-	watch  pb.WatchClient
+	node     *node.Node
+	addr     string // client address
+	raftAddr string
+	conn     *grpc.ClientConn
+	limits   node.Limits
+	kv       pb.KVClient
+	watch    pb.WatchClient
 }
 
 // startEdgeNode opens a one-node cluster with cfg adjusted by tune, serves
@@ -153,7 +157,7 @@ func startEdgeNode(t *testing.T, tune func(*node.Config)) *edgeNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	e := &edgeNode{limits: n.Limits(), kv: pb.NewKVClient(cc), watch: pb.NewWatchClient(cc)}
+	e := &edgeNode{node: n, addr: cfg.ClientAddr, raftAddr: raftAddr, conn: cc, limits: n.Limits(), kv: pb.NewKVClient(cc), watch: pb.NewWatchClient(cc)}
 	deadline := time.Now().Add(20 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
