@@ -13,7 +13,7 @@ import (
 // reached the revision of a write it acknowledged.
 func TestStatusAndMembersOfASingleNode(t *testing.T) {
 	e := startEdgeNode(t, nil)
-	ctx := testCtx(t)
+	ctx := edgeCtx(t)
 	put, err := e.kv.Put(ctx, &pb.PutRequest{Key: []byte("/info"), Value: []byte("v")})
 	if err != nil {
 		t.Fatal(err)

@@ -8,9 +8,9 @@ import (
 	"google.golang.org/grpc/peer"
 )
 
-// onConn is the context of a stream arriving on the connection from
+// ctxOnConn is the context of a stream arriving on the connection from
 // 127.0.0.1:port.
-func onConn(port int) context.Context {
+func ctxOnConn(port int) context.Context {
 	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}})
 }
 
@@ -20,9 +20,9 @@ func onConn(port int) context.Context {
 func TestWatchStreamsOfOneConnectionShareItsConn(t *testing.T) {
 	e := startEdgeNode(t, nil)
 	c := &watchConns{node: e.node, m: map[string]*connEntry{}}
-	a1, releaseA1 := c.acquire(onConn(5001))
-	a2, releaseA2 := c.acquire(onConn(5001))
-	b, releaseB := c.acquire(onConn(5002))
+	a1, releaseA1 := c.acquire(ctxOnConn(5001))
+	a2, releaseA2 := c.acquire(ctxOnConn(5001))
+	b, releaseB := c.acquire(ctxOnConn(5002))
 	if a1 != a2 {
 		t.Fatal("two streams of one connection got different watch.Conns")
 	}
@@ -37,7 +37,7 @@ func TestWatchStreamsOfOneConnectionShareItsConn(t *testing.T) {
 	}
 
 	releaseA1()
-	if again, release := c.acquire(onConn(5001)); again != a1 {
+	if again, release := c.acquire(ctxOnConn(5001)); again != a1 {
 		t.Fatal("a stream joining a connection with a live stream got a new watch.Conn")
 	} else {
 		release()
@@ -48,7 +48,7 @@ func TestWatchStreamsOfOneConnectionShareItsConn(t *testing.T) {
 		t.Fatalf("%d connections still tracked after their last stream ended, want 0", len(c.m))
 	}
 	// A new connection from a reused address starts afresh.
-	if fresh, release := c.acquire(onConn(5001)); fresh == a1 {
+	if fresh, release := c.acquire(ctxOnConn(5001)); fresh == a1 {
 		t.Fatal("a new connection reusing an address inherited the old one's watch.Conn")
 	} else {
 		release()

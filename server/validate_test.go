@@ -175,7 +175,7 @@ func startEdgeNode(t *testing.T, tune func(*node.Config)) *edgeNode {
 	}
 }
 
-func testCtx(t *testing.T) context.Context {
+func edgeCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -185,7 +185,7 @@ func testCtx(t *testing.T) context.Context {
 // store's revision.
 func (e *edgeNode) revisionOf(t *testing.T, key []byte) ([]byte, uint64) {
 	t.Helper()
-	r, err := e.kv.Get(testCtx(t), &pb.GetRequest{Key: key})
+	r, err := e.kv.Get(edgeCtx(t), &pb.GetRequest{Key: key})
 	if err != nil {
 		t.Fatalf("get %q: %v", key, err)
 	}
@@ -214,7 +214,7 @@ func TestRefusedRequestsChangeNothing(t *testing.T) {
 	e := startEdgeNode(t, nil)
 	key := []byte("/edge/k")
 	_, before := e.revisionOf(t, key)
-	ctx := testCtx(t)
+	ctx := edgeCtx(t)
 	for name, req := range map[string]*pb.PutRequest{
 		"empty condition":  {Key: key, Value: []byte("v"), Condition: &pb.Condition{}},
 		"absent=false":     {Key: key, Value: []byte("v"), Condition: &pb.Condition{Require: &pb.Condition_Absent{}}},
@@ -250,7 +250,7 @@ func TestMessageLimitsFollowTheNodesLimits(t *testing.T) {
 		c.MaxValueSize, c.MaxKeySize, c.MaxTxnBytes = 256<<10, 1<<10, 16<<10
 	})
 	recv := RecvLimit(e.limits)
-	ctx := testCtx(t)
+	ctx := edgeCtx(t)
 	key := []byte("/edge/big")
 
 	if _, err := e.kv.Put(ctx, putOfSize(t, key, recv+1)); status.Code(err) != codes.ResourceExhausted {
@@ -340,7 +340,7 @@ func TestWatchEventsOnTheWire(t *testing.T) {
 // stream stays usable.
 func TestRefusedWatchCreateIsCanceledWithItsCode(t *testing.T) {
 	e := startEdgeNode(t, nil)
-	stream, err := e.watch.Watch(testCtx(t))
+	stream, err := e.watch.Watch(edgeCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
