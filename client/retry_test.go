@@ -59,8 +59,8 @@ type cannedNode struct {
 	gets   atomic.Int32
 }
 
-// loopbackListener opens a loopback listener, so a node's address is known before
-// any answer naming it is written.
+// loopbackListener opens a listener on 127.0.0.1, so that a fake node's
+// address is known before any answer naming it is built.
 func loopbackListener(t *testing.T) net.Listener {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -108,6 +108,7 @@ func (n *cannedNode) Status(context.Context, *pb.StatusRequest) (*pb.StatusRespo
 	return &pb.StatusResponse{}, nil
 }
 
+// clientOf returns a client for cfg, closed when the test ends.
 func clientOf(t *testing.T, cfg Config) *Client {
 	t.Helper()
 	c, err := New(cfg)
@@ -118,6 +119,7 @@ func clientOf(t *testing.T, cfg Config) *Client {
 	return c
 }
 
+// putOnce writes /k through c within timeout, as an application does.
 func putOnce(t *testing.T, c *Client, timeout time.Duration) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -126,6 +128,7 @@ func putOnce(t *testing.T, c *Client, timeout time.Duration) error {
 	return err
 }
 
+// putsOf is how many puts each node received so far.
 func putsOf(nodes ...*cannedNode) []int32 {
 	out := make([]int32, len(nodes))
 	for i, n := range nodes {
