@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,7 +155,11 @@ func TestRotatedCertificateIsServedToNewConnections(t *testing.T) {
 	ca := newCA(t)
 	dir := t.TempDir()
 	f := issue(t, ca, dir, "n1")
-	srv := load(t, f)
+	var logged syncBuffer
+	srv, err := Load(f, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := serve(t, srv.ServerConfig(tls.NoClientCert))
 	cli := load(t, Files{CA: f.CA})
 	first, err := exchange(addr, cli.ClientConfig("127.0.0.1"))
@@ -175,6 +181,9 @@ func TestRotatedCertificateIsServedToNewConnections(t *testing.T) {
 			t.Fatalf("served serial %v after a broken replacement, want the old %v", got, first)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logged.String(), "cannot be loaded") {
+		t.Fatalf("the failed reload was not logged:\n%s", logged.String())
 	}
 
 	leaf, err := ca.Issue("n1", []string{"127.0.0.1"}, 0)
@@ -208,4 +217,23 @@ func srvSerial(t *testing.T, l certs.Leaf) *big.Int {
 		t.Fatal(err)
 	}
 	return pair.Leaf.SerialNumber
+}
+
+// syncBuffer is a log destination the server's goroutines and the test
+// share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
