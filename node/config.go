@@ -158,8 +158,14 @@ func (c *Config) validate() error {
 			return fmt.Errorf("initial cluster gives %s the raft address %s, but --raft-addr is %s", c.ID, addr, c.RaftAddr)
 		}
 	}
-	if c.PeerTLS != nil && (c.PeerTLS.Server == nil || c.PeerTLS.Dial == nil) {
-		return fmt.Errorf("peer TLS needs both a server config and a dial config")
+	if c.PeerTLS != nil {
+		if c.PeerTLS.Server == nil || c.PeerTLS.Dial == nil {
+			return fmt.Errorf("peer TLS needs both a server config and a dial config")
+		}
+		// Raft trusts whoever reaches its port: a peer must prove it is one.
+		if c.PeerTLS.Server.ClientAuth != tls.RequireAndVerifyClientCert {
+			return fmt.Errorf("peer TLS must require and verify the dialing peer's certificate (tls.RequireAndVerifyClientCert)")
+		}
 	}
 	if c.MaxKeySize <= 0 || c.MaxValueSize <= 0 {
 		return fmt.Errorf("key and value size limits must be positive")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,4 +169,24 @@ func mustTCPAddr(t *testing.T, s string) *net.TCPAddr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// Open refuses peer TLS that would let a peer in without a certificate.
+func TestPeerTLSMustVerifyPeers(t *testing.T) {
+	p := peerTLS(t, newTestCA(t), "n1")
+	p.Server.ClientAuth = tls.VerifyClientCertIfGiven
+	raftAddr := freeAddr(t)
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), raftAddr, "127.0.0.1:1"
+	cfg.InitialCluster = map[string]string{"n1": raftAddr}
+	cfg.PeerTLS = p
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := Open(cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("a node opened with peer TLS that does not require the peers' certificates")
+	}
+	if !strings.Contains(err.Error(), "RequireAndVerifyClientCert") {
+		t.Fatalf("error does not say what to set: %v", err)
+	}
 }
