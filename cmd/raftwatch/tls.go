@@ -10,7 +10,9 @@ import (
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/tlsfiles"
@@ -122,4 +124,14 @@ func (c *clientTLSFlags) config() (*tls.Config, error) {
 		return nil, err
 	}
 	return src.ClientConfig(""), nil
+}
+
+// tlsHint says what to try when a failure looks like a plaintext client
+// talking to a node that serves TLS: the node closes the connection before
+// gRPC's preface, and all gRPC reports is that it read none.
+func tlsHint(st *status.Status) string {
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "error reading server preface") {
+		return ""
+	}
+	return "\nhint: a node serving TLS closes plaintext connections this way; give --cacert (and --cert and --key if it requires client certificates)"
 }

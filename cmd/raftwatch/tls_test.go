@@ -240,3 +240,18 @@ func TestClientTLSFlagsComeFromTheEnvironment(t *testing.T) {
 		t.Fatalf("--cert without --key: %v", err)
 	}
 }
+
+func TestTLSHintOnlyForAMissingPreface(t *testing.T) {
+	preface := status.New(codes.Unavailable, `no endpoint reachable; tried 1: 127.0.0.1:7101: connection error: desc = "error reading server preface: EOF"`)
+	if h := tlsHint(preface); !strings.Contains(h, "--cacert") {
+		t.Fatalf("no hint for a missing preface: %q", h)
+	}
+	for _, st := range []*status.Status{
+		status.New(codes.Unavailable, "no endpoint reachable; tried 1: 127.0.0.1:7101: connection refused"),
+		status.New(codes.Internal, "error reading server preface"),
+	} {
+		if h := tlsHint(st); h != "" {
+			t.Errorf("hint for %v: %q", st, h)
+		}
+	}
+}
