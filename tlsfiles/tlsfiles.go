@@ -135,9 +135,6 @@ func (s *Source) current() material {
 	return s.cur
 }
 
-// Certificate returns the current certificate (nil when Files has none).
-func (s *Source) Certificate() *tls.Certificate { return s.current().cert }
-
 // ServerConfig returns a server-side config presenting the current
 // certificate and verifying client certificates (per clientAuth) against
 // the current CA pool, both picked up anew for each handshake. nextProtos
