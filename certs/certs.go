@@ -14,6 +14,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -132,6 +133,36 @@ func (ca *CA) Issue(cn string, hosts []string, validity time.Duration) (Leaf, er
 func (ca *CA) WriteCA(dir string) (string, error) {
 	path := filepath.Join(dir, "ca.crt")
 	return path, writeAtomic(path, ca.CertPEM, 0o644)
+}
+
+// WriteKey writes the CA's private key to dir/ca.key, readable by its
+// owner only: whoever reads it can issue certificates the cluster trusts.
+func (ca *CA) WriteKey(dir string) (string, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "ca.key")
+	return path, writeAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// LoadCA reads a CA written by WriteCA and WriteKey (or any PEM CA
+// certificate and its PKCS#8, EC or PKCS#1 private key), to issue more
+// certificates from it, e.g. when rotating one.
+func LoadCA(certPath, keyPath string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("load CA %s and key %s: %w", certPath, keyPath, err)
+	}
+	cert := pair.Leaf
+	if !cert.IsCA {
+		return nil, fmt.Errorf("%s is not a CA certificate", certPath)
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key %s cannot sign", keyPath)
+	}
+	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), key: key}, nil
 }
 
 // Write writes the leaf to dir/name.crt and dir/name.key (the key readable

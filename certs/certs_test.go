@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -84,5 +85,52 @@ func TestWriteKeepsTheKeyPrivate(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 3 {
 		t.Fatalf("%d files in the directory, want ca.crt, root.crt, root.key (no temporary files left)", len(entries))
+	}
+}
+
+// A CA written to disk and loaded back issues leaves that chain to the
+// original CA certificate; its key file is private.
+func TestLoadedCAIssuesLeavesOfTheSameCA(t *testing.T) {
+	ca, err := NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, err := ca.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath, err := ca.WriteKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(keyPath); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	loaded, err := LoadCA(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := loaded.Issue("n4", []string{"127.0.0.1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("leaf of the loaded CA does not chain to the original: %v", err)
+	}
+	other, _, err := leaf.Write(dir, "n4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCA(other, filepath.Join(dir, "n4.key")); err == nil {
+		t.Fatal("a leaf certificate was loaded as a CA")
 	}
 }

@@ -12,6 +12,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"iter"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -71,9 +73,16 @@ const DefaultRetryTimeout = 10 * time.Second
 // Config configures a Client.
 type Config struct {
 	// Endpoints are the client addresses of one or more nodes, each
-	// host:port, http://host:port or https://host:port (etcdctl's form; the
-	// scheme is dropped: TLS is not supported yet).
+	// host:port, http://host:port or https://host:port (etcdctl's form).
+	// https:// means TLS (with TLS, or the system's roots when TLS is nil);
+	// http:// means plaintext, and may not be mixed with https:// nor given
+	// with TLS. A bare host:port follows the others.
 	Endpoints []string
+	// TLS, when set, makes every connection TLS with this config (its
+	// RootCAs verify the nodes, its Certificates or GetClientCertificate
+	// authenticate the client). Its ServerName, when empty, is each
+	// endpoint's host.
+	TLS *tls.Config
 	// DialTimeout bounds the wait for a connection to one endpoint (default
 	// DefaultDialTimeout). An endpoint that does not connect in time is
 	// passed over for the next; a request fails once every endpoint has.
@@ -112,11 +121,23 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("client: at least one endpoint is required")
 	}
 	eps := make([]string, len(cfg.Endpoints))
+	schemes := map[string]bool{}
 	for i, ep := range cfg.Endpoints {
 		var err error
 		if eps[i], err = NormalizeEndpoint(ep); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
+		if scheme, _, ok := strings.Cut(strings.TrimSpace(ep), "://"); ok {
+			schemes[strings.ToLower(scheme)] = true
+		}
+	}
+	switch {
+	case schemes["http"] && schemes["https"]:
+		return nil, errors.New("client: endpoints mix http:// and https://: a cluster serves either plaintext or TLS")
+	case schemes["http"] && cfg.TLS != nil:
+		return nil, errors.New("client: http:// endpoints are plaintext, but a TLS config is given: use https:// or host:port")
+	case schemes["https"] && cfg.TLS == nil:
+		cfg.TLS = &tls.Config{} // the system's roots, no client certificate
 	}
 	cfg.Endpoints = eps
 	if cfg.DialTimeout <= 0 {
@@ -130,7 +151,8 @@ func New(cfg Config) (*Client, error) {
 }
 
 // NormalizeEndpoint turns host:port, http://host:port or https://host:port
-// (with or without a trailing slash) into host:port.
+// (with or without a trailing slash) into host:port; New reads the scheme
+// before it is dropped.
 func NormalizeEndpoint(endpoint string) (string, error) {
 	s := strings.TrimSpace(endpoint)
 	if scheme, rest, ok := strings.Cut(s, "://"); ok {
@@ -188,8 +210,12 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		return nil, errors.New("client closed")
 	default:
 	}
+	creds := insecure.NewCredentials()
+	if c.cfg.TLS != nil {
+		creds = credentials.NewTLS(c.cfg.TLS)
+	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
 		neverSentMarker,
 		// A connection attempt (TCP and HTTP/2 handshake) gives up shortly

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"time"
@@ -58,6 +59,14 @@ type Config struct {
 	RaftAddr       string            // host:port raft binds and advertises
 	ClientAddr     string            // host:port clients reach this node's gRPC server at
 	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
+	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
+	// presents its certificate and verifies the other's (nil: plain TCP).
+	PeerTLS *TLS
+	// ClientAPITLS, when set, says the members' client APIs serve TLS: it
+	// returns the config this node dials another member's client API with
+	// (SetMember on the leader, Status polls), for the member at host
+	// serverName (nil: plaintext).
+	ClientAPITLS func(serverName string) *tls.Config
 	// ApplyObserver, when set, is told of every batch the state machine
 	// applies (metrics.go).
 	ApplyObserver ApplyObserver
@@ -147,6 +156,15 @@ func (c *Config) validate() error {
 			return fmt.Errorf("initial cluster does not contain this node's id %q", c.ID)
 		} else if addr != c.RaftAddr {
 			return fmt.Errorf("initial cluster gives %s the raft address %s, but --raft-addr is %s", c.ID, addr, c.RaftAddr)
+		}
+	}
+	if c.PeerTLS != nil {
+		if c.PeerTLS.Server == nil || c.PeerTLS.Dial == nil {
+			return fmt.Errorf("peer TLS needs both a server config and a dial config")
+		}
+		// Raft trusts whoever reaches its port: a peer must prove it is one.
+		if c.PeerTLS.Server.ClientAuth != tls.RequireAndVerifyClientCert {
+			return fmt.Errorf("peer TLS must require and verify the dialing peer's certificate (tls.RequireAndVerifyClientCert)")
 		}
 	}
 	if c.MaxKeySize <= 0 || c.MaxValueSize <= 0 {

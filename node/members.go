@@ -341,7 +341,7 @@ func (n *Node) awaitCatchUp(ctx context.Context, id, clientAddr string, from uin
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d.Add(-min(answerMargin, time.Until(d)/4))
 	}
-	cc, err := dialMember(clientAddr)
+	cc, err := n.dialMember(clientAddr)
 	if err != nil {
 		return invalid("client address %q: %v", clientAddr, err)
 	}

@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -13,9 +15,18 @@ import (
 // dialMember opens a connection to another member's client API: the one
 // place node/ dials its peers (recording its client address with the
 // leader, polling a new member's catch-up, confirming a removal), so the
-// one place their transport settings live.
-func dialMember(clientAddr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// one place their transport settings live. With ClientAPITLS it dials TLS,
+// a fresh config per connection so rotated certificates are used.
+func (n *Node) dialMember(clientAddr string) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if n.cfg.ClientAPITLS != nil {
+		host, _, err := net.SplitHostPort(clientAddr)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(n.cfg.ClientAPITLS(host))
+	}
+	return grpc.NewClient(clientAddr, grpc.WithTransportCredentials(creds))
 }
 
 // callMember runs call against the Cluster service of the member at
@@ -30,7 +41,7 @@ func (n *Node) callMember(clientAddr string, timeout time.Duration, call func(co
 		case <-ctx.Done():
 		}
 	}()
-	cc, err := dialMember(clientAddr)
+	cc, err := n.dialMember(clientAddr)
 	if err != nil {
 		return err
 	}

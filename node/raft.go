@@ -6,7 +6,6 @@ import (
 	"net"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -57,7 +56,7 @@ func (n *Node) startRaft() error {
 		store.Close()
 		return fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
+	trans, err := newTransport(cfg, advertise, rc.Logger)
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)

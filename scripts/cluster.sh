@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Local three-node raftwatch cluster on 127.0.0.1.
 #   scripts/cluster.sh up      build bin/raftwatch, start n1..n3, wait for a leader and print it
+#   scripts/cluster.sh up --tls  the same with mutual TLS on the client API and raft: a throwaway
+#                              CA and certificates (nodes n1..n3, client "root") under .cluster/tls/;
+#                              the cluster directory remembers it, for status, env and later ups
 #   scripts/cluster.sh down    stop exactly the processes "up" started (by PID)
 #   scripts/cluster.sh status  show each node's role and indexes
+#   scripts/cluster.sh env     print the RAFTWATCH_* exports the CLI needs (eval "$(scripts/cluster.sh env)")
 # Client ports 7101-7103, raft ports 7201-7203, data and logs under .cluster/.
 #
 # Environment overrides (tests use them to run a cluster beside the dev one):
@@ -24,6 +28,34 @@ client_addr() { echo "127.0.0.1:$((CLIENT_BASE + $1))"; }
 raft_addr() { echo "127.0.0.1:$((RAFT_BASE + $1))"; }
 ENDPOINTS=$(client_addr 1),$(client_addr 2),$(client_addr 3)
 INITIAL=n1=$(raft_addr 1),n2=$(raft_addr 2),n3=$(raft_addr 3)
+TLS_DIR=$DIR/tls
+# TLS_MARK records that this cluster directory's nodes run with TLS.
+TLS_MARK=$DIR/tls-enabled
+
+tls_on() { [ -f "$TLS_MARK" ]; }
+
+# cli_tls prints the client flags of the cluster's mode (none in plaintext).
+cli_tls() {
+  if tls_on; then
+    echo "--cacert $TLS_DIR/ca.crt --cert $TLS_DIR/root.crt --key $TLS_DIR/root.key"
+  fi
+}
+
+# serve_tls I prints node I's TLS flags (none in plaintext).
+serve_tls() {
+  if tls_on; then
+    local t=$TLS_DIR
+    echo "--cert-file $t/n$1.crt --key-file $t/n$1.key --trusted-ca-file $t/ca.crt --client-cert-auth" \
+      "--peer-cert-file $t/n$1.crt --peer-key-file $t/n$1.key --peer-trusted-ca-file $t/ca.crt"
+  fi
+}
+
+env_exports() {
+  echo "export RAFTWATCH_ENDPOINTS=$ENDPOINTS"
+  if tls_on; then
+    echo "export RAFTWATCH_CACERT=$TLS_DIR/ca.crt RAFTWATCH_CERT=$TLS_DIR/root.crt RAFTWATCH_KEY=$TLS_DIR/root.key"
+  fi
+}
 
 # alive PID: the process exists and has not exited. A zombie has exited: it
 # counts as gone (an init that does not reap leaves them behind).
@@ -50,19 +82,38 @@ ours() {
 }
 
 up() {
+  local want_tls=
+  case "${1:-}" in
+    --tls) want_tls=1 ;;
+    "") ;;
+    *) echo "usage: $0 up [--tls]" >&2; exit 2 ;;
+  esac
   mkdir -p "$DIR"
   if [ -z "${RAFTWATCH_BIN:-}" ]; then
     mkdir -p bin
     go build -buildvcs=auto -o "$BIN" ./cmd/raftwatch # stamps the commit for "raftwatch version"
+  fi
+  if [ -n "$want_tls" ] && ! tls_on; then
+    for i in "${NODES[@]}"; do
+      if ours "$i"; then
+        echo "n$i is running without TLS; run: $0 down, then $0 up --tls" >&2
+        exit 1
+      fi
+    done
+    if [ ! -f "$TLS_DIR/ca.key" ]; then
+      "$BIN" certs create --dir "$TLS_DIR" --nodes n1,n2,n3 --clients root --hosts 127.0.0.1,localhost >/dev/null
+    fi
+    touch "$TLS_MARK"
   fi
   for i in "${NODES[@]}"; do
     if ours "$i"; then
       echo "n$i already running (pid $(cat "$DIR/n$i.pid"))"
       continue
     fi
+    # shellcheck disable=SC2046 # serve_tls's flags are words; paths have no spaces
     "$BIN" serve --id "n$i" --data-dir "$DIR/n$i" \
       --raft-addr "$(raft_addr "$i")" --client-addr "$(client_addr "$i")" \
-      --initial-cluster "$INITIAL" </dev/null >>"$DIR/n$i.log" 2>&1 &
+      --initial-cluster "$INITIAL" $(serve_tls "$i") </dev/null >>"$DIR/n$i.log" 2>&1 &
     echo $! >"$DIR/n$i.pid"
   done
   # Wait (bounded) until a node reports itself leader with its address known.
@@ -70,13 +121,19 @@ up() {
   # "grep -q" under pipefail killed status with SIGPIPE once grep had its match.
   local deadline=$((SECONDS + UP_TIMEOUT)) out leader
   while [ "$SECONDS" -lt "$deadline" ]; do
-    out=$("$BIN" status --endpoints "$ENDPOINTS" --timeout 1s 2>/dev/null) || true
+    # shellcheck disable=SC2046
+    out=$("$BIN" status --endpoints "$ENDPOINTS" --timeout 1s $(cli_tls) 2>/dev/null) || true
     leader=$(awk '/ role=leader / { for (i = 1; i <= NF; i++) if ($i ~ /^id=/) { sub(/^id=/, "", $i); print $i " (" $1 ")"; exit } }' <<<"$out")
     if [ -n "$leader" ]; then
       echo "$out"
       echo
       echo "cluster up; leader: $leader; endpoints: $ENDPOINTS"
-      echo "try: $BIN put /config/db/host a   (any endpoint; followers redirect to the leader)"
+      if tls_on; then
+        echo "TLS on: clients need a certificate from $TLS_DIR/ca.crt; for the CLI:"
+        env_exports | sed 's/^/  /'
+        echo "  (or: eval \"\$($0 env)\"; or give $(cli_tls))"
+      fi
+      echo "try: $BIN put /config/db/host a $(cli_tls)  (any endpoint; followers redirect to the leader)"
       return 0
     fi
     for i in "${NODES[@]}"; do
@@ -108,12 +165,14 @@ down() {
 
 status() {
   [ -x "$BIN" ] || { echo "not built; run: $0 up" >&2; exit 1; }
-  "$BIN" status --endpoints "$ENDPOINTS" --timeout 2s
+  # shellcheck disable=SC2046
+  "$BIN" status --endpoints "$ENDPOINTS" --timeout 2s $(cli_tls)
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) up "${2:-}" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  env) env_exports ;;
+  *) echo "usage: $0 up [--tls]|down|status|env" >&2; exit 2 ;;
 esac

@@ -266,13 +266,20 @@ func TestCLIScriptingContract(t *testing.T) {
 			}
 		}},
 
-		{"--endpoints accepts http:// and https:// forms", func(t *testing.T) {
+		{"--endpoints accepts the http:// form, and https:// means TLS", func(t *testing.T) {
 			if _, e, code := cli(t, "put", "/c/scheme", "v", "--endpoints", "http://"+c.endpoints()[0]); code != 0 {
 				t.Fatalf("http:// endpoint: exit %d %s", code, e)
 			}
-			o, e, code := cli(t, "get", "/c/scheme", "--endpoints", "https://"+c.endpoints()[1]+"/,"+c.endpoints()[2])
+			o, e, code := cli(t, "get", "/c/scheme", "--endpoints", "http://"+c.endpoints()[1]+"/,"+c.endpoints()[2])
 			if code != 0 || strings.TrimSpace(o) != "v" {
-				t.Fatalf("https:// endpoint: exit %d %q %s", code, o, e)
+				t.Fatalf("http:// endpoint with a trailing slash: exit %d %q %s", code, o, e)
+			}
+			// These nodes serve plaintext: a TLS client reaches none of them.
+			if _, e, code := cli(t, "get", "/c/scheme", "--endpoints", "https://"+c.endpoints()[1], "--dial-timeout", "1s"); code != 1 || !strings.Contains(e, "(Unavailable)") {
+				t.Fatalf("https:// endpoint of a plaintext node: exit %d %s", code, e)
+			}
+			if _, e, code := cli(t, "get", "/c/scheme", "--endpoints", "http://"+c.endpoints()[1]+",https://"+c.endpoints()[2]); code != 1 || !strings.Contains(e, "mix http:// and https://") {
+				t.Fatalf("mixed schemes: exit %d %s", code, e)
 			}
 		}},
 

@@ -37,7 +37,7 @@ func (e exitCode) Error() string { return e.msg }
 // describe turns a gRPC error into "message (Code)".
 func describe(err error) string {
 	if st, ok := status.FromError(err); ok {
-		return fmt.Sprintf("%s (%s)", st.Message(), st.Code())
+		return fmt.Sprintf("%s (%s)%s", st.Message(), st.Code(), tlsHint(st))
 	}
 	return err.Error()
 }

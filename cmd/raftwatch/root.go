@@ -39,7 +39,7 @@ values in --json output are standard base64.`,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newServeCmd(), newPutCmd(), newGetCmd(), newDelCmd(), newListCmd(), newTxnCmd(),
 		newWatchCmd(), newStatusCmd(), newMembersCmd(), newMemberCmd(), newVersionCmd(),
-		newLeaseCmd(), newLockCmd(), newElectCmd(), newSnapshotCmd())
+		newLeaseCmd(), newLockCmd(), newElectCmd(), newSnapshotCmd(), newCertsCmd())
 	return root
 }
 
@@ -49,10 +49,12 @@ type clientFlags struct {
 	json        bool
 	timeout     time.Duration
 	dialTimeout time.Duration
+	tls         *clientTLSFlags
 }
 
 // addClientFlags gives cmd the client flags (--endpoints, --json,
-// --timeout, --dial-timeout) and returns where their values land.
+// --timeout, --dial-timeout, --cacert, --cert, --key) and returns where
+// their values land.
 func addClientFlags(cmd *cobra.Command) *clientFlags {
 	g := &clientFlags{}
 	env := os.Getenv("RAFTWATCH_ENDPOINTS")
@@ -62,12 +64,13 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 	f := cmd.Flags()
 	f.StringVar(&g.endpoints, "endpoints", env,
 		"comma-separated client addresses of cluster nodes: host:port, http://host:port or https://host:port "+
-			"(the scheme is dropped: TLS is not supported yet); env RAFTWATCH_ENDPOINTS")
+			"(https:// means TLS, as do --cacert and --cert); env RAFTWATCH_ENDPOINTS")
 	f.BoolVar(&g.json, "json", false, "print one JSON object per line; keys and values are standard base64")
 	f.DurationVar(&g.timeout, "timeout", defaultTimeout,
 		"how long a request may take, including following the leader (0 = no timeout)")
 	f.DurationVar(&g.dialTimeout, "dial-timeout", client.DefaultDialTimeout,
 		"how long to wait for a connection to one endpoint before trying the next")
+	g.tls = addClientTLSFlags(f)
 	return g
 }
 
@@ -94,7 +97,11 @@ func (g *clientFlags) client() (*client.Client, error) {
 	if retry == 0 {
 		retry = -1 // no timeout: follow hints and wait for a leader until interrupted
 	}
-	return client.New(client.Config{Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, RetryTimeout: retry})
+	tlsConfig, err := g.tls.config()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Config{Endpoints: g.endpointList(), TLS: tlsConfig, DialTimeout: g.dialTimeout, RetryTimeout: retry})
 }
 
 // ctx is one request's context: --timeout, or none when it is 0.

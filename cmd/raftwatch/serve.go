@@ -45,6 +45,7 @@ func newServeCmd() *cobra.Command {
 	var gcPercent int
 	var memoryLimit int64
 	var maxStreams uint32
+	var tlsFlags *serveTLSFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node",
@@ -69,6 +70,13 @@ never reads costs a bounded amount of memory: 1,000 watches on one stream
 puts/s flow, keep the node under 200 MB of RSS with the defaults, and the
 memory is given back when the client cancels them or goes.
 
+TLS: --cert-file/--key-file serve the client API over TLS (clients then
+need --cacert, and with --client-cert-auth a certificate of their own from
+--trusted-ca-file's CA); --peer-cert-file, --peer-key-file and
+--peer-trusted-ca-file carry raft over mutual TLS (always verifying the
+peer's certificate). Certificate, key and CA files are reloaded when they
+change on disk: new connections use them, without a restart.
+
 SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
 node leads, every watcher gets CANCELED with reason "shutdown", in-flight
 requests drain, and the data files are closed.`,
@@ -91,7 +99,10 @@ requests drain, and the data files are closed.`,
 			if _, set := os.LookupEnv("GOMEMLIMIT"); !set && memoryLimit > 0 {
 				debug.SetMemoryLimit(memoryLimit)
 			}
-			var opts []grpc.ServerOption
+			opts, err := tlsFlags.apply(&cfg, log)
+			if err != nil {
+				return err
+			}
 			if maxStreams > 0 {
 				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
 			}
@@ -127,6 +138,7 @@ requests drain, and the data files are closed.`,
 	f.Uint64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 256<<20, "bytes of keys and values kept in the event history")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "verify the checksum of every stored value at start, then again this long after each pass ends, paced (0 disables)")
 	addLeaseServeFlags(f, &cfg.Leases)
+	tlsFlags = addServeTLSFlags(f)
 	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

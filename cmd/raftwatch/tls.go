@@ -1,0 +1,137 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftwatch/raftwatch/node"
+	"github.com/raftwatch/raftwatch/tlsfiles"
+)
+
+// serveTLSFlags are serve's transport security flags, named as etcd's.
+type serveTLSFlags struct {
+	certFile, keyFile, trustedCAFile             string
+	clientCertAuth                               bool
+	peerCertFile, peerKeyFile, peerTrustedCAFile string
+}
+
+func addServeTLSFlags(f *pflag.FlagSet) *serveTLSFlags {
+	s := &serveTLSFlags{}
+	f.StringVar(&s.certFile, "cert-file", "", "serve the client API over TLS with this certificate (PEM; with --key-file); the node also presents it when it calls another member's client API; reloaded when replaced on disk")
+	f.StringVar(&s.keyFile, "key-file", "", "private key of --cert-file (PEM)")
+	f.StringVar(&s.trustedCAFile, "trusted-ca-file", "", "CA certificates (PEM) that client certificates must chain to, and that verify other members' client APIs; reloaded when replaced")
+	f.BoolVar(&s.clientCertAuth, "client-cert-auth", false, "require every client to present a certificate that chains to --trusted-ca-file (without it a client certificate is optional, but verified when given)")
+	f.StringVar(&s.peerCertFile, "peer-cert-file", "", "carry raft traffic over mutual TLS with this certificate (PEM; needs --peer-key-file and --peer-trusted-ca-file): every peer must present a certificate that chains to --peer-trusted-ca-file, and a peer without one is refused; reloaded when replaced")
+	f.StringVar(&s.peerKeyFile, "peer-key-file", "", "private key of --peer-cert-file (PEM)")
+	f.StringVar(&s.peerTrustedCAFile, "peer-trusted-ca-file", "", "CA certificates (PEM) that peers' certificates must chain to")
+	return s
+}
+
+// apply checks that the flags form a complete setting, loads the files,
+// and returns the gRPC server options of the client API while setting
+// cfg's raft and member-dial TLS. With no flag set it changes nothing.
+func (s *serveTLSFlags) apply(cfg *node.Config, log *slog.Logger) ([]grpc.ServerOption, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var opts []grpc.ServerOption
+	if s.certFile != "" {
+		src, err := tlsfiles.Load(tlsfiles.Files{Cert: s.certFile, Key: s.keyFile, CA: s.trustedCAFile}, log.With("tls", "client"))
+		if err != nil {
+			return nil, fmt.Errorf("client TLS: %w", err)
+		}
+		auth := tls.NoClientCert
+		switch {
+		case s.clientCertAuth:
+			auth = tls.RequireAndVerifyClientCert
+		case s.trustedCAFile != "":
+			auth = tls.VerifyClientCertIfGiven
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(src.ServerConfig(auth, "h2"))))
+		cfg.ClientAPITLS = src.ClientConfig
+	}
+	if s.peerCertFile != "" {
+		src, err := tlsfiles.Load(tlsfiles.Files{Cert: s.peerCertFile, Key: s.peerKeyFile, CA: s.peerTrustedCAFile}, log.With("tls", "peer"))
+		if err != nil {
+			return nil, fmt.Errorf("peer TLS: %w", err)
+		}
+		cfg.PeerTLS = &node.TLS{Server: src.ServerConfig(tls.RequireAndVerifyClientCert), Dial: src.ClientConfig}
+	}
+	return opts, nil
+}
+
+// check refuses incomplete combinations, naming what is missing.
+func (s *serveTLSFlags) check() error {
+	switch {
+	case s.certFile != "" && s.keyFile == "":
+		return errors.New("--cert-file needs --key-file")
+	case s.keyFile != "" && s.certFile == "":
+		return errors.New("--key-file needs --cert-file")
+	case s.clientCertAuth && s.trustedCAFile == "":
+		return errors.New("--client-cert-auth needs --trusted-ca-file (the CA client certificates must chain to)")
+	case (s.clientCertAuth || s.trustedCAFile != "") && s.certFile == "":
+		return errors.New("--client-cert-auth and --trusted-ca-file need --cert-file and --key-file: client certificates are checked only over TLS")
+	}
+	peer := map[string]string{"--peer-cert-file": s.peerCertFile, "--peer-key-file": s.peerKeyFile, "--peer-trusted-ca-file": s.peerTrustedCAFile}
+	var missing []string
+	for _, name := range []string{"--peer-cert-file", "--peer-key-file", "--peer-trusted-ca-file"} {
+		if peer[name] == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 && len(missing) < len(peer) {
+		return fmt.Errorf("peer TLS needs all of --peer-cert-file, --peer-key-file and --peer-trusted-ca-file; missing %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// clientTLSFlags are the client commands' TLS flags, named as etcdctl's.
+type clientTLSFlags struct {
+	cacert, cert, key string
+}
+
+func addClientTLSFlags(f *pflag.FlagSet) *clientTLSFlags {
+	c := &clientTLSFlags{}
+	f.StringVar(&c.cacert, "cacert", os.Getenv("RAFTWATCH_CACERT"), "verify the nodes' certificates with these CA certificates (PEM) and connect over TLS; env RAFTWATCH_CACERT")
+	f.StringVar(&c.cert, "cert", os.Getenv("RAFTWATCH_CERT"), "present this client certificate (PEM; with --key) and connect over TLS; env RAFTWATCH_CERT")
+	f.StringVar(&c.key, "key", os.Getenv("RAFTWATCH_KEY"), "private key of --cert (PEM); env RAFTWATCH_KEY")
+	return c
+}
+
+// config returns the TLS config the flags ask for, or nil when none is set
+// (plaintext, unless an endpoint says https://).
+func (c *clientTLSFlags) config() (*tls.Config, error) {
+	switch {
+	case c.cacert == "" && c.cert == "" && c.key == "":
+		return nil, nil
+	case c.cert != "" && c.key == "":
+		return nil, errors.New("--cert needs --key")
+	case c.key != "" && c.cert == "":
+		return nil, errors.New("--key needs --cert")
+	}
+	src, err := tlsfiles.Load(tlsfiles.Files{Cert: c.cert, Key: c.key, CA: c.cacert}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return src.ClientConfig(""), nil
+}
+
+// tlsHint says what to try when a failure looks like a plaintext client
+// talking to a node that serves TLS: the node closes the connection before
+// gRPC's preface, and all gRPC reports is that it read none.
+func tlsHint(st *status.Status) string {
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "error reading server preface") {
+		return ""
+	}
+	return "\nhint: a node serving TLS closes plaintext connections this way; give --cacert (and --cert and --key if it requires client certificates)"
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftwatch/raftwatch/certs"
+	"github.com/raftwatch/raftwatch/node"
+	"github.com/raftwatch/raftwatch/server"
+)
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestServeTLSFlagsRefuseIncompleteCombinations(t *testing.T) {
+	cases := []struct {
+		args   []string
+		errHas string
+	}{
+		{[]string{"--cert-file", "c"}, "--cert-file needs --key-file"},
+		{[]string{"--key-file", "k"}, "--key-file needs --cert-file"},
+		{[]string{"--cert-file", "c", "--key-file", "k", "--client-cert-auth"}, "--client-cert-auth needs --trusted-ca-file"},
+		{[]string{"--trusted-ca-file", "ca"}, "need --cert-file and --key-file"},
+		{[]string{"--peer-cert-file", "c", "--peer-key-file", "k"}, "missing --peer-trusted-ca-file"},
+		{[]string{"--peer-trusted-ca-file", "ca"}, "missing --peer-cert-file, --peer-key-file"},
+		{[]string{"--cert-file", "/nonexistent.crt", "--key-file", "/nonexistent.key"}, "client TLS: load certificate"},
+	}
+	for _, tc := range cases {
+		fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+		s := addServeTLSFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg := node.DefaultConfig()
+		_, err := s.apply(&cfg, quietLog)
+		if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.errHas)
+		}
+		if cfg.PeerTLS != nil || cfg.ClientAPITLS != nil {
+			t.Errorf("%v: refused, yet the node config was changed", tc.args)
+		}
+	}
+	cfg := node.DefaultConfig()
+	if opts, err := (&serveTLSFlags{}).apply(&cfg, quietLog); err != nil || opts != nil || cfg.PeerTLS != nil || cfg.ClientAPITLS != nil {
+		t.Fatalf("no TLS flag: %v, %d options, peer TLS %v", err, len(opts), cfg.PeerTLS != nil)
+	}
+}
+
+// issueTo writes ca.crt and, for each name, NAME.crt and NAME.key (valid
+// for 127.0.0.1) into dir.
+func issueTo(t *testing.T, ca *certs.CA, dir string, names ...string) {
+	t.Helper()
+	if _, err := ca.WriteCA(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		leaf, err := ca.Issue(name, []string{"127.0.0.1"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := leaf.Write(dir, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// startTLSNode runs a one-node cluster in this process the way serve
+// wires it, with the certificates of n1 in dir on both the client API
+// (requiring client certificates) and raft; it returns the client address.
+func startTLSNode(t *testing.T, dir string) string {
+	t.Helper()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	flags := &serveTLSFlags{
+		certFile: p("n1.crt"), keyFile: p("n1.key"), trustedCAFile: p("ca.crt"), clientCertAuth: true,
+		peerCertFile: p("n1.crt"), peerKeyFile: p("n1.key"), peerTrustedCAFile: p("ca.crt"),
+	}
+	addrs := freeAddrs(t, 2)
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
+	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
+	cfg.Logger = quietLog
+	opts, err := flags.apply(&cfg, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", cfg.ClientAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Open(cfg)
+	if err != nil {
+		lis.Close()
+		t.Fatal(err)
+	}
+	g := server.New(n, quietLog).NewGRPCServer(opts...)
+	go g.Serve(lis)
+	t.Cleanup(func() {
+		g.Stop()
+		n.Close()
+	})
+	return cfg.ClientAddr
+}
+
+// put writes key through the CLI's client built from flags.
+func put(t *testing.T, addr string, flags clientTLSFlags, key string) error {
+	t.Helper()
+	g := &clientFlags{endpoints: addr, timeout: 3 * time.Second, dialTimeout: time.Second, tls: &flags}
+	c, ctx, done, err := g.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	_, err = c.Put(ctx, []byte(key), []byte("v"))
+	return err
+}
+
+// The client API with --client-cert-auth serves a client whose certificate
+// its CA signed, and refuses (UNAVAILABLE: the handshake fails) a client
+// without a certificate, one with a certificate from another CA, and one
+// speaking plaintext.
+func TestClientAPIServesOnlyClientsWithAValidCertificate(t *testing.T) {
+	ca, err := certs.NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	issueTo(t, ca, dir, "n1", "root")
+	other, err := certs.NewCA("other-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDir := t.TempDir()
+	issueTo(t, other, otherDir, "mallory")
+	addr := startTLSNode(t, dir)
+
+	good := clientTLSFlags{cacert: filepath.Join(dir, "ca.crt"), cert: filepath.Join(dir, "root.crt"), key: filepath.Join(dir, "root.key")}
+	deadline := time.Now().Add(20 * time.Second)
+	for err := put(t, addr, good, "/ready"); err != nil; err = put(t, addr, good, "/ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a client with a certificate from the CA was not served: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for name, flags := range map[string]clientTLSFlags{
+		"no certificate":                {cacert: good.cacert},
+		"a certificate from another CA": {cacert: good.cacert, cert: filepath.Join(otherDir, "mallory.crt"), key: filepath.Join(otherDir, "mallory.key")},
+		"plaintext":                     {},
+	} {
+		err := put(t, addr, flags, "/intruder")
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: put returned %v, want UNAVAILABLE", name, err)
+		}
+	}
+}
+
+// Certificate files replaced on disk are served to new connections without
+// a restart.
+func TestRotatedServerCertificateReachesNewConnections(t *testing.T) {
+	ca, err := certs.NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	issueTo(t, ca, dir, "n1", "root")
+	addr := startTLSNode(t, dir)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	client, err := tls.LoadX509KeyPair(filepath.Join(dir, "root.crt"), filepath.Join(dir, "root.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := func() *big.Int {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+			&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{client}, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	before := served()
+
+	leaf, err := ca.Issue("n1", []string{"127.0.0.1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := leaf.Write(dir, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pair.Leaf.SerialNumber
+	deadline := time.Now().Add(10 * time.Second)
+	for got := served(); got.Cmp(want) != 0; got = served() {
+		if got.Cmp(before) != 0 {
+			t.Fatalf("served serial %v, neither the old %v nor the new %v", got, before, want)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still serving the old certificate (serial %v) 10 s after it was replaced", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	good := clientTLSFlags{cacert: filepath.Join(dir, "ca.crt"), cert: filepath.Join(dir, "root.crt"), key: filepath.Join(dir, "root.key")}
+	deadline = time.Now().Add(20 * time.Second)
+	for err := put(t, addr, good, "/after-rotation"); err != nil; err = put(t, addr, good, "/after-rotation") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no write after the rotation: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestClientTLSFlagsComeFromTheEnvironment(t *testing.T) {
+	t.Setenv("RAFTWATCH_CACERT", "/ca.pem")
+	t.Setenv("RAFTWATCH_CERT", "/c.pem")
+	t.Setenv("RAFTWATCH_KEY", "/k.pem")
+	fs := pflag.NewFlagSet("put", pflag.ContinueOnError)
+	f := addClientTLSFlags(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.cacert != "/ca.pem" || f.cert != "/c.pem" || f.key != "/k.pem" {
+		t.Fatalf("flags from the environment: %+v", *f)
+	}
+	if _, err := (&clientTLSFlags{cert: "/c.pem"}).config(); err == nil || !strings.Contains(err.Error(), "--cert needs --key") {
+		t.Fatalf("--cert without --key: %v", err)
+	}
+}
+
+func TestTLSHintOnlyForAMissingPreface(t *testing.T) {
+	preface := status.New(codes.Unavailable, `no endpoint reachable; tried 1: 127.0.0.1:7101: connection error: desc = "error reading server preface: EOF"`)
+	if h := tlsHint(preface); !strings.Contains(h, "--cacert") {
+		t.Fatalf("no hint for a missing preface: %q", h)
+	}
+	for _, st := range []*status.Status{
+		status.New(codes.Unavailable, "no endpoint reachable; tried 1: 127.0.0.1:7101: connection refused"),
+		status.New(codes.Internal, "error reading server preface"),
+	} {
+		if h := tlsHint(st); h != "" {
+			t.Errorf("hint for %v: %q", st, h)
+		}
+	}
+}

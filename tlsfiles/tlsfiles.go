@@ -1,0 +1,178 @@
+// Package tlsfiles loads a TLS certificate, its key and a CA bundle from
+// files and reloads them when they change on disk, so certificates can be
+// rotated without restarting a node.
+//
+// Invariant: every handshake uses a complete, consistent set of material
+// (a certificate with its own key, a CA pool that parsed): a reload that
+// fails (a half-rotated pair, an unreadable file) keeps the previous
+// material and logs why. Files are checked for changes (modification time
+// and size) at most once per checkInterval.
+package tlsfiles
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// checkInterval bounds how often the files are looked at: a stat of three
+// files per handshake would cost little, but once a second is soon enough
+// for a rotation and keeps a handshake storm off the file system.
+const checkInterval = time.Second
+
+// Files names the files of one side of a TLS connection. Cert and Key go
+// together (both or neither); CA, when set, holds the PEM certificates
+// trusted to sign the other side's certificate.
+type Files struct {
+	Cert, Key, CA string
+}
+
+// material is one consistent load of the files.
+type material struct {
+	cert *tls.Certificate // nil when Files has no Cert
+	pool *x509.CertPool   // nil when Files has no CA
+}
+
+// stamp identifies a version of a file without reading it.
+type stamp struct {
+	mod  time.Time
+	size int64
+}
+
+// Source hands out the current material of Files to TLS handshakes. It is
+// safe for concurrent use.
+type Source struct {
+	files Files
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	cur     material
+	stamps  [3]stamp // of Cert, Key, CA as last loaded or tried
+	checked time.Time
+}
+
+// Load reads files once; any error is returned (a node should not start
+// on material it cannot read). log receives reload failures.
+func Load(files Files, log *slog.Logger) (*Source, error) {
+	if (files.Cert == "") != (files.Key == "") {
+		return nil, errors.New("a certificate file needs its key file and a key file its certificate file")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Source{files: files, log: log, stamps: files.stamps(), checked: time.Now()}
+	m, err := files.load()
+	if err != nil {
+		return nil, err
+	}
+	s.cur = m
+	return s, nil
+}
+
+func (f Files) stamps() [3]stamp {
+	var out [3]stamp
+	for i, path := range []string{f.Cert, f.Key, f.CA} {
+		if path == "" {
+			continue
+		}
+		if fi, err := os.Stat(path); err == nil {
+			out[i] = stamp{mod: fi.ModTime(), size: fi.Size()}
+		}
+	}
+	return out
+}
+
+func (f Files) load() (material, error) {
+	var m material
+	if f.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return material{}, fmt.Errorf("load certificate %s and key %s: %w", f.Cert, f.Key, err)
+		}
+		m.cert = &cert
+	}
+	if f.CA != "" {
+		b, err := os.ReadFile(f.CA)
+		if err != nil {
+			return material{}, fmt.Errorf("read CA file: %w", err)
+		}
+		m.pool = x509.NewCertPool()
+		if !m.pool.AppendCertsFromPEM(b) {
+			return material{}, fmt.Errorf("CA file %s holds no PEM certificate", f.CA)
+		}
+	}
+	return m, nil
+}
+
+// current returns the material, reloading it first when a file changed
+// since the last look (at most once per checkInterval).
+func (s *Source) current() material {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.checked) < checkInterval {
+		return s.cur
+	}
+	s.checked = time.Now()
+	st := s.files.stamps()
+	if st == s.stamps {
+		return s.cur
+	}
+	// Remember what was tried even when it fails: a broken file is
+	// reported once, and tried again when it changes again.
+	s.stamps = st
+	m, err := s.files.load()
+	if err != nil {
+		s.log.Warn("TLS files changed but cannot be loaded; keeping the previous certificates (fix or finish replacing the files)", "err", err)
+		return s.cur
+	}
+	s.cur = m
+	s.log.Info("TLS files reloaded", "cert", s.files.Cert, "ca", s.files.CA)
+	return s.cur
+}
+
+// ServerConfig returns a server-side config presenting the current
+// certificate and verifying client certificates (per clientAuth) against
+// the current CA pool, both picked up anew for each handshake. nextProtos
+// are the ALPN protocols the server speaks (gRPC: "h2"); they must be
+// given here because the per-handshake config replaces the one gRPC's
+// credentials add them to.
+func (s *Source) ServerConfig(clientAuth tls.ClientAuthType, nextProtos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: clientAuth,
+		NextProtos: nextProtos,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := s.current()
+			if m.cert == nil {
+				return nil, errors.New("no server certificate configured")
+			}
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{*m.cert},
+				ClientCAs:    m.pool,
+				ClientAuth:   clientAuth,
+				NextProtos:   nextProtos,
+			}, nil
+		},
+	}
+}
+
+// ClientConfig returns a config for dialing the server named serverName
+// (empty: gRPC fills in the host dialed). It trusts the current CA pool
+// (the system roots when Files has no CA) and presents the current
+// certificate, if any, when the server asks for one. Build one per
+// connection to follow a rotated CA file.
+func (s *Source) ClientConfig(serverName string) *tls.Config {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, RootCAs: s.current().pool}
+	if s.files.Cert != "" {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return s.current().cert, nil
+		}
+	}
+	return c
+}
