@@ -97,7 +97,7 @@ func (c *cluster) finalData(ctx context.Context, id string) (map[string]checker.
 func (c *cluster) pullLog(ctx context.Context, id string) (*checker.Log, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	st, err := pb.NewClusterClient(c.conns[id]).Log(ctx, &pb.LogRequest{FromIndex: 1})
+	st, err := pb.NewDebugClient(c.conns[id]).Log(ctx, &pb.LogRequest{FromIndex: 1})
 	if err != nil {
 		return nil, err
 	}

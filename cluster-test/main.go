@@ -433,7 +433,7 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 		return 0, err
 	}
 	if logErr != nil {
-		return 0, harnessf("pulling the committed log (Cluster.Log) from every node failed: %w", logErr)
+		return 0, harnessf("pulling the committed log (Debug.Log) from every node failed: %w", logErr)
 	}
 	if err := writeJSON(filepath.Join(out, "log.json"), log); err != nil {
 		return 0, err

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -31,7 +30,8 @@ func SendLimit(l node.Limits) int {
 	return max(2*l.MaxValueSize+l.MaxKeySize, l.MaxTxnBytes) + framing
 }
 
-// Server implements the KV, Watch and Cluster services over a node.
+// Server implements the KV, Watch and Cluster services over a node, and
+// registers the Lease, Maintenance and Debug services with them.
 type Server struct {
 	pb.UnimplementedKVServer
 	pb.UnimplementedWatchServer
@@ -58,6 +58,7 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterClusterServer(g, s)
 	pb.RegisterLeaseServer(g, &leaseServer{node: s.node, log: s.log})
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{node: s.node, log: s.log})
+	pb.RegisterDebugServer(g, &debugServer{node: s.node})
 }
 
 // NewGRPCServer returns a grpc.Server whose message limits follow the
@@ -249,20 +250,4 @@ func (s *Server) SetMember(ctx context.Context, req *pb.SetMemberRequest) (*pb.S
 	}
 	s.log.Info("member client address recorded", "id", req.Id, "client_addr", req.ClientAddr, "index", idx)
 	return &pb.SetMemberResponse{Index: idx}, nil
-}
-
-// Log implements Cluster.Log.
-func (s *Server) Log(req *pb.LogRequest, stream pb.Cluster_LogServer) error {
-	first := true
-	oldest, err := s.node.CommittedLog(req.FromIndex, func(oldest uint64, e node.LogEntry) error {
-		msg := &pb.LogEntry{Index: e.Index, Term: e.Term, Type: e.Type, Chunk: e.Chunk}
-		if first {
-			msg.FirstIndex, first = oldest, false
-		}
-		return stream.Send(msg)
-	})
-	if err != nil {
-		return toStatus(fmt.Errorf("read committed log (oldest index held %d): %w", oldest, err))
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package server_test
+package e2e
 
 import (
 	"bufio"
@@ -463,9 +463,8 @@ func checkVersionStampsCommit(t *testing.T) {
 		return
 	}
 	bin := filepath.Join(t.TempDir(), "raftwatch")
-	build := exec.Command("go", "build", "-buildvcs=auto", "-o", bin, "../cmd/raftwatch")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := buildRaftwatch(bin, "-buildvcs=auto"); err != nil {
+		t.Fatal(err)
 	}
 	out, err := exec.Command(bin, "version", "--json").Output()
 	var v struct {

@@ -1,5 +1,5 @@
 //go:build !race
 
-package server_test
+package e2e
 
 const raceEnabled = false

@@ -1,4 +1,4 @@
-package server_test
+package e2e
 
 import (
 	"bufio"
@@ -285,7 +285,7 @@ func TestCLILockSessionLoss(t *testing.T) {
 		t.Fatalf("a's CMD was not sent SIGTERM: %q %v", got, err)
 	}
 	grandchild := atoi(t, strings.TrimSpace(string(must(os.ReadFile(pidFile)))))
-	eventually(t, 10*time.Second, "CMD's grandchild, which ignores SIGTERM, is killed", func() bool { return processGone(int(grandchild)) })
+	eventually(t, 10*time.Second, "CMD's grandchild, which ignores SIGTERM, is killed", func() bool { return !alive(int(grandchild)) })
 	// b holds until SIGTERM, then releases and exits 0.
 	b.signal(syscall.SIGTERM)
 	if code := b.wait(15 * time.Second); code != 0 {
@@ -353,15 +353,4 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
-}
-
-// processGone reports whether pid has exited (a zombie nobody reaped
-// counts as gone).
-func processGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	_, rest, _ := strings.Cut(string(b), ") ")
-	return strings.HasPrefix(rest, "Z")
 }

@@ -1,10 +1,9 @@
-package server_test
+package e2e
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,9 +36,8 @@ var plainBinary = sync.OnceValues(func() (string, error) {
 		return binary, nil
 	}
 	bin := filepath.Join(filepath.Dir(binary), "raftwatch-norace")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/raftwatch").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	if err := buildRaftwatch(bin); err != nil {
+		return "", err
 	}
 	return bin, nil
 })

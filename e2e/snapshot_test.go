@@ -1,4 +1,4 @@
-package server_test
+package e2e
 
 import (
 	"fmt"
@@ -22,15 +22,15 @@ type listedKV struct {
 	lease                int64
 }
 
-// listAll lists every key at rev (0: now) and returns them with the
-// revision the list was read at.
-func listAll(t *testing.T, cl *client.Client, rev uint64) (map[string]listedKV, uint64) {
+// listAll lists every key with opts (e.g. at a revision, serializable)
+// and returns them with the revision the list was read at.
+func listAll(t *testing.T, cl *client.Client, opts ...client.OpOption) (map[string]listedKV, uint64) {
 	t.Helper()
 	out := map[string]listedKV{}
 	var at uint64
-	for page, err := range cl.ListPages(ctxT(t, time.Minute), []byte("/"), client.WithRevision(rev)) {
+	for page, err := range cl.ListPages(ctxT(t, time.Minute), []byte("/"), opts...) {
 		if err != nil {
-			t.Fatalf("list / at revision %d: %v", rev, err)
+			t.Fatalf("list /: %v", err)
 		}
 		at = page.Revision
 		for _, kv := range page.Kvs {
@@ -97,39 +97,13 @@ func putMany(t *testing.T, cl *client.Client, keys []string, value func(string) 
 // from file with the CLI and starts them.
 func restoredCluster(t *testing.T, file string) *testCluster {
 	t.Helper()
-	ports := freePorts(t, 6)
-	c := &testCluster{t: t, bin: binary}
-	var initial []string
-	for i := 0; i < 3; i++ {
-		p := &proc{id: fmt.Sprintf("r%d", i+1), raftAddr: ports[i], clientAddr: ports[3+i]}
-		p.dataDir = filepath.Join(t.TempDir(), p.id)
-		p.logPath = p.dataDir + ".log"
-		initial = append(initial, p.id+"="+p.raftAddr)
-		c.nodes = append(c.nodes, p)
-	}
-	c.initial = strings.Join(initial, ",")
+	c := newTestCluster(t, binary, "r")
 	for _, p := range c.nodes {
 		out, errOut, code := cli(t, "snapshot", "restore", file, "--id", p.id, "--data-dir", p.dataDir, "--initial-cluster", c.initial)
 		if code != 0 {
 			t.Fatalf("snapshot restore for %s: exit %d: %s%s", p.id, code, out, errOut)
 		}
 	}
-	t.Cleanup(func() {
-		for _, p := range c.nodes {
-			c.kill(p)
-		}
-		if t.Failed() {
-			for _, p := range c.nodes {
-				if b, err := os.ReadFile(p.logPath); err == nil {
-					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-					if len(lines) > 30 {
-						lines = lines[len(lines)-30:]
-					}
-					t.Logf("--- %s log tail ---\n%s", p.id, strings.Join(lines, "\n"))
-				}
-			}
-		}
-	})
 	for _, p := range c.nodes {
 		c.start(p)
 	}
@@ -155,7 +129,7 @@ func TestSnapshotRoundTripsIntoANewCluster(t *testing.T) {
 		keys = append(keys, fmt.Sprintf("/snap/%05d", i))
 	}
 	putMany(t, cl, keys, func(k string) string { return "v1-" + k })
-	_, mid := listAll(t, cl, 0) // history: the state here is listed again after the restore
+	_, mid := listAll(t, cl) // history: the state here is listed again after the restore
 	putMany(t, cl, keys[:1000], func(k string) string { return "v2-" + k })
 	for _, k := range keys[9900:] {
 		if _, err := cl.Delete(ctxT(t, 10*time.Second), []byte(k)); err != nil {
@@ -166,8 +140,8 @@ func TestSnapshotRoundTripsIntoANewCluster(t *testing.T) {
 	if _, err := cl.Put(ctxT(t, 10*time.Second), []byte("/leased/b"), []byte("v"), client.WithLease(lease)); err != nil {
 		t.Fatal(err)
 	}
-	atMid, _ := listAll(t, cl, mid)
-	before, listedAt := listAll(t, cl, 0)
+	atMid, _ := listAll(t, cl, client.WithRevision(mid))
+	before, listedAt := listAll(t, cl)
 	if len(before) != 9900+2 {
 		t.Fatalf("before the snapshot: %d keys, want 9902", len(before))
 	}
@@ -200,12 +174,12 @@ func TestSnapshotRoundTripsIntoANewCluster(t *testing.T) {
 
 	r := restoredCluster(t, file)
 	rcl := r.client()
-	after, at := listAll(t, rcl, 0)
+	after, at := listAll(t, rcl)
 	if at < rev {
 		t.Fatalf("new cluster lists at revision %d, below the snapshot's %d", at, rev)
 	}
 	sameKVs(t, "keys after restore", before, after)
-	midAfter, _ := listAll(t, rcl, mid)
+	midAfter, _ := listAll(t, rcl, client.WithRevision(mid))
 	sameKVs(t, fmt.Sprintf("keys at revision %d (history) after restore", mid), atMid, midAfter)
 
 	ttl, err := rcl.TimeToLive(ctxT(t, 10*time.Second), lease, true)
@@ -234,7 +208,7 @@ func TestSnapshotRoundTripsIntoANewCluster(t *testing.T) {
 			g, err := one.Get(ctxT(t, 5*time.Second), []byte("/new"), client.WithSerializable())
 			return err == nil && g.Kv != nil
 		})
-		got, _ := listAllSerializable(t, one)
+		got, _ := listAll(t, one, client.WithSerializable())
 		delete(got, "/new")
 		want := map[string]listedKV{}
 		for k, v := range before {
@@ -243,22 +217,6 @@ func TestSnapshotRoundTripsIntoANewCluster(t *testing.T) {
 		want["/snap/00000"] = listedKV{"v3", before["/snap/00000"].create, p.Revision, 3, 0}
 		sameKVs(t, "keys on "+q.id, want, got)
 	}
-}
-
-func listAllSerializable(t *testing.T, cl *client.Client) (map[string]listedKV, uint64) {
-	t.Helper()
-	out := map[string]listedKV{}
-	var at uint64
-	for page, err := range cl.ListPages(ctxT(t, time.Minute), []byte("/"), client.WithSerializable()) {
-		if err != nil {
-			t.Fatalf("list /: %v", err)
-		}
-		at = page.Revision
-		for _, kv := range page.Kvs {
-			out[string(kv.Key)] = listedKV{string(kv.Value), kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease}
-		}
-	}
-	return out, at
 }
 
 // TestDamagedSnapshotFileIsRefused saves a snapshot, then damages copies of

@@ -1,4 +1,4 @@
-package server_test
+package e2e
 
 import (
 	"context"
@@ -18,30 +18,6 @@ import (
 	"github.com/raftwatch/raftwatch/client"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
-
-// binary is the raftwatch executable built once by TestMain.
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "raftwatch-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "raftwatch")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race") // the nodes' own code is race-checked too
-	}
-	build := exec.Command("go", append(args, "../cmd/raftwatch")...)
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building raftwatch:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // proc is one raftwatch serve process.
 type proc struct {
@@ -94,20 +70,33 @@ func startClusterOf(t *testing.T, bin string, extraFlags ...string) *testCluster
 // startClusterPerNode is startClusterOf with perNode's flags for each node.
 func startClusterPerNode(t *testing.T, bin string, perNode func(p *proc) []string, extraFlags ...string) *testCluster {
 	t.Helper()
+	c := newTestCluster(t, bin, "n")
+	c.extra, c.perNode = extraFlags, perNode
+	for _, p := range c.nodes {
+		c.start(p)
+	}
+	c.waitLeader()
+	c.waitAddressesRecorded()
+	return c
+}
+
+// newTestCluster lays out three nodes running bin, with ids idPrefix1 to
+// idPrefix3, ports and data dirs of their own, and starts none. When t
+// ends, it kills them and fails t if a node's log reports a data race; if
+// t failed, it logs the tail of each node's log.
+func newTestCluster(t *testing.T, bin, idPrefix string) *testCluster {
+	t.Helper()
 	ports := freePorts(t, 6)
-	c := &testCluster{t: t, bin: bin, extra: extraFlags, perNode: perNode}
+	c := &testCluster{t: t, bin: bin}
 	var initial []string
 	for i := 0; i < 3; i++ {
-		p := &proc{id: fmt.Sprintf("n%d", i+1), raftAddr: ports[i], clientAddr: ports[3+i]}
+		p := &proc{id: fmt.Sprintf("%s%d", idPrefix, i+1), raftAddr: ports[i], clientAddr: ports[3+i]}
 		p.dataDir = filepath.Join(t.TempDir(), p.id)
 		p.logPath = p.dataDir + ".log"
 		initial = append(initial, p.id+"="+p.raftAddr)
 		c.nodes = append(c.nodes, p)
 	}
 	c.initial = strings.Join(initial, ",")
-	for _, p := range c.nodes {
-		c.start(p)
-	}
 	t.Cleanup(func() {
 		for _, p := range c.nodes {
 			c.kill(p)
@@ -120,18 +109,21 @@ func startClusterPerNode(t *testing.T, bin string, perNode func(p *proc) []strin
 		if t.Failed() {
 			for _, p := range c.nodes {
 				if b, err := os.ReadFile(p.logPath); err == nil {
-					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-					if len(lines) > 30 {
-						lines = lines[len(lines)-30:]
-					}
-					t.Logf("--- %s log tail ---\n%s", p.id, strings.Join(lines, "\n"))
+					t.Logf("--- %s log tail ---\n%s", p.id, lastLines(string(b), 30))
 				}
 			}
 		}
 	})
-	c.waitLeader()
-	c.waitAddressesRecorded()
 	return c
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // waitAddressesRecorded waits until every node lists every node's client

@@ -1,4 +1,4 @@
-package server_test
+package e2e
 
 import (
 	"context"
@@ -280,7 +280,7 @@ func TestReflectionListsTheServices(t *testing.T) {
 	for _, svc := range r.GetListServicesResponse().GetService() {
 		got[svc.Name] = true
 	}
-	for _, want := range []string{"raftwatch.v1.KV", "raftwatch.v1.Watch", "raftwatch.v1.Cluster", "raftwatch.v1.Lease", "grpc.health.v1.Health"} {
+	for _, want := range []string{"raftwatch.v1.KV", "raftwatch.v1.Watch", "raftwatch.v1.Cluster", "raftwatch.v1.Lease", "raftwatch.v1.Debug", "grpc.health.v1.Health"} {
 		if !got[want] {
 			t.Errorf("reflection does not list %s; it lists %v", want, got)
 		}

@@ -1,9 +1,8 @@
-package main
+package e2e
 
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,43 +17,13 @@ import (
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
-// buildRaftwatch builds this command into a temporary directory (with the
-// race detector when the test has it) and returns the executable.
-func buildRaftwatch(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "raftwatch")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("building raftwatch: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // cleanEnv is the test's environment without any RAFTWATCH_ variable.
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envPrefix) {
+		if !strings.HasPrefix(kv, "RAFTWATCH_") {
 			out = append(out, kv)
 		}
-	}
-	return out
-}
-
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
 	}
 	return out
 }
@@ -122,8 +91,8 @@ func runServe(t *testing.T, bin string, env []string, clientAddr, id string, arg
 // the file, and a flag wins over both; a file with an unknown key stops it
 // before it opens anything.
 func TestServeReadsConfigFileEnvAndFlags(t *testing.T) {
-	bin := buildRaftwatch(t)
-	addrs := freeAddrs(t, 4)
+	bin := binary
+	addrs := freePorts(t, 4)
 	raftAddr, fileAddr, envAddr, flagAddr := addrs[0], addrs[1], addrs[2], addrs[3]
 	dir := t.TempDir()
 	config := filepath.Join(dir, "raftwatch.yaml")
@@ -178,8 +147,8 @@ func testServeRefusesUnknownConfigKey(t *testing.T, bin string) {
 	cmd := exec.Command(bin, "serve", "--config", config)
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); err == nil || code != exitError {
-		t.Fatalf("exit code %d (%v), want %d:\n%s", code, err, exitError, out)
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
+		t.Fatalf("exit code %d (%v), want 1:\n%s", code, err, out)
 	}
 	want := fmt.Sprintf("error: config file %s, line 4: unknown key \"client-adr\": no such flag of serve (did you mean client-addr?)\n", config)
 	if string(out) != want {
