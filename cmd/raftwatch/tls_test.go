@@ -255,3 +255,18 @@ func TestTLSHintOnlyForAMissingPreface(t *testing.T) {
 		}
 	}
 }
+
+// freeAddrs returns n distinct 127.0.0.1 addresses free a moment ago.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
+	}
+	return out
+}
