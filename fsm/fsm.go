@@ -391,7 +391,7 @@ type applier struct {
 	events      []watch.Event
 	// pos is the next event's position in its entry: (revision, position)
 	// orders every mutation, including the several of one Txn.
-	pos int
+	pos  int
 	ls   *leaseApply // lease.go
 	auth *authApply  // auth.go
 }
