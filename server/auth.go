@@ -52,11 +52,11 @@ const debugLogMethod = "/raftwatch.v1.Debug/Log"
 // listed here is refused to every caller: a new method must be given a
 // rule before anyone can call it.
 var methodRules = map[string]rule{
-	pb.KV_Put_FullMethodName:    ruleKeys,
-	pb.KV_Get_FullMethodName:    ruleKeys,
-	pb.KV_Delete_FullMethodName: ruleKeys,
-	pb.KV_List_FullMethodName:   ruleKeys,
-	pb.KV_Txn_FullMethodName:    ruleKeys,
+	pb.KV_Put_FullMethodName:      ruleKeys,
+	pb.KV_Get_FullMethodName:      ruleKeys,
+	pb.KV_Delete_FullMethodName:   ruleKeys,
+	pb.KV_List_FullMethodName:     ruleKeys,
+	pb.KV_Txn_FullMethodName:      ruleKeys,
 	pb.Watch_Watch_FullMethodName: ruleKeys,
 
 	pb.Lease_Grant_FullMethodName:         ruleLeases,
