@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/raftwatch/raftwatch/fsm"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -27,6 +29,16 @@ func (n *Node) ReadAuth(ctx context.Context, c Consistency) (*Auth, error) {
 		return nil, err
 	}
 	return n.fsm.Auth(), nil
+}
+
+// LeaderHint returns nil on the leader, and elsewhere the error a call
+// only the leader serves gets here: a *NotLeaderError naming the leader,
+// or ErrNoLeader.
+func (n *Node) LeaderHint() error {
+	if n.raft.State() == raft.Leader {
+		return nil
+	}
+	return n.notLeader()
 }
 
 // IsMember reports whether id is a member of the cluster: a server of the

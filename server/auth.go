@@ -25,6 +25,11 @@ import (
 // may not read, also filter what they deliver through the caller's access;
 // a watch checks each event against the roles current when it is sent, so
 // a revoked role stops delivery.
+//
+// A node checks with the roles it has applied. A follower may not have
+// applied a grant the leader has just acknowledged, so a call only the
+// leader serves (servedByLeader) that a follower would refuse gets the
+// leader hint instead: the leader, whose roles are current, decides.
 
 // rule is what a method requires of its caller.
 type rule int
@@ -92,6 +97,30 @@ var methodRules = map[string]rule{
 // server reflection.
 var openServices = []string{"/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/",
 	"/grpc.reflection.v1alpha.ServerReflection/"}
+
+// leaderMethods are the methods only the leader serves (besides Get and
+// List at LINEARIZABLE consistency).
+var leaderMethods = map[string]bool{
+	pb.KV_Put_FullMethodName: true, pb.KV_Delete_FullMethodName: true, pb.KV_Txn_FullMethodName: true,
+	pb.Lease_Grant_FullMethodName: true, pb.Lease_Revoke_FullMethodName: true, pb.Lease_KeepAlive_FullMethodName: true,
+	pb.Lease_KeepAliveOnce_FullMethodName: true, pb.Lease_TimeToLive_FullMethodName: true, pb.Lease_Leases_FullMethodName: true,
+	pb.Cluster_AddVoter_FullMethodName: true, pb.Cluster_RemoveServer_FullMethodName: true, pb.Cluster_SetMember_FullMethodName: true,
+	pb.Auth_RoleAdd_FullMethodName: true, pb.Auth_RoleDelete_FullMethodName: true, pb.Auth_RoleGet_FullMethodName: true,
+	pb.Auth_RoleList_FullMethodName: true, pb.Auth_RoleGrant_FullMethodName: true, pb.Auth_RoleRevoke_FullMethodName: true,
+	pb.Auth_UserGrant_FullMethodName: true, pb.Auth_UserRevoke_FullMethodName: true, pb.Auth_UserGet_FullMethodName: true,
+	pb.Auth_UserList_FullMethodName: true,
+}
+
+// servedByLeader reports whether only the leader serves method with req.
+func servedByLeader(method string, req any) bool {
+	switch r := req.(type) {
+	case *pb.GetRequest:
+		return r.Consistency == pb.Consistency_LINEARIZABLE
+	case *pb.ListRequest:
+		return r.Consistency == pb.Consistency_LINEARIZABLE
+	}
+	return leaderMethods[method]
+}
 
 func ruleOf(method string) (rule, bool) {
 	for _, s := range openServices {
@@ -243,6 +272,11 @@ func (z *authorizer) authorize(ctx context.Context, method string, req any) (*ca
 		err = checkKeys(acc, req)
 	}
 	if err != nil {
+		if known && servedByLeader(method, req) {
+			if hint := z.node.LeaderHint(); hint != nil {
+				return nil, toStatus(hint)
+			}
+		}
 		return nil, err
 	}
 	return c, nil
