@@ -13,7 +13,8 @@ import (
 // identities (fsm/auth.go).
 type Auth = fsm.Auth
 
-// maxRoleNameLen bounds role names and identities, as member ids are.
+// maxRoleNameLen bounds role names and identities: twice X.509's upper
+// bound on a common name (64), short enough for logs and the CLI.
 const maxRoleNameLen = 128
 
 // Auth returns the authorization state this node has applied: an

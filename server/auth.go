@@ -37,8 +37,9 @@ type rule int
 const (
 	// ruleOpen: any caller, identified or not.
 	ruleOpen rule = iota
-	// ruleKeys: a role, and the access the request's keys need (keyNeeds);
-	// a watch's creates are checked as they arrive on the stream.
+	// ruleKeys: a role, and the access the request's keys need
+	// (checkKeys); a watch's creates are checked as they arrive on the
+	// stream.
 	ruleKeys
 	// ruleLeases: a readwrite permission on some prefix.
 	ruleLeases
@@ -50,8 +51,12 @@ const (
 	ruleAdmin
 )
 
-// debugLogMethod is Debug.Log, the committed log (admin only).
-const debugLogMethod = "/raftwatch.v1.Debug/Log"
+// debugLogMethod is Debug.Log, the committed log (admin only), and
+// clusterLogMethod the same call where it was before the Debug service.
+const (
+	debugLogMethod   = "/raftwatch.v1.Debug/Log"
+	clusterLogMethod = "/raftwatch.v1.Cluster/Log"
+)
 
 // methodRules is the rule of every method the node serves. A method not
 // listed here is refused to every caller: a new method must be given a
@@ -76,7 +81,7 @@ var methodRules = map[string]rule{
 	pb.Cluster_SetMember_FullMethodName:    ruleSelfOrAdmin,
 	pb.Cluster_AddVoter_FullMethodName:     ruleAdmin,
 	pb.Cluster_RemoveServer_FullMethodName: ruleAdmin,
-	pb.Cluster_Log_FullMethodName:          ruleAdmin,
+	clusterLogMethod:                       ruleAdmin,
 	debugLogMethod:                         ruleAdmin,
 	pb.Maintenance_Snapshot_FullMethodName: ruleAdmin,
 
@@ -266,6 +271,9 @@ func (z *authorizer) authorize(ctx context.Context, method string, req any) (*ca
 		err = permissionDenied("%s: identity %q has no role and is not a member node", method, identity)
 	case r == ruleLeases && !acc.mayHoldLeases():
 		err = permissionDenied("%s: identity %q has no readwrite permission, which leases need (roles: %s)", method, identity, rolesText(acc))
+	case r == ruleKeys && req == nil:
+		// A watch stream: each create is checked as it arrives, and a
+		// refused one gets its own CANCELED (watchSession.mayWatch).
 	case r == ruleKeys && !acc.hasRole():
 		err = permissionDenied("%s: identity %q has no role (ask an admin: raftwatch user grant %s ROLE)", method, identity, identity)
 	case r == ruleKeys && req != nil:

@@ -258,7 +258,15 @@ func TestAuthRoles(t *testing.T) {
 	succeeds[*pb.PutResponse](t, "alice put /app/y")(alice.Put(ctx, []byte("/app/y"), []byte("alice")))
 	_, err = alice.Put(ctx, []byte("/other/x"), []byte("alice"))
 	wantStatus(t, "put outside readwrite prefix", err, codes.PermissionDenied)
-	succeeds[*pb.LeaseGrantResponse](t, "lease grant with readwrite")(alice.Grant(ctx, 10))
+	lease := succeeds[*pb.LeaseGrantResponse](t, "lease grant with readwrite")(alice.Grant(ctx, 10))
+	// The lease's keys alice may not read are left out of what she is told.
+	succeeds[*pb.PutResponse](t, "root put on alice's lease")(root.Put(ctx, []byte("/other/l"), []byte("v"), client.WithLease(lease.Id)))
+	succeeds[*pb.PutResponse](t, "alice put on her lease")(alice.Put(ctx, []byte("/app/l"), []byte("v"), client.WithLease(lease.Id)))
+	ttl := succeeds[*pb.LeaseTimeToLiveResponse](t, "time to live")(alice.TimeToLive(ctx, lease.Id, true))
+	if len(ttl.Keys) != 1 || string(ttl.Keys[0]) != "/app/l" {
+		t.Fatalf("alice's lease lists keys %q, want only /app/l", ttl.Keys)
+	}
+	succeeds[*pb.LeaseRevokeResponse](t, "lease revoke")(alice.Revoke(ctx, lease.Id))
 
 	// A txn needs every op's access: a put outside the prefix refuses all.
 	aliceKV := pb.NewKVClient(c.conn("alice", c.leader().clientAddr))
