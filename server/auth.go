@@ -276,7 +276,7 @@ func (z *authorizer) authorize(ctx context.Context, method string, req any) (*ca
 		// refused one gets its own CANCELED (watchSession.mayWatch).
 	case r == ruleKeys && !acc.hasRole():
 		err = permissionDenied("%s: identity %q has no role (ask an admin: raftwatch user grant %s ROLE)", method, identity, identity)
-	case r == ruleKeys && req != nil:
+	case r == ruleKeys:
 		err = checkKeys(acc, req)
 	}
 	if err != nil {
