@@ -1,9 +1,12 @@
 package server
 
 import (
+	"context"
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/fsm"
 	pb "github.com/raftwatch/raftwatch/proto"
@@ -71,5 +74,19 @@ func TestAccessOfPermissions(t *testing.T) {
 	admin := &access{identity: "root", admin: true}
 	if !admin.mayWriteAll([]byte("/")) || !admin.hasRole() || !admin.mayHoldLeases() {
 		t.Error("admin lacks a right")
+	}
+}
+
+// A call without a verified certificate has no identity: UNAUTHENTICATED,
+// except for the open methods.
+func TestCallWithoutIdentity(t *testing.T) {
+	z := &authorizer{adminIdentity: "root"}
+	_, err := z.authorize(context.Background(), pb.KV_Put_FullMethodName, &pb.PutRequest{Key: []byte("/k")})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("put without an identity: %v, want Unauthenticated", err)
+	}
+	c, err := z.authorize(context.Background(), "/grpc.health.v1.Health/Check", nil)
+	if err != nil || c != nil {
+		t.Fatalf("health check without an identity: %v %v", c, err)
 	}
 }
