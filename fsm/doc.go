@@ -30,7 +30,11 @@
 // below the compaction point, the way etcd's MVCC keeps the newest revision
 // at or below its compaction revision.
 //
+// Authorization (auth.go): roles and their grants to identities are
+// replicated in their own buckets, applied like the data; the published view
+// (Auth) always matches the applied index's buckets and is never modified.
+//
 // The files: fsm.go applies batches and serves reads, snapshots and restores;
 // record.go is the key-value record; history.go is the history's format,
-// writer and compaction; history_read.go is ReadHistory.
+// writer and compaction; history_read.go is ReadHistory; auth.go is the authorization state.
 package fsm

@@ -17,7 +17,7 @@ var keyFormat = []byte("format")
 
 // allBuckets is every bucket the state machine keeps, in scrub order.
 var allBuckets = [][]byte{bucketKV, bucketMembers, bucketMeta, bucketHistory, bucketHIndex, bucketHBase,
-	bucketLeases, bucketLeaseKeys, bucketLeaseIdx}
+	bucketLeases, bucketLeaseKeys, bucketLeaseIdx, bucketAuthRoles, bucketAuthUsers}
 
 // putMeta stores a meta integer with its checksum.
 func putMeta(meta *bolt.Bucket, key []byte, v uint64) error {
@@ -103,6 +103,12 @@ func verifyValue(bucket, key, stored []byte) error {
 		return err
 	case string(bucketLeaseKeys):
 		_, err := decodeLeaseOf(key, stored)
+		return err
+	case string(bucketAuthRoles):
+		_, err := decodeRole(key, stored)
+		return err
+	case string(bucketAuthUsers):
+		_, err := decodeUser(key, stored)
 		return err
 	}
 	// members: a client address, any bytes.

@@ -110,6 +110,8 @@ type FSM struct {
 	scrub   ScrubStats
 
 	leases leaseClocks // lease.go
+
+	auth atomic.Pointer[Auth] // auth.go
 }
 
 // Options tune the state machine's storage.
@@ -161,6 +163,12 @@ func Open(path string, sink Sink, log *slog.Logger, opts Options) (*FSM, error) 
 		db.Close()
 		return nil, fmt.Errorf("open state machine %s: leases: %w", path, err)
 	}
+	auth, err := loadAuth(db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state machine %s: authorization: %w", path, err)
+	}
+	f.auth.Store(auth)
 	f.applied.Store(st.applied)
 	f.hist.Store(&st.hist)
 	log.Info("state machine opened", "path", path, "applied_index", st.applied,
@@ -203,6 +211,9 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 			}
 		}
 		if err := createLeaseBuckets(tx); err != nil {
+			return err
+		}
+		if err := createAuthBuckets(tx); err != nil {
 			return err
 		}
 		if st.applied, err = readApplied(tx); err != nil {
@@ -309,12 +320,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	wantPrev := f.sink != nil && f.sink.WantPrev()
 	var events []watch.Event
 	var clock []clockChange
+	var auth *Auth // set when the batch changed the authorization state
 
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev,
-			ls: newLeaseApply(tx, f.leases.limits)}
+			ls: newLeaseApply(tx, f.leases.limits), auth: newAuthApply(tx)}
 		if !f.noHistory {
 			h, err := f.historyWriter(tx)
 			if err != nil {
@@ -337,6 +349,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			results[i] = res
 		}
 		events, clock = a.events, a.ls.clock
+		if a.auth.changed {
+			var err error
+			if auth, err = readAuth(tx); err != nil {
+				return err
+			}
+		}
 		if err := putMeta(tx.Bucket(bucketMeta), keyApplied, last); err != nil {
 			return err
 		}
@@ -355,6 +373,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.stopApplying(logs[0].Index, last, err)
 	}
 	f.leases.apply(clock)
+	if auth != nil {
+		f.auth.Store(auth)
+	}
 	f.advance(last)
 	if f.sink != nil {
 		f.sink.Publish(watch.Batch{Index: last, Events: events, PrevRead: wantPrev})
@@ -370,8 +391,9 @@ type applier struct {
 	events      []watch.Event
 	// pos is the next event's position in its entry: (revision, position)
 	// orders every mutation, including the several of one Txn.
-	pos int
-	ls  *leaseApply // lease.go
+	pos  int
+	ls   *leaseApply // lease.go
+	auth *authApply  // auth.go
 }
 
 // mutation is one key's put or delete as the appliers see it, whatever op
@@ -402,6 +424,8 @@ func (a *applier) applyChunk(index uint64, chunk *pb.Chunk) (*EntryResult, error
 			res.Ops[i], err = a.txn(index, op.Txn, op.MaxKeysPerLease)
 		case pb.Op_LEASE_GRANT, pb.Op_LEASE_REVOKE, pb.Op_LEASE_RENEW, pb.Op_LEASE_CHECKPOINT, pb.Op_LEASE_EXPIRE:
 			res.Ops[i], err = a.applyLeaseOp(index, op)
+		case pb.Op_ROLE_ADD, pb.Op_ROLE_DELETE, pb.Op_ROLE_GRANT, pb.Op_ROLE_REVOKE, pb.Op_USER_GRANT, pb.Op_USER_REVOKE:
+			res.Ops[i], err = a.applyAuthOp(op)
 		case pb.Op_SET_MEMBER:
 			err = a.members.Put(op.Key, sealed(op.Key, op.Value))
 			res.Ops[i].Succeeded = true
@@ -658,6 +682,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := f.leases.rebuild(db); err != nil {
 		panic(fmt.Sprintf("fsm: read leases of %s after restore: %v", f.path, err))
 	}
+	auth, err := loadAuth(db)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: read authorization of %s after restore: %v", f.path, err))
+	}
+	f.auth.Store(auth)
 	f.dbMu.Unlock()
 	applied := st.applied
 	if renameErr != nil {

@@ -208,20 +208,37 @@ const (
 	// lease_expiries): each is deleted with its keys unless it was renewed
 	// since the leader decided.
 	Op_LEASE_EXPIRE Op_Kind = 8
+	// Authorization (auth.proto); none emits a watch event. ROLE_ADD and
+	// ROLE_DELETE: role `key`. ROLE_GRANT: adds `permission` to role `key`
+	// (or changes the access on its prefix); ROLE_REVOKE: removes role
+	// `key`'s permission on `permission.prefix`. USER_GRANT and
+	// USER_REVOKE: role `value` to or from identity `key`.
+	Op_ROLE_ADD    Op_Kind = 9
+	Op_ROLE_DELETE Op_Kind = 10
+	Op_ROLE_GRANT  Op_Kind = 11
+	Op_ROLE_REVOKE Op_Kind = 12
+	Op_USER_GRANT  Op_Kind = 13
+	Op_USER_REVOKE Op_Kind = 14
 )
 
 // Enum value maps for Op_Kind.
 var (
 	Op_Kind_name = map[int32]string{
-		0: "PUT",
-		1: "DELETE",
-		2: "SET_MEMBER",
-		3: "TXN",
-		4: "LEASE_GRANT",
-		5: "LEASE_REVOKE",
-		6: "LEASE_RENEW",
-		7: "LEASE_CHECKPOINT",
-		8: "LEASE_EXPIRE",
+		0:  "PUT",
+		1:  "DELETE",
+		2:  "SET_MEMBER",
+		3:  "TXN",
+		4:  "LEASE_GRANT",
+		5:  "LEASE_REVOKE",
+		6:  "LEASE_RENEW",
+		7:  "LEASE_CHECKPOINT",
+		8:  "LEASE_EXPIRE",
+		9:  "ROLE_ADD",
+		10: "ROLE_DELETE",
+		11: "ROLE_GRANT",
+		12: "ROLE_REVOKE",
+		13: "USER_GRANT",
+		14: "USER_REVOKE",
 	}
 	Op_Kind_value = map[string]int32{
 		"PUT":              0,
@@ -233,6 +250,12 @@ var (
 		"LEASE_RENEW":      6,
 		"LEASE_CHECKPOINT": 7,
 		"LEASE_EXPIRE":     8,
+		"ROLE_ADD":         9,
+		"ROLE_DELETE":      10,
+		"ROLE_GRANT":       11,
+		"ROLE_REVOKE":      12,
+		"USER_GRANT":       13,
+		"USER_REVOKE":      14,
 	}
 )
 
@@ -3549,8 +3572,10 @@ type Op struct {
 	// so that every node decides the same whatever its own flags say.
 	MaxLeases       uint64 `protobuf:"varint,11,opt,name=max_leases,json=maxLeases,proto3" json:"max_leases,omitempty"`
 	MaxKeysPerLease uint64 `protobuf:"varint,12,opt,name=max_keys_per_lease,json=maxKeysPerLease,proto3" json:"max_keys_per_lease,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// ROLE_GRANT, ROLE_REVOKE: the permission (its prefix for a revoke).
+	Permission    *Permission `protobuf:"bytes,13,opt,name=permission,proto3" json:"permission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Op) Reset() {
@@ -3665,6 +3690,13 @@ func (x *Op) GetMaxKeysPerLease() uint64 {
 		return x.MaxKeysPerLease
 	}
 	return 0
+}
+
+func (x *Op) GetPermission() *Permission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
 }
 
 // LeaseCheckpoint is a lease's remaining TTL as the leader saw it while the
@@ -3949,7 +3981,7 @@ var File_proto_raftwatch_proto protoreflect.FileDescriptor
 
 const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
-	"\x15proto/raftwatch.proto\x12\fraftwatch.v1\"\xae\x01\n" +
+	"\x15proto/raftwatch.proto\x12\fraftwatch.v1\x1a\x10proto/auth.proto\"\xae\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
@@ -4181,7 +4213,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
-	"leaderAddr\"\xec\x04\n" +
+	"leaderAddr\"\x87\x06\n" +
 	"\x02Op\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.raftwatch.v1.Op.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -4196,7 +4228,10 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	" \x03(\v2\x19.raftwatch.v1.LeaseExpiryR\rleaseExpiries\x12\x1d\n" +
 	"\n" +
 	"max_leases\x18\v \x01(\x04R\tmaxLeases\x12+\n" +
-	"\x12max_keys_per_lease\x18\f \x01(\x04R\x0fmaxKeysPerLease\"\x90\x01\n" +
+	"\x12max_keys_per_lease\x18\f \x01(\x04R\x0fmaxKeysPerLease\x128\n" +
+	"\n" +
+	"permission\x18\r \x01(\v2\x18.raftwatch.v1.PermissionR\n" +
+	"permission\"\xf1\x01\n" +
 	"\x04Kind\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
@@ -4208,7 +4243,16 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\fLEASE_REVOKE\x10\x05\x12\x0f\n" +
 	"\vLEASE_RENEW\x10\x06\x12\x14\n" +
 	"\x10LEASE_CHECKPOINT\x10\a\x12\x10\n" +
-	"\fLEASE_EXPIRE\x10\b\"o\n" +
+	"\fLEASE_EXPIRE\x10\b\x12\f\n" +
+	"\bROLE_ADD\x10\t\x12\x0f\n" +
+	"\vROLE_DELETE\x10\n" +
+	"\x12\x0e\n" +
+	"\n" +
+	"ROLE_GRANT\x10\v\x12\x0f\n" +
+	"\vROLE_REVOKE\x10\f\x12\x0e\n" +
+	"\n" +
+	"USER_GRANT\x10\r\x12\x0f\n" +
+	"\vUSER_REVOKE\x10\x0e\"o\n" +
 	"\x0fLeaseCheckpoint\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12!\n" +
 	"\fremaining_ms\x18\x02 \x01(\x03R\vremainingMs\x12#\n" +
@@ -4332,6 +4376,7 @@ var file_proto_raftwatch_proto_goTypes = []any{
 	(*Chunk)(nil),                   // 53: raftwatch.v1.Chunk
 	(*SnapshotRequest)(nil),         // 54: raftwatch.v1.SnapshotRequest
 	(*SnapshotChunk)(nil),           // 55: raftwatch.v1.SnapshotChunk
+	(*Permission)(nil),              // 56: raftwatch.v1.Permission
 }
 var file_proto_raftwatch_proto_depIdxs = []int32{
 	5,  // 0: raftwatch.v1.PutRequest.condition:type_name -> raftwatch.v1.Condition
@@ -4368,48 +4413,49 @@ var file_proto_raftwatch_proto_depIdxs = []int32{
 	19, // 31: raftwatch.v1.Op.txn:type_name -> raftwatch.v1.TxnRequest
 	51, // 32: raftwatch.v1.Op.lease_checkpoints:type_name -> raftwatch.v1.LeaseCheckpoint
 	52, // 33: raftwatch.v1.Op.lease_expiries:type_name -> raftwatch.v1.LeaseExpiry
-	50, // 34: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
-	6,  // 35: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
-	8,  // 36: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
-	10, // 37: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
-	12, // 38: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
-	19, // 39: raftwatch.v1.KV.Txn:input_type -> raftwatch.v1.TxnRequest
-	21, // 40: raftwatch.v1.Lease.Grant:input_type -> raftwatch.v1.LeaseGrantRequest
-	23, // 41: raftwatch.v1.Lease.Revoke:input_type -> raftwatch.v1.LeaseRevokeRequest
-	25, // 42: raftwatch.v1.Lease.KeepAlive:input_type -> raftwatch.v1.LeaseKeepAliveRequest
-	25, // 43: raftwatch.v1.Lease.KeepAliveOnce:input_type -> raftwatch.v1.LeaseKeepAliveRequest
-	27, // 44: raftwatch.v1.Lease.TimeToLive:input_type -> raftwatch.v1.LeaseTimeToLiveRequest
-	29, // 45: raftwatch.v1.Lease.Leases:input_type -> raftwatch.v1.LeaseLeasesRequest
-	33, // 46: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
-	38, // 47: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
-	41, // 48: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
-	43, // 49: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
-	45, // 50: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
-	47, // 51: raftwatch.v1.Cluster.SetMember:input_type -> raftwatch.v1.SetMemberRequest
-	54, // 52: raftwatch.v1.Maintenance.Snapshot:input_type -> raftwatch.v1.SnapshotRequest
-	7,  // 53: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
-	9,  // 54: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
-	11, // 55: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
-	13, // 56: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
-	20, // 57: raftwatch.v1.KV.Txn:output_type -> raftwatch.v1.TxnResponse
-	22, // 58: raftwatch.v1.Lease.Grant:output_type -> raftwatch.v1.LeaseGrantResponse
-	24, // 59: raftwatch.v1.Lease.Revoke:output_type -> raftwatch.v1.LeaseRevokeResponse
-	26, // 60: raftwatch.v1.Lease.KeepAlive:output_type -> raftwatch.v1.LeaseKeepAliveResponse
-	26, // 61: raftwatch.v1.Lease.KeepAliveOnce:output_type -> raftwatch.v1.LeaseKeepAliveResponse
-	28, // 62: raftwatch.v1.Lease.TimeToLive:output_type -> raftwatch.v1.LeaseTimeToLiveResponse
-	31, // 63: raftwatch.v1.Lease.Leases:output_type -> raftwatch.v1.LeaseLeasesResponse
-	37, // 64: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
-	39, // 65: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
-	42, // 66: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
-	44, // 67: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
-	46, // 68: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
-	48, // 69: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
-	55, // 70: raftwatch.v1.Maintenance.Snapshot:output_type -> raftwatch.v1.SnapshotChunk
-	53, // [53:71] is the sub-list for method output_type
-	35, // [35:53] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	56, // 34: raftwatch.v1.Op.permission:type_name -> raftwatch.v1.Permission
+	50, // 35: raftwatch.v1.Chunk.ops:type_name -> raftwatch.v1.Op
+	6,  // 36: raftwatch.v1.KV.Put:input_type -> raftwatch.v1.PutRequest
+	8,  // 37: raftwatch.v1.KV.Get:input_type -> raftwatch.v1.GetRequest
+	10, // 38: raftwatch.v1.KV.Delete:input_type -> raftwatch.v1.DeleteRequest
+	12, // 39: raftwatch.v1.KV.List:input_type -> raftwatch.v1.ListRequest
+	19, // 40: raftwatch.v1.KV.Txn:input_type -> raftwatch.v1.TxnRequest
+	21, // 41: raftwatch.v1.Lease.Grant:input_type -> raftwatch.v1.LeaseGrantRequest
+	23, // 42: raftwatch.v1.Lease.Revoke:input_type -> raftwatch.v1.LeaseRevokeRequest
+	25, // 43: raftwatch.v1.Lease.KeepAlive:input_type -> raftwatch.v1.LeaseKeepAliveRequest
+	25, // 44: raftwatch.v1.Lease.KeepAliveOnce:input_type -> raftwatch.v1.LeaseKeepAliveRequest
+	27, // 45: raftwatch.v1.Lease.TimeToLive:input_type -> raftwatch.v1.LeaseTimeToLiveRequest
+	29, // 46: raftwatch.v1.Lease.Leases:input_type -> raftwatch.v1.LeaseLeasesRequest
+	33, // 47: raftwatch.v1.Watch.Watch:input_type -> raftwatch.v1.WatchRequest
+	38, // 48: raftwatch.v1.Cluster.Status:input_type -> raftwatch.v1.StatusRequest
+	41, // 49: raftwatch.v1.Cluster.Members:input_type -> raftwatch.v1.MembersRequest
+	43, // 50: raftwatch.v1.Cluster.AddVoter:input_type -> raftwatch.v1.AddVoterRequest
+	45, // 51: raftwatch.v1.Cluster.RemoveServer:input_type -> raftwatch.v1.RemoveServerRequest
+	47, // 52: raftwatch.v1.Cluster.SetMember:input_type -> raftwatch.v1.SetMemberRequest
+	54, // 53: raftwatch.v1.Maintenance.Snapshot:input_type -> raftwatch.v1.SnapshotRequest
+	7,  // 54: raftwatch.v1.KV.Put:output_type -> raftwatch.v1.PutResponse
+	9,  // 55: raftwatch.v1.KV.Get:output_type -> raftwatch.v1.GetResponse
+	11, // 56: raftwatch.v1.KV.Delete:output_type -> raftwatch.v1.DeleteResponse
+	13, // 57: raftwatch.v1.KV.List:output_type -> raftwatch.v1.ListResponse
+	20, // 58: raftwatch.v1.KV.Txn:output_type -> raftwatch.v1.TxnResponse
+	22, // 59: raftwatch.v1.Lease.Grant:output_type -> raftwatch.v1.LeaseGrantResponse
+	24, // 60: raftwatch.v1.Lease.Revoke:output_type -> raftwatch.v1.LeaseRevokeResponse
+	26, // 61: raftwatch.v1.Lease.KeepAlive:output_type -> raftwatch.v1.LeaseKeepAliveResponse
+	26, // 62: raftwatch.v1.Lease.KeepAliveOnce:output_type -> raftwatch.v1.LeaseKeepAliveResponse
+	28, // 63: raftwatch.v1.Lease.TimeToLive:output_type -> raftwatch.v1.LeaseTimeToLiveResponse
+	31, // 64: raftwatch.v1.Lease.Leases:output_type -> raftwatch.v1.LeaseLeasesResponse
+	37, // 65: raftwatch.v1.Watch.Watch:output_type -> raftwatch.v1.WatchBatch
+	39, // 66: raftwatch.v1.Cluster.Status:output_type -> raftwatch.v1.StatusResponse
+	42, // 67: raftwatch.v1.Cluster.Members:output_type -> raftwatch.v1.MembersResponse
+	44, // 68: raftwatch.v1.Cluster.AddVoter:output_type -> raftwatch.v1.AddVoterResponse
+	46, // 69: raftwatch.v1.Cluster.RemoveServer:output_type -> raftwatch.v1.RemoveServerResponse
+	48, // 70: raftwatch.v1.Cluster.SetMember:output_type -> raftwatch.v1.SetMemberResponse
+	55, // 71: raftwatch.v1.Maintenance.Snapshot:output_type -> raftwatch.v1.SnapshotChunk
+	54, // [54:72] is the sub-list for method output_type
+	36, // [36:54] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_proto_raftwatch_proto_init() }
@@ -4417,6 +4463,7 @@ func file_proto_raftwatch_proto_init() {
 	if File_proto_raftwatch_proto != nil {
 		return
 	}
+	file_proto_auth_proto_init()
 	file_proto_raftwatch_proto_msgTypes[1].OneofWrappers = []any{
 		(*Condition_ModRevision)(nil),
 		(*Condition_Absent)(nil),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/raftwatch/raftwatch/fsm"
@@ -121,14 +122,21 @@ func (l *leaseServer) KeepAlive(stream pb.Lease_KeepAliveServer) error {
 	}
 }
 
-// TimeToLive implements Lease.TimeToLive, served by the leader.
+// TimeToLive implements Lease.TimeToLive, served by the leader. With roles
+// enforced, it lists only the attached keys the caller may read.
 func (l *leaseServer) TimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	info, err := l.node.TimeToLive(ctx, req.Id, req.Keys, node.Linearizable)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	ms := info.Remaining.Milliseconds()
-	return &pb.LeaseTimeToLiveResponse{Id: info.ID, Ttl: ms / 1000, GrantedTtl: info.GrantedTTL, Keys: info.Keys,
+	keys := info.Keys
+	if c := callerOf(ctx); c != nil && len(keys) > 0 {
+		// Only the attached keys the caller may read (roles enforced).
+		acc := c.access()
+		keys = slices.DeleteFunc(keys, func(k []byte) bool { return !acc.mayRead(k) })
+	}
+	return &pb.LeaseTimeToLiveResponse{Id: info.ID, Ttl: ms / 1000, GrantedTtl: info.GrantedTTL, Keys: keys,
 		RemainingMs: ms, Revision: info.Revision}, nil
 }
 

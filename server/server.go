@@ -31,7 +31,7 @@ func SendLimit(l node.Limits) int {
 }
 
 // Server implements the KV, Watch and Cluster services over a node, and
-// registers the Lease, Maintenance and Debug services with them.
+// registers the Lease, Maintenance, Auth and Debug services beside them.
 type Server struct {
 	pb.UnimplementedKVServer
 	pb.UnimplementedWatchServer
@@ -41,6 +41,8 @@ type Server struct {
 	log    *slog.Logger
 	conns  *watchConns
 	limits node.Limits
+	// auth enforces the roles when set (RequireAuth).
+	auth *authorizer
 }
 
 // New returns the services for n.
@@ -51,6 +53,15 @@ func New(n *node.Node, log *slog.Logger) *Server {
 	return &Server{node: n, log: log, conns: &watchConns{node: n, m: map[string]*connEntry{}}, limits: n.Limits()}
 }
 
+// RequireAuth makes the server enforce the roles replicated in the state
+// machine (auth.go) on every call, taking the caller's identity from its
+// verified client certificate; adminIdentity has every right whatever the
+// roles say. Call it before NewGRPCServer, on a server whose listener
+// requires and verifies client certificates.
+func (s *Server) RequireAuth(adminIdentity string) {
+	s.auth = &authorizer{node: s.node, adminIdentity: adminIdentity}
+}
+
 // Register adds the services to g.
 func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterKVServer(g, s)
@@ -59,14 +70,19 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterLeaseServer(g, &leaseServer{node: s.node, log: s.log})
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{node: s.node, log: s.log})
 	pb.RegisterDebugServer(g, &debugServer{node: s.node})
+	pb.RegisterAuthServer(g, &authServer{node: s.node, log: s.log, auth: s.auth})
 }
 
 // NewGRPCServer returns a grpc.Server whose message limits follow the
 // node's configured key, value and txn sizes (RecvLimit, SendLimit), with
 // the services registered, and server reflection (so grpcurl and grpcui
-// need no .proto file).
+// need no .proto file). With RequireAuth, every call is checked against
+// the roles after the interceptors in opts (metrics) have seen it.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RecvLimit(s.limits)), grpc.MaxSendMsgSize(SendLimit(s.limits))}, opts...)
+	if s.auth != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(s.auth.unary), grpc.ChainStreamInterceptor(s.auth.stream))
+	}
 	g := grpc.NewServer(opts...)
 	s.Register(g)
 	reflection.Register(g)
@@ -170,9 +186,17 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &pb.ListResponse{Revision: r.Revision, More: r.More, NextKey: r.Next, Kvs: make([]*pb.KeyValue, len(r.KVs))}
+	out := &pb.ListResponse{Revision: r.Revision, More: r.More, NextKey: r.Next, Kvs: make([]*pb.KeyValue, 0, len(r.KVs))}
+	// A caller that may read only part of the prefix gets that part: the
+	// page's bounds (more, next_key) stay those of the whole prefix.
+	var acc *access
+	if c := callerOf(ctx); c != nil && !c.access().mayReadAll(req.Prefix) {
+		acc = c.access()
+	}
 	for i := range r.KVs {
-		out.Kvs[i] = toKV(&r.KVs[i])
+		if acc == nil || acc.mayRead(r.KVs[i].Key) {
+			out.Kvs = append(out.Kvs, toKV(&r.KVs[i]))
+		}
 	}
 	return out, nil
 }

@@ -18,7 +18,8 @@ import (
 
 // This file is the one place the services build their gRPC errors: toStatus
 // maps node, fsm and watch errors; invalidRequest and responseTooLarge are
-// the server's own refusals; cancelCode is the code a watch's CANCELED
+// the server's own refusals, as are permissionDenied and unauthenticated
+// (auth.go); cancelCode is the code a watch's CANCELED
 // carries. Every status goes through newStatus.
 
 // newStatus returns a status error with code and msg; a non-empty reason
@@ -65,6 +66,12 @@ func codeOf(err error) (codes.Code, string) {
 		return codes.AlreadyExists, ""
 	case errors.Is(err, fsm.ErrLeaseLimit):
 		return codes.ResourceExhausted, ""
+	case errors.Is(err, fsm.ErrRoleNotFound), errors.Is(err, fsm.ErrNotGranted):
+		return codes.NotFound, ""
+	case errors.Is(err, fsm.ErrRoleExists):
+		return codes.AlreadyExists, ""
+	case errors.Is(err, fsm.ErrBuiltinRole):
+		return codes.InvalidArgument, ""
 	case errors.As(err, &nl):
 		return codes.FailedPrecondition, "" // with a NotLeader detail (toStatus)
 	case errors.Is(err, node.ErrDataLoss):
@@ -111,6 +118,18 @@ func codeOf(err error) (codes.Code, string) {
 // before it reaches the node.
 func invalidRequest(format string, args ...any) error {
 	return newStatus(codes.InvalidArgument, fmt.Sprintf(format, args...), "")
+}
+
+// permissionDenied is the PERMISSION_DENIED of a call the caller's roles do
+// not allow; nothing was done.
+func permissionDenied(format string, args ...any) error {
+	return newStatus(codes.PermissionDenied, "permission denied: "+fmt.Sprintf(format, args...), "")
+}
+
+// unauthenticated is the UNAUTHENTICATED of a call without an identity on
+// a node that enforces roles.
+func unauthenticated(format string, args ...any) error {
+	return newStatus(codes.Unauthenticated, fmt.Sprintf(format, args...), "")
 }
 
 // responseTooLarge is the RESOURCE_EXHAUSTED of a response over the send

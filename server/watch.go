@@ -46,7 +46,7 @@ func (s *Server) Watch(stream pb.Watch_WatchServer) error {
 	ws := s.node.NewWatchStreamOn(conn)
 	defer ws.Close()
 
-	ss := &watchSession{stream: stream, ws: ws, watchers: map[uint64]*watch.Watcher{},
+	ss := &watchSession{stream: stream, ws: ws, caller: callerOf(stream.Context()), watchers: map[uint64]*watch.Watcher{},
 		buf: make([]watch.Event, 0, takeBatch), canceled: make(chan struct{}, 1)}
 	ctl := make(chan *pb.WatchRequest, watchCtlQueue)
 	recvErr := make(chan error, 1)
@@ -110,6 +110,10 @@ type watchSession struct {
 	ws                 *node.WatchStream
 	buf                []watch.Event
 	serverCanceledLast bool
+	// caller is nil when the node does not enforce roles; otherwise a
+	// create needs read access, and each PUT or DELETE is sent only if
+	// the caller may read its key under the roles applied when it is sent.
+	caller *caller
 
 	mu       sync.Mutex
 	watchers map[uint64]*watch.Watcher
@@ -138,15 +142,48 @@ func (ss *watchSession) flush(all bool) error {
 		}
 		batch := &pb.WatchBatch{Responses: make([]*pb.WatchResponse, 0, len(ss.buf))}
 		for _, ev := range ss.buf {
+			if !ss.mayDeliver(ev) {
+				continue
+			}
 			batch.Responses = append(batch.Responses, toWatchResponse(ev))
 			if ev.Type == watch.Canceled {
 				ss.serverEnded(ev.WatchID)
 			}
 		}
 		clear(ss.buf)
+		if len(batch.Responses) == 0 {
+			continue // every event was one the caller may not read
+		}
 		if err := ss.stream.Send(batch); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// mayDeliver reports whether ev may be sent: without roles enforced,
+// always; otherwise a PUT or DELETE only when the caller may read its key
+// now (a revoked role stops delivery at once).
+func (ss *watchSession) mayDeliver(ev watch.Event) bool {
+	if ss.caller == nil || ev.Type != watch.Put && ev.Type != watch.Delete {
+		return true
+	}
+	return ss.caller.access().mayRead(ev.Key)
+}
+
+// mayWatch returns the PERMISSION_DENIED of a create the caller's roles do
+// not allow: a key it may not read, or a prefix under which it may read
+// nothing (a prefix partly readable is watched, and delivers what is).
+func (ss *watchSession) mayWatch(c *pb.WatchCreate) error {
+	if ss.caller == nil {
+		return nil
+	}
+	a := ss.caller.access()
+	if !c.Prefix {
+		return needRead(a, c.Key)
+	}
+	if !a.mayReadSome(c.Key) {
+		return permissionDenied("identity %q may read no key under %q (roles: %s)", a.identity, c.Key, rolesText(a))
 	}
 	return nil
 }
@@ -209,8 +246,12 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 	switch r := req.Request.(type) {
 	case *pb.WatchRequest_Create:
 		c := r.Create
-		w, err := ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv,
-			StartRevision: c.StartRevision, RequireLeader: c.RequireLeader})
+		err := ss.mayWatch(c)
+		var w *watch.Watcher
+		if err == nil {
+			w, err = ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv,
+				StartRevision: c.StartRevision, RequireLeader: c.RequireLeader})
+		}
 		if err != nil {
 			st := status.Convert(toStatus(err))
 			r := &pb.WatchResponse{Type: pb.EventType_CANCELED, Key: c.Key, RequestId: c.RequestId,

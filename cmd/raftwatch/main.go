@@ -1,6 +1,6 @@
 // Command raftwatch runs a raftwatch node (serve) and talks to a cluster
 // (put, get, del, list, txn, watch, lease, lock, elect, snapshot, status,
-// members, member).
+// members, member, role, user).
 package main
 
 import (

@@ -39,7 +39,7 @@ values in --json output are standard base64.`,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newServeCmd(), newPutCmd(), newGetCmd(), newDelCmd(), newListCmd(), newTxnCmd(),
 		newWatchCmd(), newStatusCmd(), newMembersCmd(), newMemberCmd(), newVersionCmd(),
-		newLeaseCmd(), newLockCmd(), newElectCmd(), newSnapshotCmd(), newCertsCmd())
+		newLeaseCmd(), newLockCmd(), newElectCmd(), newSnapshotCmd(), newCertsCmd(), newRoleCmd(), newUserCmd())
 	return root
 }
 

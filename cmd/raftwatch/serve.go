@@ -43,6 +43,8 @@ func newServeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var initial, logFormat, logLevel, pprofAddr, metricsAddr string
 	var gcPercent int
+	var auth bool
+	var authAdmin string
 	var memoryLimit int64
 	var maxStreams uint32
 	var tlsFlags *serveTLSFlags
@@ -99,6 +101,12 @@ requests drain, and the data files are closed.`,
 			if _, set := os.LookupEnv("GOMEMLIMIT"); !set && memoryLimit > 0 {
 				debug.SetMemoryLimit(memoryLimit)
 			}
+			if err := checkAuthFlags(auth, tlsFlags.clientCertAuth, authAdmin); err != nil {
+				return err
+			}
+			if !auth {
+				authAdmin = ""
+			}
 			opts, err := tlsFlags.apply(&cfg, log)
 			if err != nil {
 				return err
@@ -106,7 +114,7 @@ requests drain, and the data files are closed.`,
 			if maxStreams > 0 {
 				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
 			}
-			return serve(cfg, pprofAddr, metricsAddr, log, opts...)
+			return serve(cfg, pprofAddr, metricsAddr, authAdmin, log, opts...)
 		},
 	}
 	f := cmd.Flags()
@@ -145,12 +153,28 @@ requests drain, and the data files are closed.`,
 	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (GOGC); ignored when GOGC is set in the environment")
 	f.Int64Var(&memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often instead of letting garbage grow to --gc-percent of the live heap (raise it when the live heap nears it, e.g. tens of thousands of watchers); 0 = none; ignored when GOMEMLIMIT is set in the environment")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) over HTTP on this host:port (e.g. 127.0.0.1:9101); empty = off")
+	f.BoolVar(&auth, "auth", false, "enforce roles: each client call is allowed by the roles granted to the common name of its verified client certificate (needs --client-cert-auth; see \"raftwatch role\" and \"raftwatch user\")")
+	f.StringVar(&authAdmin, "auth-admin-identity", "root", "with --auth, the certificate common name that is always admin, whatever the roles say, so a new cluster can be set up; give every node the same")
 	f.StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 	for _, name := range []string{"id", "data-dir", "raft-addr", "client-addr"} {
 		cmd.MarkFlagRequired(name)
 	}
 	addConfigFlag(cmd) // last: its help text follows the rest
 	return cmd
+}
+
+// checkAuthFlags refuses --auth without --client-cert-auth (there would be
+// no identity to check) and an empty --auth-admin-identity.
+func checkAuthFlags(auth, clientCertAuth bool, adminIdentity string) error {
+	switch {
+	case !auth:
+		return nil
+	case !clientCertAuth:
+		return fmt.Errorf("--auth needs --client-cert-auth: roles are bound to the common names of verified client certificates")
+	case adminIdentity == "":
+		return fmt.Errorf("--auth-admin-identity is empty: name the certificate common name that is always admin (default root)")
+	}
+	return nil
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {
@@ -187,8 +211,9 @@ func parseInitialCluster(s string) (map[string]string, error) {
 }
 
 // serve assembles the node (raft, dispatcher, batcher: node.Open), then the
-// gRPC server, and on a signal stops them in reverse.
-func serve(cfg node.Config, pprofAddr, metricsAddr string, log *slog.Logger, opts ...grpc.ServerOption) error {
+// gRPC server, and on a signal stops them in reverse. A non-empty
+// authAdmin enforces roles (--auth) with that admin identity.
+func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, log *slog.Logger, opts ...grpc.ServerOption) error {
 	lis, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
 		return fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
@@ -220,7 +245,12 @@ func serve(cfg node.Config, pprofAddr, metricsAddr string, log *slog.Logger, opt
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	go health.Run(healthCtx)
-	g := server.New(n, log).NewGRPCServer(opts...)
+	srv := server.New(n, log)
+	if authAdmin != "" {
+		srv.RequireAuth(authAdmin)
+		log.Info("enforcing roles", "admin_identity", authAdmin)
+	}
+	g := srv.NewGRPCServer(opts...)
 	health.Register(g)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
