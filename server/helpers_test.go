@@ -5,6 +5,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/raftwatch/raftwatch/client"
+	pb "github.com/raftwatch/raftwatch/proto"
 )
 
 // These in-process helpers have twins in e2e (a test package cannot
@@ -43,5 +46,41 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// collect forwards w's events to a channel until the watch ends.
+func collect(w *client.Watcher) <-chan *pb.WatchResponse {
+	out := make(chan *pb.WatchResponse, 10000)
+	go func() {
+		defer close(out)
+		for {
+			ev, err := w.Recv()
+			if err != nil {
+				return
+			}
+			out <- ev
+		}
+	}()
+	return out
+}
+
+// nextData returns the next PUT/DELETE (skipping PROGRESS) or fails.
+func nextData(t *testing.T, ch <-chan *pb.WatchResponse, timeout time.Duration) *pb.WatchResponse {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatal("watch stream ended")
+			}
+			if ev.Type == pb.EventType_PROGRESS {
+				continue
+			}
+			return ev
+		case <-deadline:
+			t.Fatalf("no event within %v", timeout)
+		}
 	}
 }
