@@ -4,6 +4,9 @@
 #   scripts/cluster.sh up --tls  the same with mutual TLS on the client API and raft: a throwaway
 #                              CA and certificates (nodes n1..n3, client "root") under .cluster/tls/;
 #                              the cluster directory remembers it, for status, env and later ups
+#   scripts/cluster.sh up --tls --auth  the same with roles enforced (serve --auth): "root" is the
+#                              admin identity; certificates for clients "alice" and "bob" have no
+#                              role until root grants one (raftwatch role/user)
 #   scripts/cluster.sh down    stop exactly the processes "up" started (by PID)
 #   scripts/cluster.sh status  show each node's role and indexes
 #   scripts/cluster.sh env     print the RAFTWATCH_* exports the CLI needs (eval "$(scripts/cluster.sh env)")
@@ -31,8 +34,11 @@ INITIAL=n1=$(raft_addr 1),n2=$(raft_addr 2),n3=$(raft_addr 3)
 TLS_DIR=$DIR/tls
 # TLS_MARK records that this cluster directory's nodes run with TLS.
 TLS_MARK=$DIR/tls-enabled
+# AUTH_MARK records that they enforce roles (serve --auth).
+AUTH_MARK=$DIR/auth-enabled
 
 tls_on() { [ -f "$TLS_MARK" ]; }
+auth_on() { [ -f "$AUTH_MARK" ]; }
 
 # cli_tls prints the client flags of the cluster's mode (none in plaintext).
 cli_tls() {
@@ -47,6 +53,7 @@ serve_tls() {
     local t=$TLS_DIR
     echo "--cert-file $t/n$1.crt --key-file $t/n$1.key --trusted-ca-file $t/ca.crt --client-cert-auth" \
       "--peer-cert-file $t/n$1.crt --peer-key-file $t/n$1.key --peer-trusted-ca-file $t/ca.crt"
+    if auth_on; then echo "--auth"; fi
   fi
 }
 
@@ -82,12 +89,18 @@ ours() {
 }
 
 up() {
-  local want_tls=
-  case "${1:-}" in
-    --tls) want_tls=1 ;;
-    "") ;;
-    *) echo "usage: $0 up [--tls]" >&2; exit 2 ;;
-  esac
+  local want_tls= want_auth= arg
+  for arg in "$@"; do
+    case "$arg" in
+      --tls) want_tls=1 ;;
+      --auth) want_auth=1 ;;
+      *) echo "usage: $0 up [--tls [--auth]]" >&2; exit 2 ;;
+    esac
+  done
+  if [ -n "$want_auth" ] && [ -z "$want_tls" ] && ! tls_on; then
+    echo "--auth needs --tls: roles are bound to client certificates" >&2
+    exit 2
+  fi
   mkdir -p "$DIR"
   if [ -z "${RAFTWATCH_BIN:-}" ]; then
     mkdir -p bin
@@ -101,9 +114,18 @@ up() {
       fi
     done
     if [ ! -f "$TLS_DIR/ca.key" ]; then
-      "$BIN" certs create --dir "$TLS_DIR" --nodes n1,n2,n3 --clients root --hosts 127.0.0.1,localhost >/dev/null
+      "$BIN" certs create --dir "$TLS_DIR" --nodes n1,n2,n3 --clients root,alice,bob --hosts 127.0.0.1,localhost >/dev/null
     fi
     touch "$TLS_MARK"
+  fi
+  if [ -n "$want_auth" ] && ! auth_on; then
+    for i in "${NODES[@]}"; do
+      if ours "$i"; then
+        echo "n$i is running without --auth; run: $0 down, then $0 up --tls --auth" >&2
+        exit 1
+      fi
+    done
+    touch "$AUTH_MARK"
   fi
   for i in "${NODES[@]}"; do
     if ours "$i"; then
@@ -132,6 +154,10 @@ up() {
         echo "TLS on: clients need a certificate from $TLS_DIR/ca.crt; for the CLI:"
         env_exports | sed 's/^/  /'
         echo "  (or: eval \"\$($0 env)\"; or give $(cli_tls))"
+      fi
+      if auth_on; then
+        echo "roles enforced: root (above) is admin; alice and bob ($TLS_DIR/alice.crt, bob.crt) have no role until granted, e.g."
+        echo "  $BIN role add app $(cli_tls) && $BIN role grant app /app/ readwrite $(cli_tls) && $BIN user grant alice app $(cli_tls)"
       fi
       echo "try: $BIN put /config/db/host a $(cli_tls)  (any endpoint; followers redirect to the leader)"
       return 0
@@ -170,9 +196,9 @@ status() {
 }
 
 case "${1:-}" in
-  up) up "${2:-}" ;;
+  up) shift; up "$@" ;;
   down) down ;;
   status) status ;;
   env) env_exports ;;
-  *) echo "usage: $0 up [--tls]|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--tls [--auth]]|down|status|env" >&2; exit 2 ;;
 esac

@@ -24,7 +24,8 @@ type Health struct {
 
 // healthServices are the names the health service answers for.
 var healthServices = []string{"", pb.KV_ServiceDesc.ServiceName, pb.Watch_ServiceDesc.ServiceName,
-	pb.Cluster_ServiceDesc.ServiceName, pb.Lease_ServiceDesc.ServiceName}
+	pb.Cluster_ServiceDesc.ServiceName, pb.Lease_ServiceDesc.ServiceName, pb.Maintenance_ServiceDesc.ServiceName,
+	pb.Auth_ServiceDesc.ServiceName, pb.Debug_ServiceDesc.ServiceName}
 
 // NewHealth returns the health service of n, NOT_SERVING until Run sees
 // the node ready.
