@@ -50,6 +50,10 @@ var edgeErrors = map[string]struct {
 	"fsm.ErrLeaseNotFound": {fsm.ErrLeaseNotFound, codes.NotFound, ""},
 	"fsm.ErrLeaseExists":   {fsm.ErrLeaseExists, codes.AlreadyExists, ""},
 	"fsm.ErrLeaseLimit":    {fsm.ErrLeaseLimit, codes.ResourceExhausted, ""},
+	"fsm.ErrRoleNotFound":  {fsm.ErrRoleNotFound, codes.NotFound, ""},
+	"fsm.ErrNotGranted":    {fsm.ErrNotGranted, codes.NotFound, ""},
+	"fsm.ErrRoleExists":    {fsm.ErrRoleExists, codes.AlreadyExists, ""},
+	"fsm.ErrBuiltinRole":   {fsm.ErrBuiltinRole, codes.InvalidArgument, ""},
 	// A damaged value never leaves the node bare: the read that found it
 	// returns node.ErrDataLoss wrapping it (see TestWrappedErrorsTakeTheFirstMatchingCode).
 	"fsm.ErrCorrupt":            {fsm.ErrCorrupt, codes.Internal, ""},
