@@ -167,7 +167,7 @@ func TestClusterScriptUpAuth(t *testing.T) {
 	valueOf := func(key string) string {
 		t.Helper()
 		out, err := c.as("root", "get", key)
-		if err != nil && !strings.Contains(out, "(NotFound)") {
+		if err != nil && !strings.Contains(out, "key not found") {
 			t.Fatalf("get %s as root: %v\n%s", key, err, out)
 		}
 		if err != nil {
