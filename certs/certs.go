@@ -1,9 +1,13 @@
 // Package certs issues throwaway X.509 certificates for a local or test
-// cluster: a certificate authority and leaf certificates it signs, with Go's
-// crypto only (no openssl). Invariant: every leaf it issues chains to the CA
-// that issued it, carries its identity in the subject's common name, and is
-// valid for both TLS server and client authentication, so one certificate
-// serves a node's listener and its dials to peers.
+// cluster: a certificate authority and the two kinds of leaf certificate
+// it signs, with Go's crypto only (no openssl). Invariant: every leaf it
+// issues chains to the CA that issued it and carries its identity in the
+// subject's common name; a node certificate (IssueNode) is valid for TLS
+// server and client authentication on its hosts and names its node in a
+// raftwatch://node/<id> URI, so one certificate serves a node's listeners
+// and its dials to peers; a client certificate (IssueClient) is valid for
+// client authentication only and names no host, so it can neither serve
+// nor pass as a node.
 //
 // It is for development, tests and `scripts/cluster.sh up --tls`; a
 // production cluster should use certificates from its own CA.
@@ -22,8 +26,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -79,35 +85,60 @@ func NewCA(name string, validity time.Duration) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
 }
 
-// Issue signs a certificate for identity cn (the subject's common name,
-// which raftwatch's roles are bound to), valid for the given hosts (IP
-// addresses or DNS names, as subject alternative names) and for validity
-// (0: DefaultValidity). It may be used as a TLS server and client
-// certificate.
+// IssueNode signs the certificate of node id: common name and
+// raftwatch://node/<id> URI (NodeURI) both name the node; it is valid for
+// the given hosts (IP addresses or DNS names, as subject alternative
+// names), for TLS server and client authentication (a node serves raft and
+// its client API, and dials its peers with it), for validity (0:
+// DefaultValidity).
+func (ca *CA) IssueNode(id string, hosts []string, validity time.Duration) (Leaf, error) {
+	if id == "" || strings.Contains(id, "/") {
+		return Leaf{}, fmt.Errorf("a node certificate needs a node id without '/', not %q", id)
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: id},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{NodeURI(id)},
+	}
+	addHosts(tmpl, hosts)
+	return ca.sign(tmpl, validity)
+}
+
+// IssueClient signs a client certificate for identity (the subject's
+// common name, which raftwatch's roles are bound to), valid for validity
+// (0: DefaultValidity). It is good for TLS client authentication only: it
+// names no host and no node, so it cannot serve a listener nor join raft.
+func (ca *CA) IssueClient(identity string, validity time.Duration) (Leaf, error) {
+	if identity == "" {
+		return Leaf{}, errors.New("a client certificate needs a common name (the identity)")
+	}
+	return ca.sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: identity},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, validity)
+}
+
+// Issue signs a certificate for cn valid for server and client
+// authentication on hosts, that is no node certificate (no node URI).
+//
+// Deprecated: it gives clients server use and host names; use IssueNode
+// for nodes and IssueClient for clients. Kept until its last callers (the
+// server package's tests) move.
 func (ca *CA) Issue(cn string, hosts []string, validity time.Duration) (Leaf, error) {
 	if cn == "" {
 		return Leaf{}, errors.New("a certificate needs a common name (the identity)")
 	}
-	if validity <= 0 {
-		validity = DefaultValidity
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return Leaf{}, fmt.Errorf("generate key for %q: %w", cn, err)
-	}
-	serial, err := serialNumber()
-	if err != nil {
-		return Leaf{}, err
-	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"raftwatch"}},
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		Subject:     pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
+	addHosts(tmpl, hosts)
+	return ca.sign(tmpl, validity)
+}
+
+// addHosts names hosts (IP addresses or DNS names) in tmpl's subject
+// alternative names.
+func addHosts(tmpl *x509.Certificate, hosts []string) {
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -115,6 +146,26 @@ func (ca *CA) Issue(cn string, hosts []string, validity time.Duration) (Leaf, er
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
+}
+
+// sign completes tmpl (serial, validity, key usage, organization) with a
+// new key and signs it.
+func (ca *CA) sign(tmpl *x509.Certificate, validity time.Duration) (Leaf, error) {
+	cn := tmpl.Subject.CommonName
+	if validity <= 0 {
+		validity = DefaultValidity
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Leaf{}, fmt.Errorf("generate key for %q: %w", cn, err)
+	}
+	if tmpl.SerialNumber, err = serialNumber(); err != nil {
+		return Leaf{}, err
+	}
+	now := time.Now()
+	tmpl.Subject.Organization = []string{"raftwatch"}
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Minute), now.Add(validity)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return Leaf{}, fmt.Errorf("sign certificate for %q: %w", cn, err)

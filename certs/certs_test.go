@@ -9,27 +9,33 @@ import (
 	"testing"
 )
 
-// A leaf verifies against its CA as both a server (for its hosts) and a
-// client certificate, and not against another CA.
-func TestIssuedLeafChainsToItsCA(t *testing.T) {
+func leafOf(t *testing.T, l Leaf) *x509.Certificate {
+	t.Helper()
+	pair, err := tls.X509KeyPair(l.CertPEM, l.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair.Leaf
+}
+
+// A node certificate verifies against its CA as both a server (for its
+// hosts) and a client certificate, names its node in common name and node
+// URI, and does not verify against another CA.
+func TestNodeCertificate(t *testing.T) {
 	ca, err := NewCA("test-ca", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue("n1", []string{"127.0.0.1", "localhost"}, 0)
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1", "localhost"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := leafOf(t, leaf)
 	if cert.Subject.CommonName != "n1" {
 		t.Fatalf("common name %q, want n1", cert.Subject.CommonName)
+	}
+	if id, ok := NodeID(cert); !ok || id != "n1" {
+		t.Fatalf("NodeID = %q, %v; want n1, true", id, ok)
 	}
 	if len(cert.IPAddresses) != 1 || !cert.IPAddresses[0].Equal(net.ParseIP("127.0.0.1")) || len(cert.DNSNames) != 1 {
 		t.Fatalf("SANs: IPs %v DNS %v", cert.IPAddresses, cert.DNSNames)
@@ -50,8 +56,44 @@ func TestIssuedLeafChainsToItsCA(t *testing.T) {
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: otherRoots}); err == nil {
 		t.Fatal("a leaf verified against a CA that did not issue it")
 	}
-	if _, err := ca.Issue("", nil, 0); err == nil {
-		t.Fatal("a certificate without a common name was issued")
+	for _, id := range []string{"", "a/b"} {
+		if _, err := ca.IssueNode(id, nil, 0); err == nil {
+			t.Fatalf("a node certificate for id %q was issued", id)
+		}
+	}
+}
+
+// A client certificate verifies as a client certificate only, names no
+// host, and is no node certificate.
+func TestClientCertificate(t *testing.T) {
+	ca, err := NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.IssueClient("alice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := leafOf(t, leaf)
+	if cert.Subject.CommonName != "alice" {
+		t.Fatalf("common name %q, want alice", cert.Subject.CommonName)
+	}
+	if id, ok := NodeID(cert); ok {
+		t.Fatalf("a client certificate passes as node %q", id)
+	}
+	if len(cert.IPAddresses)+len(cert.DNSNames)+len(cert.URIs) != 0 {
+		t.Fatalf("a client certificate names hosts: IPs %v DNS %v URIs %v", cert.IPAddresses, cert.DNSNames, cert.URIs)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("verify as a client certificate: %v", err)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Fatal("a client certificate verified as a server certificate")
+	}
+	if _, err := ca.IssueClient("", 0); err == nil {
+		t.Fatal("a client certificate without a common name was issued")
 	}
 }
 
@@ -64,7 +106,7 @@ func TestWriteKeepsTheKeyPrivate(t *testing.T) {
 	if _, err := ca.WriteCA(dir); err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue("root", nil, 0)
+	leaf, err := ca.IssueClient("root", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +155,7 @@ func TestLoadedCAIssuesLeavesOfTheSameCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := loaded.Issue("n4", []string{"127.0.0.1"}, 0)
+	leaf, err := loaded.IssueNode("n4", []string{"127.0.0.1"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
