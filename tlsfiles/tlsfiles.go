@@ -6,7 +6,9 @@
 // (a certificate with its own key, a CA pool that parsed): a reload that
 // fails (a half-rotated pair, an unreadable file) keeps the previous
 // material and logs why. Files are checked for changes (modification time
-// and size) at most once per checkInterval.
+// and size) at most once per checkInterval, and read outside the lock, so
+// handshakes never wait on the file system: they get the material of the
+// last look while one is under way.
 package tlsfiles
 
 import (
@@ -50,10 +52,14 @@ type Source struct {
 	files Files
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	cur     material
-	stamps  [3]stamp // of Cert, Key, CA as last loaded or tried
-	checked time.Time
+	mu       sync.Mutex
+	cur      material
+	checked  time.Time // when the files were last looked at
+	checking bool      // a look is under way (outside mu)
+
+	// Owned by the one goroutine that looks (checking), so not under mu.
+	stamps [3]stamp // of Cert, Key, CA as last loaded, or as reported broken
+	failed [3]stamp // of a load that failed once and is not reported yet
 }
 
 // Load reads files once; any error is returned (a node should not start
@@ -110,29 +116,51 @@ func (f Files) load() (material, error) {
 }
 
 // current returns the material, reloading it first when a file changed
-// since the last look (at most once per checkInterval).
+// since the last look (at most once per checkInterval, by one handshake;
+// the others meanwhile get the material of the last look).
 func (s *Source) current() material {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.checked) < checkInterval {
+	if s.checking || time.Since(s.checked) < checkInterval {
+		defer s.mu.Unlock()
 		return s.cur
 	}
-	s.checked = time.Now()
+	s.checking = true
+	s.mu.Unlock()
+
+	m, changed := s.look()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checking, s.checked = false, time.Now()
+	if changed {
+		s.cur = m
+	}
+	return s.cur
+}
+
+// look loads the files when they changed since they were last loaded, and
+// reports whether it did. A rotation replaces key and certificate one
+// after the other, and a look between the two finds a pair that does not
+// match: a failed load is retried at the next look and reported only when
+// it fails again on the same files (then once, until they change again).
+func (s *Source) look() (material, bool) {
 	st := s.files.stamps()
 	if st == s.stamps {
-		return s.cur
+		return material{}, false
 	}
-	// Remember what was tried even when it fails: a broken file is
-	// reported once, and tried again when it changes again.
-	s.stamps = st
 	m, err := s.files.load()
 	if err != nil {
+		if st != s.failed {
+			s.failed = st
+			return material{}, false
+		}
+		s.stamps = st
 		s.log.Warn("TLS files changed but cannot be loaded; keeping the previous certificates (fix or finish replacing the files)", "err", err)
-		return s.cur
+		return material{}, false
 	}
-	s.cur = m
+	s.stamps, s.failed = st, [3]stamp{}
 	s.log.Info("TLS files reloaded", "cert", s.files.Cert, "ca", s.files.CA)
-	return s.cur
+	return m, true
 }
 
 // ServerConfig returns a server-side config presenting the current
@@ -140,23 +168,27 @@ func (s *Source) current() material {
 // the current CA pool, both picked up anew for each handshake. nextProtos
 // are the ALPN protocols the server speaks (gRPC: "h2"); they must be
 // given here because the per-handshake config replaces the one gRPC's
-// credentials add them to.
+// credentials add them to. Session tickets are off: every connection does
+// a full handshake, so a client whose certificate no longer verifies (a
+// CA file replaced to revoke it) cannot resume a session from before.
 func (s *Source) ServerConfig(clientAuth tls.ClientAuthType, nextProtos ...string) *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ClientAuth: clientAuth,
-		NextProtos: nextProtos,
+		MinVersion:             tls.VersionTLS12,
+		ClientAuth:             clientAuth,
+		NextProtos:             nextProtos,
+		SessionTicketsDisabled: true,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := s.current()
 			if m.cert == nil {
 				return nil, errors.New("no server certificate configured")
 			}
 			return &tls.Config{
-				MinVersion:   tls.VersionTLS12,
-				Certificates: []tls.Certificate{*m.cert},
-				ClientCAs:    m.pool,
-				ClientAuth:   clientAuth,
-				NextProtos:   nextProtos,
+				MinVersion:             tls.VersionTLS12,
+				Certificates:           []tls.Certificate{*m.cert},
+				ClientCAs:              m.pool,
+				ClientAuth:             clientAuth,
+				NextProtos:             nextProtos,
+				SessionTicketsDisabled: true,
 			}, nil
 		},
 	}

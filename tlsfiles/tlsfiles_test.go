@@ -18,14 +18,26 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// issue writes ca.crt and a leaf for name (valid for 127.0.0.1) to dir.
+// issue writes ca.crt and a node certificate for name (valid for
+// 127.0.0.1) to dir.
 func issue(t *testing.T, ca *certs.CA, dir, name string) Files {
+	t.Helper()
+	return write(t, ca, dir, name, func() (certs.Leaf, error) { return ca.IssueNode(name, []string{"127.0.0.1"}, 0) })
+}
+
+// issueClient writes ca.crt and a client certificate for name to dir.
+func issueClient(t *testing.T, ca *certs.CA, dir, name string) Files {
+	t.Helper()
+	return write(t, ca, dir, name, func() (certs.Leaf, error) { return ca.IssueClient(name, 0) })
+}
+
+func write(t *testing.T, ca *certs.CA, dir, name string, issue func() (certs.Leaf, error)) Files {
 	t.Helper()
 	caPath, err := ca.WriteCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue(name, []string{"127.0.0.1"}, 0)
+	leaf, err := issue()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +140,7 @@ func TestServerVerifiesClientCertificates(t *testing.T) {
 	srv := load(t, issue(t, ca, t.TempDir(), "n1"))
 	addr := serve(t, srv.ServerConfig(tls.RequireAndVerifyClientCert))
 
-	good := load(t, issue(t, ca, t.TempDir(), "alice"))
+	good := load(t, issueClient(t, ca, t.TempDir(), "alice"))
 	if _, err := exchange(addr, good.ClientConfig("127.0.0.1")); err != nil {
 		t.Fatalf("client with a certificate from the CA: %v", err)
 	}
@@ -137,7 +149,7 @@ func TestServerVerifiesClientCertificates(t *testing.T) {
 		t.Fatal("client without a certificate was served")
 	}
 	otherDir := t.TempDir()
-	other := issue(t, newCA(t), otherDir, "mallory")
+	other := issueClient(t, newCA(t), otherDir, "mallory")
 	other.CA = good.files.CA // trusts the server, but its own cert is from another CA
 	if _, err := exchange(addr, load(t, other).ClientConfig("127.0.0.1")); err == nil {
 		t.Fatal("client with a certificate from another CA was served")
@@ -186,7 +198,7 @@ func TestRotatedCertificateIsServedToNewConnections(t *testing.T) {
 		t.Fatalf("the failed reload was not logged:\n%s", logged.String())
 	}
 
-	leaf, err := ca.Issue("n1", []string{"127.0.0.1"}, 0)
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,6 +219,95 @@ func TestRotatedCertificateIsServedToNewConnections(t *testing.T) {
 			t.Fatalf("still serving serial %v %v after the files were replaced, want %v", got, 10*checkInterval, want)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lookNow makes the next handshake look at the files, as it would
+// checkInterval after the last look.
+func lookNow(s *Source) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checked = time.Time{}
+}
+
+// replace writes data to path with a modification time of its own (file
+// systems with coarse timestamps could give two quick writes the same).
+func replace(t *testing.T, path string, data []byte, mod time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, mod, mod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A look between the replacement of the key and that of the certificate
+// (a rotation under way) logs no warning; a replacement that stays broken
+// is reported once.
+func TestHalfDoneRotationIsNotReported(t *testing.T) {
+	ca := newCA(t)
+	f := issue(t, ca, t.TempDir(), "n1")
+	var logged syncBuffer
+	s, err := Load(f, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() *big.Int { return s.current().cert.Leaf.SerialNumber }
+	old := serial()
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := time.Now().Add(time.Minute)
+	replace(t, f.Key, leaf.KeyPEM, mod)
+	lookNow(s)
+	if got := serial(); got.Cmp(old) != 0 {
+		t.Fatalf("serving serial %v with a new key and the old certificate", got)
+	}
+	replace(t, f.Cert, leaf.CertPEM, mod.Add(time.Second))
+	lookNow(s)
+	if got, want := serial(), srvSerial(t, leaf); got.Cmp(want) != 0 {
+		t.Fatalf("serving serial %v after the rotation, want %v", got, want)
+	}
+	if strings.Contains(logged.String(), "cannot be loaded") {
+		t.Fatalf("a rotation under way was reported as broken:\n%s", logged.String())
+	}
+
+	replace(t, f.Cert, []byte("not a certificate"), mod.Add(2*time.Second))
+	for i := 0; i < 3; i++ {
+		lookNow(s)
+		s.current()
+	}
+	if n := strings.Count(logged.String(), "cannot be loaded"); n != 1 {
+		t.Fatalf("a broken replacement reported %d times, want once:\n%s", n, logged.String())
+	}
+}
+
+// A client cannot resume a session: each connection verifies its
+// certificate anew, against the CA file of the moment.
+func TestSessionsAreNotResumed(t *testing.T) {
+	ca := newCA(t)
+	addr := serve(t, load(t, issue(t, ca, t.TempDir(), "n1")).ServerConfig(tls.RequireAndVerifyClientCert))
+	cli := load(t, issueClient(t, ca, t.TempDir(), "alice"))
+	cache := tls.NewLRUClientSessionCache(4)
+	for i := 0; i < 2; i++ {
+		cfg := cli.ClientConfig("127.0.0.1")
+		cfg.ClientSessionCache = cache
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadFull(c, make([]byte, 1)) // after the handshake, where TLS 1.3 tickets come
+		resumed := c.ConnectionState().DidResume
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resumed {
+			t.Fatalf("connection %d resumed a session", i+1)
+		}
 	}
 }
 
