@@ -60,12 +60,16 @@ type Config struct {
 	ClientAddr     string            // host:port clients reach this node's gRPC server at
 	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
 	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
-	// presents its certificate and verifies the other's (nil: plain TCP).
+	// presents its node certificate and verifies the other's, which must
+	// chain to the peer CA and be a node certificate (certs.NodeID; nil:
+	// plain TCP).
 	PeerTLS *TLS
 	// ClientAPITLS, when set, says the members' client APIs serve TLS: it
 	// returns the config this node dials another member's client API with
 	// (SetMember on the leader, Status polls), for the member at host
-	// serverName (nil: plaintext).
+	// serverName (nil: plaintext). The certificate it presents should be
+	// this node's node certificate: with roles enforced, the member
+	// recognises a member node by it.
 	ClientAPITLS func(serverName string) *tls.Config
 	// ApplyObserver, when set, is told of every batch the state machine
 	// applies (metrics.go).
