@@ -68,7 +68,7 @@ func TestTLSConfigReachesATLSServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue("n1", []string{"127.0.0.1"}, 0)
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

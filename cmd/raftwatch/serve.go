@@ -76,8 +76,13 @@ TLS: --cert-file/--key-file serve the client API over TLS (clients then
 need --cacert, and with --client-cert-auth a certificate of their own from
 --trusted-ca-file's CA); --peer-cert-file, --peer-key-file and
 --peer-trusted-ca-file carry raft over mutual TLS (always verifying the
-peer's certificate). Certificate, key and CA files are reloaded when they
-change on disk: new connections use them, without a restart.
+peer's certificate, which must be a node certificate: one naming its node
+in a raftwatch://node/ID URI, as "raftwatch certs" issues for nodes; client
+certificates are refused). With --auth, --cert-file must be this node's
+node certificate too: the node presents it when it calls another member's
+client API, which recognises a member by it. Certificate, key and CA files
+are reloaded when they change on disk: new connections use them, without a
+restart.
 
 SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
 node leads, every watcher gets CANCELED with reason "shutdown", in-flight
@@ -107,7 +112,7 @@ requests drain, and the data files are closed.`,
 			if !auth {
 				authAdmin = ""
 			}
-			opts, err := tlsFlags.apply(&cfg, log)
+			opts, err := tlsFlags.apply(&cfg, auth, log)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftwatch/raftwatch/certs"
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/tlsfiles"
 )
@@ -27,11 +28,11 @@ type serveTLSFlags struct {
 
 func addServeTLSFlags(f *pflag.FlagSet) *serveTLSFlags {
 	s := &serveTLSFlags{}
-	f.StringVar(&s.certFile, "cert-file", "", "serve the client API over TLS with this certificate (PEM; with --key-file); the node also presents it when it calls another member's client API; reloaded when replaced on disk")
+	f.StringVar(&s.certFile, "cert-file", "", "serve the client API over TLS with this certificate (PEM; with --key-file); the node also presents it when it calls another member's client API, so with --auth it must be this node's node certificate (naming the node in a raftwatch://node/ID URI), by which the member recognises a member; reloaded when replaced on disk")
 	f.StringVar(&s.keyFile, "key-file", "", "private key of --cert-file (PEM)")
 	f.StringVar(&s.trustedCAFile, "trusted-ca-file", "", "CA certificates (PEM) that client certificates must chain to, and that verify other members' client APIs; reloaded when replaced")
 	f.BoolVar(&s.clientCertAuth, "client-cert-auth", false, "require every client to present a certificate that chains to --trusted-ca-file (without it a client certificate is optional, but verified when given)")
-	f.StringVar(&s.peerCertFile, "peer-cert-file", "", "carry raft traffic over mutual TLS with this certificate (PEM; needs --peer-key-file and --peer-trusted-ca-file): every peer must present a certificate that chains to --peer-trusted-ca-file, and a peer without one is refused; reloaded when replaced")
+	f.StringVar(&s.peerCertFile, "peer-cert-file", "", "carry raft traffic over mutual TLS with this node certificate (PEM; needs --peer-key-file and --peer-trusted-ca-file; it names this node in a raftwatch://node/ID URI): every peer must present a node certificate that chains to --peer-trusted-ca-file, and a peer without one (no certificate, another CA's, a client's) is refused; reloaded when replaced")
 	f.StringVar(&s.peerKeyFile, "peer-key-file", "", "private key of --peer-cert-file (PEM)")
 	f.StringVar(&s.peerTrustedCAFile, "peer-trusted-ca-file", "", "CA certificates (PEM) that peers' certificates must chain to")
 	return s
@@ -40,9 +41,21 @@ func addServeTLSFlags(f *pflag.FlagSet) *serveTLSFlags {
 // apply checks that the flags form a complete setting, loads the files,
 // and returns the gRPC server options of the client API while setting
 // cfg's raft and member-dial TLS. With no flag set it changes nothing.
-func (s *serveTLSFlags) apply(cfg *node.Config, log *slog.Logger) ([]grpc.ServerOption, error) {
+// auth says roles are enforced (serve --auth): the members then recognise
+// this node by its --cert-file, which must be its node certificate.
+func (s *serveTLSFlags) apply(cfg *node.Config, auth bool, log *slog.Logger) ([]grpc.ServerOption, error) {
 	if err := s.check(); err != nil {
 		return nil, err
+	}
+	if s.peerCertFile != "" {
+		if err := checkNodeCert("--peer-cert-file", s.peerCertFile, s.peerKeyFile, cfg.ID); err != nil {
+			return nil, err
+		}
+	}
+	if auth && s.certFile != "" {
+		if err := checkNodeCert("--cert-file", s.certFile, s.keyFile, cfg.ID); err != nil {
+			return nil, fmt.Errorf("with --auth, %w", err)
+		}
 	}
 	var opts []grpc.ServerOption
 	if s.certFile != "" {
@@ -91,6 +104,24 @@ func (s *serveTLSFlags) check() error {
 	}
 	if len(missing) > 0 && len(missing) < len(peer) {
 		return fmt.Errorf("peer TLS needs all of --peer-cert-file, --peer-key-file and --peer-trusted-ca-file; missing %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// checkNodeCert refuses a certificate file (flag's) that is not node id's
+// node certificate, saying how to make one.
+func checkNodeCert(flag, certFile, keyFile, id string) error {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	got, ok := certs.NodeID(pair.Leaf)
+	switch {
+	case !ok:
+		return fmt.Errorf("%s %s is not a node certificate: it must name this node in a URI subject alternative name %s (raftwatch certs issue --node %s, or with openssl -addext \"subjectAltName=IP:...,URI:%s\")",
+			flag, certFile, certs.NodeURI(id), id, certs.NodeURI(id))
+	case got != id:
+		return fmt.Errorf("%s %s is the node certificate of %s, and this node is %s", flag, certFile, got, id)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func TestServeTLSFlagsRefuseIncompleteCombinations(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := node.DefaultConfig()
-		_, err := s.apply(&cfg, quietLog)
+		_, err := s.apply(&cfg, false, quietLog)
 		if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.errHas)
 		}
@@ -52,20 +52,27 @@ func TestServeTLSFlagsRefuseIncompleteCombinations(t *testing.T) {
 		}
 	}
 	cfg := node.DefaultConfig()
-	if opts, err := (&serveTLSFlags{}).apply(&cfg, quietLog); err != nil || opts != nil || cfg.PeerTLS != nil || cfg.ClientAPITLS != nil {
+	if opts, err := (&serveTLSFlags{}).apply(&cfg, false, quietLog); err != nil || opts != nil || cfg.PeerTLS != nil || cfg.ClientAPITLS != nil {
 		t.Fatalf("no TLS flag: %v, %d options, peer TLS %v", err, len(opts), cfg.PeerTLS != nil)
 	}
 }
 
-// issueTo writes ca.crt and, for each name, NAME.crt and NAME.key (valid
-// for 127.0.0.1) into dir.
-func issueTo(t *testing.T, ca *certs.CA, dir string, names ...string) {
+// issueTo writes ca.crt and, for node n1 (valid for 127.0.0.1) and each
+// client named, NAME.crt and NAME.key into dir.
+func issueTo(t *testing.T, ca *certs.CA, dir string, clients ...string) {
 	t.Helper()
 	if _, err := ca.WriteCA(dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range names {
-		leaf, err := ca.Issue(name, []string{"127.0.0.1"}, 0)
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := leaf.Write(dir, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range clients {
+		leaf, err := ca.IssueClient(name, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +97,7 @@ func startTLSNode(t *testing.T, dir string) string {
 	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
 	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
 	cfg.Logger = quietLog
-	opts, err := flags.apply(&cfg, quietLog)
+	opts, err := flags.apply(&cfg, false, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +142,7 @@ func TestClientAPIServesOnlyClientsWithAValidCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	issueTo(t, ca, dir, "n1", "root")
+	issueTo(t, ca, dir, "root")
 	other, err := certs.NewCA("other-ca", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +179,7 @@ func TestRotatedServerCertificateReachesNewConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	issueTo(t, ca, dir, "n1", "root")
+	issueTo(t, ca, dir, "root")
 	addr := startTLSNode(t, dir)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
@@ -192,7 +199,7 @@ func TestRotatedServerCertificateReachesNewConnections(t *testing.T) {
 	}
 	before := served()
 
-	leaf, err := ca.Issue("n1", []string{"127.0.0.1"}, 0)
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +228,63 @@ func TestRotatedServerCertificateReachesNewConnections(t *testing.T) {
 			t.Fatalf("no write after the rotation: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Raft's certificate must be this node's node certificate, and so must
+// the client API's with --auth (the node presents it to the members it
+// calls, which recognise it by it); the member calls present it.
+func TestServeTLSFlagsRequireNodeCertificates(t *testing.T) {
+	ca, err := certs.NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	issueTo(t, ca, dir, "alice")
+	p := func(name string) string { return filepath.Join(dir, name) }
+	flags := func(client, peer string) *serveTLSFlags {
+		return &serveTLSFlags{
+			certFile: p(client + ".crt"), keyFile: p(client + ".key"), trustedCAFile: p("ca.crt"), clientCertAuth: true,
+			peerCertFile: p(peer + ".crt"), peerKeyFile: p(peer + ".key"), peerTrustedCAFile: p("ca.crt"),
+		}
+	}
+	for _, tc := range []struct {
+		id, client, peer string
+		auth             bool
+		errHas           string
+	}{
+		{"n1", "n1", "alice", false, "--peer-cert-file " + p("alice.crt") + " is not a node certificate"},
+		{"n2", "n1", "n1", false, "--peer-cert-file " + p("n1.crt") + " is the node certificate of n1, and this node is n2"},
+		{"n1", "alice", "n1", true, "with --auth, --cert-file " + p("alice.crt") + " is not a node certificate"},
+		{"n2", "n1", "n1", true, "is the node certificate of n1"},
+	} {
+		cfg := node.DefaultConfig()
+		cfg.ID = tc.id
+		_, err := flags(tc.client, tc.peer).apply(&cfg, tc.auth, quietLog)
+		if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("node %s, --cert-file %s, --peer-cert-file %s, auth %v: %v, want an error containing %q", tc.id, tc.client, tc.peer, tc.auth, err, tc.errHas)
+		}
+		if cfg.PeerTLS != nil || cfg.ClientAPITLS != nil {
+			t.Errorf("node %s: refused, yet the node config was changed", tc.id)
+		}
+	}
+	// Without --auth the client API may serve any certificate.
+	cfg := node.DefaultConfig()
+	cfg.ID = "n1"
+	if _, err := flags("alice", "n1").apply(&cfg, false, quietLog); err != nil {
+		t.Fatalf("a client API certificate that is no node certificate, without --auth: %v", err)
+	}
+	cfg = node.DefaultConfig()
+	cfg.ID = "n1"
+	if _, err := flags("n1", "n1").apply(&cfg, true, quietLog); err != nil {
+		t.Fatal(err)
+	}
+	member, err := cfg.ClientAPITLS("127.0.0.1").GetClientCertificate(&tls.CertificateRequestInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := certs.NodeID(member.Leaf); !ok || id != "n1" {
+		t.Fatalf("a member call presents a certificate of node %q (%v), want n1's node certificate", id, ok)
 	}
 }
 
