@@ -2,8 +2,9 @@
 # Local three-node raftwatch cluster on 127.0.0.1.
 #   scripts/cluster.sh up      build bin/raftwatch, start n1..n3, wait for a leader and print it
 #   scripts/cluster.sh up --tls  the same with mutual TLS on the client API and raft: a throwaway
-#                              CA and certificates (nodes n1..n3, client "root") under .cluster/tls/;
-#                              the cluster directory remembers it, for status, env and later ups
+#                              CA, node certificates (n1..n3) and client certificates ("root",
+#                              "alice", "bob") under .cluster/tls/; the cluster directory
+#                              remembers it, for status, env and later ups
 #   scripts/cluster.sh up --tls --auth  the same with roles enforced (serve --auth): "root" is the
 #                              admin identity; certificates for clients "alice" and "bob" have no
 #                              role until root grants one (raftwatch role/user)
