@@ -219,7 +219,9 @@ func LoadCA(certPath, keyPath string) (*CA, error) {
 // Write writes the leaf to dir/name.crt and dir/name.key (the key readable
 // by its owner only) and returns both paths. Each file is replaced
 // atomically (write, then rename), so a process reloading it never reads
-// half a file.
+// half a file; but the key is replaced before the certificate, so one
+// reading between the two finds a pair that does not match (tlsfiles
+// retries that before reporting it).
 func (l Leaf) Write(dir, name string) (certPath, keyPath string, err error) {
 	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	if err := writeAtomic(keyPath, l.KeyPEM, 0o600); err != nil {
