@@ -21,14 +21,15 @@ import (
 
 // Authorization (serve --auth). A caller's identity is the common name of
 // its verified client certificate; a member node is recognised by its node
-// certificate (certs.NodeID), never by a common name. What it may do is decided here, once
-// per call, by the rule of the method it calls (methodRules) and the roles
-// the state machine replicates (node.Auth, an in-memory view): the
-// interceptors apply the rule before the handler runs, so a refused call
-// changes nothing. List and Watch, whose results may hold keys the caller
-// may not read, also filter what they deliver through the caller's access;
-// a watch checks each event against the roles current when it is sent, so
-// a revoked role stops delivery.
+// certificate (certs.NodeID), never by a common name. What a caller may do
+// is decided here, once per call, by the rule of the method it calls
+// (methodRules) and the roles the state machine replicates (node.Auth, an
+// in-memory view): the interceptors apply the rule before the handler
+// runs, so a refused call changes nothing. List and Watch, whose results
+// may hold keys the caller may not read, deliver only the keys it may
+// read: a list reads only its readable prefixes (listReadable), a watch
+// checks each event against the roles current when it is sent, so a
+// revoked role stops delivery.
 //
 // A node checks with the roles it has applied. A call only the leader
 // serves (servedByLeader) is checked only by a leader that has applied an
