@@ -32,14 +32,20 @@ func (n *Node) ReadAuth(ctx context.Context, c Consistency) (*Auth, error) {
 	return n.fsm.Auth(), nil
 }
 
-// LeaderHint returns nil on the leader, and elsewhere the error a call
-// only the leader serves gets here: a *NotLeaderError naming the leader,
-// or ErrNoLeader.
-func (n *Node) LeaderHint() error {
-	if n.raft.State() == raft.Leader {
-		return nil
+// LeaderCurrent returns nil when this node leads and has applied an
+// entry of its own term, so the roles it has applied include every change
+// committed before it took over: only then may it check a call only the
+// leader serves. Otherwise it returns the error such a call gets here: a
+// *NotLeaderError naming the leader, ErrNoLeader, or ErrNotReady (a new
+// leader still applying; retry shortly).
+func (n *Node) LeaderCurrent() error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
 	}
-	return n.notLeader()
+	if !n.leaderReady() {
+		return ErrNotReady
+	}
+	return nil
 }
 
 // IsMember reports whether id is a member of the cluster: a server of the

@@ -55,8 +55,17 @@ func TestAuthChangesAndMembers(t *testing.T) {
 		t.Fatalf("alice's roles %v", got)
 	}
 
-	if n.LeaderHint() != nil {
-		t.Fatalf("the leader got a leader hint: %v", n.LeaderHint())
+	if err := n.LeaderCurrent(); err != nil {
+		t.Fatalf("the ready leader is not current: %v", err)
+	}
+	// A leader that has not applied an entry of its term yet may have
+	// roles older than those committed: ErrNotReady, retryable.
+	term := n.readyTerm.Load()
+	n.readyTerm.Store(0)
+	err = n.LeaderCurrent()
+	n.readyTerm.Store(term)
+	if !errors.Is(err, ErrNotReady) {
+		t.Fatalf("a leader not ready yet: %v, want ErrNotReady", err)
 	}
 	if !n.IsMember("n1") || n.IsMember("alice") {
 		t.Fatal("IsMember: n1 is the member, alice is not")

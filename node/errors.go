@@ -29,7 +29,8 @@ var (
 	// ErrNoLeader: no leader is elected; the request was not applied.
 	ErrNoLeader = errors.New("no leader is elected; the request was not applied, retry shortly")
 	// ErrNotReady: this node has just become leader and has not yet committed
-	// an entry in its term, so it cannot serve a linearizable read.
+	// an entry in its term, so it cannot serve a linearizable read nor, with
+	// roles enforced, check a call against roles it may not have applied.
 	ErrNotReady = errors.New("leader has not committed an entry in its term yet; retry shortly")
 	// ErrOutcomeUnknown: the write was proposed but leadership was lost or
 	// the node stopped before its fate was known; it may or may not apply.

@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"errors"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -11,25 +13,31 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/raftwatch/raftwatch/certs"
 	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
 // Authorization (serve --auth). A caller's identity is the common name of
-// its verified client certificate. What it may do is decided here, once
-// per call, by the rule of the method it calls (methodRules) and the roles
-// the state machine replicates (node.Auth, an in-memory view): the
-// interceptors apply the rule before the handler runs, so a refused call
-// changes nothing. List and Watch, whose results may hold keys the caller
-// may not read, also filter what they deliver through the caller's access;
-// a watch checks each event against the roles current when it is sent, so
-// a revoked role stops delivery.
+// its verified client certificate; a member node is recognised by its node
+// certificate (certs.NodeID), never by a common name. What a caller may do
+// is decided here, once per call, by the rule of the method it calls
+// (methodRules) and the roles the state machine replicates (node.Auth, an
+// in-memory view): the interceptors apply the rule before the handler
+// runs, so a refused call changes nothing. List and Watch, whose results
+// may hold keys the caller may not read, deliver only the keys it may
+// read: a list reads only its readable prefixes (listReadable), a watch
+// checks each event against the roles current when it is sent, so a
+// revoked role stops delivery.
 //
-// A node checks with the roles it has applied. A follower may not have
-// applied a grant the leader has just acknowledged, so a call only the
-// leader serves (servedByLeader) that a follower would refuse gets the
-// leader hint instead: the leader, whose roles are current, decides.
+// A node checks with the roles it has applied. A call only the leader
+// serves (servedByLeader) is checked only by a leader that has applied an
+// entry of its own term (node.LeaderCurrent), so its roles include every
+// change committed before; a follower answers it with the leader hint, and
+// a new leader still applying with the retryable ErrNotReady. A change is
+// thus in force for every call checked after it applied; a call checked
+// just before (a write racing the revoke of its role) still goes through.
 
 // rule is what a method requires of its caller.
 type rule int
@@ -41,11 +49,17 @@ const (
 	// (checkKeys); a watch's creates are checked as they arrive on the
 	// stream.
 	ruleKeys
-	// ruleLeases: a readwrite permission on some prefix.
+	// ruleLeases: a readwrite permission on some prefix; a KeepAlive
+	// stream checks it again for each renewal.
 	ruleLeases
-	// ruleMember: a role, or a member node (identity = a member id).
+	// ruleLeaseRevoke: ruleLeases, and readwrite on every key attached to
+	// the lease, which the revoke deletes (etcd's rule).
+	ruleLeaseRevoke
+	// ruleMember: a role, or a member node (a node certificate naming a
+	// member).
 	ruleMember
-	// ruleSelfOrAdmin: admin, or the member the request names itself.
+	// ruleSelfOrAdmin: admin, or the member the request names itself (by
+	// its node certificate).
 	ruleSelfOrAdmin
 	// ruleAdmin: admin only.
 	ruleAdmin
@@ -63,7 +77,7 @@ var methodRules = map[string]rule{
 	pb.Watch_Watch_FullMethodName: ruleKeys,
 
 	pb.Lease_Grant_FullMethodName:         ruleLeases,
-	pb.Lease_Revoke_FullMethodName:        ruleLeases,
+	pb.Lease_Revoke_FullMethodName:        ruleLeaseRevoke,
 	pb.Lease_KeepAlive_FullMethodName:     ruleLeases,
 	pb.Lease_KeepAliveOnce_FullMethodName: ruleLeases,
 	pb.Lease_TimeToLive_FullMethodName:    ruleLeases,
@@ -137,18 +151,27 @@ type authorizer struct {
 	adminIdentity string
 }
 
-// identityOf returns the common name of the verified client certificate
-// of ctx's call ("" when it has none).
-func identityOf(ctx context.Context) string {
+// certOf returns the verified client certificate of ctx's call (nil when
+// it has none).
+func certOf(ctx context.Context) *x509.Certificate {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return ""
+		return nil
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return ""
+		return nil
 	}
-	return ti.State.VerifiedChains[0][0].Subject.CommonName
+	return ti.State.VerifiedChains[0][0]
+}
+
+// identityOf returns the common name of the verified client certificate
+// of ctx's call ("" when it has none).
+func identityOf(ctx context.Context) string {
+	if c := certOf(ctx); c != nil {
+		return c.Subject.CommonName
+	}
+	return ""
 }
 
 // access is what one identity may do under one authorization view.
@@ -197,6 +220,29 @@ func (a *access) mayReadSome(prefix []byte) bool {
 	})
 }
 
+// readablePrefixes returns the prefixes under prefix that a may read (it
+// may not read all of prefix): those of its permissions, in key order,
+// without one under another.
+func (a *access) readablePrefixes(prefix []byte) [][]byte {
+	var under [][]byte
+	for _, p := range a.perms {
+		if bytes.HasPrefix(p.Prefix, prefix) {
+			under = append(under, p.Prefix)
+		}
+	}
+	slices.SortFunc(under, bytes.Compare)
+	var out [][]byte
+	for _, p := range under {
+		// Sorted, a prefix comes before every key under it, and every key
+		// between them is under it too: the last one kept is the only one
+		// p can be under.
+		if len(out) == 0 || !bytes.HasPrefix(p, out[len(out)-1]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // mayHoldLeases reports whether a has readwrite access somewhere: a lease
 // is only useful to attach keys it writes.
 func (a *access) mayHoldLeases() bool {
@@ -243,9 +289,18 @@ func (z *authorizer) authorize(ctx context.Context, method string, req any) (*ca
 	if known && r == ruleOpen {
 		return nil, nil
 	}
-	identity := identityOf(ctx)
-	if identity == "" {
+	cert := certOf(ctx)
+	if cert == nil || cert.Subject.CommonName == "" {
 		return nil, unauthenticated("%s needs a verified client certificate: this node enforces roles (serve --auth)", method)
+	}
+	identity := cert.Subject.CommonName
+	// The node id of a node certificate ("" for a client's): what a member
+	// node is known by.
+	nodeID, _ := certs.NodeID(cert)
+	if known && servedByLeader(method, req) {
+		if err := z.node.LeaderCurrent(); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	c := &caller{z: z, identity: identity}
 	acc := c.access()
@@ -256,13 +311,15 @@ func (z *authorizer) authorize(ctx context.Context, method string, req any) (*ca
 	case r == ruleAdmin && !acc.admin:
 		err = permissionDenied("%s is for admins; identity %q is not one (ask an admin: raftwatch user grant %s admin)", method, identity, identity)
 	case r == ruleSelfOrAdmin:
-		if m, ok := req.(*pb.SetMemberRequest); !acc.admin && (!ok || m.Id != identity) {
-			err = permissionDenied("%s: identity %q may record only its own member's address", method, identity)
+		if m, ok := req.(*pb.SetMemberRequest); !acc.admin && (!ok || nodeID == "" || m.Id != nodeID) {
+			err = permissionDenied("%s: identity %q may record only the address of the member its node certificate names", method, identity)
 		}
-	case r == ruleMember && !acc.hasRole() && !z.node.IsMember(identity):
-		err = permissionDenied("%s: identity %q has no role and is not a member node", method, identity)
-	case r == ruleLeases && !acc.mayHoldLeases():
+	case r == ruleMember && !acc.hasRole() && (nodeID == "" || !z.node.IsMember(nodeID)):
+		err = permissionDenied("%s: identity %q has no role, and its certificate is not a member's node certificate", method, identity)
+	case (r == ruleLeases || r == ruleLeaseRevoke) && !acc.mayHoldLeases():
 		err = permissionDenied("%s: identity %q has no readwrite permission, which leases need (roles: %s)", method, identity, rolesText(acc))
+	case r == ruleLeaseRevoke:
+		err = z.checkRevoke(ctx, acc, req)
 	case r == ruleKeys && req == nil:
 		// A watch stream: each create is checked as it arrives, and a
 		// refused one gets its own CANCELED (watchSession.mayWatch).
@@ -272,14 +329,38 @@ func (z *authorizer) authorize(ctx context.Context, method string, req any) (*ca
 		err = checkKeys(acc, req)
 	}
 	if err != nil {
-		if known && servedByLeader(method, req) {
-			if hint := z.node.LeaderHint(); hint != nil {
-				return nil, toStatus(hint)
-			}
-		}
 		return nil, err
 	}
 	return c, nil
+}
+
+// checkRevoke lets a revoke through when a may write every key attached
+// to the lease: revoking deletes them. It runs on the current leader
+// (LeaderCurrent), which reads the keys from its applied state; a lease
+// that does not exist is left to the handler (NOT_FOUND).
+func (z *authorizer) checkRevoke(ctx context.Context, a *access, req any) error {
+	r, ok := req.(*pb.LeaseRevokeRequest)
+	if !ok {
+		return permissionDenied("no lease rule for a %T", req)
+	}
+	if a.admin {
+		return nil
+	}
+	info, err := z.node.TimeToLive(ctx, r.Id, true, node.Serializable)
+	if errors.Is(err, fsm.ErrLeaseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return toStatus(err)
+	}
+	for _, k := range info.Keys {
+		if !a.mayWrite(k) {
+			// The key's name is not told: a may not be able to read it.
+			return permissionDenied("identity %q may not revoke lease %x: a key attached to it is outside its readwrite permissions (roles: %s)",
+				a.identity, r.Id, rolesText(a))
+		}
+	}
+	return nil
 }
 
 func rolesText(a *access) string {

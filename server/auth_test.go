@@ -1,14 +1,15 @@
 package server_test
 
 import (
+	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/raftwatch/raftwatch/certs"
 	"github.com/raftwatch/raftwatch/client"
+	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/server"
@@ -26,11 +27,11 @@ import (
 
 // authCluster is three nodes in this process on loopback TCP, their client
 // API over TLS with client certificates required, enforcing roles with
-// admin identity "root". Every certificate comes from one throwaway CA.
+// admin identity "root". Every certificate comes from one throwaway CA;
+// the nodes serve with node certificates.
 type authCluster struct {
 	t     *testing.T
-	ca    *certs.CA
-	roots *x509.CertPool
+	ca    *testCA
 	nodes []*authNode
 }
 
@@ -42,12 +43,7 @@ type authNode struct {
 
 func startAuthCluster(t *testing.T) *authCluster {
 	t.Helper()
-	ca, err := certs.NewCA("test-ca", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &authCluster{t: t, ca: ca, roots: x509.NewCertPool()}
-	c.roots.AddCert(ca.Cert)
+	c := &authCluster{t: t, ca: newTestCA(t)}
 	ports := freePorts(t, 6)
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("n%d", i+1)
@@ -73,19 +69,6 @@ func (c *authCluster) initial() map[string]string {
 	return m
 }
 
-func (c *authCluster) leaf(identity string) tls.Certificate {
-	c.t.Helper()
-	l, err := c.ca.Issue(identity, []string{"127.0.0.1"}, 0)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(l.CertPEM, l.KeyPEM)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return pair
-}
-
 // start opens (or reopens) an's node and serves it.
 func (c *authCluster) start(an *authNode) {
 	c.t.Helper()
@@ -102,8 +85,8 @@ func (c *authCluster) start(an *authNode) {
 		lis.Close()
 		c.t.Fatal(err)
 	}
-	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{c.leaf(an.id)},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: c.roots, MinVersion: tls.VersionTLS12})
+	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{c.ca.node(an.id)},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: c.ca.pool, MinVersion: tls.VersionTLS12})
 	srv := server.New(n, cfg.Logger)
 	srv.RequireAuth("root")
 	an.n, an.g = n, srv.NewGRPCServer(grpc.Creds(creds))
@@ -127,9 +110,9 @@ func (c *authCluster) endpoints() []string {
 	return out
 }
 
-func (c *authCluster) creds(identity string) grpc.DialOption {
+func (c *authCluster) creds(cert tls.Certificate) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{c.leaf(identity)}, RootCAs: c.roots, MinVersion: tls.VersionTLS12}))
+		Certificates: []tls.Certificate{cert}, RootCAs: c.ca.pool, MinVersion: tls.VersionTLS12}))
 }
 
 // client returns a client with identity's certificate, to the given
@@ -139,7 +122,7 @@ func (c *authCluster) client(identity string, endpoints ...string) *client.Clien
 	if len(endpoints) == 0 {
 		endpoints = c.endpoints()
 	}
-	cl, err := client.New(client.Config{Endpoints: endpoints, DialOptions: []grpc.DialOption{c.creds(identity)}})
+	cl, err := client.New(client.Config{Endpoints: endpoints, DialOptions: []grpc.DialOption{c.creds(c.ca.client(identity))}})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -147,10 +130,16 @@ func (c *authCluster) client(identity string, endpoints ...string) *client.Clien
 	return cl
 }
 
-// conn is a raw connection with identity's certificate to addr.
+// conn is a raw connection with identity's client certificate to addr.
 func (c *authCluster) conn(identity, addr string) *grpc.ClientConn {
 	c.t.Helper()
-	cc, err := grpc.NewClient(addr, c.creds(identity))
+	return c.connWith(c.ca.client(identity), addr)
+}
+
+// connWith is a raw connection with cert to addr.
+func (c *authCluster) connWith(cert tls.Certificate, addr string) *grpc.ClientConn {
+	c.t.Helper()
+	cc, err := grpc.NewClient(addr, c.creds(cert))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -258,7 +247,7 @@ func TestAuthRoles(t *testing.T) {
 	succeeds[*pb.PutResponse](t, "alice put /app/y")(alice.Put(ctx, []byte("/app/y"), []byte("alice")))
 	_, err = alice.Put(ctx, []byte("/other/x"), []byte("alice"))
 	wantStatus(t, "put outside readwrite prefix", err, codes.PermissionDenied)
-	lease := succeeds[*pb.LeaseGrantResponse](t, "lease grant with readwrite")(alice.Grant(ctx, 10))
+	lease := succeeds[*pb.LeaseGrantResponse](t, "lease grant with readwrite")(alice.Grant(ctx, 60))
 	// The lease's keys alice may not read are left out of what she is told.
 	succeeds[*pb.PutResponse](t, "root put on alice's lease")(root.Put(ctx, []byte("/other/l"), []byte("v"), client.WithLease(lease.Id)))
 	succeeds[*pb.PutResponse](t, "alice put on her lease")(alice.Put(ctx, []byte("/app/l"), []byte("v"), client.WithLease(lease.Id)))
@@ -266,7 +255,27 @@ func TestAuthRoles(t *testing.T) {
 	if len(ttl.Keys) != 1 || string(ttl.Keys[0]) != "/app/l" {
 		t.Fatalf("alice's lease lists keys %q, want only /app/l", ttl.Keys)
 	}
-	succeeds[*pb.LeaseRevokeResponse](t, "lease revoke")(alice.Revoke(ctx, lease.Id))
+	// Revoking deletes every attached key: alice may not, since root's
+	// /other/l is outside her readwrite prefix; nothing is deleted.
+	_, err = alice.Revoke(ctx, lease.Id)
+	wantStatus(t, "revoke of a lease carrying a key alice may not write", err, codes.PermissionDenied)
+	if v := valueOf(t, root, "/other/l"); v != "v" {
+		t.Fatalf("/other/l = %q after a refused revoke, want v", v)
+	}
+	if v := valueOf(t, root, "/app/l"); v != "v" {
+		t.Fatalf("/app/l = %q after a refused revoke, want v", v)
+	}
+	// A lease with only her keys she may revoke.
+	own := succeeds[*pb.LeaseGrantResponse](t, "lease grant")(alice.Grant(ctx, 60))
+	succeeds[*pb.PutResponse](t, "alice put on her lease")(alice.Put(ctx, []byte("/app/own"), []byte("v"), client.WithLease(own.Id)))
+	succeeds[*pb.LeaseRevokeResponse](t, "revoke of a lease with only alice's keys")(alice.Revoke(ctx, own.Id))
+	if v := valueOf(t, root, "/app/own"); v != "(absent)" {
+		t.Fatalf("/app/own = %q after its lease was revoked", v)
+	}
+	succeeds[*pb.LeaseRevokeResponse](t, "root revokes the shared lease")(root.Revoke(ctx, lease.Id))
+	if v := valueOf(t, root, "/other/l"); v != "(absent)" {
+		t.Fatalf("/other/l = %q after root revoked its lease", v)
+	}
 
 	// A txn needs every op's access: a put outside the prefix refuses all.
 	aliceKV := pb.NewKVClient(c.conn("alice", c.leader().clientAddr))
@@ -331,13 +340,13 @@ func TestAuthRoles(t *testing.T) {
 }
 
 // Status and Members are open to any identity with a role and to member
-// nodes (a node's certificate names its id); SetMember to the member
-// itself; nothing to an identity with neither.
+// nodes (a node certificate names its id in a URI); SetMember to the member
+// itself; nothing to an identity with neither, whatever its common name.
 func TestAuthMemberCalls(t *testing.T) {
 	c := startAuthCluster(t)
 	ctx := ctxT(t, time.Minute)
 	leader := c.leader()
-	n2 := pb.NewClusterClient(c.conn("n2", leader.clientAddr))
+	n2 := pb.NewClusterClient(c.connWith(c.ca.node("n2"), leader.clientAddr))
 	succeeds[*pb.StatusResponse](t, "status by member n2")(n2.Status(ctx, &pb.StatusRequest{}))
 	succeeds[*pb.MembersResponse](t, "members by member n2")(n2.Members(ctx, &pb.MembersRequest{}))
 	var self *authNode
@@ -351,6 +360,18 @@ func TestAuthMemberCalls(t *testing.T) {
 	wantStatus(t, "n2 records n3's address", err, codes.PermissionDenied)
 	_, err = n2.AddVoter(ctx, &pb.AddVoterRequest{Id: "n9", RaftAddr: "127.0.0.1:1", ClientAddr: "127.0.0.1:2"})
 	wantStatus(t, "member add by a node", err, codes.PermissionDenied)
+
+	// A client certificate whose common name is a node id is a client like
+	// any other: no node certificate, no member's rights.
+	fake := pb.NewClusterClient(c.conn("n2", leader.clientAddr))
+	_, err = fake.Status(ctx, &pb.StatusRequest{})
+	wantStatus(t, "status by a client certificate named n2", err, codes.PermissionDenied)
+	_, err = fake.SetMember(ctx, &pb.SetMemberRequest{Id: "n2", ClientAddr: "127.0.0.1:9"})
+	wantStatus(t, "set member by a client certificate named n2", err, codes.PermissionDenied)
+	// A node certificate of a node that is no member has no rights either.
+	n9 := pb.NewClusterClient(c.connWith(c.ca.node("n9"), leader.clientAddr))
+	_, err = n9.Status(ctx, &pb.StatusRequest{})
+	wantStatus(t, "status by a node that is no member", err, codes.PermissionDenied)
 
 	stranger := pb.NewClusterClient(c.conn("mallory", leader.clientAddr))
 	_, err = stranger.Status(ctx, &pb.StatusRequest{})
@@ -443,5 +464,165 @@ func TestAuthSurvivesRestart(t *testing.T) {
 	u := succeeds[*pb.User](t, "user get")(root.UserGet(ctx, "bob"))
 	if !slices.Equal(u.Roles, []string{"reader"}) || u.Identity != "bob" {
 		t.Fatalf("bob after the restart: %v", u)
+	}
+}
+
+// List for an identity that may read only part of a prefix reads only the
+// prefixes it may read: no page, next_key or more reveals another key,
+// paging yields exactly the readable keys, all at the first page's
+// revision, and a page stays within its byte bound across prefixes.
+func TestAuthListRevealsOnlyReadableKeys(t *testing.T) {
+	c := startAuthCluster(t)
+	ctx := ctxT(t, 2*time.Minute)
+	root := c.client("root")
+	big := bytes.Repeat([]byte("b"), server.ListPageBytes*2/3)
+	for _, k := range []string{"/a/1", "/app/a", "/app/b", "/app/c", "/apple", "/b/1", "/cfg/x", "/cfg/shared/1",
+		"/cfg/shared/sub/1", "/cfg/zz", "/other/x", "/z"} {
+		succeeds[*pb.PutResponse](t, "root put")(root.Put(ctx, []byte(k), []byte("v")))
+	}
+	succeeds[*pb.PutResponse](t, "root put")(root.Put(ctx, []byte("/app/big"), big))
+	succeeds[*pb.PutResponse](t, "root put")(root.Put(ctx, []byte("/cfg/shared/0big"), big))
+	succeeds[*pb.AuthChangeResponse](t, "role add")(root.RoleAdd(ctx, "app"))
+	succeeds[*pb.AuthChangeResponse](t, "role grant")(root.RoleGrant(ctx, "app", []byte("/app/"), pb.Access_READWRITE))
+	succeeds[*pb.AuthChangeResponse](t, "role grant")(root.RoleGrant(ctx, "app", []byte("/cfg/shared/sub/"), pb.Access_READ))
+	succeeds[*pb.AuthChangeResponse](t, "role add")(root.RoleAdd(ctx, "cfg"))
+	succeeds[*pb.AuthChangeResponse](t, "role grant")(root.RoleGrant(ctx, "cfg", []byte("/cfg/shared/"), pb.Access_READ))
+	succeeds[*pb.AuthChangeResponse](t, "user grant")(root.UserGrant(ctx, "alice", "app"))
+	succeeds[*pb.AuthChangeResponse](t, "user grant")(root.UserGrant(ctx, "alice", "cfg"))
+	readable := []string{"/app/a", "/app/b", "/app/big", "/app/c", "/cfg/shared/0big", "/cfg/shared/1", "/cfg/shared/sub/1"}
+	mayRead := func(k []byte) bool {
+		return bytes.HasPrefix(k, []byte("/app/")) || bytes.HasPrefix(k, []byte("/cfg/shared/"))
+	}
+
+	leader := c.leader()
+	kv := pb.NewKVClient(c.conn("alice", leader.clientAddr))
+	// The review's case: one key a page from the last /app/ key on. Its
+	// next_key named /apple, and paging from there /b/1, /cfg/x ... every
+	// key of the prefix. Now it is the next readable prefix.
+	r, err := kv.List(ctx, &pb.ListRequest{Prefix: []byte("/"), Limit: 1, StartKey: []byte("/app/c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Kvs) != 1 || string(r.Kvs[0].Key) != "/app/c" || !r.More || string(r.NextKey) != "/cfg/shared/" {
+		t.Fatalf("page from /app/c: %d keys, more %v, next_key %q", len(r.Kvs), r.More, r.NextKey)
+	}
+
+	// Page through "/" by hand, writing between pages: every page at the
+	// first one's revision, every key and next_key readable.
+	for _, limit := range []uint64{1, 2, 3, 0} {
+		req := &pb.ListRequest{Prefix: []byte("/"), Limit: limit}
+		var got []string
+		for page := 0; ; page++ {
+			if page > 20 {
+				t.Fatalf("limit %d: still paging after %d pages", limit, page)
+			}
+			r, err := kv.List(ctx, req)
+			if err != nil {
+				t.Fatalf("limit %d, page %d: %v", limit, page, err)
+			}
+			size := 0
+			for _, p := range r.Kvs {
+				if !mayRead(p.Key) {
+					t.Fatalf("limit %d: alice got %q", limit, p.Key)
+				}
+				got = append(got, string(p.Key))
+				size += len(p.Key) + len(p.Value) + fsm.KVOverhead
+			}
+			if limit > 0 && len(r.Kvs) > int(limit) || len(r.Kvs) > 1 && size > server.ListPageBytes {
+				t.Fatalf("limit %d: a page of %d pairs, %d bytes", limit, len(r.Kvs), size)
+			}
+			if !r.More {
+				break
+			}
+			if !mayRead(r.NextKey) {
+				t.Fatalf("limit %d: next_key %q is not readable by alice", limit, r.NextKey)
+			}
+			if page == 0 {
+				succeeds[*pb.PutResponse](t, "root put between pages")(root.Put(ctx, []byte("/app/bb"), []byte("late")))
+				succeeds[*pb.DeleteResponse](t, "root delete between pages")(root.Delete(ctx, []byte("/cfg/shared/1")))
+			}
+			req.StartKey, req.Revision = r.NextKey, r.Revision
+		}
+		if !slices.Equal(got, readable) {
+			t.Fatalf("limit %d: alice paged through %v, want %v", limit, got, readable)
+		}
+		succeeds[*pb.DeleteResponse](t, "root delete")(root.Delete(ctx, []byte("/app/bb")))
+		succeeds[*pb.PutResponse](t, "root put")(root.Put(ctx, []byte("/cfg/shared/1"), []byte("v")))
+	}
+
+	// The client's List follows the pages: the readable keys, no more.
+	l := succeeds[*pb.ListResponse](t, "alice lists /")(c.client("alice").List(ctx, []byte("/")))
+	var keys []string
+	for _, p := range l.Kvs {
+		keys = append(keys, string(p.Key))
+	}
+	if !slices.Equal(keys, readable) || l.More {
+		t.Fatalf("alice lists / = %v (more %v), want %v", keys, l.More, readable)
+	}
+	// A start past every readable prefix: an empty last page.
+	r, err = kv.List(ctx, &pb.ListRequest{Prefix: []byte("/"), StartKey: []byte("/d")})
+	if err != nil || len(r.Kvs) != 0 || r.More || r.Revision == 0 {
+		t.Fatalf("list from /d: %v, %d keys, more %v, revision %d", err, len(r.GetKvs()), r.GetMore(), r.GetRevision())
+	}
+	_, err = kv.List(ctx, &pb.ListRequest{Prefix: []byte("/"), StartKey: []byte("x")})
+	wantStatus(t, "a start key outside the prefix", err, codes.InvalidArgument)
+}
+
+// A KeepAlive stream is checked for each renewal: once its identity may
+// hold leases no more, the stream ends with PERMISSION_DENIED.
+func TestAuthKeepAliveFollowsCurrentRoles(t *testing.T) {
+	c := startAuthCluster(t)
+	ctx := ctxT(t, time.Minute)
+	root := c.client("root")
+	succeeds[*pb.AuthChangeResponse](t, "role add")(root.RoleAdd(ctx, "app"))
+	succeeds[*pb.AuthChangeResponse](t, "role grant")(root.RoleGrant(ctx, "app", []byte("/app/"), pb.Access_READWRITE))
+	succeeds[*pb.AuthChangeResponse](t, "user grant")(root.UserGrant(ctx, "alice", "app"))
+	leases := pb.NewLeaseClient(c.conn("alice", c.leader().clientAddr))
+	g := succeeds[*pb.LeaseGrantResponse](t, "lease grant")(leases.Grant(ctx, &pb.LeaseGrantRequest{Ttl: 60}))
+	stream, err := leases.KeepAlive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew := func() (*pb.LeaseKeepAliveResponse, error) {
+		if err := stream.Send(&pb.LeaseKeepAliveRequest{Id: g.Id}); err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}
+	if r, err := renew(); err != nil || r.Ttl != 60 {
+		t.Fatalf("renewal with the role: %v %v", r, err)
+	}
+	succeeds[*pb.AuthChangeResponse](t, "user revoke")(root.UserRevoke(ctx, "alice", "app"))
+	_, err = renew()
+	wantStatus(t, "renewal after the role was revoked", err, codes.PermissionDenied)
+}
+
+// A node that does not enforce roles refuses every role and user change
+// (anyone could make it there, and it would hold once --auth is on); it
+// still answers reads.
+func TestRoleChangesNeedAuth(t *testing.T) {
+	s := startSingle(t, nil)
+	ctx := ctxT(t, 30*time.Second)
+	for what, change := range map[string]func() error{
+		"role add":    func() error { _, err := s.cl.RoleAdd(ctx, "app"); return err },
+		"role delete": func() error { _, err := s.cl.RoleDelete(ctx, "app"); return err },
+		"role grant":  func() error { _, err := s.cl.RoleGrant(ctx, "app", []byte("/app/"), pb.Access_READ); return err },
+		"role revoke": func() error { _, err := s.cl.RoleRevoke(ctx, "app", []byte("/app/")); return err },
+		"user grant":  func() error { _, err := s.cl.UserGrant(ctx, "mallory", "admin"); return err },
+		"user revoke": func() error { _, err := s.cl.UserRevoke(ctx, "mallory", "admin"); return err },
+	} {
+		err := change()
+		wantStatus(t, what+" without --auth", err, codes.FailedPrecondition)
+		if !strings.Contains(err.Error(), "serve --auth") {
+			t.Fatalf("%s without --auth: %v does not say what to do", what, err)
+		}
+	}
+	roles := succeeds[[]*pb.Role](t, "role list")(s.cl.RoleList(ctx))
+	if len(roles) != 1 || roles[0].Name != "admin" {
+		t.Fatalf("roles after refused changes: %v", roles)
+	}
+	users := succeeds[[]*pb.User](t, "user list")(s.cl.UserList(ctx))
+	if len(users) != 0 {
+		t.Fatalf("users after refused changes: %v", users)
 	}
 }

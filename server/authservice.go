@@ -12,13 +12,25 @@ import (
 )
 
 // authServer implements the Auth service over a node. Who may call it is
-// decided by the rules (auth.go), not here.
+// decided by the rules (auth.go), not here; but a node that does not
+// enforce roles checks no caller, so there it refuses every change:
+// roles are set up by the admin identity once the nodes run with --auth,
+// never by whoever reaches a node before. Reads stay open.
 type authServer struct {
 	pb.UnimplementedAuthServer
 	node *node.Node
 	log  *slog.Logger
 	// auth is nil when the node does not enforce roles.
 	auth *authorizer
+}
+
+// enforcing refuses a change (method) on a node that does not enforce
+// roles.
+func (a *authServer) enforcing(method string) error {
+	if a.auth == nil {
+		return rolesNotEnforced(method)
+	}
+	return nil
 }
 
 func (a *authServer) changed(what string, index uint64, err error, attrs ...any) (*pb.AuthChangeResponse, error) {
@@ -31,18 +43,27 @@ func (a *authServer) changed(what string, index uint64, err error, attrs ...any)
 
 // RoleAdd implements Auth.RoleAdd.
 func (a *authServer) RoleAdd(ctx context.Context, req *pb.RoleAddRequest) (*pb.AuthChangeResponse, error) {
+	if err := a.enforcing(pb.Auth_RoleAdd_FullMethodName); err != nil {
+		return nil, err
+	}
 	idx, err := a.node.RoleAdd(ctx, req.Name)
 	return a.changed("role added", idx, err, "role", req.Name)
 }
 
 // RoleDelete implements Auth.RoleDelete.
 func (a *authServer) RoleDelete(ctx context.Context, req *pb.RoleDeleteRequest) (*pb.AuthChangeResponse, error) {
+	if err := a.enforcing(pb.Auth_RoleDelete_FullMethodName); err != nil {
+		return nil, err
+	}
 	idx, err := a.node.RoleDelete(ctx, req.Name)
 	return a.changed("role deleted", idx, err, "role", req.Name)
 }
 
 // RoleGrant implements Auth.RoleGrant.
 func (a *authServer) RoleGrant(ctx context.Context, req *pb.RoleGrantRequest) (*pb.AuthChangeResponse, error) {
+	if err := a.enforcing(pb.Auth_RoleGrant_FullMethodName); err != nil {
+		return nil, err
+	}
 	p := req.Permission
 	if p == nil || p.Access != pb.Access_READ && p.Access != pb.Access_READWRITE {
 		return nil, invalidRequest("a grant needs a permission with a prefix and access READ or READWRITE")
@@ -53,18 +74,27 @@ func (a *authServer) RoleGrant(ctx context.Context, req *pb.RoleGrantRequest) (*
 
 // RoleRevoke implements Auth.RoleRevoke.
 func (a *authServer) RoleRevoke(ctx context.Context, req *pb.RoleRevokeRequest) (*pb.AuthChangeResponse, error) {
+	if err := a.enforcing(pb.Auth_RoleRevoke_FullMethodName); err != nil {
+		return nil, err
+	}
 	idx, err := a.node.RoleRevoke(ctx, req.Name, req.Prefix)
 	return a.changed("permission revoked", idx, err, "role", req.Name, "prefix", string(req.Prefix))
 }
 
 // UserGrant implements Auth.UserGrant.
 func (a *authServer) UserGrant(ctx context.Context, req *pb.UserGrantRequest) (*pb.AuthChangeResponse, error) {
+	if err := a.enforcing(pb.Auth_UserGrant_FullMethodName); err != nil {
+		return nil, err
+	}
 	idx, err := a.node.UserGrant(ctx, req.Identity, req.Role)
 	return a.changed("role granted", idx, err, "identity", req.Identity, "role", req.Role)
 }
 
 // UserRevoke implements Auth.UserRevoke.
 func (a *authServer) UserRevoke(ctx context.Context, req *pb.UserRevokeRequest) (*pb.AuthChangeResponse, error) {
+	if err := a.enforcing(pb.Auth_UserRevoke_FullMethodName); err != nil {
+		return nil, err
+	}
 	idx, err := a.node.UserRevoke(ctx, req.Identity, req.Role)
 	return a.changed("role revoked", idx, err, "identity", req.Identity, "role", req.Role)
 }

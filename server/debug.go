@@ -16,8 +16,9 @@ type debugServer struct {
 
 // Log implements Debug.Log.
 //
-// Authorization: every caller may read the log today. Once roles exist
-// (issue 10), this is an admin-only call, like Maintenance.Snapshot.
+// Authorization: with roles enforced (serve --auth) only admins may call
+// it, like Maintenance.Snapshot (auth.go's methodRules); without, anyone
+// who reaches the client API may, as every other call.
 func (d *debugServer) Log(req *pb.LogRequest, stream pb.Debug_LogServer) error {
 	first := true
 	oldest, err := d.node.CommittedLog(req.FromIndex, func(oldest uint64, e node.LogEntry) error {

@@ -55,8 +55,11 @@ func (l *leaseServer) KeepAliveOnce(ctx context.Context, req *pb.LeaseKeepAliveR
 // renewal is applied (ttl 0 when the lease does not exist). Any other
 // failure — this node is not the leader (FAILED_PRECONDITION with the leader
 // hint), leadership lost, shutdown — ends the stream with its status, so
-// the client moves to the leader.
+// the client moves to the leader. With roles enforced, each renewal is
+// checked against the caller's current roles: once it may hold leases no
+// more, the stream ends with PERMISSION_DENIED (and its leases expire).
 func (l *leaseServer) KeepAlive(stream pb.Lease_KeepAliveServer) error {
+	c := callerOf(stream.Context())
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	var (
@@ -97,6 +100,13 @@ func (l *leaseServer) KeepAlive(stream pb.Lease_KeepAliveServer) error {
 		case <-ctx.Done():
 			wg.Wait()
 			return firstErr
+		}
+		if c != nil {
+			if acc := c.access(); !acc.mayHoldLeases() {
+				fail(permissionDenied("identity %q has no readwrite permission any more, which leases need (roles: %s)", acc.identity, rolesText(acc)))
+				wg.Wait()
+				return firstErr
+			}
 		}
 		select {
 		case slots <- struct{}{}:

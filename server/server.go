@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/raftwatch/raftwatch/fsm"
+	"github.com/raftwatch/raftwatch/keyspace"
 	"github.com/raftwatch/raftwatch/node"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -181,22 +184,90 @@ func (s *Server) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespons
 	if req.Limit > maxLimit {
 		return nil, invalidRequest("limit %d is too large (at most %d)", req.Limit, maxLimit)
 	}
-	r, err := s.node.List(ctx, req.Prefix, node.ListOptions{Start: req.StartKey, Revision: req.Revision,
-		Limit: int(req.Limit), MaxBytes: ListPageBytes}, c)
+	o := node.ListOptions{Start: req.StartKey, Revision: req.Revision, Limit: int(req.Limit), MaxBytes: ListPageBytes}
+	if cl := callerOf(ctx); cl != nil && !cl.access().mayReadAll(req.Prefix) {
+		// The request is checked as the node checks it, before any read.
+		if err := keyspace.CheckPrefix(req.Prefix, s.limits.MaxKeySize); err != nil {
+			return nil, toStatus(err)
+		}
+		if len(req.StartKey) > 0 && !bytes.HasPrefix(req.StartKey, req.Prefix) {
+			return nil, invalidRequest("start key %.80q is not a key under the prefix %.80q", req.StartKey, req.Prefix)
+		}
+		acc := cl.access()
+		subs := acc.readablePrefixes(req.Prefix)
+		if len(subs) == 0 { // revoked since the call was checked
+			return nil, permissionDenied("identity %q may read no key under %q (roles: %s)", acc.identity, req.Prefix, rolesText(acc))
+		}
+		return s.listReadable(ctx, subs, o, c)
+	}
+	r, err := s.node.List(ctx, req.Prefix, o, c)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	out := &pb.ListResponse{Revision: r.Revision, More: r.More, NextKey: r.Next, Kvs: make([]*pb.KeyValue, 0, len(r.KVs))}
-	// A caller that may read only part of the prefix gets that part: the
-	// page's bounds (more, next_key) stay those of the whole prefix.
-	var acc *access
-	if c := callerOf(ctx); c != nil && !c.access().mayReadAll(req.Prefix) {
-		acc = c.access()
-	}
 	for i := range r.KVs {
-		if acc == nil || acc.mayRead(r.KVs[i].Key) {
-			out.Kvs = append(out.Kvs, toKV(&r.KVs[i]))
+		out.Kvs = append(out.Kvs, toKV(&r.KVs[i]))
+	}
+	return out, nil
+}
+
+// listReadable serves a List page to a caller that may read only part of
+// the prefix: from the prefixes under it that the caller may read (subs,
+// in key order, none under another), never reading a key outside them, so
+// that neither the page nor its next_key names one. The first read of the
+// page has consistency c; the others read at its revision, as later pages
+// do. next_key lies in a readable prefix: the first key left out, or the
+// next prefix itself when the page filled up at the end of one (the next
+// page may then come back empty).
+func (s *Server) listReadable(ctx context.Context, subs [][]byte, o node.ListOptions, c node.Consistency) (*pb.ListResponse, error) {
+	out := &pb.ListResponse{Revision: o.Revision, Kvs: []*pb.KeyValue{}}
+	limit, budget := o.Limit, o.MaxBytes
+	read := false
+	for _, sub := range subs {
+		start := sub
+		if bytes.Compare(o.Start, sub) > 0 {
+			if !bytes.HasPrefix(o.Start, sub) {
+				continue // every key under sub lies before the start
+			}
+			start = o.Start
 		}
+		if len(out.Kvs) > 0 && (o.Limit > 0 && limit == 0 || budget <= 0) {
+			out.More, out.NextKey = true, start
+			return out, nil
+		}
+		r, err := s.node.List(ctx, sub, node.ListOptions{Start: start, Revision: out.Revision, Limit: limit, MaxBytes: budget}, c)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		out.Revision, c, read = r.Revision, node.Serializable, true
+		for i := range r.KVs {
+			kv := &r.KVs[i]
+			size := len(kv.Key) + len(kv.Value) + fsm.KVOverhead
+			if len(out.Kvs) > 0 && size > budget {
+				// A pair the node sends alone, after pairs of other
+				// prefixes: it starts the next page.
+				out.More, out.NextKey = true, kv.Key
+				return out, nil
+			}
+			out.Kvs = append(out.Kvs, toKV(kv))
+			budget -= size
+			if o.Limit > 0 {
+				limit--
+			}
+		}
+		if r.More {
+			out.More, out.NextKey = true, r.Next
+			return out, nil
+		}
+	}
+	if !read && out.Revision == 0 {
+		// Every readable prefix lies before the start: an empty last page,
+		// at the revision a read of the last one gives.
+		r, err := s.node.List(ctx, subs[len(subs)-1], node.ListOptions{Limit: 1}, c)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		out.Revision = r.Revision
 	}
 	return out, nil
 }

@@ -18,8 +18,8 @@ import (
 
 // This file is the one place the services build their gRPC errors: toStatus
 // maps node, fsm and watch errors; invalidRequest and responseTooLarge are
-// the server's own refusals, as are permissionDenied and unauthenticated
-// (auth.go); cancelCode is the code a watch's CANCELED
+// the server's own refusals, as are permissionDenied, unauthenticated
+// (auth.go) and rolesNotEnforced (authservice.go); cancelCode is the code a watch's CANCELED
 // carries. Every status goes through newStatus.
 
 // newStatus returns a status error with code and msg; a non-empty reason
@@ -124,6 +124,14 @@ func invalidRequest(format string, args ...any) error {
 // not allow; nothing was done.
 func permissionDenied(format string, args ...any) error {
 	return newStatus(codes.PermissionDenied, "permission denied: "+fmt.Sprintf(format, args...), "")
+}
+
+// rolesNotEnforced is the FAILED_PRECONDITION of a role or user change on
+// a node that does not enforce roles: anyone could make it there, so
+// nobody may.
+func rolesNotEnforced(method string) error {
+	return newStatus(codes.FailedPrecondition, fmt.Sprintf("%s: roles are managed only on nodes that enforce them: "+
+		"restart the nodes with serve --auth, then set the roles up as the admin identity (--auth-admin-identity, default root)", method), "")
 }
 
 // unauthenticated is the UNAUTHENTICATED of a call without an identity on

@@ -17,11 +17,12 @@ keys: a role holds permissions, each a prefix ('/'-terminated; "/" is every
 key) with read or readwrite access. A node started with --auth enforces them:
 an identity with no role may do nothing but "user whoami"; reading (get, list,
 watch) needs read on the key, writing (put, del, txn puts and deletes)
-readwrite, and leases a readwrite permission somewhere. List and prefix watches
-deliver only the keys the identity may read. The built-in role admin has every
-right (membership, snapshots, roles); so does the node's --auth-admin-identity
-(default root), which sets the first roles up. Changes are admin-only and
-replicated like data.`
+readwrite, leases a readwrite permission somewhere, and revoking a lease
+readwrite on every key attached to it. List and prefix watches deliver only the
+keys the identity may read. The built-in role admin has every right
+(membership, snapshots, roles); so does the node's --auth-admin-identity
+(default root), which sets the first roles up. Changes are admin-only,
+replicated like data, and refused by nodes without --auth.`
 
 // authCmd is one role or user subcommand taking exactly nargs arguments,
 // run with a client and a request context.

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,28 +13,34 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/raftwatch/raftwatch/client"
+	"github.com/raftwatch/raftwatch/certs"
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/server"
 )
 
-// startNode serves a one-node cluster in this process (roles not enforced)
-// and returns its client address once it takes writes.
-func startNode(t *testing.T) string {
+// startAuthNode serves a one-node cluster in this process enforcing roles
+// (admin identity root), its client API over TLS with client certificates
+// required, as serve wires it; it returns the CLI flags that reach it as
+// root: endpoint, --cacert, --cert and --key.
+func startAuthNode(t *testing.T) []string {
 	t.Helper()
-	var addrs []string
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, l.Addr().String())
-		l.Close()
+	ca, err := certs.NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	dir := t.TempDir()
+	issueTo(t, ca, dir, "n1", "root")
+	p := func(name string) string { return filepath.Join(dir, name) }
+	flags := &serveTLSFlags{certFile: p("n1.crt"), keyFile: p("n1.key"), trustedCAFile: p("ca.crt"), clientCertAuth: true}
+	addrs := freeAddrs(t, 2)
 	cfg := node.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
 	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Logger = quietLog
+	opts, err := flags.apply(&cfg, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
 	lis, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -45,27 +50,24 @@ func startNode(t *testing.T) string {
 		lis.Close()
 		t.Fatal(err)
 	}
-	g := server.New(n, cfg.Logger).NewGRPCServer()
+	srv := server.New(n, quietLog)
+	srv.RequireAuth("root")
+	g := srv.NewGRPCServer(opts...)
 	go g.Serve(lis)
 	t.Cleanup(func() { g.Stop(); n.Close() })
-	c, err := client.New(client.Config{Endpoints: []string{cfg.ClientAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	root := clientTLSFlags{cacert: p("ca.crt"), cert: p("root.crt"), key: p("root.key")}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := c.Put(ctx, []byte("/ready"), []byte("1"))
-		cancel()
+		err := put(t, cfg.ClientAddr, root, "/ready")
 		if err == nil {
-			return cfg.ClientAddr
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the node takes no writes: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond) // polling with a deadline
 	}
+	return []string{"--endpoints=" + cfg.ClientAddr, "--cacert=" + root.cacert, "--cert=" + root.cert, "--key=" + root.key}
 }
 
 // runCLI runs the command line args in this process and returns what it
@@ -93,10 +95,10 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 }
 
 func TestRoleAndUserCommands(t *testing.T) {
-	ep := "--endpoints=" + startNode(t)
+	root := startAuthNode(t)
 	run := func(args ...string) string {
 		t.Helper()
-		out, err := runCLI(t, append(args, ep)...)
+		out, err := runCLI(t, append(args, root...)...)
 		if err != nil {
 			t.Fatalf("raftwatch %s: %v", strings.Join(args, " "), err)
 		}
@@ -104,7 +106,7 @@ func TestRoleAndUserCommands(t *testing.T) {
 	}
 	refused := func(code codes.Code, args ...string) {
 		t.Helper()
-		_, err := runCLI(t, append(args, ep)...)
+		_, err := runCLI(t, append(args, root...)...)
 		if status.Code(err) != code {
 			t.Fatalf("raftwatch %s: %v, want %v", strings.Join(args, " "), err, code)
 		}
@@ -114,7 +116,7 @@ func TestRoleAndUserCommands(t *testing.T) {
 	}
 	run("role", "grant", "app", "/app/", "readwrite")
 	run("role", "grant", "app", "/cfg/", "read")
-	if _, err := runCLI(t, "role", "grant", "app", "/x/", "write", ep); err == nil || !strings.Contains(err.Error(), "use read or readwrite") {
+	if _, err := runCLI(t, append([]string{"role", "grant", "app", "/x/", "write"}, root...)...); err == nil || !strings.Contains(err.Error(), "use read or readwrite") {
 		t.Fatalf("a grant with access %q: %v", "write", err)
 	}
 	refused(codes.AlreadyExists, "role", "add", "app")
@@ -140,7 +142,7 @@ func TestRoleAndUserCommands(t *testing.T) {
 	if out := run("user", "list"); out != "alice app\n" {
 		t.Fatalf("user list printed %q", out)
 	}
-	if out := run("user", "whoami"); !strings.Contains(out, "identity=(no client certificate)") || !strings.Contains(out, "enforced=false") {
+	if out := run("user", "whoami"); out != "identity=root roles= admin=true enforced=true\n" {
 		t.Fatalf("whoami printed %q", out)
 	}
 	run("role", "delete", "app")
