@@ -118,24 +118,6 @@ func (ca *CA) IssueClient(identity string, validity time.Duration) (Leaf, error)
 	}, validity)
 }
 
-// Issue signs a certificate for cn valid for server and client
-// authentication on hosts, that is no node certificate (no node URI).
-//
-// Deprecated: it gives clients server use and host names; use IssueNode
-// for nodes and IssueClient for clients. Kept until its last callers (the
-// server package's tests) move.
-func (ca *CA) Issue(cn string, hosts []string, validity time.Duration) (Leaf, error) {
-	if cn == "" {
-		return Leaf{}, errors.New("a certificate needs a common name (the identity)")
-	}
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: cn},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	addHosts(tmpl, hosts)
-	return ca.sign(tmpl, validity)
-}
-
 // addHosts names hosts (IP addresses or DNS names) in tmpl's subject
 // alternative names.
 func addHosts(tmpl *x509.Certificate, hosts []string) {

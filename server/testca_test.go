@@ -1,81 +1,51 @@
 package server_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
-	"net/url"
 	"testing"
-	"time"
 
 	"github.com/raftwatch/raftwatch/certs"
 )
 
-// testCA is a throwaway CA for the in-process tests. It signs with
-// crypto/x509 directly, so the tests choose exactly what a certificate
-// holds: a node certificate carries certs.NodeURI, a client one does not,
-// whatever its common name.
+// testCA is a throwaway CA for the in-process tests: node certificates
+// carry certs.NodeURI, client ones do not, whatever their common name.
 type testCA struct {
 	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	ca   *certs.CA
 	pool *x509.CertPool
 }
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := certs.NewCA("test-ca", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true, IsCA: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{t: t, cert: cert, key: key, pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
-	return ca
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	return &testCA{t: t, ca: ca, pool: pool}
 }
 
-// issue signs a certificate with common name cn, valid for 127.0.0.1, and
-// with uris as subject alternative names.
-func (ca *testCA) issue(cn string, uris ...*url.URL) tls.Certificate {
+func (ca *testCA) pair(leaf certs.Leaf, err error) tls.Certificate {
 	ca.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		ca.t.Fatal(err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	c, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
 	if err != nil {
 		ca.t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: serial,
-		Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, URIs: uris}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return c
 }
 
 // client is a client certificate for identity: no node URI, even when the
 // identity is a node id.
-func (ca *testCA) client(identity string) tls.Certificate { return ca.issue(identity) }
+func (ca *testCA) client(identity string) tls.Certificate {
+	return ca.pair(ca.ca.IssueClient(identity, 0))
+}
 
-// node is node id's certificate: common name id, and certs.NodeURI(id).
-func (ca *testCA) node(id string) tls.Certificate { return ca.issue(id, certs.NodeURI(id)) }
+// node is node id's certificate, valid for 127.0.0.1.
+func (ca *testCA) node(id string) tls.Certificate {
+	return ca.pair(ca.ca.IssueNode(id, []string{"127.0.0.1"}, 0))
+}

@@ -29,7 +29,7 @@ func startAuthNode(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	issueTo(t, ca, dir, "n1", "root")
+	issueTo(t, ca, dir, "root")
 	p := func(name string) string { return filepath.Join(dir, name) }
 	flags := &serveTLSFlags{certFile: p("n1.crt"), keyFile: p("n1.key"), trustedCAFile: p("ca.crt"), clientCertAuth: true}
 	addrs := freeAddrs(t, 2)
@@ -37,7 +37,7 @@ func startAuthNode(t *testing.T) []string {
 	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
 	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
 	cfg.Logger = quietLog
-	opts, err := flags.apply(&cfg, quietLog)
+	opts, err := flags.apply(&cfg, true, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
