@@ -216,6 +216,23 @@ func TestClusterScriptUpAuth(t *testing.T) {
 		t.Fatalf("whoami as alice: %q", got)
 	}
 	mustOK(c.as("root", "snapshot", "save", filepath.Join(t.TempDir(), "s.db")))
+
+	// Each follower records its client address by calling SetMember on
+	// the leader, presenting its node certificate: allowed under --auth
+	// as the member itself.
+	clientAddr := regexp.MustCompile(`client=127\.0\.0\.1:(\d+)`)
+	var members string
+	eventually(t, 20*time.Second, "members lists every client address", func() bool {
+		out, err := c.as("root", "members")
+		members = out
+		found := map[int]bool{}
+		for _, m := range clientAddr.FindAllStringSubmatch(out, -1) {
+			p, _ := strconv.Atoi(m[1])
+			found[p] = true
+		}
+		return err == nil && found[c.clientBase+1] && found[c.clientBase+2] && found[c.clientBase+3]
+	})
+	t.Logf("members:\n%s", members)
 }
 
 // withoutRaftwatchVars drops the RAFTWATCH_ variables from environ.

@@ -20,6 +20,12 @@ import (
 // leader change may add to a lease's life (README, timing rule 2).
 const twoElections = 1500 * time.Millisecond
 
+// expirySlack is what the upper bounds allow besides the README's rules:
+// the expiry's commit and apply, and this test's 20 ms polling, on a
+// 2-core machine running the race detector beside other tests (a full
+// suite once saw 146 ms).
+const expirySlack = 500 * time.Millisecond
+
 // absentAt polls key with serializable reads on the running nodes every
 // 20 ms and returns the first time one of them no longer has it.
 func (c *testCluster) absentAt(t *testing.T, key string, timeout time.Duration) time.Time {
@@ -131,8 +137,8 @@ func TestLeaseTimingOnLeader(t *testing.T) {
 	id := grantWithKey(t, cl, 3, "/t/k")
 	sent := keepAliveAt(t, cl, id)
 	gone := c.absentAt(t, "/t/k", 15*time.Second)
-	if d := gone.Sub(sent); d < 3*time.Second || d > 3*time.Second+twoElections {
-		t.Fatalf("lease of TTL 3s expired %v after the last keepalive was sent, want within [3s, 4.5s]", d)
+	if d := gone.Sub(sent); d < 3*time.Second || d > 3*time.Second+twoElections+expirySlack {
+		t.Fatalf("lease of TTL 3s expired %v after the last keepalive was sent, want within [3s, 5s]", d)
 	}
 }
 
@@ -159,8 +165,8 @@ func TestLeaseTimingAcrossLeaderChange(t *testing.T) {
 	sent := keepAliveAt(t, cl, id)
 	c.kill(leader)
 	gone := c.absentAt(t, "/t/k", 20*time.Second)
-	if d := gone.Sub(sent); d < 5*time.Second || d > 5*time.Second+twoElections {
-		t.Fatalf("lease of TTL 5s expired %v after the last keepalive was sent (leader killed then), want within [5s, 6.5s]", d)
+	if d := gone.Sub(sent); d < 5*time.Second || d > 5*time.Second+twoElections+expirySlack {
+		t.Fatalf("lease of TTL 5s expired %v after the last keepalive was sent (leader killed then), want within [5s, 7s]", d)
 	}
 	if nl := c.waitLeader(); nl == leader {
 		t.Fatal("the killed node is still the leader")

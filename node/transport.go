@@ -125,15 +125,20 @@ type tlsStreamLayer struct {
 // Accept returns the next connection, its handshake still to come within
 // peerHandshakeTimeout.
 func (s *tlsStreamLayer) Accept() (net.Conn, error) {
-	c, err := s.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := s.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		// A connection whose deadline cannot be set (already reset by
+		// its peer) is dropped here: an error from Accept would make raft
+		// pause every accept, as if the listener had failed.
+		if err := c.SetDeadline(time.Now().Add(peerHandshakeTimeout)); err != nil {
+			c.Close()
+			continue
+		}
+		return &acceptedConn{Conn: c.(*tls.Conn), logger: s.logger}, nil
 	}
-	if err := c.SetDeadline(time.Now().Add(peerHandshakeTimeout)); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return &acceptedConn{Conn: c.(*tls.Conn), logger: s.logger}, nil
 }
 
 // acceptedConn is an accepted raft connection whose first use completes

@@ -118,7 +118,7 @@ func checkNodeCert(flag, certFile, keyFile, id string) error {
 	got, ok := certs.NodeID(pair.Leaf)
 	switch {
 	case !ok:
-		return fmt.Errorf("%s %s is not a node certificate: it must name this node in a URI subject alternative name %s (raftwatch certs issue --node %s, or with openssl -addext \"subjectAltName=IP:...,URI:%s\")",
+		return fmt.Errorf("%s %s is not a node certificate: it must name this node in a URI subject alternative name %s (raftwatch certs issue --node %s --dir DIR-WITH-ca.key --hosts HOST,..., or with openssl -addext \"subjectAltName=IP:...,URI:%s\")",
 			flag, certFile, certs.NodeURI(id), id, certs.NodeURI(id))
 	case got != id:
 		return fmt.Errorf("%s %s is the node certificate of %s, and this node is %s", flag, certFile, got, id)
