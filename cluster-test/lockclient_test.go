@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	rwclient "github.com/raftwatch/raftwatch/client"
 	"github.com/raftwatch/raftwatch/cluster-test/checker"
 	"github.com/raftwatch/raftwatch/cluster-test/history"
-	"github.com/raftwatch/raftwatch/node"
-	"github.com/raftwatch/raftwatch/server"
+	"github.com/raftwatch/raftwatch/nodetest"
 )
 
 // startOneNode serves a one-node cluster in this process on loopback TCP,
@@ -20,49 +15,7 @@ import (
 // writes.
 func startOneNode(t *testing.T) string {
 	t.Helper()
-	var addrs []string
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, l.Addr().String())
-		l.Close()
-	}
-	cfg := node.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
-	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	lis, err := net.Listen("tcp", cfg.ClientAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Open(cfg)
-	if err != nil {
-		lis.Close()
-		t.Fatal(err)
-	}
-	g := server.New(n, cfg.Logger).NewGRPCServer()
-	go g.Serve(lis)
-	t.Cleanup(func() { g.Stop(); n.Close() })
-	c, err := rwclient.New(rwclient.Config{Endpoints: []string{cfg.ClientAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.Put(ctx, []byte("/ready"), []byte("1"))
-		cancel()
-		if err == nil {
-			return cfg.ClientAddr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node takes no writes after 20 s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return nodetest.Start(t, nil).ClientAddr
 }
 
 func newTestLockClient(t *testing.T, addr string) *goLock {

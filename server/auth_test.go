@@ -21,6 +21,7 @@ import (
 	"github.com/raftwatch/raftwatch/client"
 	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
+	"github.com/raftwatch/raftwatch/nodetest"
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/server"
 )
@@ -44,7 +45,7 @@ type authNode struct {
 func startAuthCluster(t *testing.T) *authCluster {
 	t.Helper()
 	c := &authCluster{t: t, ca: newTestCA(t)}
-	ports := freePorts(t, 6)
+	ports := nodetest.FreeAddrs(t, 6)
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		c.nodes = append(c.nodes, &authNode{id: id, dir: filepath.Join(t.TempDir(), id), raftAddr: ports[i], clientAddr: ports[3+i]})
@@ -150,7 +151,7 @@ func (c *authCluster) connWith(cert tls.Certificate, addr string) *grpc.ClientCo
 func (c *authCluster) waitWritable() {
 	c.t.Helper()
 	root := c.client("root")
-	eventually(c.t, 30*time.Second, "the cluster takes the admin's writes", func() bool {
+	nodetest.Eventually(c.t, 30*time.Second, "the cluster takes the admin's writes", func() bool {
 		_, err := root.Put(ctxT(c.t, 2*time.Second), []byte("/ready"), []byte("1"))
 		return err == nil
 	})
@@ -159,7 +160,7 @@ func (c *authCluster) waitWritable() {
 func (c *authCluster) leader() *authNode {
 	c.t.Helper()
 	var l *authNode
-	eventually(c.t, 10*time.Second, "a leader", func() bool {
+	nodetest.Eventually(c.t, 10*time.Second, "a leader", func() bool {
 		for _, an := range c.nodes {
 			if an.n != nil && an.n.Status().Role == "leader" {
 				l = an
@@ -400,7 +401,7 @@ func TestAuthWatchFollowsCurrentRoles(t *testing.T) {
 	succeeds[*pb.AuthChangeResponse](t, "role grant")(root.RoleGrant(ctx, "app", []byte("/app/"), pb.Access_READ))
 	succeeds[*pb.AuthChangeResponse](t, "user grant")(root.UserGrant(ctx, "alice", "app"))
 	// The follower applies the grant: alice's serializable read there works.
-	eventually(t, 10*time.Second, "the follower enforces the grant", func() bool {
+	nodetest.Eventually(t, 10*time.Second, "the follower enforces the grant", func() bool {
 		_, err := alice.Get(ctxT(t, time.Second), []byte("/app/x"), client.WithSerializable())
 		return err == nil
 	})
@@ -416,12 +417,12 @@ func TestAuthWatchFollowsCurrentRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	events := collect(w)
+	events := nodetest.Collect(w)
 	for _, k := range []string{"/other/a", "/app/a", "/secret/b", "/app/b"} {
 		succeeds[*pb.PutResponse](t, "root put")(root.Put(ctx, []byte(k), []byte("v")))
 	}
 	for _, want := range []string{"/app/a", "/app/b"} {
-		if ev := nextData(t, events, 10*time.Second); string(ev.Key) != want {
+		if ev := nodetest.NextData(t, events, 10*time.Second); string(ev.Key) != want {
 			t.Fatalf("alice's watch delivered %s, want %s", ev.Key, want)
 		}
 	}
@@ -434,7 +435,7 @@ func TestAuthWatchFollowsCurrentRoles(t *testing.T) {
 	succeeds[*pb.AuthChangeResponse](t, "role grant")(root.RoleGrant(ctx, "late", []byte("/late/"), pb.Access_READ))
 	succeeds[*pb.AuthChangeResponse](t, "user grant")(root.UserGrant(ctx, "alice", "late"))
 	succeeds[*pb.PutResponse](t, "root put")(root.Put(ctx, []byte("/late/x"), []byte("v")))
-	if ev := nextData(t, events, 10*time.Second); string(ev.Key) != "/late/x" {
+	if ev := nodetest.NextData(t, events, 10*time.Second); string(ev.Key) != "/late/x" {
 		t.Fatalf("after the revoke alice's watch delivered %s, want /late/x", ev.Key)
 	}
 }

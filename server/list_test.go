@@ -5,23 +5,19 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/client"
 	"github.com/raftwatch/raftwatch/node"
+	"github.com/raftwatch/raftwatch/nodetest"
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/server"
 )
@@ -37,46 +33,8 @@ type single struct {
 // it on 127.0.0.1 and waits until it takes writes.
 func startSingle(t *testing.T, tune func(*node.Config)) *single {
 	t.Helper()
-	ports := freePorts(t, 2)
-	cfg := node.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), ports[0], ports[1]
-	cfg.InitialCluster = map[string]string{"n1": ports[0]}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	if tune != nil {
-		tune(&cfg)
-	}
-	lis, err := net.Listen("tcp", cfg.ClientAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Open(cfg)
-	if err != nil {
-		lis.Close()
-		t.Fatal(err)
-	}
-	g := server.New(n, cfg.Logger).NewGRPCServer()
-	go g.Serve(lis)
-	t.Cleanup(func() {
-		g.Stop()
-		n.Close()
-	})
-	s := &single{addr: cfg.ClientAddr}
-	s.cl, err = client.New(client.Config{Endpoints: []string{s.addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.cl.Close() })
-	cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	s.kv = pb.NewKVClient(cc)
-	eventually(t, 20*time.Second, "the single node takes writes", func() bool {
-		_, err := s.cl.Put(ctxT(t, 2*time.Second), []byte("/ready"), []byte("1"))
-		return err == nil
-	})
-	return s
+	n := nodetest.Start(t, tune)
+	return &single{addr: n.ClientAddr, kv: pb.NewKVClient(n.Conn(t)), cl: n.Client(t)}
 }
 
 func (s *single) put(t *testing.T, key string, value []byte) uint64 {

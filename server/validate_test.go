@@ -120,7 +120,8 @@ type edgeNode struct {
 // startEdgeNode opens a one-node cluster with cfg adjusted by tune, serves
 // it through NewGRPCServer and waits until it takes writes. Its client
 // connection lifts gRPC's client-side bounds, so that only the server's
-// limits are tested.
+// limits are tested. It is not nodetest.Start because this package's own
+// tests cannot import nodetest, which imports server.
 func startEdgeNode(t *testing.T, tune func(*node.Config)) *edgeNode {
 	t.Helper()
 	raftLis, err := net.Listen("tcp", "127.0.0.1:0")

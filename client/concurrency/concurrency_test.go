@@ -3,9 +3,6 @@ package concurrency
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -14,9 +11,8 @@ import (
 	"time"
 
 	"github.com/raftwatch/raftwatch/client"
-	"github.com/raftwatch/raftwatch/node"
+	"github.com/raftwatch/raftwatch/nodetest"
 	pb "github.com/raftwatch/raftwatch/proto"
-	"github.com/raftwatch/raftwatch/server"
 )
 
 // startNode serves a one-node cluster in this process on loopback TCP,
@@ -24,55 +20,7 @@ import (
 // writes.
 func startNode(t *testing.T) string {
 	t.Helper()
-	var ports []string
-	var ls []net.Listener
-	for i := 0; i < 2; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports, ls = append(ports, l.Addr().String()), append(ls, l)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	cfg := node.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), ports[0], ports[1]
-	cfg.InitialCluster = map[string]string{"n1": ports[0]}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	return serve(t, cfg)
-}
-
-func serve(t *testing.T, cfg node.Config) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", cfg.ClientAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Open(cfg)
-	if err != nil {
-		lis.Close()
-		t.Fatal(err)
-	}
-	g := server.New(n, cfg.Logger).NewGRPCServer()
-	go g.Serve(lis)
-	t.Cleanup(func() { g.Stop(); n.Close() })
-	c := newClient(t, cfg.ClientAddr)
-	eventually(t, 20*time.Second, "the node takes writes", func() bool {
-		_, err := c.Put(ctxT(t, 2*time.Second), []byte("/ready"), []byte("1"))
-		return err == nil
-	})
-	return cfg.ClientAddr
-}
-
-func newClient(t *testing.T, addr string) *client.Client {
-	t.Helper()
-	c, err := client.New(client.Config{Endpoints: []string{addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return nodetest.Start(t, nil).ClientAddr
 }
 
 func newSession(t *testing.T, c *client.Client, ttl int64) *Session {
@@ -89,17 +37,6 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // keysUnder returns the keys under prefix, in contender order.
@@ -133,10 +70,10 @@ func TestMutexIsExclusiveFIFOAndTokensIncrease(t *testing.T) {
 	addr := startNode(t)
 	const n = 5
 	const prefix = "/locks/fifo/"
-	obs := newClient(t, addr)
+	obs := nodetest.Client(t, addr)
 	var mus []*Mutex
 	for i := 0; i < n; i++ {
-		mus = append(mus, NewMutex(newSession(t, newClient(t, addr), 30), prefix))
+		mus = append(mus, NewMutex(newSession(t, nodetest.Client(t, addr), 30), prefix))
 	}
 	var inside atomic.Int32
 	var mu sync.Mutex
@@ -176,7 +113,7 @@ func TestMutexIsExclusiveFIFOAndTokensIncrease(t *testing.T) {
 	for i := 1; i < n; i++ {
 		wg.Add(1)
 		go run(i, &wg)
-		eventually(t, 10*time.Second, "contender "+strconv.Itoa(i)+" entered", func() bool {
+		nodetest.Eventually(t, 10*time.Second, "contender "+strconv.Itoa(i)+" entered", func() bool {
 			return len(keysUnder(t, obs, prefix)) == i+1
 		})
 	}
@@ -226,7 +163,7 @@ func TestMutexIsExclusiveFIFOAndTokensIncrease(t *testing.T) {
 func TestContendersCreatedInOneEntry(t *testing.T) {
 	addr := startNode(t)
 	const prefix = "/locks/tie/"
-	ca, cb := newClient(t, addr), newClient(t, addr)
+	ca, cb := nodetest.Client(t, addr), nodetest.Client(t, addr)
 	sa, sb := newSession(t, ca, 30), newSession(t, cb, 30)
 	ma, mb := NewMutex(sa, prefix), NewMutex(sb, prefix)
 	r, err := ca.Txn(ctxT(t, 10*time.Second)).
@@ -329,10 +266,10 @@ func TestWaitersWatchOnlyTheirPredecessor(t *testing.T) {
 	addr := startNode(t)
 	const n = 5
 	const prefix = "/locks/herd/"
-	obs := newClient(t, addr)
+	obs := nodetest.Client(t, addr)
 	var mus []*Mutex
 	for i := 0; i < n; i++ {
-		mus = append(mus, NewMutex(newSession(t, newClient(t, addr), 30), prefix))
+		mus = append(mus, NewMutex(newSession(t, nodetest.Client(t, addr), 30), prefix))
 	}
 	if _, err := mus[0].Lock(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
@@ -351,9 +288,9 @@ func TestWaitersWatchOnlyTheirPredecessor(t *testing.T) {
 			}
 			locked <- i
 		}()
-		eventually(t, 10*time.Second, "contender entered", func() bool { return len(keysUnder(t, obs, prefix)) == i+1 })
+		nodetest.Eventually(t, 10*time.Second, "contender entered", func() bool { return len(keysUnder(t, obs, prefix)) == i+1 })
 	}
-	eventually(t, 10*time.Second, "four waiters watching", func() bool { return len(log.get()) == n-1 })
+	nodetest.Eventually(t, 10*time.Second, "four waiters watching", func() bool { return len(log.get()) == n-1 })
 	for i, w := range log.get() {
 		if w[0] != mus[i+1].key || w[1] != mus[i].key {
 			t.Fatalf("watch %d: %s watched %s, want %s watching %s", i, w[0], w[1], mus[i+1].key, mus[i].key)
@@ -369,7 +306,7 @@ func TestWaitersWatchOnlyTheirPredecessor(t *testing.T) {
 	if err := <-errs; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled waiter: %v", err)
 	}
-	eventually(t, 10*time.Second, "waiter 3 watching waiter 1", func() bool { return len(log.get()) == n })
+	nodetest.Eventually(t, 10*time.Second, "waiter 3 watching waiter 1", func() bool { return len(log.get()) == n })
 	if w := log.get()[n-1]; w[0] != mus[3].key || w[1] != mus[1].key {
 		t.Fatalf("after waiter 2 left: %s watched %s, want %s watching %s", w[0], w[1], mus[3].key, mus[1].key)
 	}
@@ -404,7 +341,7 @@ func TestWaitersWatchOnlyTheirPredecessor(t *testing.T) {
 func TestSessionLossHandsTheLockOverAndFencesTheOldHolder(t *testing.T) {
 	addr := startNode(t)
 	const prefix = "/locks/loss/"
-	ca, cb := newClient(t, addr), newClient(t, addr)
+	ca, cb := nodetest.Client(t, addr), nodetest.Client(t, addr)
 	sa, sb := newSession(t, ca, 2), newSession(t, cb, 30)
 	ma, mb := NewMutex(sa, prefix), NewMutex(sb, prefix)
 	tokA, err := ma.Lock(ctxT(t, 10*time.Second))
@@ -419,7 +356,7 @@ func TestSessionLossHandsTheLockOverAndFencesTheOldHolder(t *testing.T) {
 		}
 		got <- tok
 	}()
-	eventually(t, 10*time.Second, "B waiting", func() bool { return len(keysUnder(t, ca, prefix)) == 2 })
+	nodetest.Eventually(t, 10*time.Second, "B waiting", func() bool { return len(keysUnder(t, ca, prefix)) == 2 })
 	stopped := time.Now()
 	sa.cancel() // no more keepalives, no revoke
 	var tokB uint64
@@ -469,16 +406,16 @@ func TestSessionLossHandsTheLockOverAndFencesTheOldHolder(t *testing.T) {
 func TestLockWaitingWhenTheSessionIsLostWithdraws(t *testing.T) {
 	addr := startNode(t)
 	const prefix = "/locks/wloss/"
-	c := newClient(t, addr)
+	c := nodetest.Client(t, addr)
 	holder := NewMutex(newSession(t, c, 30), prefix)
 	if _, err := holder.Lock(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	sw := newSession(t, newClient(t, addr), 2)
+	sw := newSession(t, nodetest.Client(t, addr), 2)
 	w := NewMutex(sw, prefix)
 	done := make(chan error, 1)
 	go func() { _, err := w.Lock(ctxT(t, 30*time.Second)); done <- err }()
-	eventually(t, 10*time.Second, "waiter entered", func() bool { return len(keysUnder(t, c, prefix)) == 2 })
+	nodetest.Eventually(t, 10*time.Second, "waiter entered", func() bool { return len(keysUnder(t, c, prefix)) == 2 })
 	sw.cancel()
 	select {
 	case err := <-done:
@@ -488,7 +425,7 @@ func TestLockWaitingWhenTheSessionIsLostWithdraws(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter did not return after its session was lost")
 	}
-	eventually(t, 10*time.Second, "the waiter's key gone", func() bool { return len(keysUnder(t, c, prefix)) == 1 })
+	nodetest.Eventually(t, 10*time.Second, "the waiter's key gone", func() bool { return len(keysUnder(t, c, prefix)) == 1 })
 }
 
 // TestElectionCampaignProclaimResignObserve: an observer sees every
@@ -496,7 +433,7 @@ func TestLockWaitingWhenTheSessionIsLostWithdraws(t *testing.T) {
 func TestElectionCampaignProclaimResignObserve(t *testing.T) {
 	addr := startNode(t)
 	const prefix = "/election/e/"
-	obs := NewElection(newSession(t, newClient(t, addr), 30), prefix)
+	obs := NewElection(newSession(t, nodetest.Client(t, addr), 30), prefix)
 	if _, err := obs.Leader(ctxT(t, 5*time.Second)); !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("Leader of an empty election: %v, want ErrNoLeader", err)
 	}
@@ -516,8 +453,8 @@ func TestElectionCampaignProclaimResignObserve(t *testing.T) {
 		}
 		return nil
 	}
-	e1 := NewElection(newSession(t, newClient(t, addr), 30), prefix)
-	s2 := newSession(t, newClient(t, addr), 30)
+	e1 := NewElection(newSession(t, nodetest.Client(t, addr), 30), prefix)
+	s2 := newSession(t, nodetest.Client(t, addr), 30)
 	e2 := NewElection(s2, prefix)
 	if err := e1.Proclaim(ctxT(t, 5*time.Second), "x"); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("Proclaim before Campaign: %v, want ErrNotLeader", err)
@@ -531,7 +468,7 @@ func TestElectionCampaignProclaimResignObserve(t *testing.T) {
 	}
 	won := make(chan error, 1)
 	go func() { won <- e2.Campaign(ctxT(t, 30*time.Second), "b") }()
-	eventually(t, 10*time.Second, "e2 campaigning", func() bool { return len(keysUnder(t, s2.c, prefix)) == 2 })
+	nodetest.Eventually(t, 10*time.Second, "e2 campaigning", func() bool { return len(keysUnder(t, s2.c, prefix)) == 2 })
 	if err := e1.Proclaim(ctxT(t, 5*time.Second), "a2"); err != nil {
 		t.Fatal(err)
 	}
@@ -575,7 +512,7 @@ func TestElectionCampaignProclaimResignObserve(t *testing.T) {
 // ended).
 func TestFailedLockLeavesNoKey(t *testing.T) {
 	addr := startNode(t)
-	ca, cb := newClient(t, addr), newClient(t, addr)
+	ca, cb := nodetest.Client(t, addr), nodetest.Client(t, addr)
 	sa, sb := newSession(t, ca, 30), newSession(t, cb, 30)
 	const prefix = "/locks/unknown/"
 	failed := 0
@@ -591,7 +528,7 @@ func TestFailedLockLeavesNoKey(t *testing.T) {
 			continue
 		}
 		failed++
-		eventually(t, 3*time.Second, "a failed Lock's key is gone", func() bool {
+		nodetest.Eventually(t, 3*time.Second, "a failed Lock's key is gone", func() bool {
 			return len(keysUnder(t, ca, prefix)) == 0
 		})
 		other := NewMutex(sb, prefix)
@@ -611,7 +548,7 @@ func TestFailedLockLeavesNoKey(t *testing.T) {
 // held, although the keys of "a/b" are under the prefix of "a".
 func TestNestedLockNamesDoNotContend(t *testing.T) {
 	addr := startNode(t)
-	ca, cb := newClient(t, addr), newClient(t, addr)
+	ca, cb := nodetest.Client(t, addr), nodetest.Client(t, addr)
 	sa, sb := newSession(t, ca, 30), newSession(t, cb, 30)
 	inner := NewMutex(sa, "/locks/billing/db/")
 	if _, err := inner.Lock(ctxT(t, 5*time.Second)); err != nil {
@@ -632,10 +569,10 @@ func TestObserveReportsEveryLeader(t *testing.T) {
 	const prefix = "/election/late/"
 	octx, ocancel := context.WithCancel(context.Background())
 	defer ocancel()
-	seen := Observe(octx, newClient(t, addr), prefix)
-	ea := NewElection(newSession(t, newClient(t, addr), 30), prefix)
-	eb := NewElection(newSession(t, newClient(t, addr), 30), prefix)
-	ec := NewElection(newSession(t, newClient(t, addr), 30), prefix)
+	seen := Observe(octx, nodetest.Client(t, addr), prefix)
+	ea := NewElection(newSession(t, nodetest.Client(t, addr), 30), prefix)
+	eb := NewElection(newSession(t, nodetest.Client(t, addr), 30), prefix)
+	ec := NewElection(newSession(t, nodetest.Client(t, addr), 30), prefix)
 	if err := ea.Campaign(ctxT(t, 10*time.Second), "a"); err != nil {
 		t.Fatal(err)
 	}

@@ -3,19 +3,19 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/certs"
 	"github.com/raftwatch/raftwatch/node"
-	"github.com/raftwatch/raftwatch/server"
+	"github.com/raftwatch/raftwatch/nodetest"
 )
 
 // startAuthNode serves a one-node cluster in this process enforcing roles
@@ -32,33 +32,13 @@ func startAuthNode(t *testing.T) []string {
 	issueTo(t, ca, dir, "root")
 	p := func(name string) string { return filepath.Join(dir, name) }
 	flags := &serveTLSFlags{certFile: p("n1.crt"), keyFile: p("n1.key"), trustedCAFile: p("ca.crt"), clientCertAuth: true}
-	addrs := freeAddrs(t, 2)
-	cfg := node.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
-	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
-	cfg.Logger = quietLog
-	opts, err := flags.apply(&cfg, true, quietLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", cfg.ClientAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Open(cfg)
-	if err != nil {
-		lis.Close()
-		t.Fatal(err)
-	}
-	srv := server.New(n, quietLog)
-	srv.RequireAuth("root")
-	g := srv.NewGRPCServer(opts...)
-	go g.Serve(lis)
-	t.Cleanup(func() { g.Stop(); n.Close() })
+	n := nodetest.Start(t, nil, nodetest.RequireAuth("root"), nodetest.NoWait(), nodetest.Setup(func(cfg *node.Config) ([]grpc.ServerOption, error) {
+		return flags.apply(cfg, true, quietLog)
+	}))
 	root := clientTLSFlags{cacert: p("ca.crt"), cert: p("root.crt"), key: p("root.key")}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		err := put(t, cfg.ClientAddr, root, "/ready")
+		err := put(t, n.ClientAddr, root, "/ready")
 		if err == nil {
 			break
 		}
@@ -67,7 +47,7 @@ func startAuthNode(t *testing.T) []string {
 		}
 		time.Sleep(50 * time.Millisecond) // polling with a deadline
 	}
-	return []string{"--endpoints=" + cfg.ClientAddr, "--cacert=" + root.cacert, "--cert=" + root.cert, "--key=" + root.key}
+	return []string{"--endpoints=" + n.ClientAddr, "--cacert=" + root.cacert, "--cert=" + root.cert, "--key=" + root.key}
 }
 
 // runCLI runs the command line args in this process and returns what it

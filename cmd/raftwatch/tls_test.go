@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/certs"
 	"github.com/raftwatch/raftwatch/node"
-	"github.com/raftwatch/raftwatch/server"
+	"github.com/raftwatch/raftwatch/nodetest"
 )
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -92,31 +93,10 @@ func startTLSNode(t *testing.T, dir string) string {
 		certFile: p("n1.crt"), keyFile: p("n1.key"), trustedCAFile: p("ca.crt"), clientCertAuth: true,
 		peerCertFile: p("n1.crt"), peerKeyFile: p("n1.key"), peerTrustedCAFile: p("ca.crt"),
 	}
-	addrs := freeAddrs(t, 2)
-	cfg := node.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", t.TempDir(), addrs[0], addrs[1]
-	cfg.InitialCluster = map[string]string{"n1": addrs[0]}
-	cfg.Logger = quietLog
-	opts, err := flags.apply(&cfg, false, quietLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", cfg.ClientAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Open(cfg)
-	if err != nil {
-		lis.Close()
-		t.Fatal(err)
-	}
-	g := server.New(n, quietLog).NewGRPCServer(opts...)
-	go g.Serve(lis)
-	t.Cleanup(func() {
-		g.Stop()
-		n.Close()
-	})
-	return cfg.ClientAddr
+	n := nodetest.Start(t, nil, nodetest.NoWait(), nodetest.Setup(func(cfg *node.Config) ([]grpc.ServerOption, error) {
+		return flags.apply(cfg, false, quietLog)
+	}))
+	return n.ClientAddr
 }
 
 // put writes key through the CLI's client built from flags.
@@ -318,19 +298,4 @@ func TestTLSHintOnlyForAMissingPreface(t *testing.T) {
 			t.Errorf("hint for %v: %q", st, h)
 		}
 	}
-}
-
-// freeAddrs returns n distinct 127.0.0.1 addresses free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
-	}
-	return out
 }
