@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/raftwatch/raftwatch/client"
+	"github.com/raftwatch/raftwatch/nodetest"
 	pb "github.com/raftwatch/raftwatch/proto"
 )
 
@@ -38,23 +38,14 @@ type testCluster struct {
 	perNode func(p *proc) []string
 }
 
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var ls []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
+// The helpers e2e shares with the in-process tests of other packages,
+// under the names its tests call them by.
+var (
+	freePorts  = nodetest.FreeAddrs
+	eventually = nodetest.Eventually
+	collect    = nodetest.Collect
+	nextData   = nodetest.NextData
+)
 
 func startCluster(t *testing.T, extraFlags ...string) *testCluster {
 	t.Helper()
@@ -235,18 +226,6 @@ func (c *testCluster) status(p *proc) (*pb.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return pb.NewClusterClient(c.conn(p)).Status(ctx, &pb.StatusRequest{})
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // waitLeader waits until a running node is a ready leader (its address is

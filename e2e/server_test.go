@@ -65,42 +65,6 @@ func TestPutThroughFollowerHint(t *testing.T) {
 	})
 }
 
-// collect reads a watch stream into a channel until it ends.
-func collect(w *client.Watcher) <-chan *pb.WatchResponse {
-	out := make(chan *pb.WatchResponse, 10000)
-	go func() {
-		defer close(out)
-		for {
-			ev, err := w.Recv()
-			if err != nil {
-				return
-			}
-			out <- ev
-		}
-	}()
-	return out
-}
-
-// nextData returns the next PUT/DELETE (skipping PROGRESS) or fails.
-func nextData(t *testing.T, ch <-chan *pb.WatchResponse, timeout time.Duration) *pb.WatchResponse {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev, ok := <-ch:
-			if !ok {
-				t.Fatal("watch stream ended")
-			}
-			if ev.Type == pb.EventType_PROGRESS {
-				continue
-			}
-			return ev
-		case <-deadline:
-			t.Fatalf("no event within %v", timeout)
-		}
-	}
-}
-
 type write struct {
 	del        bool
 	key, value string
