@@ -5,7 +5,9 @@
 // Invariant: every handshake uses a complete, consistent set of material
 // (a certificate with its own key, a CA pool that parsed): a reload that
 // fails (a half-rotated pair, an unreadable file) keeps the previous
-// material and logs why. Files are checked for changes (modification time
+// material and logs why. A certificate its Source's check refuses counts
+// as a file that fails to load, at the first load as at every reload.
+// Files are checked for changes (modification time
 // and size) at most once per checkInterval, and read outside the lock, so
 // handshakes never wait on the file system: they get the material of the
 // last look while one is under way.
@@ -50,6 +52,7 @@ type stamp struct {
 // safe for concurrent use.
 type Source struct {
 	files Files
+	check func(leaf *x509.Certificate) error // nil: any certificate
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -65,14 +68,24 @@ type Source struct {
 // Load reads files once; any error is returned (a node should not start
 // on material it cannot read). log receives reload failures.
 func Load(files Files, log *slog.Logger) (*Source, error) {
+	return LoadChecked(files, nil, log)
+}
+
+// LoadChecked is Load with check run on the certificate of files.Cert at
+// this load and at every reload: one it refuses is not loaded (here an
+// error, later a failed reload that keeps the previous material), so a
+// rotation cannot bring in a certificate the other side would refuse.
+// check's error is returned or logged as it is: it should name the file
+// and say what to fix.
+func LoadChecked(files Files, check func(leaf *x509.Certificate) error, log *slog.Logger) (*Source, error) {
 	if (files.Cert == "") != (files.Key == "") {
 		return nil, errors.New("a certificate file needs its key file and a key file its certificate file")
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Source{files: files, log: log, stamps: files.stamps(), checked: time.Now()}
-	m, err := files.load()
+	s := &Source{files: files, check: check, log: log, stamps: files.stamps(), checked: time.Now()}
+	m, err := s.load()
 	if err != nil {
 		return nil, err
 	}
@@ -93,12 +106,19 @@ func (f Files) stamps() [3]stamp {
 	return out
 }
 
-func (f Files) load() (material, error) {
+// load reads the files and runs the check on the certificate.
+func (s *Source) load() (material, error) {
+	f := s.files
 	var m material
 	if f.Cert != "" {
 		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 		if err != nil {
 			return material{}, fmt.Errorf("load certificate %s and key %s: %w", f.Cert, f.Key, err)
+		}
+		if s.check != nil {
+			if err := s.check(cert.Leaf); err != nil {
+				return material{}, err
+			}
 		}
 		m.cert = &cert
 	}
@@ -139,7 +159,8 @@ func (s *Source) current() material {
 }
 
 // look loads the files when they changed since they were last loaded, and
-// reports whether it did. A rotation replaces key and certificate one
+// reports whether it did. A certificate the check refuses fails the load
+// like a file that does not parse. A rotation replaces key and certificate one
 // after the other, and a look between the two finds a pair that does not
 // match: a failed load is retried at the next look and reported only when
 // it fails again on the same files (then once, until they change again).
@@ -148,7 +169,7 @@ func (s *Source) look() (material, bool) {
 	if st == s.stamps {
 		return material{}, false
 	}
-	m, err := s.files.load()
+	m, err := s.load()
 	if err != nil {
 		if st != s.failed {
 			s.failed = st

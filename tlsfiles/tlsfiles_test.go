@@ -2,6 +2,8 @@ package tlsfiles
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -281,6 +283,62 @@ func TestHalfDoneRotationIsNotReported(t *testing.T) {
 	}
 	if n := strings.Count(logged.String(), "cannot be loaded"); n != 1 {
 		t.Fatalf("a broken replacement reported %d times, want once:\n%s", n, logged.String())
+	}
+}
+
+// nodeOnly is a check that refuses any certificate but a node's.
+func nodeOnly(leaf *x509.Certificate) error {
+	if _, ok := certs.NodeID(leaf); !ok {
+		return fmt.Errorf("certificate %q is not a node certificate", leaf.Subject.CommonName)
+	}
+	return nil
+}
+
+// A certificate the check refuses is not loaded: at the first load the
+// check's error is returned; a rotation to one keeps the previous
+// certificate and is logged once, and a later good rotation is picked up.
+func TestCheckRefusesCertificates(t *testing.T) {
+	ca := newCA(t)
+	dir := t.TempDir()
+	client := issueClient(t, ca, dir, "alice")
+	if _, err := LoadChecked(client, nodeOnly, quiet); err == nil || err.Error() != `certificate "alice" is not a node certificate` {
+		t.Fatalf("loading a certificate the check refuses: %v, want the check's error", err)
+	}
+
+	f := issue(t, ca, dir, "n1")
+	var logged syncBuffer
+	s, err := LoadChecked(f, nodeOnly, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() *big.Int { return s.current().cert.Leaf.SerialNumber }
+	old := serial()
+	alice, err := ca.IssueClient("alice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := time.Now().Add(time.Minute)
+	replace(t, f.Key, alice.KeyPEM, mod)
+	replace(t, f.Cert, alice.CertPEM, mod)
+	for i := 0; i < 3; i++ {
+		lookNow(s)
+		if got := serial(); got.Cmp(old) != 0 {
+			t.Fatalf("look %d: serving serial %v, the refused certificate's, want the old %v", i+1, got, old)
+		}
+	}
+	if n := strings.Count(logged.String(), "not a node certificate"); n != 1 {
+		t.Fatalf("a refused rotation reported %d times, want once with the check's error:\n%s", n, logged.String())
+	}
+
+	leaf, err := ca.IssueNode("n1", []string{"127.0.0.1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace(t, f.Key, leaf.KeyPEM, mod.Add(time.Second))
+	replace(t, f.Cert, leaf.CertPEM, mod.Add(time.Second))
+	lookNow(s)
+	if got, want := serial(), srvSerial(t, leaf); got.Cmp(want) != 0 {
+		t.Fatalf("serving serial %v after a good rotation followed a refused one, want %v", got, want)
 	}
 }
 

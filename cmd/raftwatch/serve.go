@@ -77,12 +77,13 @@ need --cacert, and with --client-cert-auth a certificate of their own from
 --trusted-ca-file's CA); --peer-cert-file, --peer-key-file and
 --peer-trusted-ca-file carry raft over mutual TLS (always verifying the
 peer's certificate, which must be a node certificate: one naming its node
-in a raftwatch://node/ID URI, as "raftwatch certs" issues for nodes; client
-certificates are refused). With --auth, --cert-file must be this node's
-node certificate too: the node presents it when it calls another member's
-client API, which recognises a member by it. Certificate, key and CA files
-are reloaded when they change on disk: new connections use them, without a
-restart.
+in a raftwatch://node/ID URI and valid for serverAuth and clientAuth, as
+"raftwatch certs" issues for nodes; client certificates are refused). With
+--auth, --cert-file must be this node's node certificate too: the node
+presents it when it calls another member's client API, which recognises a
+member by it. Certificate, key and CA files are reloaded when they change
+on disk: new connections use them, without a restart; a replaced
+certificate that fails these checks is logged and the previous one stays.
 
 SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
 node leads, every watcher gets CANCELED with reason "shutdown", in-flight

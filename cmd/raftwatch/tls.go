@@ -2,10 +2,12 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -42,27 +44,31 @@ func addServeTLSFlags(f *pflag.FlagSet) *serveTLSFlags {
 // and returns the gRPC server options of the client API while setting
 // cfg's raft and member-dial TLS. With no flag set it changes nothing.
 // auth says roles are enforced (serve --auth): the members then recognise
-// this node by its --cert-file, which must be its node certificate.
+// this node by its --cert-file, which must be its node certificate. The
+// certificates are checked (clientCertCheck, peerCertCheck) here and at
+// every reload.
 func (s *serveTLSFlags) apply(cfg *node.Config, auth bool, log *slog.Logger) ([]grpc.ServerOption, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	if s.peerCertFile != "" {
-		if err := checkNodeCert("--peer-cert-file", s.peerCertFile, s.peerKeyFile, cfg.ID); err != nil {
-			return nil, err
-		}
-	}
-	if auth && s.certFile != "" {
-		if err := checkNodeCert("--cert-file", s.certFile, s.keyFile, cfg.ID); err != nil {
-			return nil, fmt.Errorf("with --auth, %w", err)
-		}
-	}
-	var opts []grpc.ServerOption
+	// Both are loaded before cfg changes: a refusal leaves it as it was.
+	var client, peer *tlsfiles.Source
 	if s.certFile != "" {
-		src, err := tlsfiles.Load(tlsfiles.Files{Cert: s.certFile, Key: s.keyFile, CA: s.trustedCAFile}, log.With("tls", "client"))
+		src, err := tlsfiles.LoadChecked(tlsfiles.Files{Cert: s.certFile, Key: s.keyFile, CA: s.trustedCAFile}, clientCertCheck(s.certFile, cfg.ID, auth), log.With("tls", "client"))
 		if err != nil {
 			return nil, fmt.Errorf("client TLS: %w", err)
 		}
+		client = src
+	}
+	if s.peerCertFile != "" {
+		src, err := tlsfiles.LoadChecked(tlsfiles.Files{Cert: s.peerCertFile, Key: s.peerKeyFile, CA: s.peerTrustedCAFile}, peerCertCheck(s.peerCertFile, cfg.ID), log.With("tls", "peer"))
+		if err != nil {
+			return nil, fmt.Errorf("peer TLS: %w", err)
+		}
+		peer = src
+	}
+	var opts []grpc.ServerOption
+	if client != nil {
 		auth := tls.NoClientCert
 		switch {
 		case s.clientCertAuth:
@@ -70,15 +76,11 @@ func (s *serveTLSFlags) apply(cfg *node.Config, auth bool, log *slog.Logger) ([]
 		case s.trustedCAFile != "":
 			auth = tls.VerifyClientCertIfGiven
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(src.ServerConfig(auth, "h2"))))
-		cfg.ClientAPITLS = src.ClientConfig
+		opts = append(opts, grpc.Creds(credentials.NewTLS(client.ServerConfig(auth, "h2"))))
+		cfg.ClientAPITLS = client.ClientConfig
 	}
-	if s.peerCertFile != "" {
-		src, err := tlsfiles.Load(tlsfiles.Files{Cert: s.peerCertFile, Key: s.peerKeyFile, CA: s.peerTrustedCAFile}, log.With("tls", "peer"))
-		if err != nil {
-			return nil, fmt.Errorf("peer TLS: %w", err)
-		}
-		cfg.PeerTLS = &node.TLS{Server: src.ServerConfig(tls.RequireAndVerifyClientCert), Dial: src.ClientConfig}
+	if peer != nil {
+		cfg.PeerTLS = &node.TLS{Server: peer.ServerConfig(tls.RequireAndVerifyClientCert), Dial: peer.ClientConfig}
 	}
 	return opts, nil
 }
@@ -108,14 +110,41 @@ func (s *serveTLSFlags) check() error {
 	return nil
 }
 
-// checkNodeCert refuses a certificate file (flag's) that is not node id's
-// node certificate, saying how to make one.
-func checkNodeCert(flag, certFile, keyFile, id string) error {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return fmt.Errorf("%s: %w", flag, err)
+// peerCertCheck returns the check of --peer-cert-file (certFile): raft
+// peers accept only a node certificate, and a node both serves and dials
+// with it, so it must be node id's node certificate, valid for TLS server
+// and client authentication.
+func peerCertCheck(certFile, id string) func(*x509.Certificate) error {
+	return func(leaf *x509.Certificate) error {
+		if err := checkNodeCert("--peer-cert-file", certFile, leaf, id); err != nil {
+			return err
+		}
+		return checkUsage("--peer-cert-file", certFile, leaf, "raft peers require serverAuth of the node they dial and clientAuth of the node dialing them",
+			x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 	}
-	got, ok := certs.NodeID(pair.Leaf)
+}
+
+// clientCertCheck returns the check of --cert-file (certFile): clients
+// verify it as a server certificate; with auth it must also be node id's
+// node certificate, valid for client authentication, since the node
+// presents it when it calls other members, which recognise a member by it.
+func clientCertCheck(certFile, id string, auth bool) func(*x509.Certificate) error {
+	return func(leaf *x509.Certificate) error {
+		if !auth {
+			return checkUsage("--cert-file", certFile, leaf, "clients require serverAuth of the client API", x509.ExtKeyUsageServerAuth)
+		}
+		if err := checkNodeCert("--cert-file", certFile, leaf, id); err != nil {
+			return fmt.Errorf("with --auth, %w", err)
+		}
+		return checkUsage("--cert-file", certFile, leaf, "clients require serverAuth of the client API and, with --auth, members clientAuth of the node calling them",
+			x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	}
+}
+
+// checkNodeCert refuses the certificate leaf of certFile (flag's) when it
+// is not node id's node certificate, saying how to make one.
+func checkNodeCert(flag, certFile string, leaf *x509.Certificate, id string) error {
+	got, ok := certs.NodeID(leaf)
 	switch {
 	case !ok:
 		return fmt.Errorf("%s %s is not a node certificate: it must name this node in a URI subject alternative name %s (raftwatch certs issue --node %s --dir DIR-WITH-ca.key --hosts HOST,..., or with openssl -addext \"subjectAltName=IP:...,URI:%s\")",
@@ -124,6 +153,32 @@ func checkNodeCert(flag, certFile, keyFile, id string) error {
 		return fmt.Errorf("%s %s is the node certificate of %s, and this node is %s", flag, certFile, got, id)
 	}
 	return nil
+}
+
+// usageNames are the names of extended key usages, as openssl spells them.
+var usageNames = map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth"}
+
+// checkUsage refuses the certificate leaf of certFile (flag's) when its
+// extended key usage excludes any of usages, which the other side of a
+// connection checks (why says who): it would fail the handshake there
+// with no more than "bad certificate". A certificate without extended key
+// usage is valid for any, as crypto/x509 verifies it.
+func checkUsage(flag, certFile string, leaf *x509.Certificate, why string, usages ...x509.ExtKeyUsage) error {
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	var missing, all []string
+	for _, want := range usages {
+		all = append(all, usageNames[want])
+		if !slices.ContainsFunc(leaf.ExtKeyUsage, func(u x509.ExtKeyUsage) bool { return u == want || u == x509.ExtKeyUsageAny }) {
+			missing = append(missing, usageNames[want])
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s %s lacks %s in its extended key usage (%s): reissue it with %s (openssl: -addext \"extendedKeyUsage=%s\")",
+		flag, certFile, strings.Join(missing, " and "), why, strings.Join(all, " and "), strings.Join(all, ","))
 }
 
 // clientTLSFlags are the client commands' TLS flags, named as etcdctl's.

@@ -1,14 +1,21 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,11 +255,25 @@ func TestServeTLSFlagsRequireNodeCertificates(t *testing.T) {
 			t.Errorf("node %s: refused, yet the node config was changed", tc.id)
 		}
 	}
-	// Without --auth the client API may serve any certificate.
+	// Without --auth the client API may serve any server certificate,
+	// another node's included, but not a client certificate.
+	n2, err := ca.IssueNode("n2", []string{"127.0.0.1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n2.Write(dir, "n2"); err != nil {
+		t.Fatal(err)
+	}
 	cfg := node.DefaultConfig()
 	cfg.ID = "n1"
-	if _, err := flags("alice", "n1").apply(&cfg, false, quietLog); err != nil {
-		t.Fatalf("a client API certificate that is no node certificate, without --auth: %v", err)
+	if _, err := flags("n2", "n1").apply(&cfg, false, quietLog); err != nil {
+		t.Fatalf("another node's certificate on the client API, without --auth: %v", err)
+	}
+	cfg = node.DefaultConfig()
+	cfg.ID = "n1"
+	_, err = flags("alice", "n1").apply(&cfg, false, quietLog)
+	if want := "--cert-file " + p("alice.crt") + " lacks serverAuth in its extended key usage"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a client certificate on the client API, without --auth: %v, want an error containing %q", err, want)
 	}
 	cfg = node.DefaultConfig()
 	cfg.ID = "n1"
@@ -266,6 +287,175 @@ func TestServeTLSFlagsRequireNodeCertificates(t *testing.T) {
 	if id, ok := certs.NodeID(member.Leaf); !ok || id != "n1" {
 		t.Fatalf("a member call presents a certificate of node %q (%v), want n1's node certificate", id, ok)
 	}
+}
+
+// writeCert writes a self-signed certificate valid for 127.0.0.1 and the
+// extended key usages given (none: the extension left out) to dir as
+// name.crt and name.key, naming node id in its URI unless id is empty. It
+// stands for one from an operator's own CA, whose usages serve's checks
+// are about.
+func writeCert(t *testing.T, dir, name, id string, usages ...x509.ExtKeyUsage) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  usages,
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	if id != "" {
+		tmpl.URIs = []*url.URL{certs.NodeURI(id)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := certs.Leaf{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}
+	if _, _, err := leaf.Write(dir, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serve refuses, naming the file and the usage it lacks, a certificate
+// whose extended key usage the other side would refuse: raft's without
+// clientAuth or serverAuth, the client API's without serverAuth, and
+// without clientAuth too under --auth. One without the extension is valid
+// for any usage.
+func TestServeTLSFlagsRequireExtendedKeyUsage(t *testing.T) {
+	ca, err := certs.NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	issueTo(t, ca, dir)
+	server, client := x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth
+	writeCert(t, dir, "server-only", "n1", server)
+	writeCert(t, dir, "client-only", "n1", client)
+	writeCert(t, dir, "no-eku", "n1")
+	writeCert(t, dir, "any", "n1", x509.ExtKeyUsageAny)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	flags := func(client, peer string) *serveTLSFlags {
+		return &serveTLSFlags{
+			certFile: p(client + ".crt"), keyFile: p(client + ".key"),
+			peerCertFile: p(peer + ".crt"), peerKeyFile: p(peer + ".key"), peerTrustedCAFile: p("ca.crt"),
+		}
+	}
+	for _, tc := range []struct {
+		client, peer string
+		auth         bool
+		errHas       string // "": accepted
+	}{
+		{"n1", "server-only", false, "peer TLS: --peer-cert-file " + p("server-only.crt") + " lacks clientAuth in its extended key usage (raft peers require serverAuth of the node they dial and clientAuth of the node dialing them): reissue it with serverAuth and clientAuth"},
+		{"n1", "client-only", false, "--peer-cert-file " + p("client-only.crt") + " lacks serverAuth in its extended key usage"},
+		{"client-only", "n1", false, "client TLS: --cert-file " + p("client-only.crt") + " lacks serverAuth in its extended key usage (clients require serverAuth of the client API)"},
+		{"server-only", "n1", true, "client TLS: --cert-file " + p("server-only.crt") + " lacks clientAuth in its extended key usage (clients require serverAuth of the client API and, with --auth, members clientAuth"},
+		{"server-only", "n1", false, ""},
+		{"no-eku", "no-eku", true, ""},
+		{"any", "any", true, ""},
+	} {
+		cfg := node.DefaultConfig()
+		cfg.ID = "n1"
+		_, err := flags(tc.client, tc.peer).apply(&cfg, tc.auth, quietLog)
+		switch {
+		case tc.errHas == "" && err != nil:
+			t.Errorf("--cert-file %s, --peer-cert-file %s, auth %v: %v", tc.client, tc.peer, tc.auth, err)
+		case tc.errHas != "" && (err == nil || !strings.Contains(err.Error(), tc.errHas)):
+			t.Errorf("--cert-file %s, --peer-cert-file %s, auth %v: %v, want an error containing %q", tc.client, tc.peer, tc.auth, err, tc.errHas)
+		case tc.errHas != "" && (cfg.PeerTLS != nil || cfg.ClientAPITLS != nil):
+			t.Errorf("--cert-file %s, --peer-cert-file %s: refused, yet the node config was changed", tc.client, tc.peer)
+		}
+	}
+}
+
+// A --peer-cert-file rotated to a client certificate (which raft peers
+// would refuse) is not loaded: the node goes on presenting its node
+// certificate, on both sides of raft's handshakes, and logs why.
+func TestPeerCertificateRotatedToAClientCertificateIsRefused(t *testing.T) {
+	ca, err := certs.NewCA("test-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	issueTo(t, ca, dir)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	flags := &serveTLSFlags{peerCertFile: p("n1.crt"), peerKeyFile: p("n1.key"), peerTrustedCAFile: p("ca.crt")}
+	var logged lockedBuffer
+	cfg := node.DefaultConfig()
+	cfg.ID = "n1"
+	if _, err := flags.apply(&cfg, false, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatal(err)
+	}
+	// presented returns the node ids of the certificates raft's handshakes
+	// present, accepting and dialing.
+	presented := func() (accepting, dialing string) {
+		t.Helper()
+		srv, err := cfg.PeerTLS.Server.GetConfigForClient(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dial, err := cfg.PeerTLS.Dial("127.0.0.1").GetClientCertificate(&tls.CertificateRequestInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepting, _ = certs.NodeID(srv.Certificates[0].Leaf)
+		dialing, _ = certs.NodeID(dial.Leaf)
+		return accepting, dialing
+	}
+
+	alice, err := ca.IssueClient("alice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := alice.Write(dir, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logged.String(), "is not a node certificate") {
+		if a, d := presented(); a != "n1" || d != "n1" {
+			t.Fatalf("after a rotation to a client certificate raft presents node %q accepting and %q dialing, want n1's node certificate", a, d)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a rotation to a client certificate was not reported in 10 s:\n%s", logged.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if a, d := presented(); a != "n1" || d != "n1" {
+		t.Fatalf("after the refused rotation was reported raft presents node %q accepting and %q dialing, want n1", a, d)
+	}
+	if !strings.Contains(logged.String(), "keeping the previous certificates") {
+		t.Fatalf("the refusal was logged without saying the node certificate stays:\n%s", logged.String())
+	}
+}
+
+// lockedBuffer is a log destination that handshakes and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestClientTLSFlagsComeFromTheEnvironment(t *testing.T) {
