@@ -115,6 +115,11 @@ func (s *Source) load() (material, error) {
 		if err != nil {
 			return material{}, fmt.Errorf("load certificate %s and key %s: %w", f.Cert, f.Key, err)
 		}
+		if cert.Leaf == nil { // GODEBUG=x509keypairleaf=0
+			if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+				return material{}, fmt.Errorf("parse certificate %s: %w", f.Cert, err)
+			}
+		}
 		if s.check != nil {
 			if err := s.check(cert.Leaf); err != nil {
 				return material{}, err
