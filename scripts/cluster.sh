@@ -139,7 +139,8 @@ up() {
       --initial-cluster "$INITIAL" $(serve_tls "$i") </dev/null >>"$DIR/n$i.log" 2>&1 &
     echo $! >"$DIR/n$i.pid"
   done
-  # Wait (bounded) until a node reports itself leader with its address known.
+  # Wait (bounded) until a node reports itself leader with its address known
+  # and every node reports itself ready.
   # The status output is captured whole before it is searched: piping it into
   # "grep -q" under pipefail killed status with SIGPIPE once grep had its match.
   local deadline=$((SECONDS + UP_TIMEOUT)) out leader
@@ -147,7 +148,9 @@ up() {
     # shellcheck disable=SC2046
     out=$("$BIN" status --endpoints "$ENDPOINTS" --timeout 1s $(cli_tls) 2>/dev/null) || true
     leader=$(awk '/ role=leader / { for (i = 1; i <= NF; i++) if ($i ~ /^id=/) { sub(/^id=/, "", $i); print $i " (" $1 ")"; exit } }' <<<"$out")
-    if [ -n "$leader" ]; then
+    # ...and every node ready (knows the leader, has applied what it heard
+    # committed), so the status printed below is the settled one.
+    if [ -n "$leader" ] && [ "$(grep -c ' ready=true ' <<<"$out")" -eq "${#NODES[@]}" ]; then
       echo "$out"
       echo
       echo "cluster up; leader: $leader; endpoints: $ENDPOINTS"
@@ -157,8 +160,9 @@ up() {
         echo "  (or: eval \"\$($0 env)\"; or give $(cli_tls))"
       fi
       if auth_on; then
-        echo "roles enforced: root (above) is admin; alice and bob ($TLS_DIR/alice.crt, bob.crt) have no role until granted, e.g."
-        echo "  $BIN role add app $(cli_tls) && $BIN role grant app /app/ readwrite $(cli_tls) && $BIN user grant alice app $(cli_tls)"
+        echo "roles enforced: root (above) is admin; alice and bob have no role until granted, e.g. after the eval:"
+        echo "  $BIN role add app && $BIN role grant app /app/ readwrite && $BIN user grant alice app"
+        echo "  RAFTWATCH_CERT=$TLS_DIR/alice.crt RAFTWATCH_KEY=$TLS_DIR/alice.key $BIN put /app/x 1"
       fi
       echo "try: $BIN put /config/db/host a $(cli_tls)  (any endpoint; followers redirect to the leader)"
       return 0
