@@ -15,6 +15,14 @@
 # the follower Go-client watches are on: time until each delivers a put
 # written after the kill, with no gap or duplicate across the move).
 #
+# etcd is by default the newest release this repository pins: bench/etcd is
+# a module of its own (etcd's server at the version its go.mod requires),
+# built into bin/etcd at the start of every run (Go's build cache makes that
+# a second or two after the first build, which downloads and compiles etcd
+# in about a minute). --etcd-bin PATH runs any other etcd build instead, e.g.
+# Debian's etcd-server (/usr/bin/etcd, 3.4.23). The report states the
+# version that ran, from `etcd --version`.
+#
 # Every round starts its clusters fresh (new data directories), and the
 # memory measurements get their own fresh clusters, so rounds are independent
 # and the min-max spread is a spread of like runs.
@@ -37,7 +45,7 @@
 #   scripts/bench.sh            full run (3 rounds, ~33 minutes)
 #   scripts/bench.sh --quick    small version of everything, under 3 minutes
 #   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof,
-#            --baseline REV, --no-baseline,
+#            --baseline REV, --no-baseline, --etcd-bin PATH,
 #            --workloads LIST   only these, comma-separated, from: memory, put,
 #                               get, watch, txn, keepalive, slow-watchers,
 #                               watch-resume, gobench (default: all of them)
@@ -56,6 +64,7 @@ PPROF=0
 BASELINE_REV=240ef18
 BASELINE_ASKED=0 # --baseline given: a missing commit is an error, not a skip
 WORKLOADS=""     # --workloads: empty = every workload
+ETCD_BIN=""      # --etcd-bin: empty = build bench/etcd
 ALL_WORKLOADS=(memory put get watch txn keepalive slow-watchers watch-resume gobench)
 
 while [[ $# -gt 0 ]]; do
@@ -69,6 +78,7 @@ while [[ $# -gt 0 ]]; do
 	--baseline) BASELINE_REV=$2; BASELINE_ASKED=1; shift ;;
 	--no-baseline) BASELINE_REV="" ;;
 	--workloads) WORKLOADS=$2; shift ;;
+	--etcd-bin) ETCD_BIN=$2; shift ;;
 	-h | --help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 	esac
@@ -88,6 +98,17 @@ for w in ${WORKLOADS//,/ }; do
 		exit 2
 	}
 done
+# --etcd-bin: a path (from where bench.sh was started) or a command name,
+# made absolute here because the script changes directory later.
+if [[ -n $ETCD_BIN ]]; then
+	bin=$ETCD_BIN
+	[[ $bin == */* ]] || bin=$(type -P -- "$bin") || true
+	if [[ -z $bin || ! -f $bin || ! -x $bin ]]; then
+		echo "bench.sh: --etcd-bin: $ETCD_BIN is not an executable file" >&2
+		exit 2
+	fi
+	ETCD_BIN=$(realpath -- "$bin")
+fi
 # The baseline is a raftwatch build: it runs only when raftwatch does, and
 # only the put workloads use it.
 [[ " ${TARGETS[*]} " == *" raftwatch "* ]] || BASELINE_REV=""
@@ -143,7 +164,8 @@ JSONL=$RESULTS/results.jsonl
 WORK=$(mktemp -d /tmp/raftwatch-bench.XXXXXX)
 BENCH=$ROOT/bin/raftwatch-bench
 RAFTWATCH=$ROOT/bin/raftwatch
-BASELINE=$WORK/bin/raftwatch # the baseline build (BASELINE_REV); removed with WORK
+BASELINE=$WORK/bin/raftwatch     # the baseline build (BASELINE_REV); removed with WORK
+ETCD=${ETCD_BIN:-$ROOT/bin/etcd} # the etcd server binary: --etcd-bin, or bench/etcd's build
 
 # ---------------------------------------------------------------- processes
 
@@ -219,7 +241,7 @@ start_etcd() { # round
 	for i in 0 1 2; do
 		# Defaults otherwise: WAL fsync on, --quota-backend-bytes default,
 		# --snapshot-count default.
-		etcd --name "e$((i + 1))" --data-dir "$dir/e$((i + 1))" \
+		"$ETCD" --name "e$((i + 1))" --data-dir "$dir/e$((i + 1))" \
 			--listen-client-urls "http://${ETCD_CLIENT[$i]}" \
 			--advertise-client-urls "http://${ETCD_CLIENT[$i]}" \
 			--listen-peer-urls "http://${ETCD_PEER[$i]}" \
@@ -291,13 +313,6 @@ bench() { bench_on "${TARGETS[*]}" "$@"; }
 
 # ---------------------------------------------------------------- setup
 
-if ! command -v etcd >/dev/null; then
-	echo "bench.sh: installing etcd-server (Debian package)" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
-	# The package may start its own service on 2379/2380; ours use other ports.
-fi
-
 echo "bench.sh: building into $ROOT/bin" >&2
 cd "$ROOT"
 mkdir -p bin
@@ -307,6 +322,32 @@ if [[ " ${TARGETS[*]} " == *" raftwatch "* ]]; then
 else
 	# etcd only: the tool builds without the raftwatch client.
 	go build -tags noraftwatch -o "$BENCH" ./cmd/raftwatch-bench
+fi
+
+# etcd: bench/etcd's build unless --etcd-bin names another. Either way the
+# binary must say which etcd it is: the report states that version, so a
+# run never compares against an etcd it cannot name.
+ETCD_DESC="not run (--only $ONLY)"
+if [[ " ${TARGETS[*]} " == *" etcd "* ]]; then
+	if [[ -n $ETCD_BIN ]]; then
+		etcd_from="--etcd-bin $ETCD"
+	else
+		pinned=$(awk '{ sub(/^require[ \t]+/, "") } $1 == "go.etcd.io/etcd/server/v3" { print $2 }' bench/etcd/go.mod)
+		echo "bench.sh: building etcd ${pinned:-?} (bench/etcd) into $ETCD; the first build downloads and compiles etcd, about a minute" >&2
+		if ! (cd bench/etcd && go build -o "$ETCD" .) >"$RESULTS/logs/etcd-build.log" 2>&1; then
+			echo "bench.sh: building etcd failed, see $RESULTS/logs/etcd-build.log;" \
+				"--etcd-bin PATH runs another etcd build instead (e.g. Debian's etcd-server: --etcd-bin /usr/bin/etcd)" >&2
+			exit 1
+		fi
+		etcd_from="built from bench/etcd, go.etcd.io/etcd/server/v3 $pinned"
+	fi
+	etcd_version=$("$ETCD" --version 2>/dev/null | awk '/^etcd Version:/ { print $3 }') || true
+	if [[ -z $etcd_version ]]; then
+		echo "bench.sh: $ETCD printed no version (etcd --version); is it an etcd server binary?" >&2
+		exit 2
+	fi
+	ETCD_DESC="$etcd_version ($etcd_from)"
+	echo "bench.sh: etcd $ETCD_DESC" >&2
 fi
 
 # The baseline: raftwatch at BASELINE_REV, built from `git archive` in WORK
@@ -352,7 +393,7 @@ done
 	echo "- rounds: $ROUNDS, order per workload: ${PUT_TARGETS[*]} for put, ${TARGETS[*]} otherwise (A B A B ...); every cluster fresh per round and for each memory measurement"
 	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (raft-boltdb, NoSync=false), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GOGC 400, 2 ms commit timeout)"
 	echo "- baseline (history cost): $BASELINE_NOTE"
-	echo "- etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'): 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
+	echo "- etcd $ETCD_DESC: 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
 	echo "- slow watchers (raftwatch only): ${SLOW_WATCHERS} watchers that never read on one follower, over ${SLOW_CONNS} connections (one stream each, 64 KiB gRPC windows), plus ${SLOW_LIVE} live watchers there that read everything; all on the prefix of the writer's ${SLOW_RATE} puts/s (256 B values, each its own key) for ${SLOW_DUR}; RSS of every node each second; serve defaults (--watch-buffer 8192 events, --watch-stream-bytes 4 MiB)"
 	echo "- watch resume (raftwatch only): ${RESUME_WATCHERS} Go-client watchers (10 per client) on one follower, endpoints follower first; ${RESUME_RATE} puts/s through the leader for ${RESUME_BEFORE}, kill -9 of the follower, ${RESUME_AFTER} more; every delivered sequence checked against the acknowledged puts"
