@@ -15,11 +15,11 @@
 # the follower Go-client watches are on: time until each delivers a put
 # written after the kill, with no gap or duplicate across the move).
 #
-# etcd is by default the newest release this repository pins: bench/etcd is
-# a module of its own (etcd's server at the version its go.mod requires),
-# built into bin/etcd at the start of every run (Go's build cache makes that
-# a second or two after the first build, which downloads and compiles etcd
-# in about a minute). --etcd-bin PATH runs any other etcd build instead, e.g.
+# etcd is by default the release bench/etcd pins (3.7.3, the newest when
+# pinned): a module of its own, etcd's server at the version its go.mod
+# requires, built into bin/etcd at the start of every run (Go's build cache
+# makes that a second or two after the first build, which downloads and
+# compiles etcd in about a minute). --etcd-bin PATH runs any other etcd build instead, e.g.
 # Debian's etcd-server (/usr/bin/etcd, 3.4.23). The report states the
 # version that ran, from `etcd --version`.
 #
@@ -104,7 +104,7 @@ if [[ -n $ETCD_BIN ]]; then
 	bin=$ETCD_BIN
 	[[ $bin == */* ]] || bin=$(type -P -- "$bin") || true
 	if [[ -z $bin || ! -f $bin || ! -x $bin ]]; then
-		echo "bench.sh: --etcd-bin: $ETCD_BIN is not an executable file" >&2
+		echo "bench.sh: --etcd-bin: $ETCD_BIN is not an executable file (Debian's etcd: apt-get install etcd-server, then --etcd-bin /usr/bin/etcd)" >&2
 		exit 2
 	fi
 	ETCD_BIN=$(realpath -- "$bin")
