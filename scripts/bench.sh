@@ -292,10 +292,9 @@ bench_on() {
 	shift 2
 	for t in $targets; do
 		local ep="EP_$t" pids="PIDS_$t[@]" args=("$@")
-		# These measure or kill the nodes of the target under test.
-		case $sub in
-		watch-hold | slow-watchers | watch-resume) args+=(--pids "$(join "${!pids}")") ;;
-		esac
+		# Every workload measures (server CPU, RSS) or kills the nodes of
+		# the target under test.
+		args+=(--pids "$(join "${!pids}")")
 		printf '  %-16s %-9s %s\n' "$sub" "$t" "${args[*]}" >&2
 		if ! "$BENCH" "$sub" --target "$(driver_of "$t")" --label "$t" --endpoints "${!ep}" --round "$ROUND" \
 			--timeout "$RUN_TIMEOUT" --out "$JSONL" "${args[@]}" \
@@ -399,6 +398,7 @@ done
 	echo "- watch resume (raftwatch only): ${RESUME_WATCHERS} Go-client watchers (10 per client) on one follower, endpoints follower first; ${RESUME_RATE} puts/s through the leader for ${RESUME_BEFORE}, kill -9 of the follower, ${RESUME_AFTER} more; every delivered sequence checked against the acknowledged puts"
 	echo "- txn: ${DUR} measured after ${WARMUP} warmup at $(printf '%s, ' "${COORD_SHAPES[@]/ //}" | sed 's/, $//') clients/conns; each transaction compares the mod revisions of two of ${TXN_ACCOUNTS} accounts (written first, untimed) with those last seen (a cache shared by the run's clients, fed by every answer), then puts 256 B to both, else reads both; concurrent transactions touch distinct keys; a failed compare is a completed transaction (in throughput and latency, and in 'compares held'); etcd: clientv3 Txn, raftwatch: KV.Txn stub on the leader"
 	echo "- keepalive: ${LEASES} leases of ${LEASE_TTL} s granted first (untimed), then ${DUR} after ${WARMUP} warmup at the same shapes; each client holds its own keepalive stream (etcd: the LeaseKeepAlive stream clientv3 uses, on any member, which forwards to the leader; raftwatch: Lease.KeepAlive stub on the leader) and renews one lease at a time, round robin over all; leases revoked at the end (untimed). etcd renews in the leader's memory; raftwatch commits every renewal through the log (so it survives a leader change)"
+	echo "- server CPU: user+system time of the three node processes (utime+stime in /proc/PID/stat; 10 ms ticks, per node and reading) over the measured window, summed: put, get, txn and keepalive from the end of the warmup to the last op's completion, per completed op; watch from the first put to the end of the drain, per delivered event; in µs"
 	echo "- put/get: ${DUR} measured after ${WARMUP} warmup; watch: ${WATCHERS} watchers on one key over all nodes (one connection per node), latency puts at ${WL_RATE}/s for ${WATCH_DUR}, throughput ${WT_PUT_CLIENTS} writers over ${WT_PUT_CONNS} connections for ${WATCH_DUR}; memory: ${MEM_WATCHERS} watchers, RSS from /proc/PID/status ${SETTLE} after opening, median of 5 readings"
 	echo
 } >"$RESULTS/settings.md"

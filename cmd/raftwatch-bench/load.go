@@ -29,6 +29,9 @@ type loadConfig struct {
 	duration  time.Duration // measured window
 	warmup    time.Duration // run, unmeasured, before the window
 	ops       int64         // stop after this many measured ops (0: duration only)
+	// pids are the server processes whose CPU is measured over the
+	// window (none: not measured).
+	pids []int
 }
 
 // makeKeys returns the key table: keySpace keys of keySize bytes.
@@ -102,6 +105,7 @@ func runLoadEach(ctx context.Context, cfg loadConfig, hooks loadHooks,
 	start := time.Now()
 	winStart := start.Add(cfg.warmup)
 	winEnd := winStart.Add(cfg.duration)
+	cpu := startCPUWindow(ctx, cfg.pids, winStart)
 	for g := 0; g < cfg.clients; g++ {
 		op, done := newOp(ctx, pool[g%cfg.conns])
 		wg.Add(1)
@@ -148,6 +152,11 @@ func runLoadEach(ctx context.Context, cfg loadConfig, hooks loadHooks,
 	if ctx.Err() != nil {
 		return Result{}, ctx.Err()
 	}
+	// Right after the last op, before the teardown's untimed work.
+	nodeCPU, err := cpu.stop()
+	if err != nil {
+		return Result{}, err
+	}
 	var teardownErr string
 	if hooks.teardown != nil {
 		if err := hooks.teardown(ctx, pool); err != nil {
@@ -171,6 +180,7 @@ func runLoadEach(ctx context.Context, cfg loadConfig, hooks loadHooks,
 	r.Ops = int64(len(lat.all))
 	r.Throughput = float64(r.Ops) / elapsed.Seconds()
 	r.P50Ms, r.P99Ms, r.MaxMs = lat.percentiles()
+	r.setServerCPU(nodeCPU)
 	return r, nil
 }
 

@@ -2,7 +2,7 @@
 // workloads, key and value sizes, and client/connection counts against
 // raftwatch and against etcd, one JSON line per result.
 //
-//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16 [--label baseline]
+//	raftwatch-bench put --target raftwatch|etcd --endpoints A,B,C --clients 64 --conns 16 [--label baseline] [--pids P1,P2,P3]
 //	raftwatch-bench get --consistency linearizable|serializable ...
 //	raftwatch-bench txn --clients 64 --conns 16 [--accounts 10000] ...   (2 compares + 2 puts)
 //	raftwatch-bench keepalive --clients 64 --conns 16 [--leases 10000 --ttl 600] ...
@@ -16,6 +16,9 @@
 //
 // N clients over M connections means M client objects, each used by N/M
 // goroutines; a client object is one connection per endpoint it talks to.
+// With --pids (the node processes, in --endpoints order), put, get, txn,
+// keepalive and the watch workloads also measure the server CPU spent in
+// their measured window.
 // Every run is bounded by --timeout and stops by itself.
 package main
 
@@ -134,6 +137,7 @@ func run(cmd string, args []string) error {
 		fs.DurationVar(&duration, "duration", 10*time.Second, "measured window")
 		fs.DurationVar(&warmup, "warmup", time.Second, "unmeasured run before the window")
 		fs.Int64Var(&ops, "ops", 0, "stop after this many measured ops (0: --duration only)")
+		fs.StringVar(&pidList, "pids", "", cpuPIDsUsage)
 		switch cmd {
 		case "get":
 			fs.StringVar(&consistency, "consistency", "linearizable", "linearizable|serializable")
@@ -151,6 +155,10 @@ func run(cmd string, args []string) error {
 		fs.IntVar(&watchers, "watchers", defWatchers, "watch streams on the one key")
 		fs.IntVar(&conns, "conns", 0, "client objects for the watchers (0: one per endpoint, or 1 with --node)")
 		fs.IntVar(&node, "node", -1, "put every watcher on this endpoint index (-1: spread round-robin)")
+		switch cmd {
+		case "watch-latency", "watch-throughput":
+			fs.StringVar(&pidList, "pids", "", cpuPIDsUsage)
+		}
 		switch cmd {
 		case "watch-latency":
 			fs.Float64Var(&rate, "rate", 20, "puts per second")
@@ -183,6 +191,21 @@ func run(cmd string, args []string) error {
 	if runOnlyRaftwatch != nil && c.target != "raftwatch" {
 		return fmt.Errorf("--target %s: %s runs against raftwatch only", c.target, cmd)
 	}
+	var pids []int
+	if runOnlyRaftwatch == nil { // those parse their own --pids
+		if pids, err = parsePIDs(pidList); err != nil {
+			return err
+		}
+		if len(pids) > 0 && cmd != "watch-hold" {
+			// Fail before the run, not after it, when a PID is wrong.
+			if len(pids) != len(c.endpoints) {
+				return fmt.Errorf("--pids: want one PID per endpoint (%d), got %d", len(c.endpoints), len(pids))
+			}
+			if _, err := sampleCPU(pids); err != nil {
+				return fmt.Errorf("--pids: %w", err)
+			}
+		}
+	}
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
@@ -200,7 +223,7 @@ func run(cmd string, args []string) error {
 		os.Exit(3)
 	})
 
-	wcfg := watchConfig{target: c.target, endpoints: c.endpoints, watchers: watchers, conns: conns, node: node}
+	wcfg := watchConfig{target: c.target, endpoints: c.endpoints, watchers: watchers, conns: conns, node: node, pids: pids}
 	if wcfg.conns == 0 {
 		wcfg.conns = len(c.endpoints)
 		if node >= 0 {
@@ -208,7 +231,7 @@ func run(cmd string, args []string) error {
 		}
 	}
 	lcfg := loadConfig{target: c.target, endpoints: c.endpoints, clients: clients, conns: conns,
-		duration: duration, warmup: warmup, ops: ops}
+		duration: duration, warmup: warmup, ops: ops, pids: pids}
 	var r Result
 	switch cmd {
 	case "ready":
@@ -229,10 +252,6 @@ func run(cmd string, args []string) error {
 	case "watch-throughput":
 		r, err = runWatchThroughput(ctx, wcfg, putClients, putConn, duration, drainMax)
 	case "watch-hold":
-		pids, perr := parsePIDs(pidList)
-		if perr != nil {
-			return perr
-		}
 		holdCtx, holdCancel := context.WithTimeout(sigCtx, hold)
 		defer holdCancel()
 		r, err = runWatchHold(ctx, holdCtx, wcfg, pids, settle)
@@ -248,6 +267,9 @@ func run(cmd string, args []string) error {
 	}
 	return emit(r, c.out)
 }
+
+// cpuPIDsUsage is the --pids flag of the workloads that measure server CPU.
+const cpuPIDsUsage = "node PIDs in --endpoints order: measure their CPU (user+system) over the measured window"
 
 // parsePIDs reads --pids: comma-separated process ids.
 func parsePIDs(list string) ([]int, error) {

@@ -56,6 +56,21 @@ var (
 	// concurrent transactions touch distinct keys (pairOf), so compares
 	// fail only after a stall or a lost answer left a revision stale.
 	mSuccess = metric{"compares held", "%", true, func(r Result) float64 { return r.SuccessRate() }}
+	// mCPU and mCPUEvent are the nodes' user+system CPU over the measured
+	// window per completed op, and per delivered watch event (the unit of
+	// a watch workload's work); NaN where the run did not measure it.
+	mCPU = metric{"server CPU/op", "µs", false, func(r Result) float64 {
+		if r.NodeCPUS == nil || r.Ops == 0 {
+			return math.NaN()
+		}
+		return r.CPUPerOpUs
+	}}
+	mCPUEvent = metric{"server CPU/event", "µs", false, func(r Result) float64 {
+		if r.NodeCPUS == nil || r.Events == 0 {
+			return math.NaN()
+		}
+		return r.CPUPerEventUs
+	}}
 )
 
 // workloads lists the tables in print order with the metrics of each.
@@ -63,12 +78,12 @@ var workloads = []struct {
 	name    string
 	metrics []metric
 }{
-	{"put", []metric{mThroughput, mP50, mP99}},
-	{"get", []metric{mThroughput, mP50, mP99}},
-	{"txn", []metric{mThroughput, mP50, mP99, mSuccess}},
-	{"keepalive", []metric{mThroughput, mP50, mP99}},
-	{"watch-latency", []metric{mP50, mP99, mEvents}},
-	{"watch-throughput", []metric{mEvents, mPuts}},
+	{"put", []metric{mThroughput, mP50, mP99, mCPU}},
+	{"get", []metric{mThroughput, mP50, mP99, mCPU}},
+	{"txn", []metric{mThroughput, mP50, mP99, mSuccess, mCPU}},
+	{"keepalive", []metric{mThroughput, mP50, mP99, mCPU}},
+	{"watch-latency", []metric{mP50, mP99, mEvents, mCPUEvent}},
+	{"watch-throughput", []metric{mEvents, mPuts, mCPUEvent}},
 	{"memory", []metric{mBytes}},
 }
 
@@ -146,6 +161,15 @@ func (r row) met() string {
 		return "yes"
 	}
 	return "**no**"
+}
+
+// appendValue adds a round's value of a metric, unless the round has
+// none (NaN): medians and min–max are over the rounds that measured it.
+func appendValue(vals []float64, v float64) []float64 {
+	if math.IsNaN(v) {
+		return vals
+	}
+	return append(vals, v)
 }
 
 func median(v []float64) float64 {
@@ -250,6 +274,16 @@ func writeCSV(path string, results []Result) error {
 		num("ended_streams", float64(r.EndedStreams))
 		num("bytes_per_watcher", r.BytesPerWatcher)
 		num("duration_s", r.DurationS)
+		if r.NodeCPUS != nil { // measured: 0 is a value, not "not measured"
+			for i, s := range r.NodeCPUS {
+				num(fmt.Sprintf("node%d_cpu_s", i), s)
+			}
+			num("server_cpu_s", r.ServerCPUS)
+			num("cpu_per_op_us", r.CPUPerOpUs)
+			if r.Events > 0 {
+				num("cpu_per_event_us", r.CPUPerEventUs)
+			}
+		}
 		if s := r.Slow; s != nil {
 			for i := range s.RSSBefore {
 				node := fmt.Sprintf("node%d_", i)
@@ -308,10 +342,13 @@ func buildRows(results []Result) []row {
 					}
 					switch r.Target {
 					case targetA:
-						rw.a = append(rw.a, m.get(r))
+						rw.a = appendValue(rw.a, m.get(r))
 					case targetB:
-						rw.b = append(rw.b, m.get(r))
+						rw.b = appendValue(rw.b, m.get(r))
 					}
+				}
+				if len(rw.a) == 0 && len(rw.b) == 0 {
+					continue // e.g. CPU, in results of runs that did not measure it
 				}
 				rw.goal = goalFor(wl.name, m.name, clients[c])
 				rows = append(rows, rw)
@@ -335,7 +372,7 @@ func buildBaselineRows(results []Result) []row {
 	}
 	var rows []row
 	for _, c := range cases {
-		for _, m := range []metric{mThroughput, mP50, mP99} {
+		for _, m := range []metric{mThroughput, mP50, mP99, mCPU} {
 			rw := row{workload: historyCostGoal.workload, caseName: c, m: m}
 			for _, r := range results {
 				if r.Case != c {
@@ -343,10 +380,13 @@ func buildBaselineRows(results []Result) []row {
 				}
 				switch r.Target {
 				case targetA:
-					rw.a = append(rw.a, m.get(r))
+					rw.a = appendValue(rw.a, m.get(r))
 				case targetBaseline:
-					rw.b = append(rw.b, m.get(r))
+					rw.b = appendValue(rw.b, m.get(r))
 				}
+			}
+			if len(rw.a) == 0 && len(rw.b) == 0 {
+				continue
 			}
 			if m.name == historyCostGoal.metric && clients[c] >= historyCostGoal.minClients {
 				g := historyCostGoal
@@ -556,7 +596,7 @@ func writeChart(path string, rows []row) error {
 	}
 	p := plot.New()
 	p.Title.Text = "raftwatch vs etcd: advantage (×, > 1 = raftwatch better; medians)"
-	p.X.Label.Text = "etcd/raftwatch for latency and memory, raftwatch/etcd for rates"
+	p.X.Label.Text = "etcd/raftwatch for latency, memory and CPU, raftwatch/etcd for rates"
 	p.X.Min = 0
 	width := vg.Points(10)
 	for _, s := range []struct {

@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The history-cost rows compare raftwatch with the baseline build, never
@@ -132,4 +135,98 @@ func TestCoordinationTables(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// Server CPU is a row of the put and get tables (per op) and of the watch
+// tables (per event), compared raftwatch / etcd on medians like the other
+// metrics; a case whose runs did not measure it has no CPU row, and the
+// CSV carries the numbers of the runs that did.
+func TestServerCPURows(t *testing.T) {
+	put := func(target string, round int, perOp float64) Result {
+		r := Result{Workload: "put", Case: "put 64", Target: target, Round: round, Clients: 64, Throughput: 1000, Ops: 10_000}
+		// Three nodes sharing the work; per op = sum / ops.
+		each := time.Duration(perOp * float64(r.Ops) / 3 * float64(time.Microsecond))
+		r.setServerCPU([]time.Duration{each, each, each})
+		return r
+	}
+	watch := func(target string, perEvent float64) Result {
+		r := Result{Workload: "watch-throughput", Case: "wt 1000", Target: target, Round: 1, Ops: 100, Events: 100_000, EventsPerS: 1}
+		r.setServerCPU([]time.Duration{time.Duration(perEvent * float64(r.Events) * float64(time.Microsecond))})
+		return r
+	}
+	results := []Result{
+		put("raftwatch", 1, 200), put("etcd", 1, 300),
+		put("raftwatch", 2, 180), put("etcd", 2, 350),
+		put("raftwatch", 3, 190), put("etcd", 3, 400),
+		watch("raftwatch", 3), watch("etcd", 4),
+		// Not measured (no --pids): no CPU row for this case.
+		{Workload: "get", Case: "get lin", Target: "raftwatch", Round: 1, Throughput: 5000, Ops: 50_000},
+		{Workload: "get", Case: "get lin", Target: "etcd", Round: 1, Throughput: 2000, Ops: 20_000},
+	}
+	rows := buildRows(results)
+	got := map[string]row{}
+	for _, r := range rows {
+		got[r.caseName+"/"+r.m.name] = r
+	}
+	cpu, ok := got["put 64/server CPU/op"]
+	if !ok {
+		t.Fatalf("no CPU row for put; rows: %v", keys(got))
+	}
+	if a, b := median(cpu.a), median(cpu.b); math.Abs(a-190) > 1e-6 || math.Abs(b-350) > 1e-6 || math.Abs(cpu.ratio()-190.0/350) > 1e-9 {
+		t.Errorf("put CPU medians %v / %v, ratio %v; want 190 / 350, %v", a, b, cpu.ratio(), 190.0/350)
+	}
+	if cpu.advantage() <= 1 {
+		t.Errorf("less CPU per op scored as worse: advantage %v", cpu.advantage())
+	}
+	if r, ok := got["wt 1000/server CPU/event"]; !ok || math.Abs(r.ratio()-0.75) > 1e-9 {
+		t.Errorf("watch CPU/event row %+v (present %v), want ratio 0.75", r, ok)
+	}
+	if _, ok := got["get lin/server CPU/op"]; ok {
+		t.Error("a CPU row for a case that did not measure CPU")
+	}
+	if _, ok := got["get lin/throughput"]; !ok {
+		t.Error("the unmeasured case lost its other rows")
+	}
+
+	var md strings.Builder
+	writeTables(&md, rows, results)
+	for _, want := range []string{
+		"| put 64 | server CPU/op (µs) | 190.0 | 350.0 | 0.54 | 180.0–200.0 | 300.0–400.0 |  |  |",
+		"| wt 1000 | server CPU/event (µs) | 3.00 | 4.00 | 0.75 |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+
+	dir := t.TempDir()
+	if err := writeCSV(filepath.Join(dir, "results.csv"), results); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	csv := string(b)
+	for _, want := range []string{
+		"put,put 64,raftwatch,2,cpu_per_op_us,180\n",
+		"put,put 64,etcd,3,server_cpu_s,4\n",
+		"put,put 64,etcd,3,node2_cpu_s,1.33333\n",
+		"watch-throughput,wt 1000,etcd,1,cpu_per_event_us,4\n",
+	} {
+		if !strings.Contains(csv, want) {
+			t.Errorf("CSV lacks %q", want)
+		}
+	}
+	if strings.Contains(csv, "get,get lin,raftwatch,1,cpu") {
+		t.Error("the CSV has CPU numbers for a run that did not measure them")
+	}
+}
+
+func keys(m map[string]row) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

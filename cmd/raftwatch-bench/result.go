@@ -46,6 +46,17 @@ type Result struct {
 	EventsPerS     float64 `json:"events_per_s,omitempty"`
 	EndedStreams   int     `json:"ended_streams,omitempty"` // watch streams that ended early
 
+	// Server CPU (user+system, from /proc/PID/stat) over the measured
+	// window, when the run was given the nodes' --pids: seconds per node
+	// in --pids order and their sum, and that sum per completed op and,
+	// in the watch workloads, per delivered event, in microseconds. The
+	// window is the one the ops are counted in (after the warmup; watch
+	// workloads: from the first put to the end of the drain).
+	NodeCPUS      []float64 `json:"node_cpu_s,omitempty"`
+	ServerCPUS    float64   `json:"server_cpu_s,omitempty"`
+	CPUPerOpUs    float64   `json:"cpu_per_op_us,omitempty"`
+	CPUPerEventUs float64   `json:"cpu_per_event_us,omitempty"`
+
 	IdleRSS         []int64 `json:"idle_rss_bytes,omitempty"` // per node, in --pids order
 	HeldRSS         []int64 `json:"held_rss_bytes,omitempty"`
 	BytesPerWatcher float64 `json:"bytes_per_watcher,omitempty"`

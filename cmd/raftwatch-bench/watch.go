@@ -34,6 +34,9 @@ type watchConfig struct {
 	watchers  int
 	conns     int
 	node      int // -1: spread over all endpoints
+	// pids are the server processes whose CPU is measured from the first
+	// put to the end of the drain (none: not measured).
+	pids []int
 }
 
 func (c watchConfig) endpointOf(conn int) string {
@@ -208,6 +211,7 @@ func runWatchLatency(ctx context.Context, cfg watchConfig, rate float64, dur, dr
 	var first firstError
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer tick.Stop()
+	cpu := startCPUWindow(ctx, cfg.pids, time.Now())
 	start := sinceEpoch()
 	stopAt := time.Now().Add(dur)
 	for time.Now().Before(stopAt) && ctx.Err() == nil {
@@ -224,6 +228,10 @@ func runWatchLatency(ctx context.Context, cfg watchConfig, rate float64, dur, dr
 	}
 	want := acked * int64(cfg.watchers)
 	end := rcv.drainUntil(ctx, want, drainMax, start)
+	nodeCPU, err := cpu.stop()
+	if err != nil {
+		return Result{}, err
+	}
 	r := Result{
 		Workload:       "watch-latency",
 		Case:           fmt.Sprintf("watch-latency %d watchers %s", cfg.watchers, placement(cfg)),
@@ -240,6 +248,7 @@ func runWatchLatency(ctx context.Context, cfg watchConfig, rate float64, dur, dr
 		EndedStreams:   int(rcv.ended.Load()),
 	}
 	r.EventsPerS = float64(r.Events) / r.DurationS
+	r.setServerCPU(nodeCPU)
 	if r.FirstError == "" {
 		r.FirstError = rcv.first.msg
 	}
@@ -259,6 +268,7 @@ func runWatchThroughput(ctx context.Context, cfg watchConfig, putClients, putCon
 	rcv := startReceivers(ws, false)
 	defer rcv.stop(ws)
 
+	cpu := startCPUWindow(ctx, cfg.pids, time.Now())
 	start := sinceEpoch()
 	load, err := runLoad(ctx, loadConfig{
 		target: cfg.target, endpoints: cfg.endpoints,
@@ -271,6 +281,10 @@ func runWatchThroughput(ctx context.Context, cfg watchConfig, putClients, putCon
 	}
 	want := load.Ops * int64(cfg.watchers)
 	end := rcv.drainUntil(ctx, want, drainMax, start)
+	nodeCPU, err := cpu.stop()
+	if err != nil {
+		return Result{}, err
+	}
 	r := Result{
 		Workload:       "watch-throughput",
 		Case:           fmt.Sprintf("watch-throughput %d watchers %s", cfg.watchers, placement(cfg)),
@@ -288,6 +302,7 @@ func runWatchThroughput(ctx context.Context, cfg watchConfig, putClients, putCon
 		EndedStreams:   int(rcv.ended.Load()),
 	}
 	r.EventsPerS = float64(r.Events) / r.DurationS
+	r.setServerCPU(nodeCPU)
 	if r.FirstError == "" {
 		r.FirstError = rcv.first.msg
 	}
