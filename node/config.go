@@ -54,15 +54,15 @@ const (
 
 // Config describes one node.
 type Config struct {
-	ID      string // raft server ID, e.g. "n1"
-	DataDir string // raft log, snapshots and state machine live here
-	// LogStore is the kind of raft log store a new data directory gets; a
-	// directory that holds the other kind is refused (raftstore.go). Zero:
-	// DefaultLogStore.
-	LogStore       LogStore
+	ID             string            // raft server ID, e.g. "n1"
+	DataDir        string            // raft log, snapshots and state machine live here
 	RaftAddr       string            // host:port raft binds and advertises
 	ClientAddr     string            // host:port clients reach this node's gRPC server at
 	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
+	// LogStore is the kind of raft log store a new data directory gets; a
+	// directory that holds the other kind is refused (raftstore.go). Zero:
+	// DefaultLogStore.
+	LogStore LogStore
 	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
 	// presents its node certificate and verifies the other's, which must
 	// chain to the peer CA and be a node certificate (certs.NodeID; nil:

@@ -23,11 +23,10 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	raft  *raft.Raft
-	store raftStore // raft's log and stable store
-	// logStore is store's log, checked; logStorePath is where store lives.
-	logStore     *checkedLogStore
-	logStorePath string
+	raft         *raft.Raft
+	store        raftStore        // raft's log and stable store (raftstore.go)
+	logStore     *checkedLogStore // store's log, checked
+	logStorePath string           // where store lives
 	transport    *raft.NetworkTransport
 	fsm          *fsm.FSM
 	registry     *watch.Registry
