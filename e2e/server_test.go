@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -327,8 +328,16 @@ func watchErr(ctx context.Context, c *testCluster, p *proc, create *pb.WatchCrea
 	return fmt.Errorf("watch created: %v", ev)
 }
 
+// Either log store loses no acknowledged write when every node is killed
+// (SIGKILL: no clean shutdown) and restarted.
 func TestAcknowledgedWritesSurviveKillOfAllNodes(t *testing.T) {
-	c := startCluster(t)
+	for _, store := range []string{"boltdb", "wal"} {
+		t.Run(store, func(t *testing.T) { testAcknowledgedWritesSurviveKillOfAllNodes(t, store) })
+	}
+}
+
+func testAcknowledgedWritesSurviveKillOfAllNodes(t *testing.T, store string) {
+	c := startCluster(t, "--log-store", store)
 	cl := c.client()
 	var mu sync.Mutex
 	acked := map[string]string{}
@@ -353,6 +362,12 @@ func TestAcknowledgedWritesSurviveKillOfAllNodes(t *testing.T) {
 	}
 	for _, p := range c.nodes {
 		c.kill(p) // SIGKILL: no clean shutdown
+	}
+	log := map[string]string{"boltdb": "raft.db", "wal": "wal"}[store]
+	for _, p := range c.nodes {
+		if _, err := os.Stat(filepath.Join(p.dataDir, log)); err != nil {
+			t.Fatalf("%s with --log-store %s has no %s: %v", p.id, store, log, err)
+		}
 	}
 	for _, p := range c.nodes {
 		c.start(p)

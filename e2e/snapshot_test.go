@@ -94,10 +94,13 @@ func putMany(t *testing.T, cl *client.Client, keys []string, value func(string) 
 }
 
 // restoredCluster seeds three new members (new ids, ports and data dirs)
-// from file with the CLI and starts them.
+// from file with the CLI and starts them. They run the other log store than
+// the default the saved cluster ran (--log-store wal): a seeded data dir
+// holds no raft log, so a backup restores into either store.
 func restoredCluster(t *testing.T, file string) *testCluster {
 	t.Helper()
 	c := newTestCluster(t, binary, "r")
+	c.extra = []string{"--log-store", "wal"}
 	for _, p := range c.nodes {
 		out, errOut, code := cli(t, "snapshot", "restore", file, "--id", p.id, "--data-dir", p.dataDir, "--initial-cluster", c.initial)
 		if code != 0 {
@@ -109,6 +112,11 @@ func restoredCluster(t *testing.T, file string) *testCluster {
 	}
 	c.waitLeader()
 	c.waitAddressesRecorded()
+	for _, p := range c.nodes {
+		if _, err := os.Stat(filepath.Join(p.dataDir, "wal")); err != nil {
+			t.Fatalf("restored %s keeps no raft log in wal/: %v", p.id, err)
+		}
+	}
 	return c
 }
 

@@ -136,7 +136,7 @@ var (
 	descHistBytes     = desc("raftwatch_history_bytes", "Bytes of keys and values retained in the watch history.")
 	descHistOldest    = desc("raftwatch_history_oldest_revision", "Oldest revision a watch can start at.")
 	descStateDB       = desc("raftwatch_state_db_bytes", "Size of state.db (the state machine's bbolt file).")
-	descRaftDB        = desc("raftwatch_raft_db_bytes", "Size of raft.db (the raft log and stable store's bbolt file).")
+	descRaftDB        = desc("raftwatch_raft_db_bytes", "Size of the raft log and stable store: raft.db (--log-store boltdb), or the files of the wal directory (--log-store wal, segments preallocated).")
 	descLeases        = desc("raftwatch_leases", "Leases in the state machine.")
 )
 

@@ -59,6 +59,10 @@ type Config struct {
 	RaftAddr       string            // host:port raft binds and advertises
 	ClientAddr     string            // host:port clients reach this node's gRPC server at
 	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
+	// LogStore is the kind of raft log store a new data directory gets; a
+	// directory that holds the other kind is refused (raftstore.go). Zero:
+	// DefaultLogStore.
+	LogStore LogStore
 	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
 	// presents its node certificate and verifies the other's, which must
 	// chain to the peer CA and be a node certificate (certs.NodeID; nil:
@@ -96,6 +100,10 @@ type Config struct {
 	ScrubInterval time.Duration
 	// Leases caps leases and paces the leader's checkpoints (lease.go).
 	Leases LeaseConfig
+	// walSegmentSize is the size of the WAL's segment files (zero:
+	// raft-wal's default, 64 MiB); tests shrink it so that a compaction
+	// deletes whole segments.
+	walSegmentSize int
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -121,6 +129,7 @@ type Config struct {
 // 250 ms leader lease made the leader step down mid-benchmark.
 func DefaultConfig() Config {
 	return Config{
+		LogStore:           DefaultLogStore,
 		MaxKeySize:         DefaultMaxKeySize,
 		MaxValueSize:       DefaultMaxValueSize,
 		MaxTxnOps:          DefaultMaxTxnOps,
@@ -145,6 +154,8 @@ func DefaultConfig() Config {
 	}
 }
 
+// validate checks c and fills in the defaults of its zero fields that have
+// one (LogStore).
 func (c *Config) validate() error {
 	if err := checkMemberID(c.ID); err != nil {
 		return fmt.Errorf("node id: %w", err)
@@ -180,6 +191,18 @@ func (c *Config) validate() error {
 	}
 	if c.MaxTxnOps <= 0 || c.MaxTxnBytes <= 0 {
 		return fmt.Errorf("txn limits (--max-txn-ops %d, --max-txn-bytes %d) must be positive", c.MaxTxnOps, c.MaxTxnBytes)
+	}
+	switch c.LogStore {
+	case "":
+		c.LogStore = DefaultLogStore
+	case LogStoreBoltDB:
+	case LogStoreWAL:
+		if c.MaxKeySize+c.MaxValueSize > walMaxOpBytes || c.MaxTxnBytes > walMaxOpBytes {
+			return fmt.Errorf("--log-store wal reads back log entries of at most 64 MiB: --max-key-size plus --max-value-size (%d) and --max-txn-bytes (%d) must each be at most %d; lower them or use --log-store boltdb",
+				c.MaxKeySize+c.MaxValueSize, c.MaxTxnBytes, walMaxOpBytes)
+		}
+	default:
+		return fmt.Errorf("--log-store %q: use %s or %s", c.LogStore, LogStoreBoltDB, LogStoreWAL)
 	}
 	return nil
 }

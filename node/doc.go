@@ -1,8 +1,8 @@
 // Package node assembles a raftwatch node: hashicorp/raft (log and stable
-// store in raft-boltdb), the bbolt state machine (package fsm), the watch
-// registry and dispatcher (package watch), the write batcher and the read
-// confirmer. It is the embeddable library; the gRPC server is a thin adapter
-// over it.
+// store in raft-boltdb or raft-wal, Config.LogStore), the bbolt state
+// machine (package fsm), the watch registry and dispatcher (package watch),
+// the write batcher and the read confirmer. It is the embeddable library;
+// the gRPC server is a thin adapter over it.
 //
 // Invariant: a write is acknowledged only after its log entry is committed by
 // a majority (fsynced on each) and applied to this node's state machine; a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
@@ -44,7 +45,7 @@ var ErrLogCorrupt = errors.New("raft log entry is damaged")
 // cannot be decoded.
 type LogCorruptError struct {
 	Index  uint64
-	Path   string // the raft log file
+	Path   string // the raft log store: raft.db, or the wal directory
 	Detail string
 }
 
@@ -103,9 +104,10 @@ func openLog(l *raft.Log, index, sumsFrom uint64) error {
 	return nil
 }
 
-// checkedLogStore is raft's log store with a checksum on every entry.
+// checkedLogStore is raft's log store, of either kind, with a checksum on
+// every entry.
 type checkedLogStore struct {
-	store    *raftboltdb.BoltStore
+	store    raftStore
 	path     string
 	sumsFrom uint64
 	// onCorrupt is told of every damaged entry GetLog finds, before raft
@@ -113,13 +115,17 @@ type checkedLogStore struct {
 	onCorrupt func(*LogCorruptError)
 }
 
-var _ raft.LogStore = (*checkedLogStore)(nil)
+var (
+	_ raft.LogStore          = (*checkedLogStore)(nil)
+	_ raft.MonotonicLogStore = (*checkedLogStore)(nil)
+)
 
 // newCheckedLogStore wraps store; a log that has none yet records the
 // index from which entries carry checksums.
-func newCheckedLogStore(store *raftboltdb.BoltStore, path string, onCorrupt func(*LogCorruptError)) (*checkedLogStore, error) {
+func newCheckedLogStore(store raftStore, path string, onCorrupt func(*LogCorruptError)) (*checkedLogStore, error) {
 	from, err := store.GetUint64(keyLogSumsFrom)
-	if errors.Is(err, raftboltdb.ErrKeyNotFound) {
+	// Unset: boltdb says so, the WAL reads 0 (never stored: it is at least 1).
+	if errors.Is(err, raftboltdb.ErrKeyNotFound) || err == nil && from == 0 {
 		last, lerr := store.LastIndex()
 		if lerr != nil {
 			return nil, lerr
@@ -131,6 +137,14 @@ func newCheckedLogStore(store *raftboltdb.BoltStore, path string, onCorrupt func
 		return nil, fmt.Errorf("raft log checksums: %w", err)
 	}
 	return &checkedLogStore{store: store, path: path, sumsFrom: from, onCorrupt: onCorrupt}, nil
+}
+
+// IsMonotonic passes on whether the store refuses gaps (the WAL does): raft
+// then empties the log when it installs a snapshot, instead of leaving the
+// entries before it.
+func (s *checkedLogStore) IsMonotonic() bool {
+	m, ok := s.store.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
 }
 
 func (s *checkedLogStore) FirstIndex() (uint64, error) { return s.store.FirstIndex() }
@@ -165,7 +179,7 @@ func storeFailure(err error) bool {
 	var errno syscall.Errno
 	var pathErr *fs.PathError
 	return errors.Is(err, berrors.ErrDatabaseNotOpen) || errors.Is(err, berrors.ErrTxClosed) ||
-		errors.As(err, &errno) || errors.As(err, &pathErr)
+		errors.Is(err, wal.ErrClosed) || errors.As(err, &errno) || errors.As(err, &pathErr)
 }
 
 func (s *checkedLogStore) StoreLog(l *raft.Log) error {

@@ -3,24 +3,31 @@ package node
 import (
 	"bytes"
 	"errors"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
-func openBolt(t *testing.T) (*raftboltdb.BoltStore, string) {
+var logStores = []LogStore{LogStoreBoltDB, LogStoreWAL}
+
+// openStore opens a new raft log store of kind, closed when t ends.
+func openStore(t *testing.T, kind LogStore) (raftStore, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "raft.db")
-	s, err := raftboltdb.New(raftboltdb.Options{Path: path, NoSync: true})
+	s, path, err := openRaftStore(t.TempDir(), kind, 0, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, path
+}
+
+// forEachStore runs test once for each kind of log store.
+func forEachStore(t *testing.T, test func(t *testing.T, kind LogStore)) {
+	for _, kind := range logStores {
+		t.Run(string(kind), func(t *testing.T) { test(t, kind) })
+	}
 }
 
 func testEntries(from, to uint64) []*raft.Log {
@@ -32,8 +39,12 @@ func testEntries(from, to uint64) []*raft.Log {
 }
 
 func TestLogStoreHandsBackEntriesAsStored(t *testing.T) {
-	bolt, path := openBolt(t)
-	s, err := newCheckedLogStore(bolt, path, nil)
+	forEachStore(t, testLogStoreHandsBackEntriesAsStored)
+}
+
+func testLogStoreHandsBackEntriesAsStored(t *testing.T, kind LogStore) {
+	inner, path := openStore(t, kind)
+	s, err := newCheckedLogStore(inner, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,13 +65,17 @@ func TestLogStoreHandsBackEntriesAsStored(t *testing.T) {
 			t.Fatalf("entry %d read back as %+v, stored %+v", want.Index, got, *want)
 		}
 		var raw raft.Log
-		if err := bolt.GetLog(want.Index, &raw); err != nil || !bytes.HasPrefix(raw.Extensions, logSumMagic) {
+		if err := inner.GetLog(want.Index, &raw); err != nil || !bytes.HasPrefix(raw.Extensions, logSumMagic) {
 			t.Fatalf("entry %d is stored without its checksum: %q %v", want.Index, raw.Extensions, err)
 		}
 	}
 }
 
 func TestLogStoreRefusesADamagedEntry(t *testing.T) {
+	forEachStore(t, testLogStoreRefusesADamagedEntry)
+}
+
+func testLogStoreRefusesADamagedEntry(t *testing.T, kind LogStore) {
 	for _, tc := range []struct {
 		name   string
 		damage func(l *raft.Log)
@@ -72,9 +87,9 @@ func TestLogStoreRefusesADamagedEntry(t *testing.T) {
 		{"no checksum", func(l *raft.Log) { l.Extensions = nil }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bolt, path := openBolt(t)
+			inner, path := openStore(t, kind)
 			var told []*LogCorruptError
-			s, err := newCheckedLogStore(bolt, path, func(e *LogCorruptError) { told = append(told, e) })
+			s, err := newCheckedLogStore(inner, path, func(e *LogCorruptError) { told = append(told, e) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,11 +97,20 @@ func TestLogStoreRefusesADamagedEntry(t *testing.T) {
 				t.Fatal(err)
 			}
 			var raw raft.Log
-			if err := bolt.GetLog(2, &raw); err != nil {
+			if err := inner.GetLog(2, &raw); err != nil {
+				t.Fatal(err)
+			}
+			var after raft.Log
+			if err := inner.GetLog(3, &after); err != nil {
 				t.Fatal(err)
 			}
 			tc.damage(&raw)
-			if err := bolt.StoreLog(&raw); err != nil { // behind the wrapper's back
+			// Behind the wrapper's back; rewritten from entry 2 on, as
+			// the WAL only appends.
+			if err := inner.DeleteRange(2, 3); err != nil {
+				t.Fatal(err)
+			}
+			if err := inner.StoreLogs([]*raft.Log{&raw, &after}); err != nil {
 				t.Fatal(err)
 			}
 			var got raft.Log
@@ -106,11 +130,15 @@ func TestLogStoreRefusesADamagedEntry(t *testing.T) {
 }
 
 func TestLogStoreReadsEntriesFromBeforeChecksums(t *testing.T) {
-	bolt, path := openBolt(t)
-	if err := bolt.StoreLogs(testEntries(1, 2)); err != nil { // an old version's log
+	forEachStore(t, testLogStoreReadsEntriesFromBeforeChecksums)
+}
+
+func testLogStoreReadsEntriesFromBeforeChecksums(t *testing.T, kind LogStore) {
+	inner, path := openStore(t, kind)
+	if err := inner.StoreLogs(testEntries(1, 2)); err != nil { // an old version's log
 		t.Fatal(err)
 	}
-	s, err := newCheckedLogStore(bolt, path, nil)
+	s, err := newCheckedLogStore(inner, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,14 +150,14 @@ func TestLogStoreReadsEntriesFromBeforeChecksums(t *testing.T) {
 		t.Fatalf("old entry: %+v %v", got, err)
 	}
 	// An entry written after the upgrade without a checksum is damage.
-	if err := bolt.StoreLogs(testEntries(3, 3)); err != nil {
+	if err := inner.StoreLogs(testEntries(3, 3)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.GetLog(3, &got); !errors.Is(err, ErrLogCorrupt) {
 		t.Fatalf("entry 3 without a checksum: %v, want ErrLogCorrupt", err)
 	}
 	// The boundary survives a reopen.
-	s2, err := newCheckedLogStore(bolt, path, nil)
+	s2, err := newCheckedLogStore(inner, path, nil)
 	if err != nil || s2.sumsFrom != 3 {
 		t.Fatalf("reopened: checksums from %d (%v), want 3", s2.sumsFrom, err)
 	}
@@ -138,17 +166,19 @@ func TestLogStoreReadsEntriesFromBeforeChecksums(t *testing.T) {
 // A store that cannot be read (here: closed, as at shutdown while a reader
 // is still going) is not damage: GetLog returns the store's error and the
 // node is not marked for good.
-func TestLogStoreFailureIsNotDamage(t *testing.T) {
-	bolt, path := openBolt(t)
+func TestLogStoreFailureIsNotDamage(t *testing.T) { forEachStore(t, testLogStoreFailureIsNotDamage) }
+
+func testLogStoreFailureIsNotDamage(t *testing.T, kind LogStore) {
+	inner, path := openStore(t, kind)
 	var corrupt []*LogCorruptError
-	s, err := newCheckedLogStore(bolt, path, func(e *LogCorruptError) { corrupt = append(corrupt, e) })
+	s, err := newCheckedLogStore(inner, path, func(e *LogCorruptError) { corrupt = append(corrupt, e) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.StoreLogs(testEntries(1, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := bolt.Close(); err != nil {
+	if err := inner.Close(); err != nil {
 		t.Fatal(err)
 	}
 	var l raft.Log

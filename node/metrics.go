@@ -41,8 +41,8 @@ func (n *Node) raftFSM() raft.BatchingFSM {
 // Figures are the gauges and totals an operator watches: what Status says
 // plus the watchers' running totals, the dispatcher's position and the
 // sizes on disk. Reading them costs a registry lock, a bbolt read
-// transaction over the leases bucket and two stats of files; call it per
-// scrape, not per request.
+// transaction over the leases bucket and a stat of each file measured;
+// call it per scrape, not per request.
 type Figures struct {
 	Status
 	Watch watch.Stats
@@ -54,7 +54,8 @@ type Figures struct {
 	// knows trails the leader's).
 	ApplyLag uint64
 	// StateDBBytes and RaftDBBytes are the sizes of state.db (the state
-	// machine) and raft.db (log and stable store).
+	// machine) and of the raft log and stable store: raft.db, or the wal
+	// directory's files (its segments are preallocated).
 	StateDBBytes, RaftDBBytes int64
 	// Leases is the number of leases in the state machine (-1: unreadable).
 	Leases int
@@ -70,7 +71,7 @@ func (n *Node) Figures() Figures {
 		f.ApplyLag = f.CommitIndex - f.FSMIndex
 	}
 	f.StateDBBytes = fileSize(filepath.Join(n.cfg.DataDir, "state.db"))
-	f.RaftDBBytes = fileSize(filepath.Join(n.cfg.DataDir, "raft.db"))
+	f.RaftDBBytes = logStoreBytes(n.logStorePath, n.cfg.LogStore)
 	if ids, _, err := n.fsm.Leases(); err == nil {
 		f.Leases = len(ids)
 	}

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/watch"
@@ -24,14 +23,15 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	raft       *raft.Raft
-	boltStore  *raftboltdb.BoltStore
-	logStore   *checkedLogStore
-	transport  *raft.NetworkTransport
-	fsm        *fsm.FSM
-	registry   *watch.Registry
-	dispatcher *watch.Dispatcher
-	batcher    *batcher
+	raft         *raft.Raft
+	store        raftStore        // raft's log and stable store (raftstore.go)
+	logStore     *checkedLogStore // store's log, checked
+	logStorePath string           // where store lives
+	transport    *raft.NetworkTransport
+	fsm          *fsm.FSM
+	registry     *watch.Registry
+	dispatcher   *watch.Dispatcher
+	batcher      *batcher
 
 	reads chan readRequest
 	// readyTerm is the term in which this node, as leader, has committed
@@ -88,6 +88,9 @@ func Open(cfg Config) (*Node, error) {
 		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{}),
 		logDamaged: make(chan struct{}), ready: readiness{reason: "starting", changed: make(chan struct{})}}
 
+	if err := checkLogStore(cfg.DataDir, cfg.LogStore); err != nil {
+		return nil, err
+	}
 	statePath := filepath.Join(cfg.DataDir, "state.db")
 	if err := n.checkDamageMarkers(statePath); err != nil {
 		return nil, err
@@ -152,7 +155,7 @@ func Open(cfg Config) (*Node, error) {
 		go func() { defer n.wg.Done(); n.scrub(cfg.ScrubInterval) }()
 	}
 	log.Info("node started", "raft_addr", cfg.RaftAddr, "client_addr", cfg.ClientAddr,
-		"data_dir", cfg.DataDir, "applied_index", n.fsm.Applied())
+		"data_dir", cfg.DataDir, "log_store", cfg.LogStore, "applied_index", n.fsm.Applied())
 	return n, nil
 }
 
@@ -185,7 +188,7 @@ func (n *Node) Close() error {
 		}
 		n.raftStopped()
 		n.wg.Wait()
-		err = errors.Join(err, n.transport.Close(), n.boltStore.Close())
+		err = errors.Join(err, n.transport.Close(), n.store.Close())
 		if ferr := n.fsm.Close(); ferr != nil {
 			err = errors.Join(err, ferr)
 		} else {

@@ -42,21 +42,38 @@ func freeAddr(t *testing.T) string {
 // openNode opens a one-node cluster in dir.
 func openNode(t *testing.T, dir, raftAddr string) *Node {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", dir, raftAddr, "127.0.0.1:1"
-	cfg.InitialCluster = map[string]string{"n1": raftAddr}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := Open(cfg)
+	return openNodeWith(t, dir, raftAddr, DefaultLogStore)
+}
+
+// openNodeWith opens a one-node cluster in dir with a log store of kind.
+func openNodeWith(t *testing.T, dir, raftAddr string, kind LogStore) *Node {
+	t.Helper()
+	n, err := Open(singleConfig(dir, raftAddr, kind))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
+func singleConfig(dir, raftAddr string, kind LogStore) Config {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", dir, raftAddr, "127.0.0.1:1"
+	cfg.InitialCluster = map[string]string{"n1": raftAddr}
+	cfg.LogStore = kind
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return cfg
+}
+
 // openSingle opens a one-node cluster in dir and waits until it leads.
 func openSingle(t *testing.T, dir, raftAddr string) *Node {
 	t.Helper()
-	n := openNode(t, dir, raftAddr)
+	return openSingleWith(t, dir, raftAddr, DefaultLogStore)
+}
+
+// openSingleWith is openSingle with a log store of kind.
+func openSingleWith(t *testing.T, dir, raftAddr string, kind LogStore) *Node {
+	t.Helper()
+	n := openNodeWith(t, dir, raftAddr, kind)
 	deadline := time.Now().Add(10 * time.Second)
 	for n.readyTerm.Load() == 0 || n.readyTerm.Load() != n.raft.CurrentTerm() {
 		if time.Now().After(deadline) {
@@ -373,8 +390,12 @@ func TestDamageFoundWhileOpeningIsRebuilt(t *testing.T) {
 // makes the node unhealthy, stops its raft and leaves a marker that stops
 // the next start, naming the entry.
 func TestDamagedLogEntryFoundWhileRunning(t *testing.T) {
+	forEachStore(t, testDamagedLogEntryFoundWhileRunning)
+}
+
+func testDamagedLogEntryFoundWhileRunning(t *testing.T, kind LogStore) {
 	dir, addr := t.TempDir(), freeAddr(t)
-	n := openSingle(t, dir, addr)
+	n := openSingleWith(t, dir, addr, kind)
 	value := []byte("an-applied-entry-the-disk-damages")
 	res, err := n.Put(context.Background(), []byte("/a"), value, WriteOptions{})
 	if err != nil {
@@ -392,18 +413,14 @@ func TestDamagedLogEntryFoundWhileRunning(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(dir, "raft.db")
-	b, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	logPath := logStorePath(dir, kind)
 	damaged := append([]byte(nil), value...)
 	damaged[5] ^= 0x01
-	if err := os.WriteFile(logPath, bytes.ReplaceAll(b, value, damaged), 0o600); err != nil {
-		t.Fatal(err)
+	if found := replaceInStore(t, logPath, value, damaged); found == 0 {
+		t.Fatalf("the value is nowhere in %s", logPath)
 	}
 
-	n = openNode(t, dir, addr)
+	n = openNodeWith(t, dir, addr, kind)
 	defer n.Close()
 	waitFor(t, "the node learns its commit index", 10*time.Second, func() bool { return n.raft.CommitIndex() >= res.Revision })
 	_, err = n.CommittedLog(res.Revision, func(uint64, LogEntry) error { return nil })
@@ -420,13 +437,40 @@ func TestDamagedLogEntryFoundWhileRunning(t *testing.T) {
 	}
 	n.Close()
 
-	cfg := DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = "n1", dir, addr, "127.0.0.1:1"
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := singleConfig(dir, addr, kind)
+	cfg.InitialCluster = nil
 	if n2, err := Open(cfg); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("raft log entry %d in %s", res.Revision, logPath)) {
 		if n2 != nil {
 			n2.Close()
 		}
 		t.Fatalf("start after a damaged entry was found: %v, want a refusal naming the entry and file", err)
 	}
+}
+
+// replaceInStore replaces old by new in every file of the log store at path
+// (raft.db, or the wal directory's files) and returns how many it changed.
+func replaceInStore(t *testing.T, path string, old, new []byte) int {
+	t.Helper()
+	files := []string{path}
+	if entries, err := os.ReadDir(path); err == nil {
+		files = files[:0]
+		for _, e := range entries {
+			files = append(files, filepath.Join(path, e.Name()))
+		}
+	}
+	changed := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, old) {
+			continue
+		}
+		if err := os.WriteFile(f, bytes.ReplaceAll(b, old, new), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		changed++
+	}
+	return changed
 }

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"sort"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
-// startRaft opens the raft log (checked, cached), the snapshot store and
+// startRaft opens the raft log (of cfg.LogStore's kind, checked, cached),
+// the snapshot store and
 // the transport, brings the state machine up to the newest snapshot, starts
 // raft and bootstraps a new cluster when this node has no raft state yet.
 func (n *Node) startRaft() error {
@@ -34,12 +33,9 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("raft configuration: %w", err)
 	}
 
-	// fsync on every append (NoSync=false): a write is acknowledged only
-	// once it is on disk on a majority.
-	logPath := filepath.Join(cfg.DataDir, "raft.db")
-	store, err := raftboltdb.New(raftboltdb.Options{Path: logPath})
+	store, logPath, err := openRaftStore(cfg.DataDir, cfg.LogStore, cfg.walSegmentSize, rc.Logger)
 	if err != nil {
-		return fmt.Errorf("open raft log %s: %w", logPath, err)
+		return err
 	}
 	checked, err := newCheckedLogStore(store, logPath, n.markLogDamaged)
 	if err != nil {
@@ -89,7 +85,7 @@ func (n *Node) startRaft() error {
 		trans.Close()
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.raft, n.boltStore, n.logStore, n.transport = r, store, checked, trans
+	n.raft, n.store, n.logStore, n.logStorePath, n.transport = r, store, checked, logPath, trans
 
 	if !hasState && len(cfg.InitialCluster) > 0 {
 		var servers []raft.Server

@@ -20,15 +20,25 @@ import (
 type testMember struct {
 	id, dir, raftAddr, clientAddr string
 	n                             *Node
+	// configure, when set, adjusts the member's configuration at open.
+	configure func(*Config)
 }
 
 // openCluster starts size in-process nodes bootstrapped together.
 func openCluster(t *testing.T, size int) []*testMember {
 	t.Helper()
+	return openClusterWith(t, size, nil)
+}
+
+// openClusterWith is openCluster with configure adjusting each member's
+// configuration (nil: none).
+func openClusterWith(t *testing.T, size int, configure func(*Config)) []*testMember {
+	t.Helper()
 	initial := map[string]string{}
 	var ms []*testMember
 	for i := 1; i <= size; i++ {
-		m := &testMember{id: fmt.Sprintf("n%d", i), dir: t.TempDir(), raftAddr: freeAddr(t), clientAddr: freeAddr(t)}
+		m := &testMember{id: fmt.Sprintf("n%d", i), dir: t.TempDir(), raftAddr: freeAddr(t), clientAddr: freeAddr(t),
+			configure: configure}
 		initial[m.id] = m.raftAddr
 		ms = append(ms, m)
 	}
@@ -51,6 +61,9 @@ func (m *testMember) open(t *testing.T, initial map[string]string) {
 	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.ClientAddr = m.id, m.dir, m.raftAddr, m.clientAddr
 	cfg.InitialCluster = initial
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if m.configure != nil {
+		m.configure(&cfg)
+	}
 	n, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("open %s: %v", m.id, err)

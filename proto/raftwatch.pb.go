@@ -2780,7 +2780,8 @@ type StatusResponse struct {
 	ScrubMismatches     uint64 `protobuf:"varint,21,opt,name=scrub_mismatches,json=scrubMismatches,proto3" json:"scrub_mismatches,omitempty"`
 	// The figures /metrics also exports: committed entries not yet applied,
 	// revisions applied but not yet offered to live watchers, the sizes of
-	// state.db and raft.db (-1: unreadable), the number of leases (-1:
+	// state.db and of the raft log store (raft.db, or the files of the wal
+	// directory with --log-store wal; -1: unreadable), the number of leases (-1:
 	// unreadable), and readiness (what the grpc.health.v1 service and
 	// /readyz report) with the reason when not ready.
 	ApplyLag       uint64 `protobuf:"varint,22,opt,name=apply_lag,json=applyLag,proto3" json:"apply_lag,omitempty"`

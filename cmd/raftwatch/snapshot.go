@@ -153,7 +153,9 @@ Restore every member of the new cluster from the same file with the same
 "raftwatch serve" and the same --id, --data-dir and --initial-cluster. The
 new cluster has the snapshot's keys, values, revisions, versions, leases and
 history; its next write gets a revision above the snapshot's. The members'
-client addresses are recorded again as they start.`,
+client addresses are recorded again as they start. The data directory holds
+the snapshot and no raft log yet: serve creates the log in the store its
+--log-store names (boltdb or wal), whichever store the saved cluster used.`,
 		Example: `  raftwatch snapshot restore backup.rwsnap --id n1 --data-dir .cluster/n1 \
     --initial-cluster n1=127.0.0.1:7201,n2=127.0.0.1:7202,n3=127.0.0.1:7203`,
 		Args: cobra.ExactArgs(1),
