@@ -49,6 +49,10 @@
 #            --workloads LIST   only these, comma-separated, from: memory, put,
 #                               get, watch, txn, keepalive, slow-watchers,
 #                               watch-resume, gobench (default: all of them)
+#            --log-store KIND   serve --log-store KIND (wal or boltdb) for the
+#                               raftwatch clusters, not the baseline's: with
+#                               --baseline HEAD the put table compares the two
+#                               log stores of one build side by side
 #
 # It stops exactly the processes it started, on exit and on INT/TERM.
 set -euo pipefail
@@ -65,6 +69,7 @@ BASELINE_REV=240ef18
 BASELINE_ASKED=0 # --baseline given: a missing commit is an error, not a skip
 WORKLOADS=""     # --workloads: empty = every workload
 ETCD_BIN=""      # --etcd-bin: empty = build bench/etcd
+LOG_STORE=""     # --log-store: serve --log-store of the raftwatch clusters (not the baseline's); empty = serve's default
 ALL_WORKLOADS=(memory put get watch txn keepalive slow-watchers watch-resume gobench)
 
 while [[ $# -gt 0 ]]; do
@@ -79,6 +84,7 @@ while [[ $# -gt 0 ]]; do
 	--no-baseline) BASELINE_REV="" ;;
 	--workloads) WORKLOADS=$2; shift ;;
 	--etcd-bin) ETCD_BIN=$2; shift ;;
+	--log-store) LOG_STORE=$2; shift ;;
 	-h | --help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 	esac
@@ -223,6 +229,7 @@ start_rw() {
 		mkdir -p "$dir/n$((i + 1))"
 		local extra=()
 		[[ $PPROF == 1 ]] && extra+=(--pprof "127.0.0.1:$((pprof_base + i))")
+		[[ $name == raftwatch && -n $LOG_STORE ]] && extra+=(--log-store "$LOG_STORE")
 		"$bin" serve --id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" \
 			--raft-addr "${rafts[$i]}" --client-addr "${clients[$i]}" \
 			--initial-cluster "$cluster" --log-level warn "${extra[@]}" \
@@ -390,7 +397,7 @@ done
 	echo
 	echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); clients and every cluster share it, one cluster busy at a time"
 	echo "- rounds: $ROUNDS, order per workload: ${PUT_TARGETS[*]} for put, ${TARGETS[*]} otherwise (A B A B ...); every cluster fresh per round and for each memory measurement"
-	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (raft-boltdb, NoSync=false), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GOGC 400, 2 ms commit timeout)"
+	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (${LOG_STORE:-boltdb} log store$([[ -n $LOG_STORE ]] && echo ", --log-store $LOG_STORE"); raft-boltdb with NoSync=false: two fsyncs per append; raft-wal: one), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GOGC 400, 2 ms commit timeout)"
 	echo "- baseline (history cost): $BASELINE_NOTE"
 	echo "- etcd $ETCD_DESC: 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
