@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -36,17 +35,7 @@ func startAuthNode(t *testing.T) []string {
 		return flags.apply(cfg, true, quietLog)
 	}))
 	root := clientTLSFlags{cacert: p("ca.crt"), cert: p("root.crt"), key: p("root.key")}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := put(t, n.ClientAddr, root, "/ready")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node takes no writes: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling with a deadline
-	}
+	waitPut(t, n.ClientAddr, root, "/ready", "the node takes no writes")
 	return []string{"--endpoints=" + n.ClientAddr, "--cacert=" + root.cacert, "--cert=" + root.cert, "--key=" + root.key}
 }
 

@@ -139,13 +139,7 @@ func TestClientAPIServesOnlyClientsWithAValidCertificate(t *testing.T) {
 	addr := startTLSNode(t, dir)
 
 	good := clientTLSFlags{cacert: filepath.Join(dir, "ca.crt"), cert: filepath.Join(dir, "root.crt"), key: filepath.Join(dir, "root.key")}
-	deadline := time.Now().Add(20 * time.Second)
-	for err := put(t, addr, good, "/ready"); err != nil; err = put(t, addr, good, "/ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("a client with a certificate from the CA was not served: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitPut(t, addr, good, "/ready", "a client with a certificate from the CA was not served")
 	for name, flags := range map[string]clientTLSFlags{
 		"no certificate":                {cacert: good.cacert},
 		"a certificate from another CA": {cacert: good.cacert, cert: filepath.Join(otherDir, "mallory.crt"), key: filepath.Join(otherDir, "mallory.key")},
@@ -209,13 +203,7 @@ func TestRotatedServerCertificateReachesNewConnections(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	good := clientTLSFlags{cacert: filepath.Join(dir, "ca.crt"), cert: filepath.Join(dir, "root.crt"), key: filepath.Join(dir, "root.key")}
-	deadline = time.Now().Add(20 * time.Second)
-	for err := put(t, addr, good, "/after-rotation"); err != nil; err = put(t, addr, good, "/after-rotation") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no write after the rotation: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitPut(t, addr, good, "/after-rotation", "no write after the rotation")
 }
 
 // Raft's certificate must be this node's node certificate, and so must
@@ -487,5 +475,18 @@ func TestTLSHintOnlyForAMissingPreface(t *testing.T) {
 		if h := tlsHint(st); h != "" {
 			t.Errorf("hint for %v: %q", st, h)
 		}
+	}
+}
+
+// waitPut retries a put of key with flags until it succeeds, failing the
+// test with what and the last error after 20 s.
+func waitPut(t *testing.T, addr string, flags clientTLSFlags, key, what string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for err := put(t, addr, flags, key); err != nil; err = put(t, addr, flags, key) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling with a deadline
 	}
 }
