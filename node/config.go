@@ -60,8 +60,9 @@ type Config struct {
 	ClientAddr     string            // host:port clients reach this node's gRPC server at
 	InitialCluster map[string]string // id -> raft address; bootstraps a new cluster when non-empty
 	// LogStore is the kind of raft log store a new data directory gets; a
-	// directory that holds the other kind is refused (raftstore.go). Zero:
-	// DefaultLogStore.
+	// directory that holds the other kind is refused (raftstore.go). Zero
+	// (LogStoreAuto): the kind the directory holds, DefaultLogStore for a
+	// new one. Open sets it to the kind it opened.
 	LogStore LogStore
 	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
 	// presents its node certificate and verifies the other's, which must
@@ -129,7 +130,7 @@ type Config struct {
 // 250 ms leader lease made the leader step down mid-benchmark.
 func DefaultConfig() Config {
 	return Config{
-		LogStore:           DefaultLogStore,
+		LogStore:           LogStoreAuto,
 		MaxKeySize:         DefaultMaxKeySize,
 		MaxValueSize:       DefaultMaxValueSize,
 		MaxTxnOps:          DefaultMaxTxnOps,
@@ -193,16 +194,24 @@ func (c *Config) validate() error {
 		return fmt.Errorf("txn limits (--max-txn-ops %d, --max-txn-bytes %d) must be positive", c.MaxTxnOps, c.MaxTxnBytes)
 	}
 	switch c.LogStore {
-	case "":
-		c.LogStore = DefaultLogStore
+	case LogStoreAuto, "auto":
+		c.LogStore = LogStoreAuto
 	case LogStoreBoltDB:
 	case LogStoreWAL:
-		if c.MaxKeySize+c.MaxValueSize > walMaxOpBytes || c.MaxTxnBytes > walMaxOpBytes {
-			return fmt.Errorf("--log-store wal reads back log entries of at most 64 MiB: --max-key-size plus --max-value-size (%d) and --max-txn-bytes (%d) must each be at most %d; lower them or use --log-store boltdb",
-				c.MaxKeySize+c.MaxValueSize, c.MaxTxnBytes, walMaxOpBytes)
+		if err := c.checkWALLimits(); err != nil {
+			return err
 		}
 	default:
-		return fmt.Errorf("--log-store %q: use %s or %s", c.LogStore, LogStoreBoltDB, LogStoreWAL)
+		return fmt.Errorf("--log-store %q: use %s, %s, or auto (the data dir's own, %s for a new one)", c.LogStore, LogStoreBoltDB, LogStoreWAL, DefaultLogStore)
+	}
+	return nil
+}
+
+// checkWALLimits refuses sizes the WAL cannot read back in one entry.
+func (c *Config) checkWALLimits() error {
+	if c.MaxKeySize+c.MaxValueSize > walMaxOpBytes || c.MaxTxnBytes > walMaxOpBytes {
+		return fmt.Errorf("--log-store wal reads back log entries of at most 64 MiB: --max-key-size plus --max-value-size (%d) and --max-txn-bytes (%d) must each be at most %d; lower them or use --log-store boltdb",
+			c.MaxKeySize+c.MaxValueSize, c.MaxTxnBytes, walMaxOpBytes)
 	}
 	return nil
 }

@@ -94,6 +94,49 @@ func (n *Node) verifyLog(logs *checkedLogStore, snaps raft.SnapshotStore) error 
 	return nil
 }
 
+// checkLogHoldsApplied refuses a raft log that ends before the state
+// machine's applied index (and the newest snapshot): the state machine
+// applies only entries this node had stored, fsynced and so acknowledged,
+// and raft deletes none of them but to compact behind a snapshot. A log
+// shorter than that lost acknowledged entries at open, as raft-wal does
+// with a damaged batch it takes for a torn write (waltail.go), and must
+// not vote.
+func (n *Node) checkLogHoldsApplied(logs *checkedLogStore, snaps raft.SnapshotStore) error {
+	last, err := logs.LastIndex()
+	if err != nil {
+		return err
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(metas) > 0 {
+		last = max(last, metas[0].Index)
+	}
+	if applied := n.fsm.Applied(); last < applied {
+		return &LogCorruptError{Index: last + 1, Path: logs.path, Detail: fmt.Sprintf(
+			"the log ends at entry %d, but the state machine applied entries up to %d, so this node had stored them: "+
+				"the log store lost them when it was opened", last, applied)}
+	}
+	return nil
+}
+
+// refuseDamagedLog records err, when it is a damaged raft log found at
+// start, in the log's damage marker, so that every later start refuses
+// too even once the store itself no longer shows it (raft-wal overwrites
+// a batch it dropped at its first append), and returns err.
+func (n *Node) refuseDamagedLog(err error) error {
+	var ce *LogCorruptError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	err = fmt.Errorf("refusing to start: %w", err)
+	if merr := writeMarker(logMarkerPath(n.cfg.DataDir), ce.Error()); merr != nil {
+		n.log.Error("could not write the raft log damage marker", "err", merr)
+	}
+	return err
+}
+
 // markLogDamaged records the first damaged log entry found: the node is
 // unhealthy from now on and refuses to start until repaired.
 func (n *Node) markLogDamaged(e *LogCorruptError) {

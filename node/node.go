@@ -76,6 +76,17 @@ func Open(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// Before anything is opened: a directory holding the other kind of log
+	// is refused, and an automatic choice is made once, here.
+	kind, err := resolveLogStore(cfg.DataDir, cfg.LogStore)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.LogStore = kind; kind == LogStoreWAL {
+		if err := cfg.checkWALLimits(); err != nil {
+			return nil, err
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -88,9 +99,6 @@ func Open(cfg Config) (*Node, error) {
 		stop: make(chan struct{}), raftDone: make(chan struct{}), watchersDone: make(chan struct{}),
 		logDamaged: make(chan struct{}), ready: readiness{reason: "starting", changed: make(chan struct{})}}
 
-	if err := checkLogStore(cfg.DataDir, cfg.LogStore); err != nil {
-		return nil, err
-	}
 	statePath := filepath.Join(cfg.DataDir, "state.db")
 	if err := n.checkDamageMarkers(statePath); err != nil {
 		return nil, err

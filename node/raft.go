@@ -35,7 +35,7 @@ func (n *Node) startRaft() error {
 
 	store, logPath, err := openRaftStore(cfg.DataDir, cfg.LogStore, cfg.walSegmentSize, rc.Logger)
 	if err != nil {
-		return err
+		return n.refuseDamagedLog(err)
 	}
 	checked, err := newCheckedLogStore(store, logPath, n.markLogDamaged)
 	if err != nil {
@@ -72,6 +72,11 @@ func (n *Node) startRaft() error {
 		store.Close()
 		trans.Close()
 		return err
+	}
+	if err := n.checkLogHoldsApplied(checked, snaps); err != nil {
+		store.Close()
+		trans.Close()
+		return n.refuseDamagedLog(err)
 	}
 	logs, err := raft.NewLogCache(logCacheSize, checked)
 	if err != nil {

@@ -32,8 +32,14 @@ const (
 	LogStoreWAL LogStore = "wal"
 )
 
-// DefaultLogStore is the store a new data directory gets.
-const DefaultLogStore = LogStoreBoltDB
+// LogStoreAuto, the zero LogStore, is the store the data directory holds,
+// or DefaultLogStore for one that holds none yet.
+const LogStoreAuto LogStore = ""
+
+// DefaultLogStore is the store a new data directory gets unless told
+// otherwise: one fsync per append instead of two, and a damaged last batch
+// refused at start rather than dropped (waltail.go).
+const DefaultLogStore = LogStoreWAL
 
 const (
 	boltLogFile = "raft.db"
@@ -93,6 +99,20 @@ func logStoreIn(dataDir string) (LogStore, error) {
 	return "", nil
 }
 
+// resolveLogStore returns the store a node of kind opens in dataDir: kind,
+// unless it is LogStoreAuto: then the kind dataDir holds, or
+// DefaultLogStore when it holds none.
+func resolveLogStore(dataDir string, kind LogStore) (LogStore, error) {
+	if kind != LogStoreAuto {
+		return kind, checkLogStore(dataDir, kind)
+	}
+	found, err := logStoreIn(dataDir)
+	if err != nil || found != "" {
+		return found, err
+	}
+	return DefaultLogStore, nil
+}
+
 // checkLogStore refuses a data directory that holds a raft log of another
 // kind than kind: the log is never converted. Open calls it before it
 // opens anything.
@@ -143,6 +163,9 @@ type walStore struct {
 // before it returns, and the stable store's bbolt file syncs every commit.
 func openWAL(dir string, segmentSize int, log hclog.Logger) (*walStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := checkWALTail(dir); err != nil {
 		return nil, err
 	}
 	meta := &metadb.BoltMetaDB{}

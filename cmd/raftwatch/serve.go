@@ -60,12 +60,16 @@ stays removed across restarts (its data dir records it): wipe the data dir
 to add the machine again.
 
 Raft log: --log-store is the store a new data dir's raft log is kept in:
-boltdb (the default: one bbolt file, raft.db) or wal (append-only segment
-files in wal/, one fsync per append where boltdb does two; it holds entries
-of at most 64 MiB, so --max-value-size and --max-txn-bytes must stay under
-that). A data dir keeps its store: a start with the other --log-store is
+wal (the default for a new data dir: append-only segment files in wal/, one
+fsync per append where boltdb does two; it holds entries of at most 64 MiB,
+so --max-value-size and --max-txn-bytes must stay under that) or boltdb
+(one bbolt file, raft.db). Without --log-store (or with auto) an existing
+data dir keeps the store it holds, so a data dir created with boltdb stays
+on boltdb. A data dir keeps its store: a start with the other --log-store is
 refused, and nothing converts one into the other; to move a member to the
-other store, remove it, empty its data dir and add it back.
+other store, remove it, empty its data dir and add it back. A WAL whose last
+written batch fails its CRC (disk damage, or a machine crash mid-write) is
+refused at start, not trimmed: repair the member from a peer.
 
 Memory: each watch stream queues at most --watch-stream-bytes of events and
 all the streams of one client connection together at most
@@ -137,7 +141,7 @@ requests drain, and the data files are closed.`,
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "host:port for raft traffic, bound and advertised (required)")
 	f.StringVar(&cfg.ClientAddr, "client-addr", "", "host:port for gRPC clients, bound and advertised (required)")
 	f.StringVar(&initial, "initial-cluster", "", "id=raft-addr,... of every initial member; bootstraps a new cluster")
-	f.StringVar((*string)(&cfg.LogStore), "log-store", string(cfg.LogStore), "raft log store of a new data dir: boltdb (raft.db, hashicorp/raft-boltdb) or wal (wal/, hashicorp/raft-wal: one fsync per append where boltdb does two); a data dir keeps the one it was created with, and starting it with the other is refused")
+	f.StringVar((*string)(&cfg.LogStore), "log-store", string(cfg.LogStore), "raft log store: auto (empty: the one the data dir holds, wal for a new one), wal (wal/, hashicorp/raft-wal: one fsync per append where boltdb does two) or boltdb (raft.db, hashicorp/raft-boltdb); a data dir keeps the one it was created with, and starting it with the other is refused")
 	f.BoolVar(&cfg.FSMSync, "fsm-sync", cfg.FSMSync, "fsync the state machine on every commit (not needed for durability: the raft log is fsynced and the state is rebuilt from it after a machine crash)")
 	f.IntVar(&cfg.MaxKeySize, "max-key-size", cfg.MaxKeySize, "largest key in bytes")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest value in bytes")
