@@ -131,13 +131,15 @@ func TestLogStoreConfig(t *testing.T) {
 		return c
 	}
 	c := valid(DefaultConfig())
-	c.LogStore = ""
-	if err := c.validate(); err != nil || c.LogStore != DefaultLogStore {
-		t.Fatalf("no log store: %v, %q; want the default %q", err, c.LogStore, DefaultLogStore)
+	for _, auto := range []LogStore{"", "auto"} {
+		c.LogStore = auto
+		if err := c.validate(); err != nil || c.LogStore != LogStoreAuto {
+			t.Fatalf("log store %q: %v, %q; want auto (resolved at open)", auto, err, c.LogStore)
+		}
 	}
 	c = valid(DefaultConfig())
 	c.LogStore = "rocksdb"
-	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "use boltdb or wal") {
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "use boltdb, wal, or auto") {
 		t.Fatalf("unknown log store: %v", err)
 	}
 	// The WAL reads back entries of at most 64 MiB; boltdb has no such bound.
