@@ -10,10 +10,11 @@ import (
 	"time"
 )
 
-// A node started with --log-store wal keeps its raft log in wal/ and counts
-// it in raft_db_bytes; started again on that data dir with the other store
-// (here the default, boltdb) it refuses, names the store to use, and
-// creates nothing.
+// A node started on a new data dir without --log-store keeps its raft log
+// in wal/ and counts it in raft_db_bytes; started again on that data dir
+// with the other store (--log-store boltdb) it refuses, names the store to
+// use, and creates nothing. A data dir created with boltdb keeps it when
+// started without --log-store.
 func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	addrs := freePorts(t, 2)
 	raftAddr, clientAddr := addrs[0], addrs[1]
@@ -21,7 +22,7 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	args := []string{"--id", "n1", "--data-dir", dataDir, "--raft-addr", raftAddr, "--client-addr", clientAddr,
 		"--initial-cluster", "n1=" + raftAddr}
 
-	stop := runServe(t, binary, cleanEnv(), clientAddr, "n1", append(args, "--log-store", "wal")...)
+	stop := runServe(t, binary, cleanEnv(), clientAddr, "n1", args...)
 	st, err := nodeStatus(clientAddr)
 	stop()
 	if err != nil {
@@ -29,7 +30,7 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	}
 	// wal-meta.db and a preallocated 64 MiB segment.
 	if st.RaftDbBytes < 64<<20 {
-		t.Errorf("raft_db_bytes %d with --log-store wal, want the wal directory's files (at least one 64 MiB segment)", st.RaftDbBytes)
+		t.Errorf("raft_db_bytes %d on a new data dir (wal by default), want the wal directory's files (at least one 64 MiB segment)", st.RaftDbBytes)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "wal")); err != nil {
 		t.Fatalf("no wal directory: %v", err)
@@ -37,11 +38,11 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, append([]string{"serve"}, args...)...)
+	cmd := exec.CommandContext(ctx, binary, append([]string{"serve", "--log-store", "boltdb"}, args...)...)
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
-		t.Fatalf("serve with the default log store on a wal data dir: exit code %d (%v), want 1:\n%s", code, err, out)
+		t.Fatalf("serve --log-store boltdb on a wal data dir: exit code %d (%v), want 1:\n%s", code, err, out)
 	}
 	for _, want := range []string{"holds a wal raft log", "--log-store is boltdb", "start this node with --log-store wal"} {
 		if !strings.Contains(string(out), want) {
@@ -50,5 +51,20 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "raft.db")); !os.IsNotExist(err) {
 		t.Errorf("the refused start created raft.db (%v)", err)
+	}
+
+	boltDir := filepath.Join(t.TempDir(), "n1")
+	boltArgs := []string{"--id", "n1", "--data-dir", boltDir, "--raft-addr", raftAddr, "--client-addr", clientAddr,
+		"--initial-cluster", "n1=" + raftAddr}
+	stop = runServe(t, binary, cleanEnv(), clientAddr, "n1", append(boltArgs, "--log-store", "boltdb")...)
+	stop()
+	stop = runServe(t, binary, cleanEnv(), clientAddr, "n1", boltArgs...)
+	_, err = nodeStatus(clientAddr)
+	stop()
+	if err != nil {
+		t.Fatalf("a boltdb data dir started without --log-store: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(boltDir, "wal")); !os.IsNotExist(err) {
+		t.Errorf("a boltdb data dir started without --log-store got a wal directory (%v)", err)
 	}
 }
