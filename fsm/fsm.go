@@ -85,12 +85,18 @@ type FSM struct {
 	db   *bolt.DB
 
 	applied atomic.Uint64
+	// committed is the ID of the last write transaction ApplyBatch
+	// committed and the applied index it stored, so a read transaction of
+	// that ID knows its applied index without reading meta (appliedIn).
+	// Restore clears it: the new file's transaction IDs are its own.
+	committed atomic.Pointer[committedTx]
 	// hist is the history's stats; ApplyBatch stores them just before its
 	// commit, so OldestRevision never names a revision already compacted.
 	hist atomic.Pointer[histStats]
 
-	// The history writer's buffers, reused by batches (under applyMu).
-	arena         []byte
+	// The buffers of a batch's transaction, reused by the next (under
+	// applyMu): txBuf's bytes and the history writer's lists.
+	txBuf         []byte
 	histIdx       []byte
 	compacted     []compactedRecord
 	compactedRevs []uint64
@@ -237,6 +243,24 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 	return db, st, nil
 }
 
+// committedTx is a write transaction's ID and the applied index it stored.
+type committedTx struct {
+	id      int
+	applied uint64
+}
+
+// appliedIn returns the applied index stored in the read transaction tx:
+// the one ApplyBatch noted for tx's ID, or else read from meta. A read
+// transaction's ID is that of the last write transaction committed before
+// it began, so the noted index is the one tx would read (the note is made
+// before its commit, when no reader can have that ID yet).
+func (f *FSM) appliedIn(tx *bolt.Tx) (uint64, error) {
+	if c := f.committed.Load(); c != nil && c.id == tx.ID() {
+		return c.applied, nil
+	}
+	return readApplied(tx)
+}
+
 // readApplied returns the applied index stored in tx (0 when none is).
 func readApplied(tx *bolt.Tx) (uint64, error) {
 	b := tx.Bucket(bucketMeta)
@@ -322,27 +346,40 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	var clock []clockChange
 	var auth *Auth // set when the batch changed the authorization state
 
+	buf := &txBuf{b: f.txBuf}
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev,
-			ls: newLeaseApply(tx, f.leases.limits), auth: newAuthApply(tx)}
+			ls: newLeaseApply(tx, f.leases.limits), auth: newAuthApply(tx), buf: buf}
 		if !f.noHistory {
-			h, err := f.historyWriter(tx)
+			h, err := f.historyWriter(tx, buf)
 			if err != nil {
 				return err
 			}
 			a.hist = h
 		}
+		// Decode every entry first: the batch's events then fit in one
+		// allocation (a Txn or lease expiry can add more; append copes).
+		chunks := make([]*pb.Chunk, len(logs))
+		ops := 0
 		for i, l := range logs {
 			if l.Index <= applied || l.Type != raft.LogCommand {
 				continue
 			}
-			var chunk pb.Chunk
-			if err := proto.Unmarshal(l.Data, &chunk); err != nil {
+			chunk := &pb.Chunk{}
+			if err := proto.Unmarshal(l.Data, chunk); err != nil {
 				return &undecodableError{index: l.Index, err: err}
 			}
-			res, err := a.applyChunk(l.Index, &chunk)
+			chunks[i] = chunk
+			ops += len(chunk.Ops)
+		}
+		a.events = make([]watch.Event, 0, ops)
+		for i, chunk := range chunks {
+			if chunk == nil {
+				continue
+			}
+			res, err := a.applyChunk(logs[i].Index, chunk)
 			if err != nil {
 				return err
 			}
@@ -358,6 +395,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err := putMeta(tx.Bucket(bucketMeta), keyApplied, last); err != nil {
 			return err
 		}
+		// A commit that fails stops the process (stopApplying), so no
+		// reader ever sees this ID with another applied index.
+		f.committed.Store(&committedTx{id: tx.ID(), applied: last})
 		if a.hist == nil {
 			return nil
 		}
@@ -372,6 +412,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		// that cannot apply them must not pretend it did, nor skip them.
 		f.stopApplying(logs[0].Index, last, err)
 	}
+	f.txBuf = buf.reusable()
 	f.leases.apply(clock)
 	if auth != nil {
 		f.auth.Store(auth)
@@ -387,6 +428,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 type applier struct {
 	kv, members *bolt.Bucket
 	hist        *historyWriter // nil: keep no history (benchmark only)
+	buf         *txBuf         // the values handed to Put
 	wantPrev    bool
 	events      []watch.Event
 	// pos is the next event's position in its entry: (revision, position)
@@ -498,7 +540,7 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 			ev.PrevValue = append(ev.PrevValue, cur.Value...)
 		}
 	}
-	if err := a.kv.Put(m.key, encodeRecord(m.key, create, index, version, m.value)); err != nil {
+	if err := a.kv.Put(m.key, a.buf.record(m.key, create, index, version, m.value)); err != nil {
 		return OpResult{}, err
 	}
 	if err := a.ls.attach(m.key, cur.Lease, m.lease); err != nil {
@@ -548,13 +590,13 @@ func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
 }
 
 // Get returns the key (nil if absent) and the revision it was read at, both
-// from one read transaction.
+// from one read transaction. The returned Key is key itself.
 func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 	var out *KeyValue
 	var rev uint64
 	err := f.view(func(tx *bolt.Tx) error {
 		var err error
-		if rev, err = readApplied(tx); err != nil {
+		if rev, err = f.appliedIn(tx); err != nil {
 			return err
 		}
 		raw := tx.Bucket(bucketKV).Get(key)
@@ -565,7 +607,7 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 		if err != nil {
 			return err
 		}
-		kv = kv.clone()
+		kv.Value = append([]byte{}, kv.Value...) // bbolt's memory is the transaction's
 		kv.Lease, err = leaseOf(tx, key)
 		out = &kv
 		return err
@@ -678,6 +720,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		panic(fmt.Sprintf("fsm: reopen %s after restore: %v", f.path, err))
 	}
 	f.db = db
+	f.committed.Store(nil)
 	f.hist.Store(&st.hist)
 	if err := f.leases.rebuild(db); err != nil {
 		panic(fmt.Sprintf("fsm: read leases of %s after restore: %v", f.path, err))

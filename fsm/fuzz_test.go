@@ -11,7 +11,7 @@ import (
 // back to it while the same record with any one byte of key or value
 // changed is always rejected as corrupt.
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add([]byte("/config/a"), encodeRecord([]byte("/config/a"), 3, 7, 2, []byte("value")), uint(5), byte(0x01))
+	f.Add([]byte("/config/a"), appendRecord(nil, []byte("/config/a"), 3, 7, 2, []byte("value")), uint(5), byte(0x01))
 	f.Add([]byte("/k"), []byte{}, uint(0), byte(0xff))
 	f.Add(histKeyOf(9, 1), sealed(histKeyOf(9, 1), appendHistRecord(nil, histPut, 2, 1, 5, []byte("/k"), []byte("v"))), uint(40), byte(0x80))
 	f.Add([]byte("/b"), sealed([]byte("/b"), u64(42)), uint(2), byte(0x10))
@@ -29,7 +29,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if xor == 0 {
 			xor = 1
 		}
-		rec := encodeRecord(key, 11, 12, 13, stored)
+		rec := appendRecord(nil, key, 11, 12, 13, stored)
 		kv, err := decodeRecord(key, rec)
 		if err != nil || !bytes.Equal(kv.Value, stored) || kv.CreateRevision != 11 || kv.ModRevision != 12 || kv.Version != 13 {
 			t.Fatalf("sealed record did not round-trip: %+v, %v", kv, err)
