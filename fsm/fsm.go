@@ -243,22 +243,16 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 	return db, st, nil
 }
 
-// committedTx is a write transaction's ID and the applied index it stored.
+// committedTx is what a write transaction stored that reads want without
+// looking it up: its ID, the applied index, and whether no key is on a
+// lease. A read transaction's ID is that of the last write transaction
+// committed before it began, so what ApplyBatch noted for that ID is what
+// the reader would find (the note is made before the commit, when no reader
+// can have that ID yet).
 type committedTx struct {
-	id      int
-	applied uint64
-}
-
-// appliedIn returns the applied index stored in the read transaction tx:
-// the one ApplyBatch noted for tx's ID, or else read from meta. A read
-// transaction's ID is that of the last write transaction committed before
-// it began, so the noted index is the one tx would read (the note is made
-// before its commit, when no reader can have that ID yet).
-func (f *FSM) appliedIn(tx *bolt.Tx) (uint64, error) {
-	if c := f.committed.Load(); c != nil && c.id == tx.ID() {
-		return c.applied, nil
-	}
-	return readApplied(tx)
+	id          int
+	applied     uint64
+	noLeaseKeys bool
 }
 
 // readApplied returns the applied index stored in tx (0 when none is).
@@ -397,7 +391,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		// A commit that fails stops the process (stopApplying), so no
 		// reader ever sees this ID with another applied index.
-		f.committed.Store(&committedTx{id: tx.ID(), applied: last})
+		f.committed.Store(&committedTx{id: tx.ID(), applied: last, noLeaseKeys: a.ls.noKeys})
 		if a.hist == nil {
 			return nil
 		}
@@ -595,8 +589,14 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 	var out *KeyValue
 	var rev uint64
 	err := f.view(func(tx *bolt.Tx) error {
+		c := f.committed.Load()
+		if c != nil && c.id != tx.ID() {
+			c = nil // tx is older than the last commit: read what it stored
+		}
 		var err error
-		if rev, err = f.appliedIn(tx); err != nil {
+		if c != nil {
+			rev = c.applied
+		} else if rev, err = readApplied(tx); err != nil {
 			return err
 		}
 		raw := tx.Bucket(bucketKV).Get(key)
@@ -608,7 +608,9 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 			return err
 		}
 		kv.Value = append([]byte{}, kv.Value...) // bbolt's memory is the transaction's
-		kv.Lease, err = leaseOf(tx, key)
+		if c == nil || !c.noLeaseKeys {
+			kv.Lease, err = leaseOf(tx, key)
+		}
 		out = &kv
 		return err
 	})
