@@ -280,12 +280,18 @@ func (f *FSM) Applied() uint64 { return f.applied.Load() }
 // history, so the two are made one after the other.
 func (f *FSM) SetSink(s Sink) { f.sink = s }
 
+// Advanced returns a channel that is closed when Applied() next advances.
+// Take it before reading Applied(), so that no advance is missed.
+func (f *FSM) Advanced() <-chan struct{} {
+	f.notifyMu.Lock()
+	defer f.notifyMu.Unlock()
+	return f.notify
+}
+
 // WaitApplied blocks until Applied() >= index or the context ends.
 func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	for {
-		f.notifyMu.Lock()
-		ch := f.notify
-		f.notifyMu.Unlock()
+		ch := f.Advanced()
 		if f.applied.Load() >= index {
 			return nil
 		}
