@@ -15,7 +15,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/watch"
@@ -367,8 +366,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			if l.Index <= applied || l.Type != raft.LogCommand {
 				continue
 			}
-			chunk := &pb.Chunk{}
-			if err := proto.Unmarshal(l.Data, chunk); err != nil {
+			chunk, err := decodeChunk(l.Data)
+			if err != nil {
 				return &undecodableError{index: l.Index, err: err}
 			}
 			chunks[i] = chunk
@@ -519,6 +518,19 @@ func (a *applier) check(m mutation) (cur KeyValue, found bool, res OpResult, ok 
 	return cur, found, res, true, nil
 }
 
+// eventBytes copies an event's key and value, in one allocation: they may
+// alias the log entry (decodeChunk), and an event outlives the batch.
+func eventBytes(key, value []byte) (k, v []byte) {
+	b := make([]byte, len(key)+len(value))
+	n := copy(b, key)
+	copy(b[n:], value)
+	k, v = b[:n:n], b[n:]
+	if value == nil {
+		v = nil
+	}
+	return k, v
+}
+
 // put applies a put of entry index.
 func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	cur, found, res, ok, err := a.check(m)
@@ -532,7 +544,8 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	if found {
 		create, version = cur.CreateRevision, cur.Version+1
 	}
-	ev := watch.Event{Type: watch.Put, Key: m.key, Value: m.value, Revision: index, Version: version}
+	ev := watch.Event{Type: watch.Put, Revision: index, Version: version}
+	ev.Key, ev.Value = eventBytes(m.key, m.value)
 	if a.wantPrev {
 		ev.HasPrev = true
 		ev.PrevValue = []byte{}
@@ -567,7 +580,8 @@ func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
 	if !found {
 		return res, nil // deleting an absent key changes nothing and emits nothing
 	}
-	ev := watch.Event{Type: watch.Delete, Key: m.key, Revision: index}
+	ev := watch.Event{Type: watch.Delete, Revision: index}
+	ev.Key, _ = eventBytes(m.key, nil)
 	if a.wantPrev {
 		ev.HasPrev = true
 		ev.PrevValue = append([]byte{}, cur.Value...)
