@@ -199,3 +199,19 @@ func BenchmarkReadHistory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGet reads one existing key per iteration, the state machine's
+// share of a get; its allocations are what matters (-benchmem).
+func BenchmarkGet(b *testing.B) {
+	chunks := benchChunks(b, 256)
+	f, _ := benchFSM(b, Options{}, true, chunks)
+	key := []byte("00004242")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		kv, _, err := f.Get(key)
+		if err != nil || kv == nil {
+			b.Fatalf("get: %v, %v", kv, err)
+		}
+	}
+}

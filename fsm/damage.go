@@ -44,6 +44,9 @@ func (f *FSM) Damaged() <-chan struct{} { return f.damaged }
 // check marks the state machine damaged when err is (or wraps) a
 // *CorruptError, and returns err.
 func (f *FSM) check(err error) error {
+	if err == nil {
+		return nil // every read passes here: no allocation for errors.As
+	}
 	var ce *CorruptError
 	if errors.As(err, &ce) {
 		f.markDamaged(err)

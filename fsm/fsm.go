@@ -15,7 +15,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 	"github.com/raftwatch/raftwatch/watch"
@@ -85,12 +84,18 @@ type FSM struct {
 	db   *bolt.DB
 
 	applied atomic.Uint64
+	// committed is the ID of the last write transaction ApplyBatch
+	// committed and the applied index it stored, so a read transaction of
+	// that ID knows its applied index without reading meta (appliedIn).
+	// Restore clears it: the new file's transaction IDs are its own.
+	committed atomic.Pointer[committedTx]
 	// hist is the history's stats; ApplyBatch stores them just before its
 	// commit, so OldestRevision never names a revision already compacted.
 	hist atomic.Pointer[histStats]
 
-	// The history writer's buffers, reused by batches (under applyMu).
-	arena         []byte
+	// The buffers of a batch's transaction, reused by the next (under
+	// applyMu): txBuf's bytes and the history writer's lists.
+	txBuf         []byte
 	histIdx       []byte
 	compacted     []compactedRecord
 	compactedRevs []uint64
@@ -237,6 +242,18 @@ func openDB(path string, noSync bool, log *slog.Logger) (*bolt.DB, dbState, erro
 	return db, st, nil
 }
 
+// committedTx is what a write transaction stored that reads want without
+// looking it up: its ID, the applied index, and whether no key is on a
+// lease. A read transaction's ID is that of the last write transaction
+// committed before it began, so what ApplyBatch noted for that ID is what
+// the reader would find (the note is made before the commit, when no reader
+// can have that ID yet).
+type committedTx struct {
+	id          int
+	applied     uint64
+	noLeaseKeys bool
+}
+
 // readApplied returns the applied index stored in tx (0 when none is).
 func readApplied(tx *bolt.Tx) (uint64, error) {
 	b := tx.Bucket(bucketMeta)
@@ -262,12 +279,18 @@ func (f *FSM) Applied() uint64 { return f.applied.Load() }
 // history, so the two are made one after the other.
 func (f *FSM) SetSink(s Sink) { f.sink = s }
 
+// Advanced returns a channel that is closed when Applied() next advances.
+// Take it before reading Applied(), so that no advance is missed.
+func (f *FSM) Advanced() <-chan struct{} {
+	f.notifyMu.Lock()
+	defer f.notifyMu.Unlock()
+	return f.notify
+}
+
 // WaitApplied blocks until Applied() >= index or the context ends.
 func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	for {
-		f.notifyMu.Lock()
-		ch := f.notify
-		f.notifyMu.Unlock()
+		ch := f.Advanced()
 		if f.applied.Load() >= index {
 			return nil
 		}
@@ -322,27 +345,40 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	var clock []clockChange
 	var auth *Auth // set when the batch changed the authorization state
 
+	buf := &txBuf{b: f.txBuf}
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		a := applier{kv: tx.Bucket(bucketKV), members: tx.Bucket(bucketMembers), wantPrev: wantPrev,
-			ls: newLeaseApply(tx, f.leases.limits), auth: newAuthApply(tx)}
+			ls: newLeaseApply(tx, f.leases.limits), auth: newAuthApply(tx), buf: buf}
 		if !f.noHistory {
-			h, err := f.historyWriter(tx)
+			h, err := f.historyWriter(tx, buf)
 			if err != nil {
 				return err
 			}
 			a.hist = h
 		}
+		// Decode every entry first: the batch's events then fit in one
+		// allocation (a Txn or lease expiry can add more; append copes).
+		chunks := make([]*pb.Chunk, len(logs))
+		ops := 0
 		for i, l := range logs {
 			if l.Index <= applied || l.Type != raft.LogCommand {
 				continue
 			}
-			var chunk pb.Chunk
-			if err := proto.Unmarshal(l.Data, &chunk); err != nil {
+			chunk, err := decodeChunk(l.Data)
+			if err != nil {
 				return &undecodableError{index: l.Index, err: err}
 			}
-			res, err := a.applyChunk(l.Index, &chunk)
+			chunks[i] = chunk
+			ops += len(chunk.Ops)
+		}
+		a.events = make([]watch.Event, 0, ops)
+		for i, chunk := range chunks {
+			if chunk == nil {
+				continue
+			}
+			res, err := a.applyChunk(logs[i].Index, chunk)
 			if err != nil {
 				return err
 			}
@@ -358,6 +394,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err := putMeta(tx.Bucket(bucketMeta), keyApplied, last); err != nil {
 			return err
 		}
+		// A commit that fails stops the process (stopApplying), so no
+		// reader ever sees this ID with another applied index.
+		f.committed.Store(&committedTx{id: tx.ID(), applied: last, noLeaseKeys: a.ls.noKeys})
 		if a.hist == nil {
 			return nil
 		}
@@ -372,6 +411,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		// that cannot apply them must not pretend it did, nor skip them.
 		f.stopApplying(logs[0].Index, last, err)
 	}
+	f.txBuf = buf.reusable()
 	f.leases.apply(clock)
 	if auth != nil {
 		f.auth.Store(auth)
@@ -387,6 +427,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 type applier struct {
 	kv, members *bolt.Bucket
 	hist        *historyWriter // nil: keep no history (benchmark only)
+	buf         *txBuf         // the values handed to Put
 	wantPrev    bool
 	events      []watch.Event
 	// pos is the next event's position in its entry: (revision, position)
@@ -477,6 +518,19 @@ func (a *applier) check(m mutation) (cur KeyValue, found bool, res OpResult, ok 
 	return cur, found, res, true, nil
 }
 
+// eventBytes copies an event's key and value, in one allocation: they may
+// alias the log entry (decodeChunk), and an event outlives the batch.
+func eventBytes(key, value []byte) (k, v []byte) {
+	b := make([]byte, len(key)+len(value))
+	n := copy(b, key)
+	copy(b[n:], value)
+	k, v = b[:n:n], b[n:]
+	if value == nil {
+		v = nil
+	}
+	return k, v
+}
+
 // put applies a put of entry index.
 func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	cur, found, res, ok, err := a.check(m)
@@ -490,7 +544,8 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 	if found {
 		create, version = cur.CreateRevision, cur.Version+1
 	}
-	ev := watch.Event{Type: watch.Put, Key: m.key, Value: m.value, Revision: index, Version: version}
+	ev := watch.Event{Type: watch.Put, Revision: index, Version: version}
+	ev.Key, ev.Value = eventBytes(m.key, m.value)
 	if a.wantPrev {
 		ev.HasPrev = true
 		ev.PrevValue = []byte{}
@@ -498,7 +553,7 @@ func (a *applier) put(index uint64, m mutation) (OpResult, error) {
 			ev.PrevValue = append(ev.PrevValue, cur.Value...)
 		}
 	}
-	if err := a.kv.Put(m.key, encodeRecord(m.key, create, index, version, m.value)); err != nil {
+	if err := a.kv.Put(m.key, a.buf.record(m.key, create, index, version, m.value)); err != nil {
 		return OpResult{}, err
 	}
 	if err := a.ls.attach(m.key, cur.Lease, m.lease); err != nil {
@@ -525,7 +580,8 @@ func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
 	if !found {
 		return res, nil // deleting an absent key changes nothing and emits nothing
 	}
-	ev := watch.Event{Type: watch.Delete, Key: m.key, Revision: index}
+	ev := watch.Event{Type: watch.Delete, Revision: index}
+	ev.Key, _ = eventBytes(m.key, nil)
 	if a.wantPrev {
 		ev.HasPrev = true
 		ev.PrevValue = append([]byte{}, cur.Value...)
@@ -548,13 +604,19 @@ func (a *applier) delete(index uint64, m mutation) (OpResult, error) {
 }
 
 // Get returns the key (nil if absent) and the revision it was read at, both
-// from one read transaction.
+// from one read transaction. The returned Key is key itself.
 func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 	var out *KeyValue
 	var rev uint64
 	err := f.view(func(tx *bolt.Tx) error {
+		c := f.committed.Load()
+		if c != nil && c.id != tx.ID() {
+			c = nil // tx is older than the last commit: read what it stored
+		}
 		var err error
-		if rev, err = readApplied(tx); err != nil {
+		if c != nil {
+			rev = c.applied
+		} else if rev, err = readApplied(tx); err != nil {
 			return err
 		}
 		raw := tx.Bucket(bucketKV).Get(key)
@@ -565,8 +627,10 @@ func (f *FSM) Get(key []byte) (*KeyValue, uint64, error) {
 		if err != nil {
 			return err
 		}
-		kv = kv.clone()
-		kv.Lease, err = leaseOf(tx, key)
+		kv.Value = append([]byte{}, kv.Value...) // bbolt's memory is the transaction's
+		if c == nil || !c.noLeaseKeys {
+			kv.Lease, err = leaseOf(tx, key)
+		}
 		out = &kv
 		return err
 	})
@@ -678,6 +742,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		panic(fmt.Sprintf("fsm: reopen %s after restore: %v", f.path, err))
 	}
 	f.db = db
+	f.committed.Store(nil)
 	f.hist.Store(&st.hist)
 	if err := f.leases.rebuild(db); err != nil {
 		panic(fmt.Sprintf("fsm: read leases of %s after restore: %v", f.path, err))

@@ -71,9 +71,9 @@ const (
 	// in key order and removed from the front, never inserted in the middle,
 	// so bbolt's default half-full split only wastes space.
 	historyFillPercent = 0.9
-	// arenaKeepMax is the largest record arena kept between batches; a
-	// batch of huge values allocates its own, which is then dropped.
-	arenaKeepMax = 4 << 20
+	// txBufKeepMax is the largest txBuf kept between batches; a batch of
+	// huge values allocates its own, which is then dropped.
+	txBufKeepMax = 4 << 20
 )
 
 const (
@@ -293,10 +293,8 @@ type historyWriter struct {
 	hist, hidx, hbase *bolt.Bucket
 	st                histStats
 	added             int
-	// arena holds the encoded records passed to Put. bbolt keeps a
-	// reference to a value until commit, so the arena only grows within a
-	// transaction: append never writes over bytes already handed out.
-	arena []byte
+	// buf holds the encoded records passed to Put (txBuf).
+	buf *txBuf
 	// idxRev is the revision whose hidx value idx is building.
 	idxRev uint64
 	idx    []byte
@@ -316,15 +314,15 @@ func (h *historyWriter) record(rev uint64, pos int, typ byte, version, create, p
 	}
 	h.idx = binary.BigEndian.AppendUint32(h.idx, keyHash(key))
 	h.idx = binary.BigEndian.AppendUint32(h.idx, uint32(pos))
-	// The key goes in the arena too: bbolt copies it, but a local array
+	// The key goes in buf too: bbolt copies it, but a local array
 	// passed to Put escapes to the heap, an allocation per record.
 	k := histKey(rev, uint32(pos))
-	h.arena = append(h.arena, k[:]...)
-	start := len(h.arena)
-	h.arena = appendHistRecord(h.arena, typ, version, create, prev, key, value)
-	h.arena = sealValue(h.arena, start, h.arena[start-histKeyLen:start])
-	end := len(h.arena)
-	if err := h.hist.Put(h.arena[start-histKeyLen:start], h.arena[start:end:end]); err != nil {
+	h.buf.b = append(h.buf.b, k[:]...)
+	start := len(h.buf.b)
+	h.buf.b = appendHistRecord(h.buf.b, typ, version, create, prev, key, value)
+	h.buf.b = sealValue(h.buf.b, start, h.buf.b[start-histKeyLen:start])
+	end := len(h.buf.b)
+	if err := h.hist.Put(h.buf.b[start-histKeyLen:start], h.buf.b[start:end:end]); err != nil {
 		return fmt.Errorf("history record at revision %d position %d: %w", rev, pos, err)
 	}
 	h.added++
@@ -339,14 +337,14 @@ func (h *historyWriter) flushIndex() error {
 	if len(h.idx) == 0 {
 		return nil
 	}
-	k := len(h.arena)
-	h.arena = binary.BigEndian.AppendUint64(h.arena, h.idxRev)
-	start := len(h.arena)
-	h.arena = append(h.arena, h.idx...)
-	h.arena = sealValue(h.arena, start, h.arena[k:start])
-	end := len(h.arena)
+	k := len(h.buf.b)
+	h.buf.b = binary.BigEndian.AppendUint64(h.buf.b, h.idxRev)
+	start := len(h.buf.b)
+	h.buf.b = append(h.buf.b, h.idx...)
+	h.buf.b = sealValue(h.buf.b, start, h.buf.b[k:start])
+	end := len(h.buf.b)
 	h.idx = h.idx[:0]
-	if err := h.hidx.Put(h.arena[k:start], h.arena[start:end:end]); err != nil {
+	if err := h.hidx.Put(h.buf.b[k:start], h.buf.b[start:end:end]); err != nil {
 		return fmt.Errorf("history index of revision %d: %w", h.idxRev, err)
 	}
 	return nil
@@ -419,12 +417,12 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 		if r.del {
 			err = h.hbase.Delete(r.key)
 		} else {
-			start := len(h.arena)
-			h.arena = binary.BigEndian.AppendUint64(h.arena, r.rev)
-			h.arena = append(h.arena, r.value...)
-			h.arena = sealValue(h.arena, start, r.key)
-			end := len(h.arena)
-			err = h.hbase.Put(r.key, h.arena[start:end:end])
+			start := len(h.buf.b)
+			h.buf.b = binary.BigEndian.AppendUint64(h.buf.b, r.rev)
+			h.buf.b = append(h.buf.b, r.value...)
+			h.buf.b = sealValue(h.buf.b, start, r.key)
+			end := len(h.buf.b)
+			err = h.hbase.Put(r.key, h.buf.b[start:end:end])
 		}
 		if err != nil {
 			return 0, fmt.Errorf("history base of key %q: %w", r.key, err)
@@ -445,8 +443,9 @@ func (h *historyWriter) compact(limits historyLimits) (int, error) {
 	return len(list), nil
 }
 
-// historyWriter starts the history writer of a batch's transaction.
-func (f *FSM) historyWriter(tx *bolt.Tx) (*historyWriter, error) {
+// historyWriter starts the history writer of a batch's transaction, which
+// encodes its records in buf.
+func (f *FSM) historyWriter(tx *bolt.Tx, buf *txBuf) (*historyWriter, error) {
 	st, err := readHistStats(tx)
 	if err != nil {
 		return nil, fmt.Errorf("history: %w", err)
@@ -455,7 +454,7 @@ func (f *FSM) historyWriter(tx *bolt.Tx) (*historyWriter, error) {
 	hist.FillPercent, hidx.FillPercent = historyFillPercent, historyFillPercent
 	return &historyWriter{
 		hist: hist, hidx: hidx, hbase: tx.Bucket(bucketHBase), st: st,
-		arena: f.arena[:0], idx: f.histIdx[:0], compacted: f.compacted, compactedRevs: f.compactedRevs,
+		buf: buf, idx: f.histIdx[:0], compacted: f.compacted, compactedRevs: f.compactedRevs,
 	}, nil
 }
 
@@ -473,11 +472,6 @@ func (f *FSM) finishHistory(tx *bolt.Tx, h *historyWriter) error {
 		if err := writeHistStats(tx, h.st); err != nil {
 			return err
 		}
-	}
-	if cap(h.arena) <= arenaKeepMax {
-		f.arena = h.arena[:0]
-	} else {
-		f.arena = nil
 	}
 	f.histIdx, f.compacted, f.compactedRevs = h.idx[:0], h.compacted, h.compactedRevs
 	st := h.st

@@ -826,7 +826,7 @@ func TestHistoryWithAGapIsRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketKV).Put([]byte("/k"), encodeRecord([]byte("/k"), 1, 4, 4, []byte("v4"))); err != nil {
+		if err := tx.Bucket(bucketKV).Put([]byte("/k"), appendRecord(nil, []byte("/k"), 1, 4, 4, []byte("v4"))); err != nil {
 			return err
 		}
 		return putMeta(tx.Bucket(bucketMeta), keyApplied, 4)

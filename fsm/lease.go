@@ -149,6 +149,10 @@ func leaseOf(tx *bolt.Tx, key []byte) (int64, error) {
 type leaseApply struct {
 	leases, keys, idx, meta *bolt.Bucket
 	limits                  LeaseLimits
+	// noKeys is true while no key is on a lease (keys is empty): a put
+	// then needs no lookup to know its key has none. Only attach adds to
+	// keys, and it clears noKeys.
+	noKeys bool
 	// clock is what the transaction did to the in-memory deadlines, applied
 	// after the commit, in order.
 	clock []clockChange
@@ -166,8 +170,11 @@ type clockChange struct {
 }
 
 func newLeaseApply(tx *bolt.Tx, limits LeaseLimits) *leaseApply {
-	return &leaseApply{leases: tx.Bucket(bucketLeases), keys: tx.Bucket(bucketLeaseKeys),
+	l := &leaseApply{leases: tx.Bucket(bucketLeases), keys: tx.Bucket(bucketLeaseKeys),
 		idx: tx.Bucket(bucketLeaseIdx), meta: tx.Bucket(bucketMeta), limits: limits.withDefaults()}
+	first, _ := l.keys.Cursor().First()
+	l.noKeys = first == nil
+	return l
 }
 
 func (l *leaseApply) get(id int64) (leaseRecord, bool, error) {
@@ -224,6 +231,9 @@ func (l *leaseApply) checkAttach(cur, lease int64, maxKeys uint64) (refused, err
 }
 
 func (l *leaseApply) leaseOfKey(key []byte) (int64, error) {
+	if l.noKeys {
+		return 0, nil
+	}
 	raw := l.keys.Get(key)
 	if raw == nil {
 		return 0, nil
@@ -253,6 +263,7 @@ func (l *leaseApply) attach(key []byte, cur, lease int64) error {
 		return fmt.Errorf("attach key %q: lease %x vanished", key, lease)
 	}
 	r.keys++
+	l.noKeys = false
 	ik := append(leaseID(lease), key...)
 	return errors.Join(l.put(lease, r), l.keys.Put(key, sealed(key, leaseID(lease))), l.idx.Put(ik, sealed(ik, nil)))
 }

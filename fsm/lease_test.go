@@ -388,3 +388,45 @@ func TestLeaseCapsCarriedByTheOp(t *testing.T) {
 		t.Fatalf("txn attaching 2 keys under a carried cap of 2: %+v", r.Ops[0])
 	}
 }
+
+// Get takes the revision and "no key is on a lease" from what the last
+// batch noted, when its read transaction is that batch's: a key attached
+// after a batch that noted no lease keys reports its lease, as does one in
+// a restored file whose transaction IDs collide with the notes of the file
+// it replaced.
+func TestGetLeaseAndRevisionFromCommitNote(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	f := openLeases(t, filepath.Join(t.TempDir(), "state.db"), &recordingSink{}, LeaseLimits{}, clk)
+	apply1(t, f, 10, put("/plain", "v"), grant(1, 60)) // notes: no key on a lease
+	if kv, rev, err := f.Get([]byte("/plain")); err != nil || kv.Lease != 0 || rev != 10 {
+		t.Fatalf("/plain = %+v at %d (%v), want lease 0 at 10", kv, rev, err)
+	}
+	apply1(t, f, 20, putL("/a", "1", 1))
+	if kv, rev, err := f.Get([]byte("/a")); err != nil || kv.Lease != 1 || rev != 20 {
+		t.Fatalf("/a = %+v at %d (%v), want lease 1 at 20", kv, rev, err)
+	}
+	data := snapshotOf(t, f) // applied 20, /a on lease 1
+	// Reopening a restored file is one write transaction, so the file will
+	// be at snapshot ID+1. Bring dst's last batch to that ID, with no key on
+	// a lease and another applied index: a note that outlived the restore
+	// would answer for the new file.
+	restoredID := txID(t, f) + 1
+	dst := openLeases(t, filepath.Join(t.TempDir(), "state.db"), &recordingSink{}, LeaseLimits{}, clk)
+	var index uint64
+	for txID(t, dst) < restoredID {
+		index++
+		apply1(t, dst, index, put("/plain", "w"))
+	}
+	if txID(t, dst) != restoredID || index >= 20 {
+		t.Fatalf("cannot line up the transaction IDs: dst at %d after %d batches, want %d", txID(t, dst), index, restoredID)
+	}
+	if err := dst.Restore(readCloser{bytes.NewReader(data)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := txID(t, dst); got != restoredID {
+		t.Fatalf("restored file at transaction %d, want %d", got, restoredID)
+	}
+	if kv, rev, err := dst.Get([]byte("/a")); err != nil || kv == nil || kv.Lease != 1 || rev != 20 {
+		t.Fatalf("/a after restore = %+v at %d (%v), want lease 1 at 20", kv, rev, err)
+	}
+}

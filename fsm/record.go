@@ -18,14 +18,42 @@ type KeyValue struct {
 // recordHeader is the fixed part of a stored value: create, mod, version.
 const recordHeader = 24
 
-// encodeRecord lays out a key's value as create|mod|version|value|checksum
-// (big endian; the checksum is over key and the rest, see checksum.go).
-func encodeRecord(key []byte, create, mod, version uint64, value []byte) []byte {
-	b := make([]byte, recordHeader, recordHeader+len(value)+sumLen)
-	binary.BigEndian.PutUint64(b[0:], create)
-	binary.BigEndian.PutUint64(b[8:], mod)
-	binary.BigEndian.PutUint64(b[16:], version)
-	return sealValue(append(b, value...), 0, key)
+// appendRecord appends key's stored value to dst, laid out as
+// create|mod|version|value|checksum (big endian; the checksum is over key
+// and the rest, see checksum.go).
+func appendRecord(dst, key []byte, create, mod, version uint64, value []byte) []byte {
+	start := len(dst)
+	dst = binary.BigEndian.AppendUint64(dst, create)
+	dst = binary.BigEndian.AppendUint64(dst, mod)
+	dst = binary.BigEndian.AppendUint64(dst, version)
+	return sealValue(append(dst, value...), start, key)
+}
+
+// txBuf holds the values one write transaction hands to bbolt's Put: the
+// key-value records and the history's. bbolt keeps a reference to a value
+// until commit, so b only grows within a transaction (append never writes
+// over bytes already handed out; when it moves b, the old array stays with
+// bbolt). Reused from batch to batch, it saves an allocation per value.
+type txBuf struct {
+	b []byte
+}
+
+// record encodes key's stored value in the buffer and returns it, capped so
+// that nothing appended later can reach into it.
+func (t *txBuf) record(key []byte, create, mod, version uint64, value []byte) []byte {
+	start := len(t.b)
+	t.b = appendRecord(t.b, key, create, mod, version, value)
+	end := len(t.b)
+	return t.b[start:end:end]
+}
+
+// reusable returns the buffer emptied for the next transaction, or nil when
+// it grew too large to keep.
+func (t *txBuf) reusable() []byte {
+	if cap(t.b) > txBufKeepMax {
+		return nil
+	}
+	return t.b[:0]
 }
 
 // decodeRecord verifies and reads key's stored record. The returned Value

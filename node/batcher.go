@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,6 +18,25 @@ import (
 type proposal struct {
 	op   *pb.Op
 	done chan proposalResult // buffered(1): the completer never blocks
+}
+
+// proposals recycles proposals with their channels: a write allocates
+// neither. The batcher answers each proposal exactly once and touches it no
+// more; the writer that received the answer (or never handed the proposal
+// over) owns it and releases it. One abandoned on a timeout is left to the
+// garbage collector, as its answer may still come.
+var proposals = sync.Pool{New: func() any { return &proposal{done: make(chan proposalResult, 1)} }}
+
+func newProposal(op *pb.Op) *proposal {
+	p := proposals.Get().(*proposal)
+	p.op = op
+	return p
+}
+
+// release returns p to the pool; its channel must be empty.
+func (p *proposal) release() {
+	p.op = nil
+	proposals.Put(p)
 }
 
 type proposalResult struct {
@@ -65,6 +85,7 @@ func newBatcher(r *raft.Raft, await func(raft.Future) error) *batcher {
 func (b *batcher) run() {
 	defer close(b.pending)
 	var carry *proposal
+	var fp chunkFootprint // reset for each chunk, its map kept
 	for {
 		first := carry
 		carry = nil
@@ -84,7 +105,7 @@ func (b *batcher) run() {
 			return
 		}
 		props := []*proposal{first}
-		var fp chunkFootprint
+		fp.reset()
 		fp.add(footprintOf(first.op))
 		size := opSize(first.op)
 	drain:
@@ -209,6 +230,13 @@ func (c *chunkFootprint) conflicts(f footprint) bool {
 		}
 	}
 	return false
+}
+
+// reset empties c for the next chunk.
+func (c *chunkFootprint) reset() {
+	c.n, c.solo = 0, false
+	clear(c.keys)
+	c.prefixes = c.prefixes[:0]
 }
 
 func (c *chunkFootprint) add(f footprint) {

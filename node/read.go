@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/raft"
 	"github.com/raftwatch/raftwatch/fsm"
@@ -13,6 +14,12 @@ import (
 type readRequest struct {
 	done chan readResult // buffered(1)
 }
+
+// readDones recycles readRequest channels: the confirmer answers each
+// request exactly once, so a reader that received its answer (or never
+// sent the request) owns an empty channel and returns it; one that gave up
+// waiting leaves it to the garbage collector.
+var readDones = sync.Pool{New: func() any { return make(chan readResult, 1) }}
 
 type readResult struct {
 	index uint64
@@ -72,16 +79,19 @@ func (n *Node) confirmLeadership() (uint64, error) {
 // readIndex returns an index such that a read served from the state machine
 // once it has applied that index is linearizable.
 func (n *Node) readIndex(ctx context.Context) (uint64, error) {
-	req := readRequest{done: make(chan readResult, 1)}
+	req := readRequest{done: readDones.Get().(chan readResult)}
 	select {
 	case n.reads <- req:
 	case <-n.stop:
+		readDones.Put(req.done)
 		return 0, ErrShuttingDown
 	case <-ctx.Done():
+		readDones.Put(req.done)
 		return 0, ctx.Err()
 	}
 	select {
 	case r := <-req.done:
+		readDones.Put(req.done)
 		if r.err != nil {
 			return 0, r.err
 		}
@@ -97,25 +107,19 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 // ends, or the node shuts down: a node closing before it applies the
 // index must not leave its readers waiting for ever.
 func (n *Node) waitApplied(ctx context.Context, index uint64) error {
-	if n.fsm.Applied() >= index {
-		return nil
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-wctx.Done():
+	for {
+		advanced := n.fsm.Advanced()
+		if n.fsm.Applied() >= index {
+			return nil
 		}
-	}()
-	if err := n.fsm.WaitApplied(wctx, index); err != nil {
-		if ctx.Err() == nil {
+		select {
+		case <-advanced:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
 			return ErrShuttingDown
 		}
-		return err
 	}
-	return nil
 }
 
 // Consistency selects how a read is served.

@@ -103,16 +103,19 @@ func (n *Node) proposeOp(ctx context.Context, op *pb.Op) (proposalResult, error)
 	if err := n.writable(); err != nil {
 		return proposalResult{}, err
 	}
-	p := &proposal{op: op, done: make(chan proposalResult, 1)}
+	p := newProposal(op)
 	select {
 	case n.batcher.in <- p:
 	case <-n.stop:
+		p.release()
 		return proposalResult{}, ErrShuttingDown
 	case <-ctx.Done():
+		p.release()
 		return proposalResult{}, ctx.Err() // not yet proposed
 	}
 	select {
 	case r := <-p.done:
+		p.release()
 		if r.err == nil && r.res.Err != nil {
 			r.err = r.res.Err // refused at apply (e.g. its lease does not exist); nothing changed
 		}
