@@ -144,13 +144,15 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		ScrubInterval:      DefaultScrubInterval,
 		Watch: watch.Config{
-			BufferSize:         watch.DefaultBufferSize,
-			StreamBytes:        watch.DefaultStreamBytes,
-			ConnBytes:          watch.DefaultConnBytes,
-			MaxWatchers:        watch.DefaultMaxWatchers,
-			MaxWatchersPerConn: watch.DefaultMaxWatchersPerConn,
-			QueueSize:          watch.DefaultQueueSize,
-			ProgressInterval:   watch.DefaultProgressInterval,
+			BufferSize:           watch.DefaultBufferSize,
+			StreamBytes:          watch.DefaultStreamBytes,
+			ClientBytes:          watch.DefaultClientBytes,
+			TotalBytes:           watch.DefaultTotalBytes,
+			MaxWatchers:          watch.DefaultMaxWatchers,
+			MaxWatchersPerClient: watch.DefaultMaxWatchersPerClient,
+			MaxStreamsPerClient:  watch.DefaultMaxStreamsPerClient,
+			QueueSize:            watch.DefaultQueueSize,
+			ProgressInterval:     watch.DefaultProgressInterval,
 		},
 	}
 }

@@ -32,15 +32,22 @@ func (n *Node) NewWatchStream() *WatchStream {
 	return &WatchStream{Stream: n.registry.NewStream(), n: n}
 }
 
-// NewWatchConn returns a group for the watch streams of one client
-// connection: they share one byte budget (Config.Watch.ConnBytes) and one
-// watcher quota (Config.Watch.MaxWatchersPerConn).
-func (n *Node) NewWatchConn() *watch.Conn { return n.registry.NewConn() }
+// NewWatchClient returns a group for the watch streams of one client,
+// over all its connections: they share one byte budget
+// (Config.Watch.ClientBytes), one watcher quota
+// (Config.Watch.MaxWatchersPerClient) and one stream quota
+// (Config.Watch.MaxStreamsPerClient).
+func (n *Node) NewWatchClient() *watch.Client { return n.registry.NewClient() }
 
-// NewWatchStreamOn returns an empty stream of c; Close it when the
-// consumer goes.
-func (n *Node) NewWatchStreamOn(c *watch.Conn) *WatchStream {
-	return &WatchStream{Stream: c.NewStream(), n: n}
+// NewWatchStreamOn returns an empty stream of c, or an error wrapping
+// watch.ErrLimitExceeded when c has its maximum of streams open; Close it
+// when the consumer goes.
+func (n *Node) NewWatchStreamOn(c *watch.Client) (*WatchStream, error) {
+	s, err := c.NewStream()
+	if err != nil {
+		return nil, err
+	}
+	return &WatchStream{Stream: s, n: n}, nil
 }
 
 // Watch registers a watcher on the stream. Its Start() is the revision the

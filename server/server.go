@@ -42,7 +42,7 @@ type Server struct {
 
 	node   *node.Node
 	log    *slog.Logger
-	conns  *watchConns
+	conns  *watchClients
 	limits node.Limits
 	// auth enforces the roles when set (RequireAuth).
 	auth *authorizer
@@ -53,7 +53,7 @@ func New(n *node.Node, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{node: n, log: log, conns: &watchConns{node: n, m: map[string]*connEntry{}}, limits: n.Limits()}
+	return &Server{node: n, log: log, conns: &watchClients{node: n, m: map[string]*clientEntry{}}, limits: n.Limits()}
 }
 
 // RequireAuth makes the server enforce the roles replicated in the state

@@ -38,12 +38,17 @@ const flushMessages = 8
 // events are dropped, releasing their memory even while a send is stuck
 // on a client that does not read); this goroutine then sends its CANCELED.
 //
-// The streams of one client connection share one watch.Conn: one byte
-// budget and one watcher quota.
+// The streams of one client (one certificate identity, or else one IP
+// address: clients.go) share one watch.Client: one byte budget, one
+// watcher quota and one stream quota; a stream past that quota ends at
+// once with RESOURCE_EXHAUSTED.
 func (s *Server) Watch(stream pb.Watch_WatchServer) error {
-	conn, done := s.conns.acquire(stream.Context())
+	wc, done := s.conns.acquire(stream.Context())
 	defer done()
-	ws := s.node.NewWatchStreamOn(conn)
+	ws, err := s.node.NewWatchStreamOn(wc)
+	if err != nil {
+		return toStatus(err)
+	}
 	defer ws.Close()
 
 	ss := &watchSession{stream: stream, ws: ws, caller: callerOf(stream.Context()), watchers: map[uint64]*watch.Watcher{},

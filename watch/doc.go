@@ -32,8 +32,9 @@
 //   - canceled: its CANCELED is queued; nothing follows.
 //
 // A live watcher falls behind when its stream has no room for a revision's
-// first event (its buffer of Config.BufferSize events or the stream's byte
-// budget, Config.StreamBytes), when Publish had to drop batches (every live
+// first event (its buffer of Config.BufferSize events, the stream's byte
+// budget, Config.StreamBytes, its Client's, Config.ClientBytes, or, for
+// the clients holding the most, the node-wide Config.TotalBytes), when Publish had to drop batches (every live
 // watcher does), when a snapshot replaced the state (the snapshot carries
 // the history; every live watcher does), and when it wants previous values
 // but the batch was applied without them (the FSM reads previous values

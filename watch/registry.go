@@ -21,13 +21,23 @@ const (
 	// whatever the number of its watchers: past it, every watcher on the
 	// stream falls behind instead of queuing more.
 	DefaultStreamBytes = 4 << 20
-	// DefaultConnBytes bounds the bytes queued (and taken but not yet
-	// sent) in all the streams of one Conn together: past it, their
+	// DefaultClientBytes bounds the bytes queued (and taken but not yet
+	// sent) in all the streams of one Client together: past it, their
 	// watchers fall behind instead of queuing more.
-	DefaultConnBytes = 8 << 20
-	// DefaultMaxWatchersPerConn bounds the watchers of one Conn, so one
-	// client cannot take every slot of MaxWatchers.
-	DefaultMaxWatchersPerConn = 10000
+	DefaultClientBytes = 8 << 20
+	// DefaultTotalBytes is the node-wide budget of the bytes all streams
+	// hold together: past it, the clients holding the most fall behind
+	// (see Registry.totalRoomFor), so the total stays under twice it.
+	DefaultTotalBytes = 32 << 20
+	// DefaultMaxWatchersPerClient bounds the watchers of one Client, so
+	// one client cannot take every slot of MaxWatchers.
+	DefaultMaxWatchersPerClient = 10000
+	// DefaultMaxStreamsPerClient bounds the open streams of one Client.
+	// Each stream whose consumer does not read holds gRPC's buffers (up to
+	// its 64 KiB write quota plus a message or two, outside every byte
+	// budget here), so this bounds what those cost per client: a client
+	// needs one stream, which carries any number of watches.
+	DefaultMaxStreamsPerClient = 256
 	// DefaultMaxWatchers bounds the number of registered watchers.
 	DefaultMaxWatchers = 100000
 	// DefaultQueueSize is how many batches the FSM may run ahead of the
@@ -62,12 +72,16 @@ type Config struct {
 	BufferSize int
 	// StreamBytes is the byte budget of one stream's queue.
 	StreamBytes int
-	// ConnBytes is the byte budget shared by the streams of one Conn.
-	ConnBytes int
+	// ClientBytes is the byte budget shared by the streams of one Client.
+	ClientBytes int
+	// TotalBytes is the node-wide byte budget of all streams together.
+	TotalBytes int
 	// MaxWatchers is the hard cap on registered watchers.
 	MaxWatchers int
-	// MaxWatchersPerConn is the cap on the watchers of one Conn.
-	MaxWatchersPerConn int
+	// MaxWatchersPerClient is the cap on the watchers of one Client.
+	MaxWatchersPerClient int
+	// MaxStreamsPerClient is the cap on the open streams of one Client.
+	MaxStreamsPerClient int
 	// QueueSize is the number of batches buffered between the FSM and the
 	// dispatcher.
 	QueueSize int
@@ -88,14 +102,20 @@ func (c Config) withDefaults() Config {
 	if c.StreamBytes <= 0 {
 		c.StreamBytes = DefaultStreamBytes
 	}
-	if c.ConnBytes <= 0 {
-		c.ConnBytes = DefaultConnBytes
+	if c.ClientBytes <= 0 {
+		c.ClientBytes = DefaultClientBytes
+	}
+	if c.TotalBytes <= 0 {
+		c.TotalBytes = DefaultTotalBytes
 	}
 	if c.MaxWatchers <= 0 {
 		c.MaxWatchers = DefaultMaxWatchers
 	}
-	if c.MaxWatchersPerConn <= 0 {
-		c.MaxWatchersPerConn = DefaultMaxWatchersPerConn
+	if c.MaxWatchersPerClient <= 0 {
+		c.MaxWatchersPerClient = DefaultMaxWatchersPerClient
+	}
+	if c.MaxStreamsPerClient <= 0 {
+		c.MaxStreamsPerClient = DefaultMaxStreamsPerClient
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = DefaultQueueSize
@@ -162,18 +182,23 @@ type Options struct {
 // moves watchers between states, except cancels, which any holder of mu may
 // make.
 type Registry struct {
-	hist        History
-	bufferSize  int
-	streamBytes int
-	connBytes   int64
-	max         int64
-	maxPerConn  int64
-	log         *slog.Logger
+	hist         History
+	bufferSize   int
+	streamBytes  int
+	clientBytes  int64
+	totalBytes   int64
+	max          int64
+	maxPerClient int64
+	maxStreams   int64
+	log          *slog.Logger
 
 	nextID atomic.Uint64
 	// reserved counts registered watchers plus registrations in progress,
 	// so concurrent registrations never overshoot the cap.
 	reserved atomic.Int64
+	// totalHeld is what all clients hold against TotalBytes, and holding
+	// how many of them hold any bytes (heldBytes keeps both).
+	totalHeld, holding atomic.Int64
 	// counters are the totals Stats reports (stats.go).
 	counters counters
 	// prev counts watchers that want previous values; the FSM polls it
@@ -214,19 +239,21 @@ type Registry struct {
 func NewRegistry(cfg Config, hist History, delivered uint64) *Registry {
 	cfg = cfg.withDefaults()
 	return &Registry{
-		hist:        hist,
-		bufferSize:  cfg.BufferSize,
-		streamBytes: cfg.StreamBytes,
-		connBytes:   int64(cfg.ConnBytes),
-		max:         int64(cfg.MaxWatchers),
-		maxPerConn:  int64(cfg.MaxWatchersPerConn),
-		log:         cfg.Logger,
-		exact:       make(map[string][]*Watcher),
-		prefix:      make(map[string][]*Watcher),
-		behind:      make(map[*Watcher]struct{}),
-		delivered:   delivered,
-		reqSignal:   make(chan struct{}, 1),
-		wake:        make(chan struct{}, 1),
+		hist:         hist,
+		bufferSize:   cfg.BufferSize,
+		streamBytes:  cfg.StreamBytes,
+		clientBytes:  int64(cfg.ClientBytes),
+		totalBytes:   int64(cfg.TotalBytes),
+		max:          int64(cfg.MaxWatchers),
+		maxPerClient: int64(cfg.MaxWatchersPerClient),
+		maxStreams:   int64(cfg.MaxStreamsPerClient),
+		log:          cfg.Logger,
+		exact:        make(map[string][]*Watcher),
+		prefix:       make(map[string][]*Watcher),
+		behind:       make(map[*Watcher]struct{}),
+		delivered:    delivered,
+		reqSignal:    make(chan struct{}, 1),
+		wake:         make(chan struct{}, 1),
 	}
 }
 
@@ -268,7 +295,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 		return nil, errClosed()
 	}
 	if n, ok := s.conn.reserve(); !ok {
-		return nil, fmt.Errorf("%w: this connection holds %d watchers, the limit is %d; close unused watchers or spread them over other connections", ErrLimitExceeded, n, r.maxPerConn)
+		return nil, fmt.Errorf("%w: this client holds %d watchers, the limit is %d; close unused watchers (a client is one certificate identity, or else one IP address, however many connections it opens)", ErrLimitExceeded, n, r.maxPerClient)
 	}
 	if !r.reserve() {
 		s.conn.watchers.Add(-1)

@@ -20,11 +20,13 @@ const (
 // Event.WatchID says which watcher an event is for.
 //
 // Its queue grows only while events are waiting and is emptied by every
-// Take. It is bounded three times: a watcher may have at most
+// Take. It is bounded four times: a watcher may have at most
 // Config.BufferSize events waiting, the queue at most Config.StreamBytes
-// bytes, and all the streams of its Conn together at most
-// Config.ConnBytes (what a consumer took with TakeBytes and may still be
-// sending counts too). An event that would start a revision past any
+// bytes, all the streams of its Client together at most
+// Config.ClientBytes, and all streams of the registry together at most
+// Config.TotalBytes, past which the clients holding the most fall behind
+// (what a consumer took with TakeBytes and may still be sending counts
+// too). An event that would start a revision past any
 // bound is not queued: its watcher falls behind and is fed from history
 // once the consumer has taken the queue. (The rest of a revision whose
 // first event was queued for a watcher is always queued with it, so a
@@ -32,11 +34,14 @@ const (
 // of their own beyond that.)
 //
 // A Stream is safe for concurrent use; Take is meant to be called by one
-// consumer goroutine. Create one with Registry.NewStream or Conn.NewStream
-// and Close it when done.
+// consumer goroutine. Create one with Registry.NewStream or
+// Client.NewStream and Close it when done.
 type Stream struct {
-	reg   *Registry
-	conn  *Conn
+	reg *Registry
+	// conn is the Client whose budgets s shares. (Named when a Client
+	// was one connection; kept so as not to touch appendLocked while
+	// other work changes it: rename to client once both are merged.)
+	conn  *Client
 	ready chan struct{}
 	// closed is set by Close, under reg.mu.
 	closed atomic.Bool
@@ -47,7 +52,7 @@ type Stream struct {
 	q  []Event
 	qw []*Watcher // qw[i] is the watcher q[i] is for
 	// bytes is what q counts for against Config.StreamBytes and the
-	// Conn's budget.
+	// Client's budget.
 	bytes int
 	// sent and sending are what the last two TakeBytes took: the consumer
 	// may still hold them (or gRPC, in its send buffer), so they count
@@ -59,8 +64,11 @@ type Stream struct {
 }
 
 // NewStream returns an empty stream delivering events of watchers of r,
-// on a Conn of its own.
-func (r *Registry) NewStream() *Stream { return r.NewConn().NewStream() }
+// on a Client of its own.
+func (r *Registry) NewStream() *Stream {
+	s, _ := r.NewClient().NewStream() // the first stream of a Client is always allowed
+	return s
+}
 
 // Register adds a watcher for key (or, with o.Prefix, for every key under
 // the prefix key, which must start and end with '/'), whose events are
@@ -106,7 +114,7 @@ func (s *Stream) Take(buf []Event) []Event {
 // TakeBytes is Take for a consumer that sends what it takes on: it takes
 // the events at the head of the queue, at most max bytes of them (but at
 // least one), and signals Ready again when it leaves some. What it takes
-// still counts against the stream's and the Conn's budgets until two more
+// still counts against the stream's and the Client's budgets until two more
 // TakeBytes (or a Take) — while the consumer, or gRPC's send buffer behind
 // it, may still hold those events — so a consumer that cannot send holds
 // a bounded number of bytes however long it is stuck.
@@ -149,7 +157,8 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 	return buf
 }
 
-// releaseLocked gives n bytes back to the Conn's budget; s.mu is held.
+// releaseLocked gives n bytes back to the Client's (and the node-wide)
+// budget; s.mu is held.
 func (s *Stream) releaseLocked(n int) {
 	if n != 0 {
 		s.conn.bytes.Add(int64(-n))
@@ -227,8 +236,9 @@ func (s *Stream) Next(ctx context.Context, buf *[]Event) (Event, error) {
 
 // Close unregisters every watcher of s at once, without sending them
 // CANCELED, and discards the events waiting in s, giving their bytes back
-// to the Conn's budget; nothing is queued in s
-// afterwards and Register fails with ErrClosed. It is idempotent.
+// to the Client's budget and its stream slot back to the Client; nothing
+// is queued in s afterwards and Register fails with ErrClosed. It is
+// idempotent.
 func (s *Stream) Close() {
 	r := s.reg
 	r.mu.Lock()
@@ -237,6 +247,7 @@ func (s *Stream) Close() {
 		return
 	}
 	s.closed.Store(true)
+	s.conn.streams.Add(-1)
 	for i := len(s.ws) - 1; i >= 0; i-- { // from the end: no element moves
 		r.removeLocked(s.ws[i])
 	}
@@ -263,8 +274,8 @@ func (s *Stream) pendingLocked(w *Watcher) int {
 }
 
 // hasRoom reports whether w may start queuing another revision: fewer than
-// BufferSize of its events wait and the stream and its Conn are within
-// their byte budgets.
+// BufferSize of its events wait and the stream, its Client and the
+// registry are within their byte budgets.
 func (s *Stream) hasRoom(w *Watcher) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -275,7 +286,8 @@ func (s *Stream) hasRoom(w *Watcher) bool {
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	return s.pendingLocked(w)+spare < s.reg.bufferSize &&
 		s.bytes+s.sent+s.sending < s.reg.streamBytes &&
-		s.conn.bytes.Load() < s.reg.connBytes
+		s.conn.bytes.Load() < s.reg.clientBytes &&
+		s.reg.totalRoomFor(s.conn.bytes.Load())
 }
 
 // push queues ev for w if w has room (or always, with force) and reports

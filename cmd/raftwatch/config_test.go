@@ -32,11 +32,11 @@ func writeConfig(t *testing.T, yaml string) string {
 
 func TestEnvName(t *testing.T) {
 	for flag, want := range map[string]string{
-		"id":                          "RAFTWATCH_ID",
-		"data-dir":                    "RAFTWATCH_DATA_DIR",
-		"initial-cluster":             "RAFTWATCH_INITIAL_CLUSTER",
-		"max-watchers-per-connection": "RAFTWATCH_MAX_WATCHERS_PER_CONNECTION",
-		"config":                      "RAFTWATCH_CONFIG",
+		"id":                      "RAFTWATCH_ID",
+		"data-dir":                "RAFTWATCH_DATA_DIR",
+		"initial-cluster":         "RAFTWATCH_INITIAL_CLUSTER",
+		"max-watchers-per-client": "RAFTWATCH_MAX_WATCHERS_PER_CLIENT",
+		"config":                  "RAFTWATCH_CONFIG",
 	} {
 		if got := envName(flag); got != want {
 			t.Errorf("envName(%q) = %q, want %q", flag, got, want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only when --pprof is set
@@ -33,8 +34,8 @@ const defaultGCPercent = 400
 
 // defaultMemoryLimit caps that trade: GOGC 400 lets garbage reach four
 // times the live heap before a collection, and a live heap swollen by
-// watch streams of clients that do not read (up to --watch-conn-bytes per
-// connection) would otherwise leave hundreds of MB of garbage behind. With
+// watch streams of clients that do not read (up to --watch-client-bytes per
+// client) would otherwise leave hundreds of MB of garbage behind. With
 // a soft limit the collector runs as often as needed to stay under it
 // (using at most about half the CPU when the live heap itself is larger).
 const defaultMemoryLimit = 128 << 20
@@ -71,18 +72,22 @@ other store, remove it, empty its data dir and add it back. A WAL whose last
 written batch fails its CRC (disk damage, or a machine crash mid-write) is
 refused at start, not trimmed: repair the member from a peer.
 
-Memory: each watch stream queues at most --watch-stream-bytes of events and
-all the streams of one client connection together at most
---watch-conn-bytes (events being sent included); a watch whose stream or
-connection is full is not canceled but falls behind and catches up from the
-event history (on disk) once its client reads again. One connection may
-hold at most --max-watchers-per-connection watchers and have at most
---max-streams-per-connection streams open (each with gRPC's 64 KiB
-window). So a client that
-never reads costs a bounded amount of memory: 1,000 watches on one stream
-(or spread over ten streams) of a client that never reads, while 300
-puts/s flow, keep the node under 200 MB of RSS with the defaults, and the
-memory is given back when the client cancels them or goes.
+Memory: each watch stream queues at most --watch-stream-bytes of events,
+all the streams of one client together at most --watch-client-bytes
+(events being sent included), and all clients together less than twice
+--watch-total-bytes (past it, the clients holding the most fall behind).
+A client is the identity of its verified certificate, or else its IP
+address, however many connections it opens. A watch whose budget is spent
+is not canceled but falls behind and catches up from the event history (on
+disk) once its client reads again. One client may hold at most
+--max-watchers-per-client watchers on at most
+--max-watch-streams-per-client streams (each holding up to ~100 KiB of
+gRPC buffers while its client does not read). So a client that never
+reads costs a bounded amount of memory: 1,000 or 2,000 watches on one
+stream, on 100 streams or on 1,000 streams of one or two connections of a
+client that never reads, while 300 puts/s flow, keep the node under 200 MB
+of RSS with the defaults, and the memory is given back when the client
+cancels them or goes.
 
 TLS: --cert-file/--key-file serve the client API over TLS (clients then
 need --cacert, and with --client-cert-auth a certificate of their own from
@@ -129,6 +134,7 @@ requests drain, and the data files are closed.`,
 			if err != nil {
 				return err
 			}
+			noLimitWhenZero(&cfg.Watch.ClientBytes, &cfg.Watch.TotalBytes, &cfg.Watch.MaxWatchersPerClient, &cfg.Watch.MaxStreamsPerClient)
 			if maxStreams > 0 {
 				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
 			}
@@ -156,10 +162,18 @@ requests drain, and the data files are closed.`,
 	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for slow followers")
 	f.IntVar(&cfg.Watch.BufferSize, "watch-buffer", cfg.Watch.BufferSize, "events one watch may have queued before it falls behind and catches up from history (never canceled for it)")
 	f.IntVar(&cfg.Watch.StreamBytes, "watch-stream-bytes", cfg.Watch.StreamBytes, "bytes queued for one watch stream before its watches fall behind and catch up from history")
-	f.IntVar(&cfg.Watch.ConnBytes, "watch-conn-bytes", cfg.Watch.ConnBytes, "bytes queued for all the watch streams of one client connection together (including what is being sent) before their watches fall behind and catch up from history")
+	f.IntVar(&cfg.Watch.ClientBytes, "watch-client-bytes", cfg.Watch.ClientBytes, "bytes queued for all the watch streams of one client together, over all its connections (including what is being sent), before its watches fall behind and catch up from history; a client is its verified certificate's identity, or else its IP address; 0 = no per-client budget")
+	f.IntVar(&cfg.Watch.TotalBytes, "watch-total-bytes", cfg.Watch.TotalBytes, "bytes queued for all watch streams of this node together: past it, the clients holding more than an equal share fall behind and catch up from history, so all clients hold less than twice it; 0 = no node-wide budget")
 	f.IntVar(&cfg.Watch.MaxWatchers, "max-watchers", cfg.Watch.MaxWatchers, "most watchers this node serves at once")
-	f.IntVar(&cfg.Watch.MaxWatchersPerConn, "max-watchers-per-connection", cfg.Watch.MaxWatchersPerConn, "most watchers one client connection may hold (more are refused with RESOURCE_EXHAUSTED)")
-	f.Uint32Var(&maxStreams, "max-streams-per-connection", 1000, "most concurrent RPCs (watch streams included) one client connection may have open; more wait for a slot (gRPC's MAX_CONCURRENT_STREAMS), which bounds the per-stream gRPC buffers one client can hold; 0 = gRPC's default (no limit)")
+	f.IntVar(&cfg.Watch.MaxWatchersPerClient, "max-watchers-per-client", cfg.Watch.MaxWatchersPerClient, "most watchers one client may hold over all its connections (more are refused with RESOURCE_EXHAUSTED); a client is its verified certificate's identity, or else its IP address; 0 = no per-client limit (--max-watchers still holds)")
+	f.IntVar(&cfg.Watch.MaxStreamsPerClient, "max-watch-streams-per-client", cfg.Watch.MaxStreamsPerClient, "most watch streams one client may have open over all its connections (more end at once with RESOURCE_EXHAUSTED); each stream of a client that does not read holds up to ~100 KiB of gRPC buffers, and one stream carries any number of watches; 0 = no per-client limit")
+	f.Uint32Var(&maxStreams, "max-streams-per-connection", 1000, "most concurrent RPCs (watch streams included) one client connection may have open; more wait for a slot (gRPC's MAX_CONCURRENT_STREAMS); 0 = gRPC's default (no limit)")
+	// The names these had while they counted per connection: a client
+	// with many connections got each budget many times over.
+	f.IntVar(&cfg.Watch.ClientBytes, "watch-conn-bytes", cfg.Watch.ClientBytes, "")
+	f.MarkDeprecated("watch-conn-bytes", "use --watch-client-bytes: the budget is now per client (all its connections together)")
+	f.IntVar(&cfg.Watch.MaxWatchersPerClient, "max-watchers-per-connection", cfg.Watch.MaxWatchersPerClient, "")
+	f.MarkDeprecated("max-watchers-per-connection", "use --max-watchers-per-client: the quota is now per client (all its connections together)")
 	f.IntVar(&cfg.Watch.QueueSize, "watch-queue", cfg.Watch.QueueSize, "committed batches queued for the watch dispatcher before its watchers catch up from history instead")
 	f.Uint64Var(&cfg.HistoryMaxEvents, "history-max-events", 1000000, "events of history kept for watches that start in the past, catch up or resume (oldest compacted first)")
 	f.Uint64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 256<<20, "bytes of keys and values kept in the event history")
@@ -180,6 +194,16 @@ requests drain, and the data files are closed.`,
 	}
 	addConfigFlag(cmd) // last: its help text follows the rest
 	return cmd
+}
+
+// noLimitWhenZero turns each flag given as 0 ("no limit") into the largest
+// int, since the watch package takes zero for its default.
+func noLimitWhenZero(limits ...*int) {
+	for _, l := range limits {
+		if *l == 0 {
+			*l = math.MaxInt
+		}
+	}
 }
 
 // checkAuthFlags refuses --auth without --client-cert-auth (there would be
