@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/raftwatch/raftwatch/gcpace"
 	"github.com/raftwatch/raftwatch/metrics"
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/server"
@@ -26,24 +27,20 @@ import (
 // grpcDrainTimeout bounds how long shutdown waits for in-flight RPCs.
 const grpcDrainTimeout = 5 * time.Second
 
-// defaultGCPercent trades heap for CPU: a node's live heap is small (tens of
-// MB), and at Go's default of 100 the write path spent ~15% of its CPU in
-// the collector; 400 raised put throughput at 64 clients by about a quarter
-// on a 2-core machine.
-const defaultGCPercent = 400
-
-// defaultMemoryLimit caps that trade: GOGC 400 lets garbage reach four
-// times the live heap before a collection, and a live heap swollen by
-// watch streams of clients that do not read (up to --watch-client-bytes per
-// client) would otherwise leave hundreds of MB of garbage behind. With
-// a soft limit the collector runs as often as needed to stay under it
-// (using at most about half the CPU when the live heap itself is larger).
-const defaultMemoryLimit = 128 << 20
+// The collector's target is paced (package gcpace) unless --gc-percent or
+// GOGC fixes it: a fixed GOGC 400 raised put throughput at 64 clients by
+// about a quarter on a 2-core machine, but held four bytes of garbage per
+// live byte of watchers at rest; the pacer gives a write load that headroom
+// and a node at rest half its live heap. No memory limit is set by default:
+// the pacer never lets garbage exceed four times the live heap, and a limit
+// below a large live heap (a million watchers) would make the collector
+// run back to back.
 
 func newServeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var initial, logFormat, logLevel, pprofAddr, metricsAddr string
 	var gcPercent int
+	var pacedGC bool
 	var auth bool
 	var authAdmin string
 	var memoryLimit int64
@@ -118,9 +115,12 @@ requests drain, and the data files are closed.`,
 			if cfg.InitialCluster, err = parseInitialCluster(initial); err != nil {
 				return err
 			}
-			if _, set := os.LookupEnv("GOGC"); !set && gcPercent > 0 {
+			_, fixedGC := os.LookupEnv("GOGC")
+			if !fixedGC && gcPercent > 0 {
 				debug.SetGCPercent(gcPercent)
+				fixedGC = true
 			}
+			pacedGC = !fixedGC
 			if _, set := os.LookupEnv("GOMEMLIMIT"); !set && memoryLimit > 0 {
 				debug.SetMemoryLimit(memoryLimit)
 			}
@@ -138,7 +138,7 @@ requests drain, and the data files are closed.`,
 			if maxStreams > 0 {
 				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
 			}
-			return serve(cfg, pprofAddr, metricsAddr, authAdmin, log, opts...)
+			return serve(cfg, pprofAddr, metricsAddr, authAdmin, pacedGC, log, opts...)
 		},
 	}
 	f := cmd.Flags()
@@ -183,8 +183,8 @@ requests drain, and the data files are closed.`,
 	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "Go GC target percentage (GOGC); ignored when GOGC is set in the environment")
-	f.Int64Var(&memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often instead of letting garbage grow to --gc-percent of the live heap (raise it when the live heap nears it, e.g. tens of thousands of watchers); 0 = none; ignored when GOMEMLIMIT is set in the environment")
+	f.IntVar(&gcPercent, "gc-percent", 0, "fix Go's GC target percentage (GOGC) at this value; 0 = paced: 50 at rest, up to 400 under load so that the collector runs about once per 250 ms of allocation (see README, Local tuning); ignored when GOGC is set in the environment")
+	f.Int64Var(&memoryLimit, "memory-limit", 0, "soft limit in bytes on the Go runtime's memory (GOMEMLIMIT): above it the collector runs more often than the GC target asks (keep it well above the live heap, or the collector runs back to back); 0 = none; ignored when GOMEMLIMIT is set in the environment")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) over HTTP on this host:port (e.g. 127.0.0.1:9101); empty = off")
 	f.BoolVar(&auth, "auth", false, "enforce roles: each client call is allowed by the roles granted to the common name of its verified client certificate (needs --client-cert-auth; see \"raftwatch role\" and \"raftwatch user\")")
 	f.StringVar(&authAdmin, "auth-admin-identity", "root", "with --auth, the certificate common name that is always admin, whatever the roles say, so a new cluster can be set up; give every node the same")
@@ -255,8 +255,9 @@ func parseInitialCluster(s string) (map[string]string, error) {
 
 // serve assembles the node (raft, dispatcher, batcher: node.Open), then the
 // gRPC server, and on a signal stops them in reverse. A non-empty
-// authAdmin enforces roles (--auth) with that admin identity.
-func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, log *slog.Logger, opts ...grpc.ServerOption) error {
+// authAdmin enforces roles (--auth) with that admin identity; pacedGC runs
+// the GC pacer (gcpace) for as long as the node serves.
+func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, pacedGC bool, log *slog.Logger, opts ...grpc.ServerOption) error {
 	lis, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
 		return fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
@@ -288,6 +289,9 @@ func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, log *slog.
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	go health.Run(healthCtx)
+	if pacedGC {
+		go gcpace.New().Run(healthCtx)
+	}
 	srv := server.New(n, log)
 	if authAdmin != "" {
 		srv.RequireAuth(authAdmin)
