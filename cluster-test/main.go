@@ -303,6 +303,10 @@ func runTest(ctx context.Context, cfg config) (int, error) {
 	ws := &watchers{start: start, specs: watchSpecsFor(cl.Nodes(), wl.keys), nodes: cl.Nodes(), conns: cl.conns, out: out,
 		seed: cfg.seed, pastDelayMax: pastStartDelayMax}
 	schedule := nemesis.NewSchedule(cfg.seed, cfg.timeLimit, cfg.families, clusterCount)
+	if wl.failover {
+		// The failover clients' availability check needs a follower down.
+		schedule = nemesis.WithFollowerFault(schedule, cfg.seed)
+	}
 	nem := &nemesis.Runner{Cluster: cl, Schedule: schedule, Start: start, Timeline: timeline}
 	fmt.Printf("seed %d: %d faults scheduled over %v (%s), %d clients (%s) at <= %.0f ops/s, %s reads\n",
 		cfg.seed, len(schedule), cfg.timeLimit, cfg.nemesis, wl.processes(), cfg.clients, cfg.rate, strings.ToLower(cfg.consistency.String()))

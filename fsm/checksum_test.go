@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -188,8 +189,53 @@ func TestScrubFindsAPlantedMismatch(t *testing.T) {
 	if st.Passes != 2 || st.Mismatches != 1 || st.Values != 2*clean || st.LastPassEnd.IsZero() {
 		t.Fatalf("scrub stats %+v, want 2 passes and 1 mismatch", st)
 	}
-	if !errors.Is(f.Damage(), ErrCorrupt) {
-		t.Fatalf("the scrub's mismatch did not mark the state machine damaged: %v", f.Damage())
+	if d := f.Damage(); !errors.Is(d, ErrCorrupt) || !strings.Contains(d.Error(), FoundByScrub) {
+		t.Fatalf("the scrub's mismatch did not mark the state machine damaged, saying the scrub found it: %v", d)
+	}
+}
+
+// TestScrubHonoursItsPace counts the pauses of a pass through an injected
+// sleeper: a pass over N values at Records per step waits ceil(N/Records)-1
+// times Pause, and one bounded by Bytes waits at least once per Bytes read.
+func TestScrubHonoursItsPace(t *testing.T) {
+	f := openWith(t, filepath.Join(t.TempDir(), "state.db"), nil, Options{})
+	for i := uint64(1); i <= 60; i++ {
+		f.ApplyBatch([]*raft.Log{entry(t, i, put(fmt.Sprintf("/k/%02d", i), strings.Repeat("v", 100)))})
+	}
+	var pauses []time.Duration
+	sleep := func(_ <-chan struct{}, d time.Duration) bool { pauses = append(pauses, d); return true }
+
+	pace := ScrubPace{Records: 8, Bytes: 1 << 30, Pause: 25 * time.Millisecond, Sleep: sleep}
+	n, err := f.Scrub(nil, pace)
+	if err != nil || n < 120 { // every value and its history record, at least
+		t.Fatalf("scrub verified %d values (%v)", n, err)
+	}
+	steps := (int(n) + pace.Records - 1) / pace.Records
+	var total time.Duration
+	for _, d := range pauses {
+		total += d
+	}
+	if len(pauses) != steps-1 || total < time.Duration(steps-1)*pace.Pause {
+		t.Fatalf("a pass over %d values at %d per step paused %d times (%v), want %d pauses of %v",
+			n, pace.Records, len(pauses), total, steps-1, pace.Pause)
+	}
+
+	// Bound by bytes: each value is more than 100 bytes, so a 1,000-byte
+	// step holds at most 10 of them.
+	pauses = nil
+	pace = ScrubPace{Records: 1 << 20, Bytes: 1000, Pause: time.Millisecond, Sleep: sleep}
+	if n2, err := f.Scrub(nil, pace); err != nil || n2 != n {
+		t.Fatalf("second scrub: %d values (%v), want %d", n2, err, n)
+	}
+	if min := 60 / 10; len(pauses) < min {
+		t.Fatalf("a pass bounded to 1,000 bytes a step paused %d times, want at least %d", len(pauses), min)
+	}
+
+	// A stop during a pause ends the pass uncompleted.
+	passes := f.ScrubStats().Passes
+	pace.Sleep = func(<-chan struct{}, time.Duration) bool { return false }
+	if _, err := f.Scrub(nil, pace); err != nil || f.ScrubStats().Passes != passes {
+		t.Fatalf("a stopped pass: %v, passes %d, want %d", err, f.ScrubStats().Passes, passes)
 	}
 }
 

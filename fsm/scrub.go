@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -10,12 +11,42 @@ import (
 // ScrubPace bounds a scrub's work: each step verifies at most Records
 // values or Bytes bytes in one read transaction, then waits Pause. Short
 // transactions keep bbolt free to reuse pages; the pause leaves the disk
-// and CPU to the write path.
+// and CPU to the write path. The node's scrub of the raft log at rest uses
+// the same pace, with log entries for values.
 type ScrubPace struct {
 	Records int
 	Bytes   int
 	Pause   time.Duration
+	// Sleep waits d, or until stop is closed, and reports whether it
+	// waited d; nil is a timer. Tests set it to count the pauses.
+	Sleep func(stop <-chan struct{}, d time.Duration) bool
 }
+
+// Wait waits one Pause between two steps, and reports false when stop was
+// closed first: the pass then ends uncompleted.
+func (p ScrubPace) Wait(stop <-chan struct{}) bool {
+	if p.Sleep != nil {
+		return p.Sleep(stop, p.Pause)
+	}
+	t := time.NewTimer(p.Pause)
+	defer t.Stop()
+	select {
+	case <-stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// StepRecords is Records, at least 1: a step always makes progress.
+func (p ScrubPace) StepRecords() int { return max(p.Records, 1) }
+
+// StepBytes is Bytes, at least 1.
+func (p ScrubPace) StepBytes() int { return max(p.Bytes, 1) }
+
+// FoundByScrub prefixes the reason of damage a scrub found, so that the log
+// and Status say it was found at rest rather than while serving.
+const FoundByScrub = "found by the background scrub"
 
 // DefaultScrubPace verifies at most about 100,000 values (or 400 MiB) a
 // second, each step a read transaction of a millisecond or two.
@@ -54,7 +85,7 @@ func (f *FSM) Scrub(stop <-chan struct{}, pace ScrubPace) (uint64, error) {
 		f.scrubMu.Unlock()
 		for _, e := range bad {
 			f.log.Error("scrub: stored value failed verification", "err", e)
-			f.check(e)
+			f.check(fmt.Errorf("%s: %w", FoundByScrub, e))
 		}
 		if err != nil {
 			return values, err
@@ -67,10 +98,8 @@ func (f *FSM) Scrub(stop <-chan struct{}, pace ScrubPace) (uint64, error) {
 			f.scrubMu.Unlock()
 			return values, nil
 		}
-		select {
-		case <-stop:
+		if !pace.Wait(stop) {
 			return values, nil
-		case <-time.After(pace.Pause):
 		}
 	}
 }
@@ -99,7 +128,7 @@ func (f *FSM) scrubStep(pos *scrubPos, pace ScrubPace) (n int, bad []error, done
 				k, v = c.Seek(pos.key)
 			}
 			for ; k != nil; k, v = c.Next() {
-				if n >= pace.Records || size >= pace.Bytes {
+				if n >= pace.StepRecords() || size >= pace.StepBytes() {
 					pos.key = bytes.Clone(k)
 					return nil
 				}

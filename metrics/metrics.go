@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftwatch/raftwatch/fsm"
 	"github.com/raftwatch/raftwatch/node"
 	"github.com/raftwatch/raftwatch/watch"
 )
@@ -138,12 +139,17 @@ var (
 	descStateDB       = desc("raftwatch_state_db_bytes", "Size of state.db (the state machine's bbolt file).")
 	descRaftDB        = desc("raftwatch_raft_db_bytes", "Size of the raft log and stable store: raft.db (--log-store boltdb), or the files of the wal directory (--log-store wal, segments preallocated).")
 	descLeases        = desc("raftwatch_leases", "Leases in the state machine.")
+	descScrubPasses   = desc("raftwatch_scrub_passes_total", "Background scrub passes completed over data at rest, by store (state: state.db's values; log: the raft log's entries).", "store")
+	descScrubVerified = desc("raftwatch_scrub_verified_total", "Records the background scrub verified, by store (values of state.db, entries of the raft log).", "store")
+	descScrubBad      = desc("raftwatch_scrub_mismatches_total", "Records the background scrub found failing their checksum, by store; one marks the node unhealthy.", "store")
+	descScrubLast     = desc("raftwatch_scrub_last_pass_timestamp_seconds", "When the last completed scrub pass of a store ended (Unix seconds); absent before the first.", "store")
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descWatchers, descDelivered, descCancels, descDispatcherLag, descApplyLag,
 		descCommit, descApplied, descTerm, descLeader, descReady, descHealthy, descHistEvents, descHistBytes,
-		descHistOldest, descStateDB, descRaftDB, descLeases} {
+		descHistOldest, descStateDB, descRaftDB, descLeases, descScrubPasses, descScrubVerified, descScrubBad,
+		descScrubLast} {
 		ch <- d
 	}
 }
@@ -182,6 +188,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if f.Leases >= 0 {
 		gauge(descLeases, float64(f.Leases))
+	}
+	for store, st := range map[string]fsm.ScrubStats{"state": f.Scrub, "log": f.LogScrub} {
+		counter(descScrubPasses, float64(st.Passes), store)
+		counter(descScrubVerified, float64(st.Values), store)
+		counter(descScrubBad, float64(st.Mismatches), store)
+		if !st.LastPassEnd.IsZero() {
+			gauge(descScrubLast, float64(st.LastPassEnd.UnixNano())/1e9, store)
+		}
 	}
 }
 

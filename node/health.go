@@ -263,23 +263,35 @@ func (n *Node) handOver(attempt int) error {
 	return n.await(n.raft.LeadershipTransferToServer(to.ID, to.Address))
 }
 
-// scrub verifies the state machine's stored values now and then every
-// interval, paced (fsm.DefaultScrubPace).
+// scrub verifies the state machine's stored values and then the raft log
+// at rest now, and again every interval after a pass ends, paced
+// (fsm.DefaultScrubPace).
 func (n *Node) scrub(interval time.Duration) {
 	for {
-		start := time.Now()
-		values, err := n.fsm.Scrub(n.stop, fsm.DefaultScrubPace)
-		st := n.fsm.ScrubStats()
-		if err != nil {
-			n.log.Error("scrub failed", "err", err)
-		} else {
-			n.log.Info("scrub pass done", "values", values, "took", time.Since(start).Round(time.Millisecond),
-				"mismatches_total", st.Mismatches)
-		}
+		n.scrubPass("state", func() (uint64, error) { return n.fsm.Scrub(n.stop, fsm.DefaultScrubPace) }, n.fsm.ScrubStats)
+		n.scrubPass("log", func() (uint64, error) { return n.logStore.scrub(n.stop, fsm.DefaultScrubPace, &n.logScrub) },
+			n.logScrub.stats)
 		select {
 		case <-time.After(interval):
 		case <-n.stop:
 			return
 		}
 	}
+}
+
+// scrubPass runs one pass over store and logs what it found.
+func (n *Node) scrubPass(store string, pass func() (uint64, error), stats func() fsm.ScrubStats) {
+	start := time.Now()
+	verified, err := pass()
+	select {
+	case <-n.stop:
+		return // cut short by Close: nothing to report
+	default:
+	}
+	if err != nil {
+		n.log.Error("scrub failed", "store", store, "err", err)
+		return
+	}
+	n.log.Info("scrub pass done", "store", store, "verified", verified, "took", time.Since(start).Round(time.Millisecond),
+		"mismatches_total", stats().Mismatches)
 }

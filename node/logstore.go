@@ -47,13 +47,20 @@ type LogCorruptError struct {
 	Index  uint64
 	Path   string // the raft log store: raft.db, or the wal directory
 	Detail string
+	// FoundBy says what found it when not a read by raft or a client:
+	// fsm.FoundByScrub.
+	FoundBy string
 }
 
 func (e *LogCorruptError) Error() string {
+	detail := e.Detail
+	if e.FoundBy != "" {
+		detail += "; " + e.FoundBy
+	}
 	return fmt.Sprintf("raft log entry %d in %s is damaged (%s); this node must not apply or send it. "+
 		"To repair: remove this node from the cluster (raftwatch member remove), delete its data directory, "+
 		"and add it back (raftwatch member add, then serve with no --initial-cluster): the leader sends it a snapshot",
-		e.Index, e.Path, e.Detail)
+		e.Index, e.Path, detail)
 }
 
 func (e *LogCorruptError) Unwrap() error { return ErrLogCorrupt }
@@ -153,6 +160,12 @@ func (s *checkedLogStore) LastIndex() (uint64, error)  { return s.store.LastInde
 // GetLog reads, verifies and strips entry index. A damaged entry is a
 // *LogCorruptError.
 func (s *checkedLogStore) GetLog(index uint64, l *raft.Log) error {
+	return s.getLog(index, l, "")
+}
+
+// getLog is GetLog, naming what found a damaged entry (foundBy, see
+// LogCorruptError).
+func (s *checkedLogStore) getLog(index uint64, l *raft.Log, foundBy string) error {
 	err := s.store.GetLog(index, l)
 	if errors.Is(err, raft.ErrLogNotFound) || storeFailure(err) {
 		return err // not this entry's bytes: the store could not be read
@@ -165,7 +178,7 @@ func (s *checkedLogStore) GetLog(index uint64, l *raft.Log) error {
 	if err == nil {
 		return nil
 	}
-	ce := &LogCorruptError{Index: index, Path: s.path, Detail: err.Error()}
+	ce := &LogCorruptError{Index: index, Path: s.path, Detail: err.Error(), FoundBy: foundBy}
 	if s.onCorrupt != nil {
 		s.onCorrupt(ce)
 	}

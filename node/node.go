@@ -60,6 +60,8 @@ type Node struct {
 	healthMu   sync.Mutex
 	logDamage  error
 	logDamaged chan struct{}
+	// logScrub is what the scrubs of the raft log found (logscrub.go).
+	logScrub scrubRecord
 
 	// ready is the latest readiness check (ready.go).
 	ready readiness

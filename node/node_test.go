@@ -280,7 +280,13 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n = openNode(t, dir, addr) // it never becomes a ready leader now
+	cfg := singleConfig(dir, addr, DefaultLogStore)
+	var logged syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	n, err = Open(cfg) // it never becomes a ready leader now
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []Consistency{Serializable, Linearizable} {
 		kv, _, err := n.Get(context.Background(), []byte("/a"), c)
 		// A linearizable read on a node not (yet) leader gets the leader
@@ -305,6 +311,22 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 	s.Close()
 	if st := n.Status(); st.Healthy || !strings.Contains(st.UnhealthyReason, `key "/a"`) {
 		t.Fatalf("status healthy=%v reason=%q, want unhealthy naming /a", st.Healthy, st.UnhealthyReason)
+	}
+	// The log says it too: which value, in which file, and what happens next.
+	waitFor(t, "the node logs that it is unhealthy", 10*time.Second, func() bool {
+		return strings.Contains(logged.String(), "node unhealthy: refusing reads")
+	})
+	var mismatch string
+	for _, line := range strings.Split(logged.String(), "\n") {
+		if strings.Contains(line, "state machine damaged: a stored value failed its checksum") {
+			mismatch = line
+			break
+		}
+	}
+	for _, want := range []string{`key \"/a\"`, "checksum", path, "rebuilt from the raft snapshot and log when the node restarts"} {
+		if !strings.Contains(mismatch, want) {
+			t.Fatalf("the checksum mismatch's log line %q lacks %q; log:\n%s", mismatch, want, logged.String())
+		}
 	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
@@ -420,7 +442,13 @@ func testDamagedLogEntryFoundWhileRunning(t *testing.T, kind LogStore) {
 		t.Fatalf("the value is nowhere in %s", logPath)
 	}
 
-	n = openNodeWith(t, dir, addr, kind)
+	// No scrub: it would find the entry first (TestScrubRunsAndFindsDamageAtRest).
+	cfg := singleConfig(dir, addr, kind)
+	cfg.ScrubInterval = 0
+	n, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer n.Close()
 	waitFor(t, "the node learns its commit index", 10*time.Second, func() bool { return n.raft.CommitIndex() >= res.Revision })
 	_, err = n.CommittedLog(res.Revision, func(uint64, LogEntry) error { return nil })
@@ -437,7 +465,6 @@ func testDamagedLogEntryFoundWhileRunning(t *testing.T, kind LogStore) {
 	}
 	n.Close()
 
-	cfg := singleConfig(dir, addr, kind)
 	cfg.InitialCluster = nil
 	if n2, err := Open(cfg); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("raft log entry %d in %s", res.Revision, logPath)) {
 		if n2 != nil {

@@ -18,8 +18,9 @@ type Status struct {
 	// UnhealthyReason says what (health.go).
 	Healthy         bool
 	UnhealthyReason string
-	// Scrub is what the scrubs of the state machine found so far.
-	Scrub fsm.ScrubStats
+	// Scrub is what the scrubs of the state machine found so far, and
+	// LogScrub what those of the raft log at rest did (values are entries).
+	Scrub, LogScrub fsm.ScrubStats
 }
 
 // Status returns this node's raft and state machine positions. Its Role is
@@ -48,6 +49,7 @@ func (n *Node) Status() Status {
 		s.Healthy, s.UnhealthyReason = false, reason.Error()
 	}
 	s.Scrub = n.fsm.ScrubStats()
+	s.LogScrub = n.logScrub.stats()
 	if leaderID != "" {
 		if m, err := n.fsm.Members(); err == nil {
 			s.LeaderAddr = m[string(leaderID)]

@@ -33,20 +33,29 @@ type WriteResult struct {
 
 // Put writes key=value through the leader's batcher.
 func (n *Node) Put(ctx context.Context, key, value []byte, opt WriteOptions) (WriteResult, error) {
-	if err := n.checkKey(key); err != nil {
+	op, err := n.putOp(key, value, opt)
+	if err != nil {
 		return WriteResult{}, err
 	}
+	return n.propose(ctx, op)
+}
+
+// putOp checks a Put request and returns the op it proposes.
+func (n *Node) putOp(key, value []byte, opt WriteOptions) (*pb.Op, error) {
+	if err := n.checkKey(key); err != nil {
+		return nil, err
+	}
 	if len(value) > n.cfg.MaxValueSize {
-		return WriteResult{}, invalid("value of %d bytes exceeds the limit of %d bytes", len(value), n.cfg.MaxValueSize)
+		return nil, invalid("value of %d bytes exceeds the limit of %d bytes", len(value), n.cfg.MaxValueSize)
 	}
 	op, err := writeOp(pb.Op_PUT, key, value, opt)
 	if err != nil {
-		return WriteResult{}, err
+		return nil, err
 	}
 	if op.Lease != 0 {
 		op.MaxKeysPerLease = n.cfg.Leases.maxKeysPerLease()
 	}
-	return n.propose(ctx, op)
+	return op, nil
 }
 
 // Delete removes key through the leader's batcher.

@@ -2791,8 +2791,16 @@ type StatusResponse struct {
 	Leases         int64  `protobuf:"varint,26,opt,name=leases,proto3" json:"leases,omitempty"`
 	Ready          bool   `protobuf:"varint,27,opt,name=ready,proto3" json:"ready,omitempty"`
 	NotReadyReason string `protobuf:"bytes,28,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The same background scrub over the raft log at rest (every entry from
+	// the first kept to the last): passes completed, when the last ended
+	// (Unix ms, 0 = none yet), the entries it verified, and the entries that
+	// failed verification in all passes.
+	LogScrubPasses          uint64 `protobuf:"varint,29,opt,name=log_scrub_passes,json=logScrubPasses,proto3" json:"log_scrub_passes,omitempty"`
+	LogScrubLastPassUnixMs  int64  `protobuf:"varint,30,opt,name=log_scrub_last_pass_unix_ms,json=logScrubLastPassUnixMs,proto3" json:"log_scrub_last_pass_unix_ms,omitempty"`
+	LogScrubLastPassEntries uint64 `protobuf:"varint,31,opt,name=log_scrub_last_pass_entries,json=logScrubLastPassEntries,proto3" json:"log_scrub_last_pass_entries,omitempty"`
+	LogScrubMismatches      uint64 `protobuf:"varint,32,opt,name=log_scrub_mismatches,json=logScrubMismatches,proto3" json:"log_scrub_mismatches,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3019,6 +3027,34 @@ func (x *StatusResponse) GetNotReadyReason() string {
 		return x.NotReadyReason
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetLogScrubPasses() uint64 {
+	if x != nil {
+		return x.LogScrubPasses
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLogScrubLastPassUnixMs() int64 {
+	if x != nil {
+		return x.LogScrubLastPassUnixMs
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLogScrubLastPassEntries() uint64 {
+	if x != nil {
+		return x.LogScrubLastPassEntries
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLogScrubMismatches() uint64 {
+	if x != nil {
+		return x.LogScrubMismatches
+	}
+	return 0
 }
 
 type Member struct {
@@ -4146,7 +4182,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"WatchBatch\x129\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1b.raftwatch.v1.WatchResponseR\tresponses\"\x0f\n" +
-	"\rStatusRequest\"\xe8\a\n" +
+	"\rStatusRequest\"\xbf\t\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -4178,7 +4214,11 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\rraft_db_bytes\x18\x19 \x01(\x03R\vraftDbBytes\x12\x16\n" +
 	"\x06leases\x18\x1a \x01(\x03R\x06leases\x12\x14\n" +
 	"\x05ready\x18\x1b \x01(\bR\x05ready\x12(\n" +
-	"\x10not_ready_reason\x18\x1c \x01(\tR\x0enotReadyReason\"\xb5\x01\n" +
+	"\x10not_ready_reason\x18\x1c \x01(\tR\x0enotReadyReason\x12(\n" +
+	"\x10log_scrub_passes\x18\x1d \x01(\x04R\x0elogScrubPasses\x12;\n" +
+	"\x1blog_scrub_last_pass_unix_ms\x18\x1e \x01(\x03R\x16logScrubLastPassUnixMs\x12<\n" +
+	"\x1blog_scrub_last_pass_entries\x18\x1f \x01(\x04R\x17logScrubLastPassEntries\x120\n" +
+	"\x14log_scrub_mismatches\x18  \x01(\x04R\x12logScrubMismatches\"\xb5\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1f\n" +

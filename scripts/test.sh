@@ -51,7 +51,8 @@ go test -race -count=1 -timeout 20m ./...
 # target.
 echo "== go test -fuzz (stored-data decoders, request validators)"
 for target in "./fsm FuzzDecodeRecord" "./node FuzzDecodeLogEntry" \
-  "./keyspace FuzzCheckKey" "./keyspace FuzzCheckPrefix" "./node FuzzCheckList"; do
+  "./keyspace FuzzCheckKey" "./keyspace FuzzCheckPrefix" "./node FuzzCheckList" \
+  "./node FuzzCheckPut" "./node FuzzCheckTxn" "./node FuzzCheckMember"; do
   set -- $target
   go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZ_TIME:-10s}" -fuzzminimizetime 0 "$1"
 done

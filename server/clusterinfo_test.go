@@ -21,8 +21,8 @@ func TestStatusAndMembersOfASingleNode(t *testing.T) {
 	cluster := pb.NewClusterClient(e.conn)
 
 	// The node records its own client address in the replicated state
-	// shortly after it leads, and checks readiness every 100 ms: wait for
-	// both.
+	// shortly after it leads, checks readiness every 100 ms and scrubs its
+	// state machine and raft log once at start: wait for all three.
 	var st *pb.StatusResponse
 	deadline := time.Now().Add(20 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -31,7 +31,7 @@ func TestStatusAndMembersOfASingleNode(t *testing.T) {
 		if st, err = cluster.Status(ctx, &pb.StatusRequest{}); err != nil {
 			t.Fatal(err)
 		}
-		if st.LeaderAddr != "" && st.Ready || time.Now().After(deadline) {
+		if st.LeaderAddr != "" && st.Ready && st.ScrubPasses > 0 && st.LogScrubPasses > 0 || time.Now().After(deadline) {
 			break
 		}
 		<-tick.C
@@ -48,6 +48,12 @@ func TestStatusAndMembersOfASingleNode(t *testing.T) {
 		t.Errorf("status term %d, last log %d, commit %d, applied %d, fsm %d after a write at revision %d; "+
 			"want term >= 1 and last log >= commit >= applied, fsm >= the write",
 			st.Term, st.LastLogIndex, st.CommitIndex, st.AppliedIndex, st.FsmIndex, put.Revision)
+	}
+	if st.ScrubPasses == 0 || st.ScrubLastPassUnixMs == 0 || st.LogScrubPasses == 0 || st.LogScrubLastPassUnixMs == 0 ||
+		st.LogScrubLastPassEntries == 0 || st.ScrubMismatches != 0 || st.LogScrubMismatches != 0 {
+		t.Errorf("status scrub: state %d passes (last %d ms, %d mismatches), log %d passes (last %d ms, %d entries, %d mismatches); "+
+			"want a clean pass of each since the start", st.ScrubPasses, st.ScrubLastPassUnixMs, st.ScrubMismatches,
+			st.LogScrubPasses, st.LogScrubLastPassUnixMs, st.LogScrubLastPassEntries, st.LogScrubMismatches)
 	}
 	if st.StateDbBytes <= 0 || st.RaftDbBytes <= 0 {
 		t.Errorf("status state db %d bytes, raft db %d bytes; want both files measured", st.StateDbBytes, st.RaftDbBytes)

@@ -330,6 +330,10 @@ func TestKeyRuleIsTheSameForEveryCall(t *testing.T) {
 			return err
 		},
 		"watch key": func(ctx context.Context, k []byte) error { _, err := s.cl.Watch(ctx, k); return err },
+		"txn put": func(ctx context.Context, k []byte) error {
+			_, err := s.cl.Txn(ctx).Then(client.OpPut(k, []byte("v"))).Commit()
+			return err
+		},
 	}
 	prefixCalls := map[string]func(ctx context.Context, prefix []byte) error{
 		"list": func(ctx context.Context, p []byte) error { _, err := s.cl.List(ctx, p); return err },
@@ -339,6 +343,10 @@ func TestKeyRuleIsTheSameForEveryCall(t *testing.T) {
 		},
 		"watch prefix": func(ctx context.Context, p []byte) error {
 			_, err := s.cl.Watch(ctx, p, client.WithPrefix())
+			return err
+		},
+		"txn delete_prefix": func(ctx context.Context, p []byte) error {
+			_, err := s.cl.Txn(ctx).Then(client.OpDeletePrefix(p)).Commit()
 			return err
 		},
 	}
@@ -372,8 +380,12 @@ func TestKeyRuleIsTheSameForEveryCall(t *testing.T) {
 					}
 					return
 				}
-				if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != tc.msg {
-					t.Fatalf("%s %.80q: %v\nwant INVALID_ARGUMENT %q", name, tc.input, err, tc.msg)
+				want := tc.msg
+				if strings.HasPrefix(name, "txn ") {
+					want = "invalid argument: txn success[0]: " + want // the same message, after the op it is about
+				}
+				if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+					t.Fatalf("%s %.80q: %v\nwant INVALID_ARGUMENT %q", name, tc.input, err, want)
 				}
 			})
 		}

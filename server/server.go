@@ -288,6 +288,11 @@ func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse,
 	if !st.Scrub.LastPassEnd.IsZero() {
 		r.ScrubLastPassUnixMs = st.Scrub.LastPassEnd.UnixMilli()
 	}
+	r.LogScrubPasses, r.LogScrubLastPassEntries, r.LogScrubMismatches =
+		st.LogScrub.Passes, st.LogScrub.LastPassValues, st.LogScrub.Mismatches
+	if !st.LogScrub.LastPassEnd.IsZero() {
+		r.LogScrubLastPassUnixMs = st.LogScrub.LastPassEnd.UnixMilli()
+	}
 	return r, nil
 }
 

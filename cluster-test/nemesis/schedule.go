@@ -45,12 +45,16 @@ type Fault struct {
 	Start  time.Duration `json:"start"`
 	End    time.Duration `json:"end"`
 	Family string        `json:"family"`
-	// Variant: partition: "leader", "majority" or "bridge"; kill: "one" or
-	// "all"; pause: "leader" or "random".
+	// Variant: partition: "leader", "majority", "bridge" or "follower"
+	// (isolates one follower); kill: "one" or "all"; pause: "leader",
+	// "random" or "follower".
 	Variant string `json:"variant"`
 	// TargetLeader: the one-node target is the leader (when one is known).
-	TargetLeader bool  `json:"target_leader"`
-	Perm         []int `json:"perm"`
+	TargetLeader bool `json:"target_leader"`
+	// TargetFollower: the one-node target is a follower (when the leader is
+	// known); see WithFollowerFault.
+	TargetFollower bool  `json:"target_follower,omitempty"`
+	Perm           []int `json:"perm"`
 }
 
 // Kind is the name used in the timeline, e.g. "partition-bridge".
@@ -130,6 +134,32 @@ func NewSchedule(seed uint64, limit time.Duration, families []string, n int) []F
 	}
 }
 
+// WithFollowerFault returns schedule with at least one fault aimed at a
+// single follower (kill-one, pause-follower or partition-follower), so a
+// run whose failover clients are checked for availability while a
+// follower is down always has such a window: if none of its faults is one,
+// a seeded choice among them is turned into one of its own family. The
+// same arguments give the same schedule; an empty schedule (a run too
+// short for any fault) stays empty. Whether the window counts as a
+// follower fault is still decided at run time: the target is a follower
+// only when a leader answers at the fault's start.
+func WithFollowerFault(schedule []Fault, seed uint64) []Fault {
+	if len(schedule) == 0 || slices.ContainsFunc(schedule, func(f Fault) bool { return f.TargetFollower }) {
+		return schedule
+	}
+	rng := rand.New(rand.NewPCG(seed^0x5f0c_a11e_d0f0_110e, seed))
+	out := slices.Clone(schedule)
+	f := &out[rng.IntN(len(out))]
+	f.TargetLeader, f.TargetFollower = false, true
+	switch f.Family {
+	case Kill:
+		f.Variant = "one"
+	default: // Pause, Partition
+		f.Variant = "follower"
+	}
+	return out
+}
+
 // Components returns the network components of a partition fault over nodes
 // (in order), given the leader (may be ""). A node can talk only to nodes it
 // shares a component with.
@@ -139,10 +169,12 @@ func (f Fault) Components(nodes []string, leader string) [][]string {
 		p[i] = nodes[j]
 	}
 	switch f.Variant {
-	case "leader":
+	case "leader", "follower":
 		one := p[0]
-		if leader != "" {
+		if f.Variant == "leader" && leader != "" {
 			one = leader
+		} else if f.Variant == "follower" {
+			one = f.Target(nodes, leader)
 		}
 		var rest []string
 		for _, n := range nodes {
@@ -186,10 +218,18 @@ func DropLists(nodes []string, components [][]string) map[string][]string {
 	return out
 }
 
-// Target picks the single node a kill-one or pause hits.
+// Target picks the single node a kill-one, a pause or a follower
+// partition hits.
 func (f Fault) Target(nodes []string, leader string) string {
 	if f.TargetLeader && leader != "" {
 		return leader
+	}
+	if f.TargetFollower {
+		for _, i := range f.Perm {
+			if nodes[i] != leader {
+				return nodes[i]
+			}
+		}
 	}
 	return nodes[f.Perm[0]]
 }

@@ -3,6 +3,7 @@ package nemesis
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,4 +99,78 @@ func TestShortScheduleCoversEveryFamily(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Every schedule a failover run uses (CI: 75 s, all families; and each
+// family alone) has a fault that hits exactly one follower whichever node
+// leads when it starts, so the availability check always has a window to
+// check; the rest of the schedule is the seed's.
+func TestFailoverSchedulesHaveAFollowerFault(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3"}
+	familyLists := [][]string{Families, {Kill}, {Pause}, {Partition}}
+	for seed := uint64(0); seed < 40; seed++ {
+		for _, families := range familyLists {
+			base := NewSchedule(seed, 75*time.Second, families, len(nodes))
+			s := WithFollowerFault(base, seed)
+			if !reflect.DeepEqual(s, WithFollowerFault(base, seed)) {
+				t.Fatalf("seed %d %v: two calls gave different schedules", seed, families)
+			}
+			changed, found := 0, false
+			for i, f := range s {
+				if !reflect.DeepEqual(f, base[i]) {
+					changed++
+				}
+				if f.TargetFollower {
+					found = true
+					if !slices.Contains(families, f.Family) || f.Start != base[i].Start || f.End != base[i].End {
+						t.Fatalf("seed %d: follower fault %+v replaced %+v: want the same family and times", seed, f, base[i])
+					}
+					for _, leader := range nodes {
+						if class := classOf(f, nodes, leader); !strings.HasPrefix(class, "follower-") {
+							t.Fatalf("seed %d: %s with leader %s hits %s, want one follower", seed, f.Kind(), leader, class)
+						}
+					}
+				}
+			}
+			if !found || changed > 1 || len(s) != len(base) {
+				t.Fatalf("seed %d %v: follower fault found %v, %d faults changed (want at most 1) of %d", seed, families, found, changed, len(s))
+			}
+		}
+	}
+	if s := WithFollowerFault(nil, 1); len(s) != 0 {
+		t.Fatalf("a run too short for faults got %v", s)
+	}
+}
+
+// classOf says whom f hits with leader leading, as the availability
+// report classifies it: "follower-<what>", "leader-<what>" or "other".
+func classOf(f Fault, nodes []string, leader string) string {
+	var hit, what string
+	switch f.Family {
+	case Kill:
+		if f.Variant != "one" {
+			return "other"
+		}
+		hit, what = f.Target(nodes, leader), "killed"
+	case Pause:
+		hit, what = f.Target(nodes, leader), "paused"
+	case Partition:
+		drops := DropLists(nodes, f.Components(nodes, leader))
+		for _, n := range nodes {
+			if len(drops[n]) == len(nodes)-1 {
+				if hit != "" {
+					return "other" // two nodes cut off: not one
+				}
+				hit = n
+			}
+		}
+		what = "isolated"
+	}
+	switch hit {
+	case "":
+		return "other"
+	case leader:
+		return "leader-" + what
+	}
+	return "follower-" + what
 }

@@ -359,7 +359,9 @@ func newStatusCmd() *cobra.Command {
 						"history_events": s.HistoryEvents, "history_bytes": s.HistoryBytes,
 						"healthy": s.Healthy, "unhealthy_reason": s.UnhealthyReason, "scrub_passes": s.ScrubPasses,
 						"scrub_last_pass_unix_ms": s.ScrubLastPassUnixMs, "scrub_last_pass_values": s.ScrubLastPassValues,
-						"scrub_mismatches": s.ScrubMismatches, "apply_lag": s.ApplyLag, "dispatcher_lag": s.DispatcherLag,
+						"scrub_mismatches": s.ScrubMismatches, "log_scrub_passes": s.LogScrubPasses,
+						"log_scrub_last_pass_unix_ms": s.LogScrubLastPassUnixMs, "log_scrub_mismatches": s.LogScrubMismatches,
+						"log_scrub_last_pass_entries": s.LogScrubLastPassEntries, "apply_lag": s.ApplyLag, "dispatcher_lag": s.DispatcherLag,
 						"state_db_bytes": s.StateDbBytes, "raft_db_bytes": s.RaftDbBytes, "leases": s.Leases,
 						"ready": s.Ready, "not_ready_reason": s.NotReadyReason})
 					continue
@@ -393,6 +395,11 @@ func healthLine(s *pb.StatusResponse) string {
 	if s.ScrubLastPassUnixMs != 0 {
 		scrub += fmt.Sprintf(" scrub_last=%s scrub_values=%d",
 			time.UnixMilli(s.ScrubLastPassUnixMs).UTC().Format(time.RFC3339), s.ScrubLastPassValues)
+	}
+	scrub += fmt.Sprintf(" log_scrub_passes=%d log_scrub_mismatches=%d", s.LogScrubPasses, s.LogScrubMismatches)
+	if s.LogScrubLastPassUnixMs != 0 {
+		scrub += fmt.Sprintf(" log_scrub_last=%s log_scrub_entries=%d",
+			time.UnixMilli(s.LogScrubLastPassUnixMs).UTC().Format(time.RFC3339), s.LogScrubLastPassEntries)
 	}
 	if !s.Healthy {
 		return fmt.Sprintf("healthy=false %s unhealthy_reason=%q", scrub, s.UnhealthyReason)
