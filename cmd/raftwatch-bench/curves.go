@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -208,11 +209,17 @@ func plotCurve(path string, c curve, pts []curvePoint) error {
 		p.Y.Label.Text += " (" + c.unit + ")"
 	}
 	p.X.Scale = plot.LogScale{}
-	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	var xTicks []plot.Tick // the curve's own x values: 1, 4, 16 ... are not powers of ten
+	for _, pt := range pts {
+		if pt.x > 0 {
+			xTicks = append(xTicks, plot.Tick{Value: pt.x, Label: tickLabel(pt.x)})
+		}
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(xTicks)
 	if c.logY {
 		p.Y.Label.Text += ", log scale"
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = oneTwoFiveTicks{}
 	}
 	var targets []string
 	for _, pt := range pts {
@@ -259,6 +266,14 @@ func plotCurve(path string, c curve, pts []curvePoint) error {
 	}
 	if lines == 0 {
 		return fmt.Errorf("no point of %q has a value", c.title)
+	}
+	// Room around the points: half a step of x on each side, and space
+	// above them for the legend.
+	p.X.Min, p.X.Max = p.X.Min/1.5, p.X.Max*1.5
+	if c.logY {
+		p.Y.Min, p.Y.Max = p.Y.Min/1.5, p.Y.Max*3
+	} else {
+		p.Y.Min, p.Y.Max = 0, p.Y.Max*1.25
 	}
 	p.Legend.Top = true
 	p.Legend.Left = true
@@ -368,3 +383,26 @@ func writeMassTable(w io.Writer, results []Result) {
 	}
 	fmt.Fprintln(w)
 }
+
+// oneTwoFiveTicks labels a log axis at 1, 2 and 5 times each power of ten
+// in range (plot.LogTicks labels only the powers, none on a narrow range).
+type oneTwoFiveTicks struct{}
+
+func (oneTwoFiveTicks) Ticks(min, max float64) []plot.Tick {
+	if min <= 0 || max <= min {
+		return nil
+	}
+	var ticks []plot.Tick
+	for e := math.Floor(math.Log10(min)); math.Pow(10, e) <= max; e++ {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * math.Pow(10, e)
+			if v >= min && v <= max {
+				ticks = append(ticks, plot.Tick{Value: v, Label: tickLabel(v)})
+			}
+		}
+	}
+	return ticks
+}
+
+// tickLabel prints a tick value without trailing zeros: 4, 64, 0.5.
+func tickLabel(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
