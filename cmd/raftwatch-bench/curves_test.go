@@ -155,3 +155,29 @@ func TestMassTable(t *testing.T) {
 		}
 	}
 }
+
+// The distinct-keys case gives every watcher a key of its own that no put
+// of the held put load writes and that the one-key case does not use, so
+// the put load while held is on keys no watcher watches.
+func TestMassKeysAreDistinctAndUnwatchedByPuts(t *testing.T) {
+	const n = 1_000_000
+	seen := make(map[string]bool, n)
+	for w := 0; w < n; w++ {
+		k := string(massKey(w))
+		if len(k) != len("/w/0000000") {
+			t.Fatalf("watcher %d: key %q is not 10 bytes", w, k)
+		}
+		if seen[k] {
+			t.Fatalf("watcher %d: key %q repeats", w, k)
+		}
+		seen[k] = true
+	}
+	for _, k := range makeKeys() {
+		if seen[string(k)] {
+			t.Fatalf("put key %q is a watched key", k)
+		}
+	}
+	if seen[watchKeyName] {
+		t.Fatalf("the one-key case's key %q is also a distinct key", watchKeyName)
+	}
+}
