@@ -80,9 +80,11 @@ func (f *failedRun) Error() string { return f.err.Error() }
 func (f *failedRun) Unwrap() error { return f.err }
 
 // runWatchMass runs watch-mass against target at endpoints; pids are the
-// node processes in endpoints order. It does not close the watchers: the
-// process exits right after, and closing a million one by one would only
-// delay that (the nodes drop them with the connections).
+// node processes in endpoints order. It never closes the watchers, and
+// they do not end with ctx: a client ends each of its watches on its own
+// when that watch's context ends, which for a million takes minutes. They
+// end with the process, right after, and the nodes drop them with the
+// connections.
 func runWatchMass(ctx context.Context, target string, endpoints []string, pids []int, cfg massConfig) (Result, error) {
 	if len(pids) != len(endpoints) {
 		return Result{}, fmt.Errorf("--pids: want one PID per endpoint (%d), got %d (the holding node's memory is read from /proc)", len(endpoints), len(pids))
@@ -144,8 +146,8 @@ func runWatchMass(ctx context.Context, target string, endpoints []string, pids [
 	openErr := make(chan error, 1)
 	t0 := time.Now()
 	go func() {
-		// The streams are kept only so that nothing reclaims them.
-		_, err := openStreams(ctx, pool, cfg.watchers, cfg.openParallel, keyOf,
+		// Bounded by --open-timeout below, and by the process's watchdog.
+		_, err := openStreams(context.WithoutCancel(ctx), pool, cfg.watchers, cfg.openParallel, keyOf,
 			func(int) string { return endpoints[cfg.node] }, &opened)
 		openErr <- err
 	}()

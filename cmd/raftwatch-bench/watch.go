@@ -66,18 +66,20 @@ func openWatchers(ctx context.Context, cfg watchConfig, key []byte) (*watchSet, 
 	}
 	streams, err := openStreams(ctx, pool, cfg.watchers, watchOpenParallel,
 		func(int) []byte { return key }, cfg.endpointOf, nil)
+	ws := &watchSet{pool: pool, streams: streams}
 	if err != nil {
-		closePool(pool)
+		ws.close()
 		return nil, fmt.Errorf("open %d watchers: %w", cfg.watchers, err)
 	}
-	return &watchSet{pool: pool, streams: streams}, nil
+	return ws, nil
 }
 
 // openStreams opens n watches from parallel goroutines: watch w on the
 // key keyOf(w), through pool[w mod len(pool)] (whose endpoint is where(conn),
-// for errors). The streams live on ctx. It stops at the first error, closes
-// what it opened and returns that error. opened, when not nil, counts the
-// watches acknowledged so far, for a caller watching the progress.
+// for errors). The streams live on ctx. It stops at the first error and
+// returns it with what it opened (nil where it did not), for the caller to
+// close. opened, when not nil, counts the watches acknowledged so far, for
+// a caller watching the progress.
 func openStreams(ctx context.Context, pool []Driver, n, parallel int, keyOf func(w int) []byte,
 	where func(conn int) string, opened *atomic.Int64) ([]WatchStream, error) {
 	streams := make([]WatchStream, n)
@@ -112,12 +114,7 @@ func openStreams(ctx context.Context, pool []Driver, n, parallel int, keyOf func
 	}
 	wg.Wait()
 	if fails.Load() > 0 {
-		for _, s := range streams {
-			if s != nil {
-				s.Close()
-			}
-		}
-		return nil, errors.New(first.msg)
+		return streams, errors.New(first.msg)
 	}
 	return streams, nil
 }
