@@ -42,13 +42,29 @@
 # and the report compares raftwatch with it. The baseline is built from
 # `git archive REV` in a temporary directory that is removed on exit.
 #
+# Scaling (issue 11), each on clusters of its own, fresh per round (with
+# --quick on the round's shared cluster, to stay under 3 minutes):
+# curves (put throughput and p99 vs 1 to 1024 clients; watch delivery p99
+# vs 1k to 100k watchers spread over the nodes; node RSS vs 10k to 1M
+# watchers held on one node), printed as tables and plotted into
+# curve-*.png; and watchers-1m (1,000,000 watchers on one node over 100
+# streams, on one key and on as many distinct keys: the node's RSS, how
+# fast they open, and a put load on other keys before and while they are
+# held). A target that does not survive a watcher count (opening overruns
+# its timeout, or the node dies) is reported as such and not run at larger
+# counts of that shape in later points and rounds. The raftwatch clusters of
+# the curves and of watchers-1m get the watcher caps those
+# counts need (RW_WATCH_CAPS) plus RAFTWATCH_MASS_SERVE_FLAGS from the
+# environment (e.g. "--memory-limit 0"), nothing else.
+#
 #   scripts/bench.sh            full run (3 rounds, ~33 minutes)
 #   scripts/bench.sh --quick    small version of everything, under 3 minutes
 #   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof,
 #            --baseline REV, --no-baseline, --etcd-bin PATH,
 #            --workloads LIST   only these, comma-separated, from: memory, put,
 #                               get, watch, txn, keepalive, slow-watchers,
-#                               watch-resume, gobench (default: all of them)
+#                               watch-resume, curves, watchers-1m, gobench
+#                               (default: all of them)
 #            --log-store KIND   serve --log-store KIND (wal or boltdb) for the
 #                               raftwatch clusters, not the baseline's: with
 #                               --baseline HEAD the put table compares the two
@@ -70,7 +86,7 @@ BASELINE_ASKED=0 # --baseline given: a missing commit is an error, not a skip
 WORKLOADS=""     # --workloads: empty = every workload
 ETCD_BIN=""      # --etcd-bin: empty = build bench/etcd
 LOG_STORE=""     # --log-store: serve --log-store of the raftwatch clusters (not the baseline's); empty = serve's default
-ALL_WORKLOADS=(memory put get watch txn keepalive slow-watchers watch-resume gobench)
+ALL_WORKLOADS=(memory put get watch txn keepalive slow-watchers watch-resume curves watchers-1m gobench)
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -131,6 +147,14 @@ if [[ $QUICK == 1 ]]; then
 	RESUME_WATCHERS=10 RESUME_BEFORE=1s RESUME_AFTER=3s
 	COORD_SHAPES=("64 16") LEASES=1000
 	GOBENCH_TIME=200ms GOBENCH_TIMEOUT=90s
+	CURVE_CLIENTS=(4 64) CURVE_DUR=1s CURVE_WARMUP=200ms
+	CURVE_WATCHERS=(100 1000) CURVE_WATCH_DUR=1s
+	CURVE_RSS_WATCHERS=(2000 20000)
+	MASS_WATCHERS=20000 MASS_PUT_DUR=500ms MASS_PUT_WARMUP=200ms MASS_OPEN_TIMEOUT=60s MASS_TIMEOUT=3m MASS_SETTLE=500ms
+	# The scaling workloads share the round's cluster instead of fresh ones:
+	# stopping an etcd cluster takes about 7 s, which --quick cannot afford
+	# four times over. Their numbers are noise anyway.
+	SCALE_FRESH=0
 else
 	DUR=10s WARMUP=1s
 	WATCHERS=1000 WATCH_DUR=10s DRAIN=15s
@@ -139,6 +163,11 @@ else
 	RESUME_WATCHERS=100 RESUME_BEFORE=3s RESUME_AFTER=10s
 	COORD_SHAPES=("64 16" "256 64") LEASES=10000
 	GOBENCH_TIME=1s GOBENCH_TIMEOUT=10m
+	CURVE_CLIENTS=(1 4 16 64 256 1024) CURVE_DUR=5s CURVE_WARMUP=2s
+	CURVE_WATCHERS=(1000 10000 100000) CURVE_WATCH_DUR=5s
+	CURVE_RSS_WATCHERS=(10000 100000 1000000)
+	MASS_WATCHERS=1000000 MASS_PUT_DUR=$DUR MASS_PUT_WARMUP=$WARMUP MASS_OPEN_TIMEOUT=10m MASS_TIMEOUT=20m MASS_SETTLE=$SETTLE
+	SCALE_FRESH=1 # curves and watchers-1m on clusters of their own
 fi
 PUT_SHAPES=("1 1" "64 16" "256 64") # clients conns
 GET_CLIENTS=64 GET_CONNS=16
@@ -149,6 +178,20 @@ RESUME_RATE=200                           # watch resume: puts/s through the lea
 TXN_ACCOUNTS=10000                        # txn: account keys ("/t" + 6 digits), written before the clock starts
 LEASE_TTL=600                             # keepalive: seconds; no lease expires during a run
 RUN_TIMEOUT=5m                            # hard limit of one raftwatch-bench invocation
+CURVE_WATCH_CONNS=100                     # watch curve: client objects, spread over the nodes like watch-latency's
+MASS_CONNS=100                            # watchers-1m and the node RSS curve: client objects (one stream each), all on node 0
+MASS_OPEN_PARALLEL=1000                   # watches being opened at once (each waits for its creation ack)
+MASS_PUT_CLIENTS=64 MASS_PUT_CONNS=16     # watchers-1m: the put load before and while the watchers are held
+# RW_WATCH_CAPS are the serve flags a raftwatch node needs to hold the
+# watch curves' and watchers-1m's counts: serve's defaults refuse more than
+# 100,000 watchers per node and 10,000 per connection (1,000,000 over 100
+# connections is exactly 10,000 each).
+RW_WATCH_CAPS=(--max-watchers 2000000 --max-watchers-per-connection 20000)
+# RAFTWATCH_MASS_SERVE_FLAGS (environment): more serve flags for those same
+# clusters, e.g. "--memory-limit 0"; none by default, so the runs measure
+# serve's defaults otherwise.
+read -r -a RW_MASS_EXTRA_FLAGS <<<"${RAFTWATCH_MASS_SERVE_FLAGS:-}"
+RW_SERVE_FLAGS=() # serve flags of the raftwatch clusters started next (not the baseline's)
 
 # Addresses: raftwatch's bench cluster is not the dev cluster (7101-7103);
 # etcd's members avoid 2379/2380 in case a packaged etcd service runs there.
@@ -230,6 +273,7 @@ start_rw() {
 		local extra=()
 		[[ $PPROF == 1 ]] && extra+=(--pprof "127.0.0.1:$((pprof_base + i))")
 		[[ $name == raftwatch && -n $LOG_STORE ]] && extra+=(--log-store "$LOG_STORE")
+		[[ $name == raftwatch ]] && extra+=("${RW_SERVE_FLAGS[@]}")
 		"$bin" serve --id "n$((i + 1))" --data-dir "$dir/n$((i + 1))" \
 			--raft-addr "${rafts[$i]}" --client-addr "${clients[$i]}" \
 			--initial-cluster "$cluster" --log-level warn "${extra[@]}" \
@@ -293,10 +337,12 @@ fresh_clusters() {
 }
 
 # bench_on "TARGET..." SUB ARGS...: one raftwatch-bench run per target, in
-# that order.
+# that order. BENCH_FAILED is 1 after it when a run failed.
+BENCH_FAILED=0
 bench_on() {
 	local targets=$1 sub=$2 t
 	shift 2
+	BENCH_FAILED=0
 	for t in $targets; do
 		local ep="EP_$t" pids="PIDS_$t[@]" args=("$@")
 		# Every workload measures (server CPU, RSS) or kills the nodes of
@@ -307,6 +353,7 @@ bench_on() {
 			--timeout "$RUN_TIMEOUT" --out "$JSONL" "${args[@]}" \
 			>/dev/null 2>>"$RESULTS/logs/bench.log"; then
 			echo "bench.sh: $sub against $t failed (round $ROUND): $(tail -n 1 "$RESULTS/logs/bench.log")" >&2
+			BENCH_FAILED=1
 		fi
 		if [[ $sub == watch-resume ]]; then
 			echo "  (watch-resume killed a follower of $t with SIGKILL on purpose; bash may report it as Killed)" >&2
@@ -316,6 +363,46 @@ bench_on() {
 
 # bench ARGS...: bench_on every target of the run (raftwatch and etcd).
 bench() { bench_on "${TARGETS[*]}" "$@"; }
+
+# curve_conns CLIENTS: the connections of a put curve point: a quarter of
+# the clients, at least 1 and at most 64 (so 1024 clients share 64).
+curve_conns() {
+	local c=$(($1 / 4))
+	((c < 1)) && c=1
+	((c > 64)) && c=64
+	echo "$c"
+}
+
+# FAILED_AT["TARGET KEYS"] is the smallest watcher count (on one node, one
+# key or distinct keys) TARGET did not survive in this run.
+declare -A FAILED_AT=()
+
+# mass_run TAG N KEYS ARGS...: watch-mass with N watchers on KEYS held on
+# node 0, against every target that has not failed at N or fewer of KEYS,
+# on clusters fresh for it; a failure is recorded in FAILED_AT.
+mass_run() {
+	local tag=$1 n=$2 keys=$3 t f alive=()
+	shift 3
+	for t in "${TARGETS[@]}"; do
+		f=${FAILED_AT["$t $keys"]:-}
+		if [[ -n $f && $f -le $n ]]; then
+			echo "  (not running $t at $n watchers on $keys key(s): it did not survive $f)" >&2
+			continue
+		fi
+		alive+=("$t")
+	done
+	[[ ${#alive[@]} -eq 0 ]] && return 0
+	[[ $SCALE_FRESH == 1 ]] && fresh_clusters "$tag" "${alive[@]}"
+	for t in "${alive[@]}"; do
+		bench_on "$t" watch-mass --watchers "$n" --keys "$keys" --conns "$MASS_CONNS" --node 0 \
+			--open-parallel "$MASS_OPEN_PARALLEL" --open-timeout "$MASS_OPEN_TIMEOUT" --settle "$MASS_SETTLE" \
+			--timeout "$MASS_TIMEOUT" "$@"
+		if [[ $BENCH_FAILED == 1 ]]; then
+			f=${FAILED_AT["$t $keys"]:-}
+			[[ -z $f || $n -lt $f ]] && FAILED_AT["$t $keys"]=$n
+		fi
+	done
+}
 
 # ---------------------------------------------------------------- setup
 
@@ -392,6 +479,10 @@ for t in "${TARGETS[@]}"; do
 	[[ $t == raftwatch && -n $BASELINE_REV ]] && PUT_TARGETS+=(baseline)
 done
 
+# scale_where WHAT: where the scaling workloads run: WHAT, or with --quick
+# the round's shared cluster.
+scale_where() { if [[ $SCALE_FRESH == 1 ]]; then echo "$1"; else echo "the round's shared cluster (--quick)"; fi; }
+
 {
 	echo "## Settings"
 	echo
@@ -406,6 +497,10 @@ done
 	echo "- txn: ${DUR} measured after ${WARMUP} warmup at $(printf '%s, ' "${COORD_SHAPES[@]/ //}" | sed 's/, $//') clients/conns; each transaction compares the mod revisions of two of ${TXN_ACCOUNTS} accounts (written first, untimed) with those last seen (a cache shared by the run's clients, fed by every answer), then puts 256 B to both, else reads both; concurrent transactions touch distinct keys; a failed compare is a completed transaction (in throughput and latency, and in 'compares held'); etcd: clientv3 Txn, raftwatch: KV.Txn stub on the leader"
 	echo "- keepalive: ${LEASES} leases of ${LEASE_TTL} s granted first (untimed), then ${DUR} after ${WARMUP} warmup at the same shapes; each client holds its own keepalive stream (etcd: the LeaseKeepAlive stream clientv3 uses, on any member, which forwards to the leader; raftwatch: Lease.KeepAlive stub on the leader) and renews one lease at a time, round robin over all; leases revoked at the end (untimed). etcd renews in the leader's memory; raftwatch commits every renewal through the log (so it survives a leader change)"
 	echo "- server CPU: user+system time of the three node processes (utime+stime in /proc/PID/stat; 10 ms ticks, per node and reading) over the measured window, summed: put, get, txn and keepalive from the end of the warmup to the last op's completion, per completed op; watch from the first put to the end of the drain, per delivered event; in µs"
+	echo "- curves: put throughput and p99 at $(printf '%s, ' "${CURVE_CLIENTS[@]}" | sed 's/, $//') clients, connections = clients/4 (at least 1, at most 64), ${CURVE_DUR} measured after ${CURVE_WARMUP} warmup each; then, on the same cluster (one fresh cluster per system per round for both curves), watch delivery p99 at $(printf '%s, ' "${CURVE_WATCHERS[@]}" | sed 's/, $//') watchers on one key over ${CURVE_WATCH_CONNS} client objects spread over the nodes, puts at ${WL_RATE}/s for ${CURVE_WATCH_DUR}; node RSS (VmRSS, median of 5 readings ${MASS_SETTLE} after opening) at $(printf '%s, ' "${CURVE_RSS_WATCHERS[@]}" | sed 's/, $//') watchers on one key held on one node over ${MASS_CONNS} client objects, $(scale_where "fresh clusters per point")$(want watchers-1m && echo " (the ${MASS_WATCHERS} point is watchers-1m's one-key run)")"
+	echo "- watchers-1m: ${MASS_WATCHERS} watchers held on one node over ${MASS_CONNS} client objects (one connection and one watch stream each), opened ${MASS_OPEN_PARALLEL} at a time (each waits for its creation ack), all on one key, then on ${MASS_WATCHERS} distinct keys (/w/0000000 ..., one exact-key watch each), each case on $(scale_where "fresh clusters"); the node's VmRSS and RssAnon (median of 5 readings) before and ${MASS_SETTLE} after opening; a put load (${MASS_PUT_CLIENTS} clients over ${MASS_PUT_CONNS} connections, ${MASS_PUT_DUR} after ${MASS_PUT_WARMUP} warmup, keys no watcher watches) on the same cluster before opening and while held. Opening must finish within ${MASS_OPEN_TIMEOUT}, else the target did not survive that count"
+	[[ $SCALE_FRESH == 0 ]] && echo "- --quick: curves and watchers-1m run on the round's shared cluster after the other workloads, not on fresh ones (raftwatch's started with the flags below)"
+	echo "- raftwatch serve flags of the curves' and watchers-1m's clusters: ${RW_WATCH_CAPS[*]}${RAFTWATCH_MASS_SERVE_FLAGS:+ ${RAFTWATCH_MASS_SERVE_FLAGS}} (serve's defaults cap watchers at 100,000 per node and 10,000 per connection)"
 	echo "- put/get: ${DUR} measured after ${WARMUP} warmup; watch: ${WATCHERS} watchers on one key over all nodes (one connection per node), latency puts at ${WL_RATE}/s for ${WATCH_DUR}, throughput ${WT_PUT_CLIENTS} writers over ${WT_PUT_CONNS} connections for ${WATCH_DUR}; memory: ${MEM_WATCHERS} watchers, RSS from /proc/PID/status ${SETTLE} after opening, median of 5 readings"
 	echo
 } >"$RESULTS/settings.md"
@@ -421,9 +516,15 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 		fresh_clusters "r$ROUND-mem-one" "${TARGETS[@]}"
 		bench watch-hold --watchers "$MEM_WATCHERS" --settle "$SETTLE" --node 0
 	fi
-	if want put || want get || want watch || want txn || want keepalive; then
+	scale_shared=0 # the scaling workloads run on this round's cluster (--quick)
+	if [[ $SCALE_FRESH == 0 ]] && { want curves || want watchers-1m; }; then
+		scale_shared=1
+		RW_SERVE_FLAGS=("${RW_WATCH_CAPS[@]}" "${RW_MASS_EXTRA_FLAGS[@]}")
+	fi
+	if want put || want get || want watch || want txn || want keepalive || [[ $scale_shared == 1 ]]; then
 		fresh_clusters "r$ROUND" "${PUT_TARGETS[@]}"
 	fi
+	RW_SERVE_FLAGS=()
 	# The baseline runs every put shape, not only the 64 and 256 clients of
 	# the goal, so that its cluster has seen the same writes as raftwatch's
 	# when those start.
@@ -458,6 +559,36 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 			bench keepalive --clients "$clients" --conns "$conns" --leases "$LEASES" --ttl "$LEASE_TTL" \
 				--duration "$DUR" --warmup "$WARMUP"
 		done
+	fi
+	# Scaling (issue 11), each on clusters of its own (but for --quick).
+	if want curves; then
+		# The put and watch curves share a cluster per system: raftwatch's
+		# with the watcher caps, which do not touch puts.
+		RW_SERVE_FLAGS=("${RW_WATCH_CAPS[@]}" "${RW_MASS_EXTRA_FLAGS[@]}")
+		[[ $SCALE_FRESH == 1 ]] && fresh_clusters "r$ROUND-curve" "${TARGETS[@]}"
+		for clients in "${CURVE_CLIENTS[@]}"; do
+			bench put --clients "$clients" --conns "$(curve_conns "$clients")" \
+				--duration "$CURVE_DUR" --warmup "$CURVE_WARMUP" --curve put-clients
+		done
+		for n in "${CURVE_WATCHERS[@]}"; do
+			bench watch-latency --watchers "$n" --conns "$CURVE_WATCH_CONNS" --rate "$WL_RATE" \
+				--duration "$CURVE_WATCH_DUR" --drain "$DRAIN" --curve watch-watchers
+		done
+		for n in "${CURVE_RSS_WATCHERS[@]}"; do
+			# watchers-1m's one-key run is this curve's point at its count.
+			want watchers-1m && [[ $n == "$MASS_WATCHERS" ]] && continue
+			mass_run "r$ROUND-curve-rss-$n" "$n" one --curve node-rss
+		done
+		RW_SERVE_FLAGS=()
+	fi
+	if want watchers-1m; then
+		RW_SERVE_FLAGS=("${RW_WATCH_CAPS[@]}" "${RW_MASS_EXTRA_FLAGS[@]}")
+		mass=(--put-clients "$MASS_PUT_CLIENTS" --put-conns "$MASS_PUT_CONNS" --put-duration "$MASS_PUT_DUR" --put-warmup "$MASS_PUT_WARMUP")
+		curve=()
+		want curves && curve=(--curve node-rss)
+		mass_run "r$ROUND-mass-one" "$MASS_WATCHERS" one "${mass[@]}" "${curve[@]}"
+		mass_run "r$ROUND-mass-distinct" "$MASS_WATCHERS" distinct "${mass[@]}"
+		RW_SERVE_FLAGS=()
 	fi
 	# raftwatch only, each on a fresh cluster with nothing else running:
 	# etcd's slow watchers grow without bound (not run), and the resume is

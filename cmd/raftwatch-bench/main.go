@@ -9,6 +9,7 @@
 //	raftwatch-bench watch-latency --watchers 1000 --rate 20 ...
 //	raftwatch-bench watch-throughput --watchers 1000 --put-clients 16 --put-conns 4 ...
 //	raftwatch-bench watch-hold --watchers 10000 [--node 0] [--pids P1,P2,P3] ...
+//	raftwatch-bench watch-mass --watchers 1000000 --conns 100 --node 0 --keys one|distinct [--put-duration 10s] --pids P1,P2,P3 ...
 //	raftwatch-bench slow-watchers --watchers 10000 --conns 10 --rate 1000 --duration 60s --pids P1,P2,P3 ...
 //	raftwatch-bench watch-resume --watchers 100 --rate 200 --pids P1,P2,P3 ...   (kills a follower)
 //	raftwatch-bench ready --target ... --endpoints ...   (waits until a put succeeds)
@@ -19,6 +20,8 @@
 // With --pids (the node processes, in --endpoints order), put, get, txn,
 // keepalive and the watch workloads also measure the server CPU spent in
 // their measured window.
+// --curve NAME marks the result as a point of a scaling curve (the report
+// plots those apart from the workload tables).
 // Every run is bounded by --timeout and stops by itself.
 package main
 
@@ -57,7 +60,7 @@ func usage() {
 		only = append(only, name)
 	}
 	slices.Sort(only)
-	subs := append([]string{"put", "get", "txn", "keepalive", "watch-latency", "watch-throughput", "watch-hold"}, only...)
+	subs := append([]string{"put", "get", "txn", "keepalive", "watch-latency", "watch-throughput", "watch-hold", "watch-mass"}, only...)
 	fmt.Fprintf(os.Stderr, "usage: raftwatch-bench %s|ready|report [flags]\n"+
 		"targets compiled in: %s; run a subcommand with -h for its flags\n", strings.Join(subs, "|"), targetNames())
 }
@@ -77,6 +80,7 @@ type common struct {
 	round     int
 	out       string
 	timeout   time.Duration
+	curve     string // recorded as the result's curve: a point of that scaling curve
 }
 
 func commonFlags(fs *flag.FlagSet) func() (common, error) {
@@ -88,6 +92,7 @@ func commonFlags(fs *flag.FlagSet) func() (common, error) {
 	fs.IntVar(&c.round, "round", 0, "round number recorded in the result")
 	fs.StringVar(&c.out, "out", "", "also append the JSON result line to this file")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "hard limit for the whole run")
+	fs.StringVar(&c.curve, "curve", "", "record the result as a point of this scaling curve ("+curveNames()+"), reported apart from the workload tables")
 	return func() (common, error) {
 		if _, ok := drivers[c.target]; !ok {
 			return c, fmt.Errorf("--target %q: want one of %s", c.target, targetNames())
@@ -125,6 +130,7 @@ func run(cmd string, args []string) error {
 		accounts, leases    int
 		ttl                 int64
 		runOnlyRaftwatch    func(context.Context, common) (Result, error)
+		parseMass           func() (massConfig, error)
 	)
 	switch cmd {
 	case "put", "get", "txn", "keepalive":
@@ -174,6 +180,9 @@ func run(cmd string, args []string) error {
 			fs.DurationVar(&settle, "settle", 3*time.Second, "wait after opening before measuring RSS")
 			fs.DurationVar(&hold, "hold", 10*time.Minute, "without --pids: hold at most this long")
 		}
+	case "watch-mass":
+		fs.StringVar(&pidList, "pids", "", "node PIDs in --endpoints order (required: the holding node's memory is read from /proc, and the put loads measure CPU)")
+		parseMass = massFlags(fs)
 	case "ready":
 	default:
 		def, ok := raftwatchWorkloads[cmd]
@@ -187,6 +196,15 @@ func run(cmd string, args []string) error {
 	c, err := parseCommon()
 	if err != nil {
 		return err
+	}
+	var mcfg massConfig
+	if parseMass != nil {
+		if mcfg, err = parseMass(); err != nil {
+			return err
+		}
+	}
+	if c.curve != "" && !isCurve(c.curve) {
+		return fmt.Errorf("--curve %q: want one of %s", c.curve, curveNames())
 	}
 	if runOnlyRaftwatch != nil && c.target != "raftwatch" {
 		return fmt.Errorf("--target %s: %s runs against raftwatch only", c.target, cmd)
@@ -255,17 +273,34 @@ func run(cmd string, args []string) error {
 		holdCtx, holdCancel := context.WithTimeout(sigCtx, hold)
 		defer holdCancel()
 		r, err = runWatchHold(ctx, holdCtx, wcfg, pids, settle)
+	case "watch-mass":
+		r, err = runWatchMass(ctx, c.target, c.endpoints, pids, mcfg)
 	default:
 		r, err = runOnlyRaftwatch(ctx, c)
+	}
+	if f := (*failedRun)(nil); errors.As(err, &f) {
+		// The run's failure is its result (e.g. "did not survive"); record
+		// it, then fail.
+		if eerr := emit(c.stamp(f.r), c.out); eerr != nil {
+			return errors.Join(err, eerr)
+		}
+		return err
 	}
 	if err != nil {
 		return err
 	}
+	return emit(c.stamp(r), c.out)
+}
+
+// stamp stamps r with what the flags say about every result: round,
+// label and curve.
+func (c common) stamp(r Result) Result {
 	r.Round = c.round
 	if c.label != "" {
 		r.Target = c.label
 	}
-	return emit(r, c.out)
+	r.Curve = c.curve
+	return r
 }
 
 // cpuPIDsUsage is the --pids flag of the workloads that measure server CPU.

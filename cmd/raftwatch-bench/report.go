@@ -187,7 +187,7 @@ func median(v []float64) float64 {
 func runReportCmd(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	in := fs.String("in", "results.jsonl", "JSON lines written by the workload subcommands")
-	dir := fs.String("dir", ".", "where to write summary.md, results.csv and ratios.png")
+	dir := fs.String("dir", ".", "where to write summary.md, results.csv, ratios.png and the scaling curves' curve-*.png")
 	settings := fs.String("settings", "", "markdown file to print before the tables")
 	gobench := fs.String("gobench", "", "output of go test -bench for the watch package")
 	fs.Parse(args)
@@ -205,15 +205,20 @@ func runReportCmd(args []string) error {
 			md.Write(b)
 		}
 	}
-	rows := buildRows(results)
-	writeTables(&md, rows, results)
-	writeBaselineTable(&md, buildBaselineRows(results))
+	// A curve's points are not cases of the workload tables: those compare
+	// like cases only, and the curves get tables and plots of their own.
+	tabled := slices.DeleteFunc(slices.Clone(results), func(r Result) bool { return r.Curve != "" })
+	rows := buildRows(tabled)
+	writeTables(&md, rows, tabled)
+	writeBaselineTable(&md, buildBaselineRows(tabled))
 	writeSoloTable(&md, "slow watchers (raftwatch only)",
 		"Watchers that never read, on one node, beside live watchers on the same node that read everything; RSS from /proc/PID/status (VmRSS includes bbolt's resident file pages; RssAnon does not). Not run against etcd: its slow watchers' memory grows without bound.",
 		slowRows(results), results, "slow-watchers")
 	writeSoloTable(&md, "watch resume (raftwatch only)",
 		"Go-client watchers on one follower (listed first of three endpoints), kill -9 of that follower; latency per watcher from the kill to its first delivered put that was sent after the kill.",
 		resumeRows(results), results, "watch-resume")
+	writeMassTable(&md, results)
+	writeCurves(&md, results, *dir)
 	if *gobench != "" {
 		writeGoBench(&md, *gobench)
 	}
@@ -253,10 +258,10 @@ func writeCSV(path string, results []Result) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"workload", "case", "target", "round", "metric", "value"})
+	w.Write([]string{"workload", "case", "target", "round", "metric", "value", "curve"})
 	for _, r := range results {
 		num := func(name string, v float64) {
-			w.Write([]string{r.Workload, r.Case, r.Target, strconv.Itoa(r.Round), name, strconv.FormatFloat(v, 'g', 6, 64)})
+			w.Write([]string{r.Workload, r.Case, r.Target, strconv.Itoa(r.Round), name, strconv.FormatFloat(v, 'g', 6, 64), r.Curve})
 		}
 		num("throughput_ops_s", r.Throughput)
 		num("p50_ms", r.P50Ms)
@@ -304,6 +309,33 @@ func writeCSV(path string, results []Result) error {
 			num("live_out_of_order", float64(s.LiveOutOfOrder))
 			num("live_duplicates", float64(s.LiveDuplicates))
 			num("live_canceled", float64(s.LiveCanceled))
+		}
+		if m := r.Mass; m != nil {
+			num("opened", float64(m.Opened))
+			num("open_s", m.OpenS)
+			num("open_per_s", m.OpenPerS)
+			num("survived", map[bool]float64{true: 1, false: 0}[m.Survived()])
+			num("idle_rss_bytes", float64(m.IdleRSS))
+			num("idle_anon_bytes", float64(m.IdleAnon))
+			if m.Survived() {
+				num("held_rss_bytes", float64(m.HeldRSS))
+				num("held_anon_bytes", float64(m.HeldAnon))
+				num("anon_per_watcher", m.AnonPerWatcher(r.Watchers))
+			}
+			for _, p := range []struct {
+				name string
+				s    *PutSummary
+			}{{"put_idle_", m.PutIdle}, {"put_held_", m.PutHeld}} {
+				if p.s != nil {
+					num(p.name+"throughput_ops_s", p.s.Throughput)
+					num(p.name+"p99_ms", p.s.P99Ms)
+					num(p.name+"errors", float64(p.s.Errors))
+					num(p.name+"cpu_per_op_us", p.s.CPUPerOpUs)
+				}
+			}
+			if x := m.HeldRatio(); !math.IsNaN(x) {
+				num("put_held_over_idle", x)
+			}
 		}
 		if w := r.Resume; w != nil {
 			num("resumes", float64(w.Resumes))

@@ -209,10 +209,10 @@ func TestServerCPURows(t *testing.T) {
 	}
 	csv := string(b)
 	for _, want := range []string{
-		"put,put 64,raftwatch,2,cpu_per_op_us,180\n",
-		"put,put 64,etcd,3,server_cpu_s,4\n",
-		"put,put 64,etcd,3,node2_cpu_s,1.33333\n",
-		"watch-throughput,wt 1000,etcd,1,cpu_per_event_us,4\n",
+		"put,put 64,raftwatch,2,cpu_per_op_us,180,\n",
+		"put,put 64,etcd,3,server_cpu_s,4,\n",
+		"put,put 64,etcd,3,node2_cpu_s,1.33333,\n",
+		"watch-throughput,wt 1000,etcd,1,cpu_per_event_us,4,\n",
 	} {
 		if !strings.Contains(csv, want) {
 			t.Errorf("CSV lacks %q", want)

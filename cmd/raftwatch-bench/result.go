@@ -12,10 +12,14 @@ import (
 // Result is one measurement, written as one JSON line. Fields that do not
 // apply to a workload are omitted.
 type Result struct {
-	Workload string `json:"workload"` // put, get, txn, keepalive, watch-latency, watch-throughput, memory, slow-watchers, watch-resume
+	Workload string `json:"workload"` // put, get, txn, keepalive, watch-latency, watch-throughput, memory, watch-mass, slow-watchers, watch-resume
 	Case     string `json:"case"`     // the workload with its parameters; the table row key
 	Target   string `json:"target"`
 	Round    int    `json:"round"`
+	// Curve names the scaling curve this result is a point of (--curve:
+	// put-clients, watch-watchers, node-rss; see curves); such results are
+	// left out of the workload tables, which compare like cases only.
+	Curve string `json:"curve,omitempty"`
 
 	Clients  int `json:"clients,omitempty"`
 	Conns    int `json:"conns,omitempty"`
@@ -63,6 +67,75 @@ type Result struct {
 
 	Slow   *SlowWatchers `json:"slow_watchers,omitempty"`
 	Resume *WatchResume  `json:"watch_resume,omitempty"`
+	Mass   *MassWatchers `json:"mass_watchers,omitempty"`
+}
+
+// MassWatchers is what the watch-mass workload measures: many watchers
+// held on one node (Watchers, over Conns client objects, each one stream),
+// what they cost that node's memory, how fast they opened, and the put
+// load on keys none of them watches before and while they are held.
+type MassWatchers struct {
+	Keys         string `json:"keys"` // one: every watcher on one key; distinct: each on a key of its own
+	Node         int    `json:"node"` // endpoint index of the node holding them
+	OpenParallel int    `json:"open_parallel"`
+	// Opened watchers (acknowledged as created), in OpenS seconds.
+	Opened   int     `json:"opened"`
+	OpenS    float64 `json:"open_s"`
+	OpenPerS float64 `json:"open_per_s"`
+	// Failure says why the run stopped early (the node exited, opening
+	// timed out or was refused); Opened is how far it got. Empty: survived.
+	Failure string `json:"failure,omitempty"`
+	// The node's VmRSS and RssAnon (medians of rssSamples readings) before
+	// the first watcher and once all were open (after --settle), bytes.
+	IdleRSS  int64 `json:"idle_rss_bytes"`
+	IdleAnon int64 `json:"idle_anon_bytes"`
+	HeldRSS  int64 `json:"held_rss_bytes,omitempty"`
+	HeldAnon int64 `json:"held_anon_bytes,omitempty"`
+	// The put load on keys no watcher watches, on the same cluster before
+	// the watchers were opened (idle) and while they are held; nil: not run.
+	PutIdle *PutSummary `json:"put_idle,omitempty"`
+	PutHeld *PutSummary `json:"put_held,omitempty"`
+}
+
+// PutSummary is one put load's numbers.
+type PutSummary struct {
+	Clients    int     `json:"clients"`
+	Conns      int     `json:"conns"`
+	Throughput float64 `json:"throughput"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	Errors     int64   `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	CPUPerOpUs float64 `json:"cpu_per_op_us,omitempty"`
+}
+
+// Survived reports whether every watcher opened and the node stayed up.
+func (m *MassWatchers) Survived() bool { return m.Failure == "" }
+
+// BytesPerWatcher is the node's VmRSS growth per held watcher (NaN when
+// they were not all held).
+func (m *MassWatchers) BytesPerWatcher(watchers int) float64 {
+	if !m.Survived() || watchers == 0 {
+		return math.NaN()
+	}
+	return float64(m.HeldRSS-m.IdleRSS) / float64(watchers)
+}
+
+// AnonPerWatcher is BytesPerWatcher for RssAnon.
+func (m *MassWatchers) AnonPerWatcher(watchers int) float64 {
+	if !m.Survived() || watchers == 0 {
+		return math.NaN()
+	}
+	return float64(m.HeldAnon-m.IdleAnon) / float64(watchers)
+}
+
+// HeldRatio is put throughput while the watchers are held over before they
+// were opened; NaN when either load did not run.
+func (m *MassWatchers) HeldRatio() float64 {
+	if m.PutIdle == nil || m.PutHeld == nil || m.PutIdle.Throughput == 0 {
+		return math.NaN()
+	}
+	return m.PutHeld.Throughput / m.PutIdle.Throughput
 }
 
 // WatchResume is what the watch-resume workload measures besides the

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -63,39 +64,59 @@ func openWatchers(ctx context.Context, cfg watchConfig, key []byte) (*watchSet, 
 	if err != nil {
 		return nil, err
 	}
-	ws := &watchSet{pool: pool, streams: make([]WatchStream, cfg.watchers)}
+	streams, err := openStreams(ctx, pool, cfg.watchers, watchOpenParallel,
+		func(int) []byte { return key }, cfg.endpointOf, nil)
+	ws := &watchSet{pool: pool, streams: streams}
+	if err != nil {
+		ws.close()
+		return nil, fmt.Errorf("open %d watchers: %w", cfg.watchers, err)
+	}
+	return ws, nil
+}
+
+// openStreams opens n watches from parallel goroutines: watch w on the
+// key keyOf(w), through pool[w mod len(pool)] (whose endpoint is where(conn),
+// for errors). The streams live on ctx. It stops at the first error and
+// returns it with what it opened (nil where it did not), for the caller to
+// close. opened, when not nil, counts the watches acknowledged so far, for
+// a caller watching the progress.
+func openStreams(ctx context.Context, pool []Driver, n, parallel int, keyOf func(w int) []byte,
+	where func(conn int) string, opened *atomic.Int64) ([]WatchStream, error) {
+	streams := make([]WatchStream, n)
 	var (
 		next  atomic.Int64
 		wg    sync.WaitGroup
 		first firstError
 		fails atomic.Int64
 	)
-	for p := 0; p < watchOpenParallel; p++ {
+	for p := 0; p < parallel; p++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				w := int(next.Add(1) - 1)
-				if w >= cfg.watchers || fails.Load() > 0 {
+				if w >= n || fails.Load() > 0 {
 					return
 				}
 				// The stream lives on ctx; the process's hard timeout bounds creation.
-				s, err := pool[w%cfg.conns].Watch(ctx, key)
+				s, err := pool[w%len(pool)].Watch(ctx, keyOf(w))
 				if err != nil {
 					fails.Add(1)
-					first.set(fmt.Errorf("watcher %d on %s: %w", w, cfg.endpointOf(w%cfg.conns), err))
+					first.set(fmt.Errorf("watcher %d on %s: %w", w, where(w%len(pool)), err))
 					return
 				}
-				ws.streams[w] = s
+				streams[w] = s
+				if opened != nil {
+					opened.Add(1)
+				}
 			}
 		}()
 	}
 	wg.Wait()
 	if fails.Load() > 0 {
-		ws.close()
-		return nil, fmt.Errorf("open %d watchers: %s", cfg.watchers, first.msg)
+		return streams, errors.New(first.msg)
 	}
-	return ws, nil
+	return streams, nil
 }
 
 func (ws *watchSet) close() {
