@@ -67,8 +67,9 @@
 #                               (default: all of them)
 #            --log-store KIND   serve --log-store KIND (wal or boltdb) for the
 #                               raftwatch clusters, not the baseline's: with
-#                               --baseline HEAD the put table compares the two
-#                               log stores of one build side by side
+#                               --baseline HEAD --log-store boltdb the put table
+#                               compares the two log stores of one build (the
+#                               default is wal) side by side
 #
 # It stops exactly the processes it started, on exit and on INT/TERM.
 set -euo pipefail
@@ -184,9 +185,9 @@ MASS_OPEN_PARALLEL=1000                   # watches being opened at once (each w
 MASS_PUT_CLIENTS=64 MASS_PUT_CONNS=16     # watchers-1m: the put load before and while the watchers are held
 # RW_WATCH_CAPS are the serve flags a raftwatch node needs to hold the
 # watch curves' and watchers-1m's counts: serve's defaults refuse more than
-# 100,000 watchers per node and 10,000 per connection (1,000,000 over 100
-# connections is exactly 10,000 each).
-RW_WATCH_CAPS=(--max-watchers 2000000 --max-watchers-per-connection 20000)
+# 100,000 watchers per node and 10,000 per client, and every connection of
+# the load generator comes from 127.0.0.1, so it is one client to the node.
+RW_WATCH_CAPS=(--max-watchers 2000000 --max-watchers-per-client 0)
 # RAFTWATCH_MASS_SERVE_FLAGS (environment): more serve flags for those same
 # clusters, e.g. "--memory-limit 0"; none by default, so the runs measure
 # serve's defaults otherwise.
@@ -488,7 +489,7 @@ scale_where() { if [[ $SCALE_FRESH == 1 ]]; then echo "$1"; else echo "the round
 	echo
 	echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); clients and every cluster share it, one cluster busy at a time"
 	echo "- rounds: $ROUNDS, order per workload: ${PUT_TARGETS[*]} for put, ${TARGETS[*]} otherwise (A B A B ...); every cluster fresh per round and for each memory measurement"
-	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (${LOG_STORE:-boltdb} log store$([[ -n $LOG_STORE ]] && echo ", --log-store $LOG_STORE"); raft-boltdb with NoSync=false: two fsyncs per append; raft-wal: one), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GOGC 400, 2 ms commit timeout)"
+	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (${LOG_STORE:-wal} log store$([[ -n $LOG_STORE ]] && echo ", --log-store $LOG_STORE"); raft-wal: one fsync per append; raft-boltdb with NoSync=false: two), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GC target paced by allocation rate, 50-400 %; 2 ms commit timeout)"
 	echo "- baseline (history cost): $BASELINE_NOTE"
 	echo "- etcd $ETCD_DESC: 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
@@ -500,7 +501,7 @@ scale_where() { if [[ $SCALE_FRESH == 1 ]]; then echo "$1"; else echo "the round
 	echo "- curves: put throughput and p99 at $(printf '%s, ' "${CURVE_CLIENTS[@]}" | sed 's/, $//') clients, connections = clients/4 (at least 1, at most 64), ${CURVE_DUR} measured after ${CURVE_WARMUP} warmup each; then, on the same cluster (one fresh cluster per system per round for both curves), watch delivery p99 at $(printf '%s, ' "${CURVE_WATCHERS[@]}" | sed 's/, $//') watchers on one key over ${CURVE_WATCH_CONNS} client objects spread over the nodes, puts at ${WL_RATE}/s for ${CURVE_WATCH_DUR}; node RSS (VmRSS, median of 5 readings ${MASS_SETTLE} after opening) at $(printf '%s, ' "${CURVE_RSS_WATCHERS[@]}" | sed 's/, $//') watchers on one key held on one node over ${MASS_CONNS} client objects, $(scale_where "fresh clusters per point")$(want watchers-1m && echo " (the ${MASS_WATCHERS} point is watchers-1m's one-key run)")"
 	echo "- watchers-1m: ${MASS_WATCHERS} watchers held on one node over ${MASS_CONNS} client objects (one connection and one watch stream each), opened ${MASS_OPEN_PARALLEL} at a time (each waits for its creation ack), all on one key, then on ${MASS_WATCHERS} distinct keys (/w/0000000 ..., one exact-key watch each), each case on $(scale_where "fresh clusters"); the node's VmRSS and RssAnon (median of 5 readings) before and ${MASS_SETTLE} after opening; a put load (${MASS_PUT_CLIENTS} clients over ${MASS_PUT_CONNS} connections, ${MASS_PUT_DUR} after ${MASS_PUT_WARMUP} warmup, keys no watcher watches) on the same cluster before opening and while held. Opening must finish within ${MASS_OPEN_TIMEOUT}, else the target did not survive that count"
 	[[ $SCALE_FRESH == 0 ]] && echo "- --quick: curves and watchers-1m run on the round's shared cluster after the other workloads, not on fresh ones (raftwatch's started with the flags below)"
-	echo "- raftwatch serve flags of the curves' and watchers-1m's clusters: ${RW_WATCH_CAPS[*]}${RAFTWATCH_MASS_SERVE_FLAGS:+ ${RAFTWATCH_MASS_SERVE_FLAGS}} (serve's defaults cap watchers at 100,000 per node and 10,000 per connection)"
+	echo "- raftwatch serve flags of the curves' and watchers-1m's clusters: ${RW_WATCH_CAPS[*]}${RAFTWATCH_MASS_SERVE_FLAGS:+ ${RAFTWATCH_MASS_SERVE_FLAGS}} (serve's defaults cap watchers at 100,000 per node and 10,000 per client, and the load generator is one client, 127.0.0.1)"
 	echo "- put/get: ${DUR} measured after ${WARMUP} warmup; watch: ${WATCHERS} watchers on one key over all nodes (one connection per node), latency puts at ${WL_RATE}/s for ${WATCH_DUR}, throughput ${WT_PUT_CLIENTS} writers over ${WT_PUT_CONNS} connections for ${WATCH_DUR}; memory: ${MEM_WATCHERS} watchers, RSS from /proc/PID/status ${SETTLE} after opening, median of 5 readings"
 	echo
 } >"$RESULTS/settings.md"
@@ -596,7 +597,12 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	# the next fresh_clusters (or the end) stops the rest of that cluster.
 	if [[ " ${TARGETS[*]} " == *" raftwatch "* ]]; then
 		if want slow-watchers; then
+			# Its 10,000 slow and 10 live watchers all come from
+			# 127.0.0.1: one client to the node, over its default quota
+			# of 10,000 watchers (its byte budgets stay the defaults).
+			RW_SERVE_FLAGS=(--max-watchers-per-client 0)
 			fresh_clusters "r$ROUND-slow" raftwatch
+			RW_SERVE_FLAGS=()
 			bench_on raftwatch slow-watchers --watchers "$SLOW_WATCHERS" --conns "$SLOW_CONNS" --live "$SLOW_LIVE" \
 				--rate "$SLOW_RATE" --duration "$SLOW_DUR" --drain "$DRAIN"
 		fi
