@@ -21,6 +21,7 @@ func benchSetup(b *testing.B, cfg Config) (*Registry, *Dispatcher, *memHistory) 
 		cfg.BufferSize = benchBufferSize
 	}
 	cfg.MaxWatchers = 1 << 20
+	cfg.MaxWatchersPerClient = 1 << 20 // every benchmark stream is one Client
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	hist := newMemHistory()
 	r := NewRegistry(cfg, hist, 0)
