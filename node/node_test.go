@@ -306,6 +306,11 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 	if st := n.Status(); st.Healthy || !strings.Contains(st.UnhealthyReason, `key "/a"`) {
 		t.Fatalf("status healthy=%v reason=%q, want unhealthy naming /a", st.Healthy, st.UnhealthyReason)
 	}
+	select {
+	case <-n.StateDamaged():
+	default:
+		t.Fatal("StateDamaged is not closed on a node that found a damaged value")
+	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -316,6 +321,11 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertRebuilt(t, n, path, value)
+	select {
+	case <-n.StateDamaged():
+		t.Fatal("StateDamaged is closed on the rebuilt node")
+	default:
+	}
 }
 
 // assertRebuilt checks a node whose state.db at path was set aside and
@@ -434,6 +444,11 @@ func testDamagedLogEntryFoundWhileRunning(t *testing.T, kind LogStore) {
 	}
 	if st := n.Status(); st.Healthy || !strings.Contains(st.UnhealthyReason, fmt.Sprintf("raft log entry %d", res.Revision)) {
 		t.Fatalf("status healthy=%v reason=%q", st.Healthy, st.UnhealthyReason)
+	}
+	select {
+	case <-n.StateDamaged():
+		t.Fatal("StateDamaged is closed for a damaged log entry: reopening cannot repair that")
+	default:
 	}
 	n.Close()
 
