@@ -16,7 +16,7 @@ import (
 // A node is healthy until it finds stored data it cannot trust: a state
 // machine value that fails its checksum (fsm.FSM.Damage: a read, the
 // apply path, a snapshot or the scrub found it) or a raft log entry that
-// does (*LogCorruptError). From then on, until it is restarted, the node
+// does (*LogCorruptError). From then on, until it is closed, the node
 //   - refuses every read, serializable or linearizable, with ErrDataLoss;
 //   - refuses writes and new watches as not applied, and cancels every
 //     watch, so clients move to another node;
