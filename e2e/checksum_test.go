@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/raftwatch/raftwatch/client"
+	pb "github.com/raftwatch/raftwatch/proto"
 )
 
 // flipEveryCopy flips one bit of every copy of value in file (bbolt keeps
@@ -61,9 +62,11 @@ func getOn(t *testing.T, c *testCluster, p *proc, key string, opts ...client.OpO
 // of a value flipped in a stopped follower's state.db. The follower must
 // never serve the damaged value (serializable or linearizable), must say
 // it is unhealthy and why, must not serve as leader, and must repair itself
-// at its next start; the others serve the right value throughout.
+// at its next start; the others serve the right value throughout. The
+// in-process rebuild is off, so that the node stays unhealthy for the
+// test; TestDamagedStateMachineIsRebuiltWithoutARestart has it on.
 func TestFlippedValueOnDiskIsNeverServed(t *testing.T) {
-	c := startCluster(t)
+	c := startCluster(t, "--rebuild-on-damage=false")
 	key, value := "/sum/k", []byte("checksummed-value-0123456789abcdef")
 	if _, err := c.client().Put(ctxT(t, 10*time.Second), []byte(key), value); err != nil {
 		t.Fatal(err)
@@ -166,6 +169,123 @@ func TestFlippedValueOnDiskIsNeverServed(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.dataDir, "state.db.damaged")); !os.IsNotExist(err) {
 		t.Fatalf("the damage marker is still there after the rebuild: %v", err)
+	}
+}
+
+// TestDamagedStateMachineIsRebuiltWithoutARestart is issue 12's first
+// repro with the repair left to the node: once it finds the flipped value,
+// the process shuts the node down, its watchers canceled with the reason,
+// and opens it again in-process, rebuilt from its snapshot and raft log:
+// the same process serves the right value again, healthy, and watches go
+// on.
+func TestDamagedStateMachineIsRebuiltWithoutARestart(t *testing.T) {
+	// No scrub: the test's get finds the damage, once its watchers are on.
+	c := startCluster(t, "--scrub-interval", "0")
+	key, value := "/sum/k", []byte("checksummed-value-0123456789abcdef")
+	if _, err := c.client().Put(ctxT(t, 10*time.Second), []byte(key), value); err != nil {
+		t.Fatal(err)
+	}
+	f := c.followers()[0]
+	var other *proc
+	for _, p := range c.nodes {
+		if p != f {
+			other = p
+		}
+	}
+	eventually(t, 10*time.Second, "the follower applied the put", func() bool {
+		v, err := getOn(t, c, f, key, client.WithSerializable())
+		return err == nil && v == string(value)
+	})
+	if err := c.stop(f); err != nil {
+		t.Fatal(err)
+	}
+	damaged, _ := flipEveryCopy(t, filepath.Join(f.dataDir, "state.db"), value)
+	c.start(f)
+	pid := f.cmd.Process.Pid
+	eventually(t, 15*time.Second, "the restarted follower to answer", func() bool {
+		st, err := c.status(f)
+		return err == nil && st.Healthy && st.Role == "follower"
+	})
+
+	// Watchers on it: a raw stream, and a client that may move elsewhere.
+	raw := createRaw(t, rawStream(t, f), &pb.WatchCreate{Key: []byte("/w/"), Prefix: true, RequestId: 1})
+	moving, err := c.client(f.clientAddr, other.clientAddr).Watch(ctxT(t, time.Minute), []byte("/w/"), client.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	movingEvents := collect(moving)
+	r0, err := c.client().Put(ctxT(t, 10*time.Second), []byte("/w/0"), []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextRawData(t, raw); ev.Revision != r0.Revision {
+		t.Fatalf("raw watcher got %v, want the put at %d", ev, r0.Revision)
+	}
+	if ev := nextData(t, movingEvents, 10*time.Second); ev.Revision != r0.Revision {
+		t.Fatalf("watch got %v, want the put at %d", ev, r0.Revision)
+	}
+
+	// The read that finds the damage.
+	v, err := getOn(t, c, f, key, client.WithSerializable())
+	if v == string(damaged) || status.Code(err) != codes.DataLoss {
+		t.Fatalf("serializable get of the damaged value: %q, %v; want DATA_LOSS", v, err)
+	}
+	ev := nextRawData(t, raw)
+	if ev.Type != pb.EventType_CANCELED || codes.Code(ev.Code) != codes.Unavailable || !strings.Contains(ev.Reason, "damaged stored data") {
+		t.Fatalf("raw watcher on the damaged node got %v, want CANCELED UNAVAILABLE naming the damage", ev)
+	}
+
+	// Repaired with no restart by the test.
+	eventually(t, 30*time.Second, "the node to serve the right value again", func() bool {
+		v, err := getOn(t, c, f, key, client.WithSerializable())
+		if v == string(damaged) {
+			t.Fatalf("the node served the damaged value")
+		}
+		return err == nil && v == string(value)
+	})
+	select {
+	case <-f.exited:
+		t.Fatal("the node's process exited")
+	default:
+	}
+	if f.cmd.Process.Pid != pid {
+		t.Fatalf("pid %d, want %d", f.cmd.Process.Pid, pid)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		t.Fatalf("process %d is gone: %v", pid, err)
+	}
+	if st, err := c.status(f); err != nil || !st.Healthy {
+		t.Fatalf("status after the rebuild: %v, %v; want healthy", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(f.dataDir, "state.db.damaged")); !os.IsNotExist(err) {
+		t.Fatalf("the damage marker is still there after the rebuild: %v", err)
+	}
+	b, err := os.ReadFile(f.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"state machine damaged: restarting in-process to rebuild it", "rebuilding it from the newest snapshot and the raft log"} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("the node's log does not say %q:\n%s", want, lastLines(string(b), 30))
+		}
+	}
+	// Two starts by the test, one by the node itself.
+	if got := strings.Count(string(b), "node started"); got != 3 {
+		t.Fatalf("the log shows %d node starts, want 3 (2 processes, 1 in-process rebuild)", got)
+	}
+
+	// The client's watch went on, elsewhere or on the rebuilt node, and a
+	// new watch on the rebuilt node sees the next write.
+	again := createRaw(t, rawStream(t, f), &pb.WatchCreate{Key: []byte("/w/"), Prefix: true, RequestId: 1})
+	r1, err := c.client().Put(ctxT(t, 10*time.Second), []byte("/w/1"), []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextData(t, movingEvents, 20*time.Second); ev.Revision != r1.Revision || string(ev.Value) != "after" {
+		t.Fatalf("the client's watch got %v after the rebuild, want the put at %d", ev, r1.Revision)
+	}
+	if ev := nextRawData(t, again); ev.Revision != r1.Revision {
+		t.Fatalf("a watch on the rebuilt node got %v, want the put at %d", ev, r1.Revision)
 	}
 }
 

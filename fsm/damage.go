@@ -63,7 +63,7 @@ func (f *FSM) markDamaged(err error) {
 	f.damage = err
 	close(f.damaged)
 	f.log.Error("state machine damaged: a stored value failed its checksum; this node must not serve it. "+
-		"It will be rebuilt from the raft snapshot and log when the node restarts",
+		"It will be rebuilt from the raft snapshot and log when the node is reopened (serve does that in-process)",
 		"path", f.path, "err", err, "marker", MarkerPath(f.path))
 	if werr := writeMarker(f.path, err.Error()); werr != nil {
 		f.log.Error("could not write the damage marker; the state machine will not be rebuilt at the next start by itself",
@@ -110,7 +110,7 @@ func (f *FSM) stopApplying(first, last uint64, err error) {
 			"the entry was written by a newer raftwatch: run that version", err))
 	case errors.Is(f.check(err), ErrCorrupt):
 		panic(fmt.Sprintf("fsm: stopping: entries %d..%d cannot be applied: %v; the state machine %s is marked damaged "+
-			"and is rebuilt from the raft snapshot and log when the node restarts", first, last, err, f.path))
+			"and is rebuilt from the raft snapshot and log when the node is reopened (serve does that in-process)", first, last, err, f.path))
 	}
 	panic(fmt.Sprintf("fsm: commit of entries %d..%d to %s failed: %v", first, last, f.path, err))
 }

@@ -16,7 +16,7 @@ import (
 // A node is healthy until it finds stored data it cannot trust: a state
 // machine value that fails its checksum (fsm.FSM.Damage: a read, the
 // apply path, a snapshot or the scrub found it) or a raft log entry that
-// does (*LogCorruptError). From then on, until it is restarted, the node
+// does (*LogCorruptError). From then on, until it is closed, the node
 //   - refuses every read, serializable or linearizable, with ErrDataLoss;
 //   - refuses writes and new watches as not applied, and cancels every
 //     watch, so clients move to another node;
@@ -26,13 +26,18 @@ import (
 //
 // At its next start, a damaged state machine (marker state.db.damaged) is
 // set aside and rebuilt from the newest snapshot and the raft log, as after
-// a machine crash (session.go). A damaged log entry (marker raft.db.damaged,
+// a machine crash (session.go); StateDamaged tells the process to reopen
+// the node for that without an operator. A damaged log entry (marker raft.db.damaged,
 // or found when the entries still to apply are verified at start) makes the
 // node refuse to start, naming the entry: it cannot be rebuilt locally.
 
 // healthCheckInterval is how often an unhealthy node checks that it is not
 // the leader: raft may elect it, as its log is as good as anyone's.
 const healthCheckInterval = 200 * time.Millisecond
+
+// DamagedReason is the reason of the CANCELED event every watcher of a node
+// that found damaged stored data gets: its client resumes elsewhere.
+const DamagedReason = "this node found damaged stored data; resume on another node"
 
 // ErrDataLoss is wrapped by the error every read returns on a node that
 // found damaged data.
@@ -164,6 +169,13 @@ func writeMarker(path, reason string) error {
 	return os.Rename(path+".tmp", path)
 }
 
+// StateDamaged is closed when this node finds its state machine damaged (a
+// stored value failed its checksum). Closing the node and opening it again
+// on the same data dir rebuilds the state machine from the newest snapshot
+// and the raft log. A damaged raft log entry does not close it: that
+// cannot be rebuilt here, and the next Open refuses to start.
+func (n *Node) StateDamaged() <-chan struct{} { return n.fsm.Damaged() }
+
 // unhealthy returns why this node is unhealthy; nil while it is healthy.
 func (n *Node) unhealthy() error {
 	if err := n.fsm.Damage(); err != nil {
@@ -204,9 +216,9 @@ func (n *Node) guardHealth() {
 		return
 	}
 	reason := n.unhealthy()
-	n.log.Error("node unhealthy: refusing reads, writes, watches and leadership until repaired; restart it to rebuild a damaged state machine",
+	n.log.Error("node unhealthy: refusing reads, writes, watches and leadership until repaired; a damaged state machine is rebuilt when the node is reopened",
 		"reason", reason)
-	n.CancelWatchers("this node found damaged stored data; resume on another node")
+	n.CancelWatchers(DamagedReason)
 	if errors.Is(reason, ErrLogCorrupt) {
 		// It could neither apply nor send that entry: as leader it would
 		// stall the followers that need it, and a transfer to them could

@@ -323,10 +323,15 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 			break
 		}
 	}
-	for _, want := range []string{`key \"/a\"`, "checksum", path, "rebuilt from the raft snapshot and log when the node restarts"} {
+	for _, want := range []string{`key \"/a\"`, "checksum", path, "rebuilt from the raft snapshot and log when the node is reopened"} {
 		if !strings.Contains(mismatch, want) {
 			t.Fatalf("the checksum mismatch's log line %q lacks %q; log:\n%s", mismatch, want, logged.String())
 		}
+	}
+	select {
+	case <-n.StateDamaged():
+	default:
+		t.Fatal("StateDamaged is not closed on a node that found a damaged value")
 	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
@@ -338,6 +343,11 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertRebuilt(t, n, path, value)
+	select {
+	case <-n.StateDamaged():
+		t.Fatal("StateDamaged is closed on the rebuilt node")
+	default:
+	}
 }
 
 // assertRebuilt checks a node whose state.db at path was set aside and
@@ -462,6 +472,11 @@ func testDamagedLogEntryFoundWhileRunning(t *testing.T, kind LogStore) {
 	}
 	if st := n.Status(); st.Healthy || !strings.Contains(st.UnhealthyReason, fmt.Sprintf("raft log entry %d", res.Revision)) {
 		t.Fatalf("status healthy=%v reason=%q", st.Healthy, st.UnhealthyReason)
+	}
+	select {
+	case <-n.StateDamaged():
+		t.Fatal("StateDamaged is closed for a damaged log entry: reopening cannot repair that")
+	default:
 	}
 	n.Close()
 

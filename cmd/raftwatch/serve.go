@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -40,7 +41,7 @@ func newServeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var initial, logFormat, logLevel, pprofAddr, metricsAddr string
 	var gcPercent int
-	var pacedGC bool
+	var pacedGC, rebuildOnDamage bool
 	var auth bool
 	var authAdmin string
 	var memoryLimit int64
@@ -99,6 +100,15 @@ member by it. Certificate, key and CA files are reloaded when they change
 on disk: new connections use them, without a restart; a replaced
 certificate that fails these checks is logged and the previous one stays.
 
+Damaged data: a node that finds a stored value failing its checksum stops
+serving (reads, writes, watches and leadership). With --rebuild-on-damage
+(the default) it then shuts down as on SIGTERM, its watchers canceled with
+the reason, and starts again in the same process on the same addresses,
+which sets the damaged state machine aside and rebuilds it from its newest
+snapshot and its raft log (both checksummed); at most 3 times an hour, past
+which it stays unhealthy until restarted. A damaged raft log entry cannot
+be rebuilt locally: the node refuses to start, naming it.
+
 SIGTERM or SIGINT shuts down cleanly: leadership is handed over when this
 node leads, every watcher gets CANCELED with reason "shutdown", in-flight
 requests drain, and the data files are closed.`,
@@ -138,7 +148,12 @@ requests drain, and the data files are closed.`,
 			if maxStreams > 0 {
 				opts = append(opts, grpc.MaxConcurrentStreams(maxStreams))
 			}
-			return serve(cfg, pprofAddr, metricsAddr, authAdmin, pacedGC, log, opts...)
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sig)
+			return serve(cfg, serveConfig{pprofAddr: pprofAddr, metricsAddr: metricsAddr, authAdmin: authAdmin,
+				pacedGC: pacedGC, rebuildOnDamage: rebuildOnDamage,
+				rebuilds: rebuildLimit{max: maxRebuilds, window: rebuildWindow}}, sig, log, opts...)
 		},
 	}
 	f := cmd.Flags()
@@ -178,6 +193,7 @@ requests drain, and the data files are closed.`,
 	f.Uint64Var(&cfg.HistoryMaxEvents, "history-max-events", 1000000, "events of history kept for watches that start in the past, catch up or resume (oldest compacted first)")
 	f.Uint64Var(&cfg.HistoryMaxBytes, "history-max-bytes", 256<<20, "bytes of keys and values kept in the event history")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "verify the checksum of every stored value at start, then again this long after each pass ends, paced (0 disables)")
+	f.BoolVar(&rebuildOnDamage, "rebuild-on-damage", true, fmt.Sprintf("when a stored value fails its checksum, rebuild the state machine from this node's newest snapshot and raft log by restarting the node in-process (at most %d times an hour; past that, or with false, the node stays unhealthy until restarted)", maxRebuilds))
 	addLeaseServeFlags(f, &cfg.Leases)
 	tlsFlags = addServeTLSFlags(f)
 	f.DurationVar(&cfg.Watch.ProgressInterval, "progress-interval", cfg.Watch.ProgressInterval, "PROGRESS heartbeat period (0 disables)")
@@ -253,26 +269,67 @@ func parseInitialCluster(s string) (map[string]string, error) {
 	return out, nil
 }
 
-// serve assembles the node (raft, dispatcher, batcher: node.Open), then the
-// gRPC server, and on a signal stops them in reverse. A non-empty
-// authAdmin enforces roles (--auth) with that admin identity; pacedGC runs
-// the GC pacer (gcpace) for as long as the node serves.
-func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, pacedGC bool, log *slog.Logger, opts ...grpc.ServerOption) error {
+// serveConfig is what serve needs beyond the node's configuration.
+type serveConfig struct {
+	pprofAddr, metricsAddr string
+	// authAdmin, when not empty, enforces roles (--auth) with that admin
+	// identity.
+	authAdmin string
+	// pacedGC runs the GC pacer (gcpace) for as long as serve runs.
+	pacedGC bool
+	// rebuildOnDamage reopens the node in-process when its state machine
+	// is found damaged, at most as often as rebuilds allows.
+	rebuildOnDamage bool
+	rebuilds        rebuildLimit
+}
+
+// serve runs the node until stop delivers a signal: it assembles the node
+// and its servers (serveOnce) and, each time the node finds its state
+// machine damaged, stops them as on a signal and assembles them again on
+// the same addresses, which rebuilds the state machine from the newest
+// snapshot and the raft log (node.Open). What belongs to the process, not
+// to one node, is started once: the GC pacer and the pprof server.
+func serve(cfg node.Config, sc serveConfig, stop <-chan os.Signal, log *slog.Logger, opts ...grpc.ServerOption) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if sc.pacedGC {
+		go gcpace.New().Run(ctx)
+	}
+	if sc.pprofAddr != "" {
+		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(sc.pprofAddr, nil)) }()
+	}
+	for {
+		rebuild, err := serveOnce(cfg, &sc, stop, log, opts...)
+		if !rebuild || err != nil {
+			return err
+		}
+		log.Warn("state machine damaged: restarting in-process to rebuild it from the newest snapshot and the raft log",
+			"rebuilds_in_window", len(sc.rebuilds.past), "max_rebuilds", sc.rebuilds.max, "window", sc.rebuilds.window)
+	}
+}
+
+// serveOnce assembles the node (raft, dispatcher, batcher: node.Open),
+// then the gRPC server and the metrics server, and stops them in reverse
+// on a signal, or when the node finds its state machine damaged and
+// sc.rebuilds allows a rebuild: it then returns rebuild true.
+func serveOnce(cfg node.Config, sc *serveConfig, stop <-chan os.Signal, log *slog.Logger, opts ...grpc.ServerOption) (rebuild bool, err error) {
 	lis, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
-		return fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
+		return false, fmt.Errorf("listen for clients on %s: %w", cfg.ClientAddr, err)
 	}
 	var metricsLis net.Listener
 	var m *metrics.Metrics
-	if metricsAddr != "" {
-		if metricsLis, err = net.Listen("tcp", metricsAddr); err != nil {
+	if sc.metricsAddr != "" {
+		if metricsLis, err = net.Listen("tcp", sc.metricsAddr); err != nil {
 			lis.Close()
-			return fmt.Errorf("listen for metrics on %s: %w", metricsAddr, err)
+			return false, fmt.Errorf("listen for metrics on %s: %w", sc.metricsAddr, err)
 		}
+		// A registry of this node's own: the first run's still holds
+		// the node it replaced.
 		if m, err = metrics.New(); err != nil {
 			lis.Close()
 			metricsLis.Close()
-			return err
+			return false, err
 		}
 		cfg.ApplyObserver = m.ObserveApply
 		opts = append(opts, m.ServerOptions()...)
@@ -283,19 +340,16 @@ func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, pacedGC bo
 		if metricsLis != nil {
 			metricsLis.Close()
 		}
-		return err
+		return false, err
 	}
 	health := server.NewHealth(n)
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	go health.Run(healthCtx)
-	if pacedGC {
-		go gcpace.New().Run(healthCtx)
-	}
 	srv := server.New(n, log)
-	if authAdmin != "" {
-		srv.RequireAuth(authAdmin)
-		log.Info("enforcing roles", "admin_identity", authAdmin)
+	if sc.authAdmin != "" {
+		srv.RequireAuth(sc.authAdmin)
+		log.Info("enforcing roles", "admin_identity", sc.authAdmin)
 	}
 	g := srv.NewGRPCServer(opts...)
 	health.Register(g)
@@ -312,26 +366,44 @@ func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, pacedGC bo
 		mux.HandleFunc("/readyz", health.Readyz)
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		defer hs.Close()
-		go func() { log.Warn("metrics server stopped", "err", hs.Serve(metricsLis)) }()
+		go func() {
+			if err := hs.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("metrics server stopped", "err", err)
+			}
+		}()
 		log.Info("serving metrics", "addr", metricsLis.Addr().String())
 	}
-	if pprofAddr != "" {
-		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(pprofAddr, nil)) }()
-	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	var damaged <-chan struct{}
+	if sc.rebuildOnDamage {
+		damaged = n.StateDamaged()
+	}
+	cancelReason := "shutdown"
 	var runErr error
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case runErr = <-serveErr:
-		log.Error("gRPC server failed", "err", runErr)
+wait:
+	for {
+		select {
+		case s := <-stop:
+			log.Info("shutting down", "signal", s.String())
+		case runErr = <-serveErr:
+			log.Error("gRPC server failed", "err", runErr)
+		case <-damaged:
+			if !sc.rebuilds.take(time.Now()) {
+				log.Error("state machine damaged, but not rebuilt: the node stays unhealthy until an operator restarts it, "+
+					"as it was rebuilt in-process too often already (a failing disk?)",
+					"max_rebuilds", sc.rebuilds.max, "window", sc.rebuilds.window)
+				damaged = nil
+				continue
+			}
+			log.Warn("state machine damaged: shutting the node down to rebuild it")
+			rebuild, cancelReason = true, node.DamagedReason
+		}
+		break wait
 	}
 
 	stopHealth() // health checks say NOT_SERVING while this node goes
 	n.StepDown()
-	n.CancelWatchers("shutdown")
+	n.CancelWatchers(cancelReason)
 	drained := make(chan struct{})
 	go func() { g.GracefulStop(); close(drained) }()
 	select {
@@ -341,8 +413,42 @@ func serve(cfg node.Config, pprofAddr, metricsAddr, authAdmin string, pacedGC bo
 		g.Stop()
 	}
 	if err := n.Close(); err != nil {
-		return fmt.Errorf("close node: %w", err)
+		return false, fmt.Errorf("close node: %w", err)
 	}
-	log.Info("shutdown complete")
-	return runErr
+	if !rebuild {
+		log.Info("shutdown complete")
+	}
+	return rebuild, runErr
+}
+
+// The in-process rebuilds of a damaged state machine are limited to
+// maxRebuilds in any rebuildWindow: a state machine damaged again and again
+// (a failing disk) is left unhealthy, for an operator, rather than rebuilt
+// in a loop.
+const (
+	maxRebuilds   = 3
+	rebuildWindow = time.Hour
+)
+
+// rebuildLimit allows at most max rebuilds in any window.
+type rebuildLimit struct {
+	max    int
+	window time.Duration
+	past   []time.Time // the rebuilds allowed in the window before the latest, oldest first
+}
+
+// take reports whether a rebuild at now is allowed, and counts it if so.
+func (l *rebuildLimit) take(now time.Time) bool {
+	kept := l.past[:0]
+	for _, t := range l.past {
+		if now.Sub(t) < l.window {
+			kept = append(kept, t)
+		}
+	}
+	l.past = kept
+	if len(l.past) >= l.max {
+		return false
+	}
+	l.past = append(l.past, now)
+	return true
 }
