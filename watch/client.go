@@ -72,6 +72,21 @@ func (c *Client) reserve() (int64, bool) {
 	}
 }
 
+// roomFor reports whether a stream of c holding held bytes may start
+// queuing another revision under c's budget (Config.ClientBytes): always
+// while c holds less; past it, only while the stream holds less than an
+// equal share of the budget among c's open streams. So a client's stream
+// that is not read cannot starve its streams that are: they hold little,
+// keep their watchers live and catch up from history when they fell
+// behind, while c as a whole holds less than twice its budget (each stream
+// adds at most its share once past it).
+func (c *Client) roomFor(held int) bool {
+	if c.bytes.Load() < c.reg.clientBytes {
+		return true
+	}
+	return int64(held) < c.reg.clientBytes/max(c.streams.Load(), 1)
+}
+
 // heldBytes counts the bytes one Client holds and keeps the registry's
 // node-wide total, and its count of clients holding any, in step.
 type heldBytes struct {

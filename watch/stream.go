@@ -284,9 +284,10 @@ func (s *Stream) hasRoom(w *Watcher) bool {
 
 // roomLocked is hasRoom with s.mu held, keeping spare events free.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
+	held := s.bytes + s.sent + s.sending
 	return s.pendingLocked(w)+spare < s.reg.bufferSize &&
-		s.bytes+s.sent+s.sending < s.reg.streamBytes &&
-		s.conn.bytes.Load() < s.reg.clientBytes &&
+		held < s.reg.streamBytes &&
+		s.conn.roomFor(held) &&
 		s.reg.totalRoomFor(s.conn.bytes.Load())
 }
 
