@@ -284,3 +284,50 @@ func TestTotalBytesBoundsManyClients(t *testing.T) {
 		wantState(t, w, catchingUp)
 	}
 }
+
+// A client that reads the way the server does (TakeBytes until one comes
+// back empty) still counts its last message as being sent; past the
+// node-wide budget that leftover alone can reach its share. Its empty queue
+// must still take the next revision: nothing else would ever release the
+// leftover (a later TakeBytes needs something queued), and its watchers
+// would stay behind for good.
+func TestReadingClientsKeepWatchingPastTheTotalBudget(t *testing.T) {
+	first := put("/a/k", 1)
+	one := first.size()
+	h := newHarness(t, Config{TotalBytes: 2 * one}, false)
+	var streams []*Stream
+	var ws []*Watcher
+	for i := 0; i < 2; i++ {
+		s := newStreamOf(t, h.reg.NewClient())
+		streams = append(streams, s)
+		ws = append(ws, h.registerOn(s, "/a/", Options{Prefix: true}))
+	}
+	readAll := func(rev uint64) {
+		t.Helper()
+		for i, s := range streams {
+			got := s.TakeBytes(nil, 1<<20)
+			var data []Event
+			for _, ev := range got {
+				if ev.Type == Put {
+					data = append(data, ev)
+				}
+			}
+			if len(data) != 1 || data[0].Revision != rev {
+				t.Fatalf("stream %d took %+v, want the put at revision %d", i, got, rev)
+			}
+			if more := s.TakeBytes(nil, 1<<20); len(more) != 0 {
+				t.Fatalf("stream %d: a second take got %d events", i, len(more))
+			}
+		}
+	}
+	for rev := uint64(1); rev <= 5; rev++ {
+		h.deliverNow(rev, false, put("/a/k", rev))
+		for _, w := range ws {
+			wantState(t, w, live)
+		}
+		readAll(rev)
+	}
+	if got := h.reg.Bytes(); got != 2*one {
+		t.Fatalf("the registry holds %d bytes, want %d: each client's last message, as being sent", got, 2*one)
+	}
+}

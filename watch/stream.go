@@ -158,10 +158,12 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 }
 
 // releaseLocked gives n bytes back to the Client's (and the node-wide)
-// budget; s.mu is held.
+// budget and wakes the dispatcher: watchers of other streams of the Client,
+// or of other clients, that fell behind may have room again. s.mu is held.
 func (s *Stream) releaseLocked(n int) {
 	if n != 0 {
 		s.conn.bytes.Add(int64(-n))
+		s.reg.poke()
 	}
 }
 
@@ -285,10 +287,18 @@ func (s *Stream) hasRoom(w *Watcher) bool {
 // roomLocked is hasRoom with s.mu held, keeping spare events free.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	held := s.bytes + s.sent + s.sending
-	return s.pendingLocked(w)+spare < s.reg.bufferSize &&
-		held < s.reg.streamBytes &&
-		s.conn.roomFor(held) &&
-		s.reg.totalRoomFor(s.conn.bytes.Load())
+	if s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
+		return false
+	}
+	// An empty queue always takes a revision, whatever the shared budgets
+	// say: what it holds is what it sent last, which only a later take
+	// releases, and a take needs something queued. So a stream that reads
+	// never stalls behind the budgets, and one that does not holds at most
+	// one revision more than they allow.
+	if s.bytes == 0 {
+		return true
+	}
+	return s.conn.roomFor(held) && s.reg.totalRoomFor(s.conn.bytes.Load())
 }
 
 // push queues ev for w if w has room (or always, with force) and reports

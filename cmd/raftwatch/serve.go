@@ -73,7 +73,8 @@ refused at start, not trimmed: repair the member from a peer.
 Memory: each watch stream queues at most --watch-stream-bytes of events,
 all the streams of one client together at most --watch-client-bytes
 (events being sent included), and all clients together less than twice
---watch-total-bytes (past it, the clients holding the most fall behind).
+--watch-total-bytes (past it, the clients holding the most fall behind),
+each plus one revision per stream.
 A client is the identity of its verified certificate, or else its IP
 address, however many connections it opens. A watch whose budget is spent
 is not canceled but falls behind and catches up from the event history (on
