@@ -42,6 +42,12 @@ const (
 	// DefaultSettle is how long allocation must stay slow after a burst
 	// before the burst's garbage is collected and its pages returned.
 	DefaultSettle = time.Second
+	// ReleaseSlack is how much more heap than the goal at rest a node may
+	// hold before a release is worth a full collection.
+	ReleaseSlack = 16 << 20
+	// DefaultReleaseGap is the least time between two releases, so bursty
+	// load on a large heap does not pay a full collection per burst.
+	DefaultReleaseGap = 10 * time.Second
 )
 
 // Sample is one reading of the runtime's heap.
@@ -50,12 +56,15 @@ type Sample struct {
 	Live uint64
 	// Allocated is the total bytes ever allocated on the heap.
 	Allocated uint64
+	// Held is the heap memory not returned to the operating system:
+	// objects (live or garbage) and free or unused heap space.
+	Held uint64
 }
 
 // Pacer adjusts GOGC every Tick. Create one with New and run it with Run.
 type Pacer struct {
-	MinPercent, MaxPercent int
-	Interval, Tick, Settle time.Duration
+	MinPercent, MaxPercent             int
+	Interval, Tick, Settle, ReleaseGap time.Duration
 
 	// read, set and release are the runtime by default; tests replace
 	// them.
@@ -73,6 +82,7 @@ func New() *Pacer {
 		Interval:   DefaultInterval,
 		Tick:       DefaultTick,
 		Settle:     DefaultSettle,
+		ReleaseGap: DefaultReleaseGap,
 		read:       runtimeReader(),
 		set:        debug.SetGCPercent,
 		release:    debug.FreeOSMemory,
@@ -100,8 +110,10 @@ func (p *Pacer) Percent(live uint64, rate float64) int {
 // stays until the next collection, which a node at rest may not reach for
 // minutes. So once the allocation rate has wanted no more than MinPercent
 // for Settle after a burst (and once after the start, which is one), Run
-// collects and returns the free pages to the operating system: one
-// collection per burst, at a time when nothing else needs the CPU.
+// collects and returns the free pages to the operating system, if the
+// heap it holds exceeds the goal at rest by ReleaseSlack: one collection
+// per burst, at most one per ReleaseGap, at a time when nothing else needs
+// the CPU.
 func (p *Pacer) Run(ctx context.Context) {
 	t := time.NewTicker(p.Tick)
 	defer t.Stop()
@@ -114,6 +126,7 @@ func (p *Pacer) Run(ctx context.Context) {
 	var rate float64
 	settleTicks := int(p.Settle / p.Tick)
 	burst, quiet := true, 0
+	var released time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -135,7 +148,11 @@ func (p *Pacer) Run(ctx context.Context) {
 			} else if burst {
 				if quiet++; quiet >= settleTicks {
 					burst, quiet = false, 0
-					p.release()
+					atRest := s.Live + s.Live*uint64(p.MinPercent)/100
+					if s.Held > atRest+ReleaseSlack && now.Sub(released) >= p.ReleaseGap {
+						released = now
+						p.release()
+					}
 				}
 			}
 			if want != cur && (want == p.MinPercent || want == p.MaxPercent || changedEnough(cur, want)) {
@@ -159,7 +176,13 @@ func changedEnough(cur, want int) bool {
 // runtimeReader returns a reader of the runtime's figures; it reuses its
 // samples, so it is for one goroutine.
 func runtimeReader() func() Sample {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	s := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+	}
 	return func() Sample {
 		metrics.Read(s)
 		return toSample(s)
@@ -167,12 +190,11 @@ func runtimeReader() func() Sample {
 }
 
 func toSample(s []metrics.Sample) Sample {
-	var out Sample
-	if s[0].Value.Kind() == metrics.KindUint64 {
-		out.Live = s[0].Value.Uint64()
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			return s[i].Value.Uint64()
+		}
+		return 0
 	}
-	if s[1].Value.Kind() == metrics.KindUint64 {
-		out.Allocated = s[1].Value.Uint64()
-	}
-	return out
+	return Sample{Live: v(0), Allocated: v(1), Held: v(2) + v(3) + v(4)}
 }

@@ -85,10 +85,12 @@ func (f *fakeRuntime) last() (int, int) {
 // once it stops; the garbage is released once after the start and once
 // after the burst, not on every quiet tick.
 func TestRunRaisesUnderLoadAndFallsAtRest(t *testing.T) {
-	f := &fakeRuntime{s: Sample{Live: 10 << 20}}
+	// It holds far more than the goal at rest, so each release is due.
+	f := &fakeRuntime{s: Sample{Live: 10 << 20, Held: 100 << 20}}
 	p := New()
 	p.Tick = 5 * time.Millisecond
 	p.Settle = 50 * time.Millisecond
+	p.ReleaseGap = 0
 	p.read, p.set, p.release = f.read, f.set, f.release
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -149,3 +151,52 @@ func TestRuntimeReaderReadsTheHeap(t *testing.T) {
 }
 
 var sink []byte
+
+// TestNoReleaseWhenTheHeapHoldsLittleMore: a release is a full collection,
+// worth it only when the heap holds much more than the goal at rest; and
+// releases are spaced by ReleaseGap.
+func TestNoReleaseWhenTheHeapHoldsLittleMore(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		held     uint64
+		gap      time.Duration
+		min, max int // the start may count as a burst of its own
+	}{
+		{"little more than the goal", 16 << 20, 0, 0, 0},
+		{"much more, after each burst", 100 << 20, 0, 2, 3},
+		{"much more, within the gap", 100 << 20, time.Hour, 1, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := &fakeRuntime{s: Sample{Live: 10 << 20, Held: c.held}}
+			p := New()
+			p.Tick, p.Settle, p.ReleaseGap = 5*time.Millisecond, 20*time.Millisecond, c.gap
+			p.read, p.set, p.release = f.read, f.set, f.release
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); p.Run(ctx) }()
+			// Two bursts, each followed by a rest longer than Settle.
+			for b := 0; b < 2; b++ {
+				for deadline := time.Now().Add(50 * time.Millisecond); time.Now().Before(deadline); {
+					f.alloc(1 << 20)
+					time.Sleep(time.Millisecond)
+				}
+				waitRest := time.Now().Add(5 * time.Second)
+				for {
+					if pct, _ := f.last(); pct == DefaultMinPercent {
+						break
+					}
+					if time.Now().After(waitRest) {
+						t.Fatal("GOGC never came back to the minimum")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				time.Sleep(10 * p.Settle)
+			}
+			cancel()
+			<-done
+			if got := f.released(); got < c.min || got > c.max {
+				t.Fatalf("released %d times, want %d to %d", got, c.min, c.max)
+			}
+		})
+	}
+}
