@@ -43,8 +43,9 @@ const (
 	// before the burst's garbage is collected and its pages returned.
 	DefaultSettle = time.Second
 	// ReleaseSlack is how much more heap than the goal at rest a node may
-	// hold before a release is worth a full collection.
-	ReleaseSlack = 16 << 20
+	// hold, beyond a quarter of that goal, before a release is worth a full
+	// collection.
+	ReleaseSlack = 1 << 20
 	// DefaultReleaseGap is the least time between two releases, so bursty
 	// load on a large heap does not pay a full collection per burst.
 	DefaultReleaseGap = 10 * time.Second
@@ -111,7 +112,8 @@ func (p *Pacer) Percent(live uint64, rate float64) int {
 // minutes. So once the allocation rate has wanted no more than MinPercent
 // for Settle after a burst (and once after the start, which is one), Run
 // collects and returns the free pages to the operating system, if the
-// heap it holds exceeds the goal at rest by ReleaseSlack: one collection
+// heap it holds exceeds the goal at rest by a quarter plus ReleaseSlack
+// (on a large heap the collection is costly, the gain small): one collection
 // per burst, at most one per ReleaseGap, at a time when nothing else needs
 // the CPU.
 func (p *Pacer) Run(ctx context.Context) {
@@ -149,7 +151,7 @@ func (p *Pacer) Run(ctx context.Context) {
 				if quiet++; quiet >= settleTicks {
 					burst, quiet = false, 0
 					atRest := s.Live + s.Live*uint64(p.MinPercent)/100
-					if s.Held > atRest+ReleaseSlack && now.Sub(released) >= p.ReleaseGap {
+					if s.Held > atRest+atRest/4+ReleaseSlack && now.Sub(released) >= p.ReleaseGap {
 						released = now
 						p.release()
 					}
