@@ -157,7 +157,7 @@ var sink []byte
 // releases are spaced by ReleaseGap.
 func TestNoReleaseWhenTheHeapHoldsLittleMore(t *testing.T) {
 	for _, c := range []struct {
-		name string
+		name     string
 		held     uint64
 		gap      time.Duration
 		min, max int // the start may count as a burst of its own
