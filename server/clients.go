@@ -16,7 +16,8 @@ import (
 // however many streams and connections the client opens. A client is
 // known by the identity of its verified certificate (the common name, as
 // --auth uses it) when it presents one, and otherwise by its IP address
-// (not host:port: a new connection must not buy a new budget). Its entry
+// (not host:port: a new connection must not buy a new budget; for IPv6 its
+// /64). Its entry
 // lives while it has watch streams.
 type watchClients struct {
 	node *node.Node
@@ -41,12 +42,22 @@ func clientKey(ctx context.Context) string {
 	}
 	switch a := p.Addr.(type) {
 	case *net.TCPAddr:
-		return "ip " + a.IP.String()
+		return ipKey(a.IP)
 	}
 	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
 		return "ip " + host
 	}
 	return "addr " + p.Addr.String() // e.g. a unix socket: one client per address
+}
+
+// ipKey is the key of a client known by its IP address: the address
+// itself for IPv4, its /64 for IPv6, since one IPv6 host usually holds a
+// whole /64 and could otherwise open each connection from a new address.
+func ipKey(ip net.IP) string {
+	if ip4 := ip.To4(); ip4 != nil {
+		return "ip " + ip4.String()
+	}
+	return "ip " + ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // acquire returns the watch.Client of the client ctx's stream comes from

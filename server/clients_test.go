@@ -79,3 +79,22 @@ func TestWatchStreamsOfOneClientShareItsClient(t *testing.T) {
 		release()
 	}
 }
+
+// An IPv6 client is known by its /64: a host that holds a whole prefix
+// cannot buy a new budget per address; IPv4 addresses stay their own.
+func TestIPv6ClientsAreKnownByTheirSlash64(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff::7", true},
+		{"2001:db8:1:2::1", "2001:db8:1:3::1", false},
+		{"10.0.0.1", "10.0.0.2", false},
+		{"::ffff:10.0.0.1", "10.0.0.1", true}, // IPv4-mapped is the IPv4 address
+	} {
+		ka, kb := ipKey(net.ParseIP(c.a)), ipKey(net.ParseIP(c.b))
+		if (ka == kb) != c.same {
+			t.Errorf("%s -> %q, %s -> %q: same client = %v, want %v", c.a, ka, c.b, kb, ka == kb, c.same)
+		}
+	}
+}
