@@ -64,6 +64,11 @@ type Config struct {
 	// (LogStoreAuto): the kind the directory holds, DefaultLogStore for a
 	// new one. Open sets it to the kind it opened.
 	LogStore LogStore
+	// DropDamagedWALTail lets a WAL whose last batch fails its CRC start,
+	// dropping that batch as a torn write, and clears the damage marker its
+	// refusal left; for a machine that lost power while writing it (see
+	// openWAL). Never set it for disk damage.
+	DropDamagedWALTail bool
 	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
 	// presents its node certificate and verifies the other's, which must
 	// chain to the peer CA and be a node certificate (certs.NodeID; nil:

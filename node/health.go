@@ -51,7 +51,16 @@ func logMarkerPath(dataDir string) string { return filepath.Join(dataDir, "raft.
 // aside, to be rebuilt from the newest snapshot and the raft log.
 func (n *Node) checkDamageMarkers(statePath string) error {
 	if b, err := os.ReadFile(logMarkerPath(n.cfg.DataDir)); err == nil {
-		return fmt.Errorf("refusing to start: %s (recorded in %s)", strings.TrimSpace(string(b)), logMarkerPath(n.cfg.DataDir))
+		reason := strings.TrimSpace(string(b))
+		if !n.cfg.DropDamagedWALTail || !strings.Contains(reason, walTailDamage) {
+			return fmt.Errorf("refusing to start: %s (recorded in %s)", reason, logMarkerPath(n.cfg.DataDir))
+		}
+		// The operator says the damaged last batch is a torn write:
+		// openWAL drops it.
+		if err := os.Remove(logMarkerPath(n.cfg.DataDir)); err != nil {
+			return err
+		}
+		n.log.Warn("the wal's damaged last batch will be dropped as a torn write (--wal-drop-damaged-tail)", "recorded", reason)
 	}
 	reason, found, err := fsm.ReadMarker(statePath)
 	if err != nil || !found {

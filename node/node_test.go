@@ -74,6 +74,13 @@ func openSingle(t *testing.T, dir, raftAddr string) *Node {
 func openSingleWith(t *testing.T, dir, raftAddr string, kind LogStore) *Node {
 	t.Helper()
 	n := openNodeWith(t, dir, raftAddr, kind)
+	waitReady(t, n)
+	return n
+}
+
+// waitReady waits until the single node n is a ready leader.
+func waitReady(t *testing.T, n *Node) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for n.readyTerm.Load() == 0 || n.readyTerm.Load() != n.raft.CurrentTerm() {
 		if time.Now().After(deadline) {
@@ -81,7 +88,6 @@ func openSingleWith(t *testing.T, dir, raftAddr string, kind LogStore) *Node {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return n
 }
 
 // Close must return even while writes and reads are in flight: futures

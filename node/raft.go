@@ -33,7 +33,7 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("raft configuration: %w", err)
 	}
 
-	store, logPath, err := openRaftStore(cfg.DataDir, cfg.LogStore, cfg.walSegmentSize, rc.Logger)
+	store, logPath, err := openRaftStore(cfg.DataDir, cfg.LogStore, cfg.walSegmentSize, cfg.DropDamagedWALTail, rc.Logger)
 	if err != nil {
 		return n.refuseDamagedLog(err)
 	}

@@ -130,11 +130,12 @@ func checkLogStore(dataDir string, kind LogStore) error {
 
 // openRaftStore opens the raft log store of kind in dataDir (WAL segments
 // of segmentSize bytes, zero: the default), creating it when the directory
-// holds none, and returns it with its path.
-func openRaftStore(dataDir string, kind LogStore, segmentSize int, log hclog.Logger) (raftStore, string, error) {
+// holds none, and returns it with its path. dropDamagedTail lets a WAL
+// whose last batch fails its CRC open, dropping that batch (see openWAL).
+func openRaftStore(dataDir string, kind LogStore, segmentSize int, dropDamagedTail bool, log hclog.Logger) (raftStore, string, error) {
 	path := logStorePath(dataDir, kind)
 	if kind == LogStoreWAL {
-		s, err := openWAL(path, segmentSize, log)
+		s, err := openWAL(path, segmentSize, dropDamagedTail, log)
 		if err != nil {
 			return nil, "", fmt.Errorf("open raft log %s: %w", path, err)
 		}
@@ -161,12 +162,22 @@ type walStore struct {
 // openWAL opens (creating it if needed) the WAL in dir, with segment files
 // of segmentSize bytes (zero: raft-wal's default). Every append is fsynced
 // before it returns, and the stable store's bbolt file syncs every commit.
-func openWAL(dir string, segmentSize int, log hclog.Logger) (*walStore, error) {
+// A last batch that fails its CRC is refused (checkWALTail), unless
+// dropDamagedTail: then raft-wal drops it as a torn write, which is what a
+// machine crash in the middle of that batch's write leaves (the batch was
+// never acknowledged); the operator's call, as the file cannot tell that
+// from disk damage. The node still refuses to start if the drop loses an
+// entry it had applied (checkLogHoldsApplied).
+func openWAL(dir string, segmentSize int, dropDamagedTail bool, log hclog.Logger) (*walStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := checkWALTail(dir); err != nil {
-		return nil, err
+		var ce *LogCorruptError
+		if !dropDamagedTail || !errors.As(err, &ce) {
+			return nil, err
+		}
+		log.Warn("dropping the damaged last batch of the wal as a torn write (--wal-drop-damaged-tail)", "detail", ce.Detail, "first_index", ce.Index)
 	}
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(log.Named("wal")), wal.WithSegmentSize(segmentSize))

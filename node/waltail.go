@@ -56,6 +56,10 @@ type walBatch struct {
 // first entry of that batch. It reads the segment metadata and the tail
 // segment's frame headers, not the entries, and must run before the WAL
 // is opened: the first append after an open overwrites a dropped batch.
+// walTailDamage starts the detail of a damaged last batch; a damage marker
+// holding it may be cleared by --wal-drop-damaged-tail.
+const walTailDamage = "the last batch of the wal"
+
 func checkWALTail(dir string) error {
 	path, info, ok, err := walTailSegment(dir)
 	if err != nil || !ok {
@@ -78,10 +82,11 @@ func checkWALTail(dir string) error {
 	}
 	if got := crc32.Checksum(buf, walCastagnoli); got != b.crc {
 		return &LogCorruptError{Index: b.first, Path: path, Detail: fmt.Sprintf(
-			"the last batch of the wal, entries %d to %d, fails its CRC (stored %08x, computed %08x): "+
+			walTailDamage+", entries %d to %d, fails its CRC (stored %08x, computed %08x): "+
 				"either the disk damaged it after it was fsynced, and so possibly acknowledged, or the machine crashed "+
 				"while writing it; raft-wal would drop it silently, and a node that lost an acknowledged entry can help elect "+
-				"a leader without it", b.first, b.last, b.crc, got)}
+				"a leader without it. If this machine lost power (and its disk is sound), start it once with "+
+				"--wal-drop-damaged-tail to drop the batch as a torn write", b.first, b.last, b.crc, got)}
 	}
 	return nil
 }

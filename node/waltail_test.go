@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -17,7 +19,7 @@ import (
 // closes it.
 func writeWAL(t *testing.T, dir string, batches ...[]*raft.Log) {
 	t.Helper()
-	s, path, err := openRaftStore(dir, LogStoreWAL, 0, newRaftLogger(discardLogger()))
+	s, path, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestWALDropsATornLastWrite(t *testing.T) {
 	torn = append(torn, bytes.Repeat([]byte{0xab}, 60)...)
 	patch(t, path, end, torn)
 
-	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, newRaftLogger(discardLogger()))
+	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatalf("open after a torn write: %v", err)
 	}
@@ -146,7 +148,7 @@ func TestWALRefusesADamagedLastBatch(t *testing.T) {
 			}
 
 			for range 2 { // the refusal changes nothing: it refuses again
-				s, _, err := openRaftStore(dir, LogStoreWAL, 0, newRaftLogger(discardLogger()))
+				s, _, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
 				var ce *LogCorruptError
 				if !errors.As(err, &ce) || ce.Index != 4 || ce.Path != path || !strings.Contains(err.Error(), "entries 4 to 6, fails its CRC") {
 					if s != nil {
@@ -176,7 +178,7 @@ func TestWALDamagedEarlierEntryFailsItsChecksum(t *testing.T) {
 	}
 	patch(t, path, int64(at+1), []byte{data[1] ^ 0x01})
 
-	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, newRaftLogger(discardLogger()))
+	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatalf("open with a damaged earlier batch: %v", err)
 	}
@@ -318,4 +320,83 @@ func TestAutoLogStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDropDamagedWALTail: after a machine crash in the middle of writing
+// the last batch (never acknowledged, never applied), the operator starts
+// the node once with DropDamagedWALTail: the refusal's marker is cleared,
+// the batch is dropped, and the node serves what it had applied. A damaged
+// batch that the state machine had applied is refused even so.
+func TestDropDamagedWALTail(t *testing.T) {
+	damagedNode := func(t *testing.T, applied bool) Config {
+		dir, addr := t.TempDir(), freeAddr(t)
+		n := openSingleWith(t, dir, addr, LogStoreWAL)
+		for i := range 2 {
+			if _, err := n.Put(context.Background(), []byte("/a"), []byte(fmt.Sprint("v", i)), WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The state machine as it is before the last write.
+		state := filepath.Join(dir, "state.db")
+		n.Close()
+		before, err := os.ReadFile(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := singleConfig(dir, addr, LogStoreAuto)
+		cfg.InitialCluster = nil
+		if n, err = Open(cfg); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, n)
+		if _, err := n.Put(context.Background(), []byte("/a"), []byte("torn"), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !applied { // the crash came before the batch was applied (bbolt commits without fsync)
+			if err := os.WriteFile(state, before, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		path, seg := tailSegment(t, dir)
+		end := commitEnd(t, seg)
+		patch(t, path, end-walFrameHeaderLen-1, []byte{seg[end-walFrameHeaderLen-1] ^ 0x80})
+		if n2, err := Open(cfg); err == nil {
+			n2.Close()
+			t.Fatal("a node started on a wal whose last batch fails its CRC")
+		} else if !strings.Contains(err.Error(), "--wal-drop-damaged-tail") {
+			t.Fatalf("refusal %q does not name --wal-drop-damaged-tail", err)
+		}
+		cfg.DropDamagedWALTail = true
+		return cfg
+	}
+
+	t.Run("never applied: dropped", func(t *testing.T) {
+		cfg := damagedNode(t, false)
+		n, err := Open(cfg)
+		if err != nil {
+			t.Fatalf("with DropDamagedWALTail: %v", err)
+		}
+		defer n.Close()
+		waitReady(t, n)
+		if _, err := os.Stat(logMarkerPath(cfg.DataDir)); !os.IsNotExist(err) {
+			t.Fatalf("the damage marker is still there after the drop: %v", err)
+		}
+		waitFor(t, "the node to serve the value before the dropped batch", 10*time.Second, func() bool {
+			kv, _, err := n.Get(context.Background(), []byte("/a"), Serializable)
+			return err == nil && kv != nil && string(kv.Value) == "v1"
+		})
+		if _, err := n.Put(context.Background(), []byte("/a"), []byte("after"), WriteOptions{}); err != nil {
+			t.Fatalf("a write after the drop: %v", err)
+		}
+	})
+	t.Run("applied: refused", func(t *testing.T) {
+		cfg := damagedNode(t, true)
+		if n, err := Open(cfg); err == nil {
+			n.Close()
+			t.Fatal("dropping a batch the state machine had applied was accepted")
+		}
+	})
 }

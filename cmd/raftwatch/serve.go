@@ -164,6 +164,7 @@ requests drain, and the data files are closed.`,
 	f.StringVar(&cfg.ClientAddr, "client-addr", "", "host:port for gRPC clients, bound and advertised (required)")
 	f.StringVar(&initial, "initial-cluster", "", "id=raft-addr,... of every initial member; bootstraps a new cluster")
 	f.StringVar((*string)(&cfg.LogStore), "log-store", string(cfg.LogStore), "raft log store: auto (empty: the one the data dir holds, wal for a new one), wal (wal/, hashicorp/raft-wal: one fsync per append where boltdb does two) or boltdb (raft.db, hashicorp/raft-boltdb); a data dir keeps the one it was created with, and starting it with the other is refused")
+	f.BoolVar(&cfg.DropDamagedWALTail, "wal-drop-damaged-tail", false, "start even though the wal's last batch fails its CRC, dropping that batch as a torn write: only after this machine lost power while writing it (then it was never acknowledged); disk damage is repaired by removing and re-adding the member instead. Refused anyway if the batch was applied")
 	f.BoolVar(&cfg.FSMSync, "fsm-sync", cfg.FSMSync, "fsync the state machine on every commit (not needed for durability: the raft log is fsynced and the state is rebuilt from it after a machine crash)")
 	f.IntVar(&cfg.MaxKeySize, "max-key-size", cfg.MaxKeySize, "largest key in bytes")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest value in bytes")
