@@ -135,7 +135,8 @@ func (ss *watchSession) count() int {
 // rest is signaled Ready again).
 func (ss *watchSession) flush(all bool) error {
 	defer clear(ss.buf[:cap(ss.buf)]) // drop references to event payloads
-	enc := newBatchEncoder()
+	var enc batchEncoder
+	enc.start()
 	defer enc.release()
 	for i := 0; all || i < flushMessages; i++ {
 		ss.buf = ss.ws.TakeBytes(ss.buf[:0], maxBatchBytes)

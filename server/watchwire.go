@@ -50,10 +50,11 @@ var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBytes); 
 const maxPooledWire = 2 * maxBatchBytes
 
 // batchEncoder appends pb.WatchResponses to the wire bytes of one
-// pb.WatchBatch. Use it as newBatchEncoder, (reset, add..., message)...,
-// release.
+// pb.WatchBatch. Use it as start, (reset, add..., message)..., release;
+// the zero value is ready for start.
 type batchEncoder struct {
-	b []byte
+	pooled *[]byte // what wireBufs gave, b's home when released
+	b      []byte
 	// last is the event whose shared fields are b[bodyStart:bodyEnd]; it
 	// holds references into the event's payload until reset.
 	last               watch.Event
@@ -61,17 +62,20 @@ type batchEncoder struct {
 	bodyStart, bodyEnd int
 }
 
-func newBatchEncoder() *batchEncoder {
-	return &batchEncoder{b: (*wireBufs.Get().(*[]byte))[:0]}
+// start takes a buffer from the pool.
+func (e *batchEncoder) start() {
+	e.pooled = wireBufs.Get().(*[]byte)
+	e.b = (*e.pooled)[:0]
 }
 
-// release gives the encoder's buffer back; the encoder is unusable after.
+// release gives the buffer back; start again before the next use.
 func (e *batchEncoder) release() {
 	e.reset()
 	if cap(e.b) <= maxPooledWire {
-		wireBufs.Put(&e.b)
+		*e.pooled = e.b
+		wireBufs.Put(e.pooled)
 	}
-	e.b = nil
+	e.pooled, e.b = nil, nil
 }
 
 // reset starts a new, empty batch.

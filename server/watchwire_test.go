@@ -35,7 +35,8 @@ func wantResponse(ev watch.Event) *pb.WatchResponse {
 // toWatchResponse encodes ev alone with batchEncoder and decodes the
 // response with the generated types, as a client does.
 func toWatchResponse(ev watch.Event) *pb.WatchResponse {
-	enc := newBatchEncoder()
+	var enc batchEncoder
+	enc.start()
 	defer enc.release()
 	enc.add(&ev)
 	var b pb.WatchBatch
@@ -49,7 +50,8 @@ func toWatchResponse(ev watch.Event) *pb.WatchResponse {
 // batchEncoder builds of evs.
 func encodeWire(t *testing.T, evs []watch.Event) []byte {
 	t.Helper()
-	enc := newBatchEncoder()
+	var enc batchEncoder
+	enc.start()
 	defer enc.release()
 	for i := range evs {
 		enc.add(&evs[i])
@@ -151,7 +153,8 @@ func TestBatchEncoderResetStartsOver(t *testing.T) {
 	ev := func(id uint64) watch.Event {
 		return watch.Event{Type: watch.Put, WatchID: id, Key: key, Value: value, Revision: 9, Version: 1}
 	}
-	enc := newBatchEncoder()
+	var enc batchEncoder
+	enc.start()
 	defer enc.release()
 	for _, e := range []watch.Event{ev(1), ev(2)} {
 		enc.add(&e)
@@ -165,5 +168,25 @@ func TestBatchEncoderResetStartsOver(t *testing.T) {
 	want, _ := proto.Marshal(&pb.WatchBatch{Responses: []*pb.WatchResponse{wantResponse(e3)}})
 	if !bytes.Equal(enc.b, want) {
 		t.Fatalf("after reset: %x, want %x", enc.b, want)
+	}
+}
+
+// TestBatchEncoderReusesItsBuffer: a released encoder's buffer serves the
+// next one, so a flush allocates no buffer of its own.
+func TestBatchEncoderReusesItsBuffer(t *testing.T) {
+	ev := watch.Event{Type: watch.Put, WatchID: 1, Key: []byte("/k"), Value: []byte("v"), Revision: 9, Version: 1}
+	allocs := testing.AllocsPerRun(100, func() {
+		var enc batchEncoder // as flush uses it
+		enc.start()
+		for range 100 {
+			enc.add(&ev)
+		}
+		enc.release()
+	})
+	// Growing a buffer from empty for 100 events would take several
+	// allocations each time; a collection during the run empties the pool
+	// and costs one.
+	if allocs >= 1 {
+		t.Fatalf("%.1f allocations per encoder of 100 events; want its buffer reused", allocs)
 	}
 }
