@@ -275,7 +275,7 @@ func wantState(t *testing.T, w *Watcher, st state) {
 func (s *Stream) queueLen() (n, size int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.q), s.bytes
+	return s.q.len(), s.bytes
 }
 
 // sizeOf returns what evs count for against a stream's byte budget.

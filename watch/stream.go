@@ -6,15 +6,6 @@ import (
 	"sync/atomic"
 )
 
-// The queue array of a Stream grows by doubling from streamMinCap events,
-// so its capacity is always a power of two; once drained, an array of at
-// most streamRetainCap events is kept for reuse, a larger one, left by a
-// burst, is released.
-const (
-	streamMinCap    = 16
-	streamRetainCap = 1024
-)
-
 // Stream delivers the events of many watchers to one consumer, in the order
 // the dispatcher queued them, which is revision order for each watcher;
 // Event.WatchID says which watcher an event is for.
@@ -44,8 +35,7 @@ type Stream struct {
 	ws []*Watcher
 
 	mu sync.Mutex
-	q  []Event
-	qw []*Watcher // qw[i] is the watcher q[i] is for
+	q  eventQueue
 	// bytes is what q counts for against Config.StreamBytes and the
 	// Conn's budget.
 	bytes int
@@ -87,18 +77,22 @@ func (s *Stream) Take(buf []Event) []Event {
 	s.mu.Lock()
 	freed := s.sent + s.sending
 	s.sent, s.sending = 0, 0
-	if len(s.q) == 0 {
+	n := s.q.len()
+	if n == 0 {
 		s.releaseLocked(freed)
 		s.mu.Unlock()
 		return buf
 	}
-	buf = append(buf, s.q...)
+	for s.q.len() > 0 {
+		ev, _ := s.q.front()
+		buf = append(buf, *ev)
+		s.q.pop()
+	}
 	s.releaseLocked(freed + s.bytes)
 	s.bytes = 0
-	s.resetLocked()
 	s.gen++
 	s.mu.Unlock()
-	s.reg.counters.taken.Add(uint64(len(buf)))
+	s.reg.counters.taken.Add(uint64(n))
 	s.reg.poke() // watchers of s that fell behind have room again
 	return buf
 }
@@ -116,31 +110,28 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 	freed := s.sent
 	s.sent, s.sending = s.sending, 0
 	n, size := 0, 0
-	for n < len(s.q) && (n == 0 || size+s.q[n].size() <= max) {
-		size += s.q[n].size()
+	for s.q.len() > 0 {
+		ev, w := s.q.front()
+		if n > 0 && size+ev.size() > max {
+			break
+		}
+		size += ev.size()
 		n++
+		buf = append(buf, *ev)
+		w.pending-- // every queued event's watcher has takeGen == gen
+		s.q.pop()
 	}
 	if n == 0 {
 		s.releaseLocked(freed)
 		s.mu.Unlock()
 		return buf
 	}
-	buf = append(buf, s.q[:n]...)
-	for _, w := range s.qw[:n] {
-		w.pending-- // every queued event's watcher has takeGen == gen
-	}
 	s.sending = size
 	s.bytes -= size
 	s.releaseLocked(freed)
-	if n == len(s.q) {
-		s.resetLocked()
+	if s.q.len() == 0 {
 		s.gen++
 	} else {
-		rest := copy(s.q, s.q[n:])
-		copy(s.qw, s.qw[n:])
-		clear(s.q[rest:])
-		clear(s.qw[rest:])
-		s.q, s.qw = s.q[:rest], s.qw[:rest]
 		s.signalLocked() // the consumer comes back for the rest
 	}
 	s.mu.Unlock()
@@ -156,43 +147,14 @@ func (s *Stream) releaseLocked(n int) {
 	}
 }
 
-// resetLocked empties the queue, dropping its references to keys, values
-// and watchers; an array grown by a burst is released. s.mu is held.
-func (s *Stream) resetLocked() {
-	if cap(s.q) > streamRetainCap {
-		s.q, s.qw = nil, nil // a burst: give the memory back
-		return
-	}
-	clear(s.q)
-	clear(s.qw)
-	s.q, s.qw = s.q[:0], s.qw[:0]
-}
-
 // discard drops the events queued for w and releases their bytes; the
 // caller holds reg.mu (Watcher.Close).
 func (s *Stream) discard(w *Watcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kept, freed := 0, 0
-	for i := range s.q {
-		if s.qw[i] == w {
-			freed += s.q[i].size()
-			continue
-		}
-		s.q[kept], s.qw[kept] = s.q[i], s.qw[i]
-		kept++
-	}
-	if kept == len(s.q) {
-		return
-	}
-	clear(s.q[kept:])
-	clear(s.qw[kept:])
-	s.q, s.qw = s.q[:kept], s.qw[:kept]
+	freed := s.q.removeWatcher(w)
 	s.bytes -= freed
 	s.releaseLocked(freed)
-	if kept == 0 {
-		s.resetLocked()
-	}
 	w.pending = 0
 }
 
@@ -243,7 +205,8 @@ func (s *Stream) Close() {
 	s.ws = nil
 	s.mu.Lock()
 	s.releaseLocked(s.bytes + s.sent + s.sending)
-	s.q, s.qw, s.bytes, s.sent, s.sending = nil, nil, 0, 0, 0
+	s.q.reset()
+	s.bytes, s.sent, s.sending = 0, 0, 0
 	s.mu.Unlock()
 }
 
@@ -314,22 +277,12 @@ func (s *Stream) pushForce(w *Watcher, ev *Event) { s.push(w, ev, true) }
 
 func (s *Stream) appendLocked(w *Watcher, ev *Event) {
 	s.pendingLocked(w)
-	if len(s.q) == cap(s.q) {
-		// Exact powers of two (append would round up to a size class and
-		// overshoot streamRetainCap at 1024 events).
-		n := max(2*cap(s.q), streamMinCap)
-		q, qw := make([]Event, len(s.q), n), make([]*Watcher, len(s.q), n)
-		copy(q, s.q)
-		copy(qw, s.qw)
-		s.q, s.qw = q, qw
-	}
-	s.q = append(s.q, *ev)
-	s.qw = append(s.qw, w)
+	s.q.push(ev, w)
 	n := ev.size()
 	s.bytes += n
 	s.conn.bytes.Add(int64(n))
 	w.pending++
-	if len(s.q) == 1 {
+	if s.q.len() == 1 {
 		s.signalLocked()
 	}
 }
