@@ -43,6 +43,7 @@ type Dispatcher struct {
 	// Owned by the delivering goroutine.
 	pending []*Watcher // progress requests not yet served
 	scratch []Event    // events read from history by one catch-up step
+	feeding []*Watcher // the catching-up watchers one step feeds
 	// catchUp is set while catching-up watchers may be able to make
 	// progress; cleared when a step finds none that can.
 	catchUp bool
@@ -360,7 +361,8 @@ func (d *Dispatcher) catchUpStep() bool {
 	to := r.delivered
 	from := uint64(math.MaxUint64)
 	withPrev := false
-	var ready []*Watcher
+	ready := d.feeding[:0]
+	defer func() { clear(ready); d.feeding = ready[:0] }()
 	for w := range r.behind {
 		if w.next > to {
 			w.state = live // nothing left to read: live from here
@@ -443,9 +445,13 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 			exact[w.key] = append(exact[w.key], w)
 		}
 	}
-	stalled := make(map[*Watcher]bool)
+	defer func() {
+		for _, w := range ready {
+			w.stalled = false
+		}
+	}()
 	feed := func(w *Watcher, ev *Event) {
-		if w.state != catchingUp || stalled[w] || ev.Revision < w.next {
+		if w.state != catchingUp || w.stalled || ev.Revision < w.next {
 			return
 		}
 		out := *ev
@@ -455,7 +461,7 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		}
 		if !w.stream.push(w, &out, ev.Revision == w.curRev) {
 			w.next = ev.Revision // resume here once its queue is taken
-			stalled[w] = true
+			w.stalled = true
 			return
 		}
 		w.curRev = ev.Revision
@@ -473,7 +479,7 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 	}
 	progress := false
 	for _, w := range ready {
-		if w.state != catchingUp || stalled[w] {
+		if w.state != catchingUp || w.stalled {
 			continue
 		}
 		progress = true
