@@ -22,7 +22,7 @@ func (r *Registry) NewConn() *Conn { return &Conn{reg: r} }
 
 // NewStream returns an empty stream of c.
 func (c *Conn) NewStream() *Stream {
-	return &Stream{reg: c.reg, conn: c, ready: make(chan struct{}, 1)}
+	return &Stream{reg: c.reg, conn: c, ready: make(chan struct{}, 1), q: eventQueue{pool: &c.reg.blocks}}
 }
 
 // Bytes returns the bytes the streams of c hold (queued or in flight).

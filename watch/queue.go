@@ -13,10 +13,54 @@ type queueBlock struct {
 	next *queueBlock
 }
 
-// blocks recycles queue blocks between the streams of every registry: a
+// maxFreeBlocks bounds the blocks a blockPool keeps: 1 MiB, what the
+// streams of a busy node refill between two takes. A burst past it (a
+// heartbeat queues a PROGRESS for every watcher) is left to the collector,
+// so an idle node does not hold it. (A sync.Pool would keep a burst's
+// blocks through the next collection, and a heartbeat comes every second.)
+const maxFreeBlocks = 256
+
+// blockPool recycles queue blocks between the streams of a registry: a
 // stream's queue fills and drains with every batch, and its memory follows
-// what it holds instead of the largest burst it saw.
-var blocks = sync.Pool{New: func() any { return new(queueBlock) }}
+// what it holds instead of the largest burst it saw. Its mu is taken with
+// a Stream's mu held, and nothing is locked under it. The nil pool
+// allocates every block and keeps none.
+type blockPool struct {
+	mu   sync.Mutex
+	free *queueBlock // linked by next; every slot clear
+	n    int
+}
+
+// get returns a clear block.
+func (p *blockPool) get() *queueBlock {
+	if p != nil {
+		p.mu.Lock()
+		b := p.free
+		if b != nil {
+			p.free, b.next = b.next, nil
+			p.n--
+		}
+		p.mu.Unlock()
+		if b != nil {
+			return b
+		}
+	}
+	return new(queueBlock)
+}
+
+// put takes back b, whose slots are clear, unless the pool is full.
+func (p *blockPool) put(b *queueBlock) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.n < maxFreeBlocks {
+		b.next = p.free
+		p.free = b
+		p.n++
+	}
+	p.mu.Unlock()
+}
 
 // eventQueue is a FIFO of events and the watchers they are for, kept in a
 // chain of fixed-size blocks from a shared pool: appending never copies
@@ -24,6 +68,7 @@ var blocks = sync.Pool{New: func() any { return new(queueBlock) }}
 // queue holds no block. The slots it frees hold no references. It is not
 // safe for concurrent use (Stream guards it with its mu).
 type eventQueue struct {
+	pool       *blockPool
 	head, tail *queueBlock
 	// first is the index of the head's first event; end is one past the
 	// tail's last.
@@ -37,7 +82,7 @@ func (q *eventQueue) len() int { return q.n }
 // push appends ev for w.
 func (q *eventQueue) push(ev *Event, w *Watcher) {
 	if q.tail == nil || q.end == blockEvents {
-		b := blocks.Get().(*queueBlock)
+		b := q.pool.get()
 		if q.tail == nil {
 			q.head, q.first = b, 0
 		} else {
@@ -66,13 +111,13 @@ func (q *eventQueue) pop() {
 	if q.n == 0 {
 		q.head, q.tail, q.first, q.end = nil, nil, 0, 0
 		b.next = nil
-		blocks.Put(b)
+		q.pool.put(b)
 		return
 	}
 	if q.first == blockEvents {
 		q.head, q.first = b.next, 0
 		b.next = nil
-		blocks.Put(b)
+		q.pool.put(b)
 	}
 }
 
@@ -124,7 +169,7 @@ func (q *eventQueue) removeWatcher(w *Watcher) (freed int) {
 	for b := wb.next; b != nil; {
 		next := b.next
 		*b = queueBlock{}
-		blocks.Put(b)
+		q.pool.put(b)
 		b = next
 	}
 	wb.next = nil

@@ -125,3 +125,32 @@ func TestEventQueueRemoveWatcher(t *testing.T) {
 		}
 	}
 }
+
+// A queue on a pool takes its blocks back from it, and the pool keeps at
+// most maxFreeBlocks of a drained burst, each clear.
+func TestBlockPoolBounded(t *testing.T) {
+	var p blockPool
+	q := eventQueue{pool: &p}
+	w := &Watcher{}
+	n := (maxFreeBlocks + 10) * blockEvents
+	for i := range n {
+		ev := Event{Type: Put, Key: []byte("/k"), Revision: uint64(i + 1)}
+		q.push(&ev, w)
+	}
+	q.reset()
+	if p.n != maxFreeBlocks {
+		t.Fatalf("pool keeps %d blocks after a burst of %d, want %d", p.n, maxFreeBlocks+10, maxFreeBlocks)
+	}
+	for b := p.free; b != nil; b = b.next {
+		for i := range blockEvents {
+			if b.w[i] != nil || b.ev[i].Key != nil {
+				t.Fatalf("a pooled block holds %+v in slot %d", b.ev[i], i)
+			}
+		}
+	}
+	ev := Event{Type: Put, Key: []byte("/k"), Revision: 1}
+	q.push(&ev, w)
+	if p.n != maxFreeBlocks-1 {
+		t.Fatalf("pool has %d blocks after a push, want %d (one reused)", p.n, maxFreeBlocks-1)
+	}
+}

@@ -176,6 +176,8 @@ type Registry struct {
 	reserved atomic.Int64
 	// counters are the totals Stats reports (stats.go).
 	counters counters
+	// blocks recycles the blocks of the streams' queues.
+	blocks blockPool
 	// prev counts watchers that want previous values; the FSM polls it
 	// (WantPrev) at the start of every batch.
 	prev   atomic.Int64
