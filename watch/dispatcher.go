@@ -11,6 +11,12 @@ import (
 	"time"
 )
 
+// minStepEvents is the fewest events a catch-up step reads (when Config's
+// CatchUpEvents is not lower): a step reads no more than the ready
+// watchers' streams can take, but at least this many, so that a stream
+// with little room is not fed by many tiny reads.
+const minStepEvents = 64
+
 // stepEvery is how many batches (or other wake-ups) the dispatcher handles
 // at most between two catch-up steps while watchers are catching up.
 const stepEvery = 8
@@ -44,6 +50,7 @@ type Dispatcher struct {
 	pending []*Watcher // progress requests not yet served
 	scratch []Event    // events read from history by one catch-up step
 	feeding []*Watcher // the catching-up watchers one step feeds
+	room    []int      // room[i]: events feeding[i]'s stream has room for
 	// catchUp is set while catching-up watchers may be able to make
 	// progress; cleared when a step finds none that can.
 	catchUp bool
@@ -361,21 +368,36 @@ func (d *Dispatcher) catchUpStep() bool {
 	to := r.delivered
 	from := uint64(math.MaxUint64)
 	withPrev := false
-	ready := d.feeding[:0]
-	defer func() { clear(ready); d.feeding = ready[:0] }()
+	ready, room := d.feeding[:0], d.room[:0]
+	defer func() { clear(ready); d.feeding, d.room = ready[:0], room[:0] }()
 	for w := range r.behind {
 		if w.next > to {
 			w.state = live // nothing left to read: live from here
 			delete(r.behind, w)
 			continue
 		}
-		if !w.stream.hasRoom(w) {
+		n := w.stream.roomFor(w)
+		if n == 0 {
 			continue // its consumer has not taken its queue; Take wakes us
 		}
 		ready = append(ready, w)
+		room = append(room, n)
+		w.stream.feeding++
 		from = min(from, w.next)
 		withPrev = withPrev || w.prevKV
 	}
+	// Read what the streams can take: the ready watchers of a stream share
+	// its room, and at worst every event read is for every one of them
+	// (the watchers of one key). Reading more would be thrown away, and a
+	// stream shared by many watchers fills after a few revisions.
+	limit := 0
+	for i, w := range ready {
+		limit = max(limit, room[i]/w.stream.feeding)
+	}
+	for _, w := range ready {
+		w.stream.feeding = 0
+	}
+	limit = min(max(limit, minStepEvents), d.step)
 	r.mu.Unlock()
 	if len(ready) == 0 {
 		return false
@@ -386,7 +408,7 @@ func (d *Dispatcher) catchUpStep() bool {
 	evs := d.scratch[:0]
 	readTo, last := to, uint64(0)
 	err := d.hist.ReadHistory(from, to, withPrev, func(ev *Event) bool {
-		if len(evs) >= d.step && ev.Revision != last {
+		if len(evs) >= limit && ev.Revision != last {
 			readTo = last // stop on a revision boundary
 			return false
 		}

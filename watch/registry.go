@@ -34,7 +34,7 @@ const (
 	// dispatcher; past it the dispatcher moves every live watcher to
 	// catching up from history.
 	DefaultQueueSize = 4096
-	// DefaultCatchUpEvents is how many history events one catch-up step
+	// DefaultCatchUpEvents is the most history events one catch-up step
 	// reads, between two live batches.
 	DefaultCatchUpEvents = 4096
 	// DefaultProgressInterval is the heartbeat period the node configures.
@@ -71,7 +71,8 @@ type Config struct {
 	// QueueSize is the number of batches buffered between the FSM and the
 	// dispatcher.
 	QueueSize int
-	// CatchUpEvents is the number of history events one catch-up step reads.
+	// CatchUpEvents is the most history events one catch-up step reads
+	// (it reads fewer when the streams it feeds have room for fewer).
 	CatchUpEvents int
 	// ProgressInterval is the heartbeat period, jittered by ±10%; missed
 	// ticks are skipped. Zero disables heartbeats.

@@ -33,6 +33,9 @@ type Stream struct {
 	closed atomic.Bool
 	// ws holds the stream's registered watchers; guarded by reg.mu.
 	ws []*Watcher
+	// feeding counts the stream's watchers a catch-up step feeds, while
+	// the step sizes its read; guarded by reg.mu.
+	feeding int
 
 	mu sync.Mutex
 	q  eventQueue
@@ -232,6 +235,20 @@ func (s *Stream) hasRoom(w *Watcher) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.roomLocked(w, 0)
+}
+
+// roomFor returns how many more events w could take, at most: 0 when it
+// has no room (hasRoom), else the fewer of the events its buffer and the
+// bytes left in the budgets of s and its Conn hold (events of the smallest
+// size).
+func (s *Stream) roomFor(w *Watcher) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.roomLocked(w, 0) {
+		return 0
+	}
+	free := min(int64(s.reg.streamBytes-(s.bytes+s.sent+s.sending)), s.reg.connBytes-s.conn.bytes.Load())
+	return max(1, min(s.reg.bufferSize-s.pendingLocked(w), int(free/eventOverhead)))
 }
 
 // roomLocked is hasRoom with s.mu held, keeping spare events free.
