@@ -96,7 +96,7 @@ func (e *batchEncoder) message() *pb.WatchBatch {
 }
 
 // add appends the response for ev, encoded as proto.Marshal encodes the
-// pb.WatchResponse of ev (toWatchResponse's in watchwire_test.go).
+// pb.WatchResponse of ev (wantResponse in watchwire_test.go).
 func (e *batchEncoder) add(ev *watch.Event) {
 	own := ownSize(ev)
 	if e.hasLast && sameBody(&e.last, ev) {
