@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -457,16 +459,9 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		return false
 	}
 
-	// Index the ready watchers like the registry does, for this step.
-	exact := make(map[string][]*Watcher)
-	prefix := make(map[string][]*Watcher)
-	for _, w := range ready {
-		if w.prefix {
-			prefix[w.key] = append(prefix[w.key], w)
-		} else {
-			exact[w.key] = append(exact[w.key], w)
-		}
-	}
+	// Index the ready watchers like the registry does, for this step, by
+	// sorting them: no map to build for every step.
+	slices.SortFunc(ready, compareWatchers)
 	defer func() {
 		for _, w := range ready {
 			w.stalled = false
@@ -490,11 +485,11 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 	}
 	for i := range evs {
 		ev := &evs[i]
-		for _, w := range exact[string(ev.Key)] {
+		for _, w := range watchersOf(ready, false, ev.Key) {
 			feed(w, ev)
 		}
 		for p := range prefixSegments(ev.Key) {
-			for _, w := range prefix[string(p)] {
+			for _, w := range watchersOf(ready, true, p) {
 				feed(w, ev)
 			}
 		}
@@ -512,6 +507,50 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		}
 	}
 	return progress && len(r.behind) > 0
+}
+
+// compareWatchers orders watchers by kind (exact keys first) and key.
+func compareWatchers(a, b *Watcher) int {
+	if a.prefix != b.prefix {
+		if a.prefix {
+			return 1
+		}
+		return -1
+	}
+	return strings.Compare(a.key, b.key)
+}
+
+// watchersOf returns the watchers of key (prefix ones, with prefix) in ws,
+// sorted by compareWatchers.
+func watchersOf(ws []*Watcher, prefix bool, key []byte) []*Watcher {
+	cmp := func(w *Watcher) int { // w against (prefix, key)
+		if w.prefix != prefix {
+			if w.prefix {
+				return 1
+			}
+			return -1
+		}
+		return compareKey(w.key, key)
+	}
+	i, _ := slices.BinarySearchFunc(ws, 0, func(w *Watcher, _ int) int { return cmp(w) })
+	j := i
+	for j < len(ws) && cmp(ws[j]) == 0 {
+		j++
+	}
+	return ws[i:j]
+}
+
+// compareKey is strings.Compare(a, string(b)) without converting b.
+func compareKey(a string, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return len(a) - len(b)
 }
 
 // progress queues a PROGRESS for w if it has room. It reports whether w
