@@ -228,19 +228,11 @@ func (s *Stream) pendingLocked(w *Watcher) int {
 	return w.pending
 }
 
-// hasRoom reports whether w may start queuing another revision: fewer than
-// BufferSize of its events wait and the stream and its Conn are within
-// their byte budgets.
-func (s *Stream) hasRoom(w *Watcher) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.roomLocked(w, 0)
-}
-
 // roomFor returns how many more events w could take, at most: 0 when it
-// has no room (hasRoom), else the fewer of the events its buffer and the
-// bytes left in the budgets of s and its Conn hold (events of the smallest
-// size).
+// may not start queuing another revision (BufferSize of its events wait,
+// or the stream or its Conn is past its byte budget), else the fewer of
+// the events its buffer and the bytes left in the budgets of s and its
+// Conn hold (events of the smallest size).
 func (s *Stream) roomFor(w *Watcher) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -251,7 +243,8 @@ func (s *Stream) roomFor(w *Watcher) int {
 	return max(1, min(s.reg.bufferSize-s.pendingLocked(w), int(free/eventOverhead)))
 }
 
-// roomLocked is hasRoom with s.mu held, keeping spare events free.
+// roomLocked reports whether w may start queuing another revision, with
+// s.mu held, keeping spare events free.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	return s.pendingLocked(w)+spare < s.reg.bufferSize &&
 		s.bytes+s.sent+s.sending < s.reg.streamBytes &&

@@ -77,7 +77,7 @@ func TestStreamBoundIsPerTake(t *testing.T) {
 	wantState(t, w, catchingUp)
 	wantState(t, v, live)
 	sr.takeNow()
-	if !s.hasRoom(w) {
+	if s.roomFor(w) == 0 {
 		t.Fatal("no room right after a Take")
 	}
 }
