@@ -140,26 +140,30 @@ func (ss *watchSession) count() int {
 // rest is signaled Ready again).
 func (ss *watchSession) flush(all bool) error {
 	defer clear(ss.buf[:cap(ss.buf)]) // drop references to event payloads
+	var enc batchEncoder
+	enc.start()
+	defer enc.release()
 	for i := 0; all || i < flushMessages; i++ {
 		ss.buf = ss.ws.TakeBytes(ss.buf[:0], maxBatchBytes)
 		if len(ss.buf) == 0 {
 			return nil
 		}
-		batch := &pb.WatchBatch{Responses: make([]*pb.WatchResponse, 0, len(ss.buf))}
-		for _, ev := range ss.buf {
+		enc.reset()
+		for j := range ss.buf {
+			ev := &ss.buf[j]
 			if !ss.mayDeliver(ev) {
 				continue
 			}
-			batch.Responses = append(batch.Responses, toWatchResponse(ev))
+			enc.add(ev)
 			if ev.Type == watch.Canceled {
 				ss.serverEnded(ev.WatchID)
 			}
 		}
 		clear(ss.buf)
-		if len(batch.Responses) == 0 {
+		if enc.empty() {
 			continue // every event was one the caller may not read
 		}
-		if err := ss.stream.Send(batch); err != nil {
+		if err := ss.stream.Send(enc.message()); err != nil {
 			return err
 		}
 	}
@@ -169,7 +173,7 @@ func (ss *watchSession) flush(all bool) error {
 // mayDeliver reports whether ev may be sent: without roles enforced,
 // always; otherwise a PUT or DELETE only when the caller may read its key
 // now (a revoked role stops delivery at once).
-func (ss *watchSession) mayDeliver(ev watch.Event) bool {
+func (ss *watchSession) mayDeliver(ev *watch.Event) bool {
 	if ss.caller == nil || ev.Type != watch.Put && ev.Type != watch.Delete {
 		return true
 	}
@@ -287,29 +291,4 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 		}
 	}
 	return nil
-}
-
-func toWatchResponse(ev watch.Event) *pb.WatchResponse {
-	r := &pb.WatchResponse{Key: ev.Key, Value: ev.Value, Revision: ev.Revision, Version: ev.Version,
-		Reason: ev.Reason, WatchId: ev.WatchID}
-	switch ev.Type {
-	case watch.Put:
-		r.Type = pb.EventType_PUT
-	case watch.Delete:
-		r.Type = pb.EventType_DELETE
-	case watch.Progress:
-		r.Type = pb.EventType_PROGRESS
-	case watch.Canceled:
-		r.Type = pb.EventType_CANCELED
-		r.Code = int32(cancelCode(ev.Cause))
-		r.CompactRevision = ev.CompactRevision
-	}
-	if ev.HasPrev {
-		prev := ev.PrevValue
-		if prev == nil {
-			prev = []byte{}
-		}
-		r.PrevValue = prev
-	}
-	return r
 }

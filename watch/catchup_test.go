@@ -133,3 +133,73 @@ func (s *Stream) pendingCount(w *Watcher) int {
 	defer s.mu.Unlock()
 	return s.pendingLocked(w)
 }
+
+// countingHistory counts the events a History hands to its readers.
+type countingHistory struct {
+	History
+	read int
+}
+
+func (c *countingHistory) ReadHistory(from, to uint64, withPrev bool, fn func(*Event) bool) error {
+	return c.History.ReadHistory(from, to, withPrev, func(ev *Event) bool {
+		c.read++
+		return fn(ev)
+	})
+}
+
+// A catch-up step reads only what the streams it feeds can take: many
+// watchers of one key sharing a small stream are fed a few revisions per
+// step, not CatchUpEvents of which all but those would be thrown away;
+// and they still receive every event, in order.
+func TestCatchUpStepReadsWhatStreamsTake(t *testing.T) {
+	const watchers, revs = 100, 2000
+	h := newHarness(t, Config{StreamBytes: 64 << 10, CatchUpEvents: 4096}, false)
+	for i := uint64(1); i <= revs; i++ {
+		h.deliverNow(i, false, put("/k", i))
+	}
+	s, _ := h.stream()
+	ws := make([]*Watcher, watchers)
+	for i := range ws {
+		w, err := s.Register([]byte("/k"), Options{StartRevision: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws[i] = w
+	}
+	counting := &countingHistory{History: h.hist}
+	h.d.hist = counting // the dispatcher is not running
+
+	got := map[uint64][]uint64{}
+	var buf []Event
+	for step := 0; ; step++ {
+		if step > 10*revs {
+			t.Fatal("watchers never caught up")
+		}
+		counting.read = 0
+		h.d.catchUpStep()
+		// The stream's 64 KiB hold 512 events of eventOverhead bytes, 5 for
+		// each watcher: the step reads its minimum (and the rest of the
+		// revision it stopped in), never thousands.
+		if counting.read > minStepEvents+1 {
+			t.Fatalf("step %d read %d events for streams with room for about %d", step, counting.read, (64<<10)/eventOverhead)
+		}
+		buf = s.Take(buf)
+		for _, ev := range buf {
+			got[ev.WatchID] = append(got[ev.WatchID], ev.Revision)
+		}
+		if _, behind := h.reg.Counts(); behind == 0 {
+			break
+		}
+	}
+	for _, w := range ws {
+		revsOf := got[w.ID()]
+		if len(revsOf) != revs {
+			t.Fatalf("watcher %d received %d events, want %d", w.ID(), len(revsOf), revs)
+		}
+		for i, r := range revsOf {
+			if r != uint64(i+1) {
+				t.Fatalf("watcher %d: event %d has revision %d, want %d", w.ID(), i, r, i+1)
+			}
+		}
+	}
+}

@@ -178,7 +178,7 @@ type watchCheck struct {
 }
 
 func newWatchCheck(w *Watcher, all []Event) *watchCheck {
-	return &watchCheck{w: w, want: expectedFor(all, w.key, w.prefix, w.Start()), delivered: w.reg.Delivered}
+	return &watchCheck{w: w, want: expectedFor(all, w.key, w.prefix, w.Start()), delivered: w.stream.reg.Delivered}
 }
 
 func (c *watchCheck) done() bool { return c.i == len(c.want) }
@@ -258,8 +258,8 @@ func (c *watchCheck) checkMark(ev Event, what string) error {
 
 // stateOf returns w's state and next revision.
 func stateOf(w *Watcher) (state, uint64) {
-	w.reg.mu.Lock()
-	defer w.reg.mu.Unlock()
+	w.stream.reg.mu.Lock()
+	defer w.stream.reg.mu.Unlock()
 	return w.state, w.next
 }
 
@@ -275,7 +275,7 @@ func wantState(t *testing.T, w *Watcher, st state) {
 func (s *Stream) queueLen() (n, size int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.q), s.bytes
+	return s.q.len(), s.bytes
 }
 
 // sizeOf returns what evs count for against a stream's byte budget.

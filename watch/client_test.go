@@ -163,8 +163,8 @@ func TestDropReleasesQueuedEvents(t *testing.T) {
 	sr.expectNone(gone)
 	sr.expectNone(canceled)
 	kept.Drop()
-	if s.q != nil && len(s.q) != 0 {
-		t.Fatalf("queue holds %d events after every watcher dropped", len(s.q))
+	if n, _ := s.queueLen(); n != 0 || s.q.head != nil {
+		t.Fatalf("queue holds %d events (head block %p) after every watcher dropped", n, s.q.head)
 	}
 }
 

@@ -6,10 +6,18 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// minStepEvents is the fewest events a catch-up step reads (when Config's
+// CatchUpEvents is not lower): a step reads no more than the ready
+// watchers' streams can take, but at least this many, so that a stream
+// with little room is not fed by many tiny reads.
+const minStepEvents = 64
 
 // stepEvery is how many batches (or other wake-ups) the dispatcher handles
 // at most between two catch-up steps while watchers are catching up.
@@ -43,6 +51,8 @@ type Dispatcher struct {
 	// Owned by the delivering goroutine.
 	pending []*Watcher // progress requests not yet served
 	scratch []Event    // events read from history by one catch-up step
+	feeding []*Watcher // the catching-up watchers one step feeds
+	room    []int      // room[i]: events feeding[i]'s stream has room for
 	// catchUp is set while catching-up watchers may be able to make
 	// progress; cleared when a step finds none that can.
 	catchUp bool
@@ -360,20 +370,36 @@ func (d *Dispatcher) catchUpStep() bool {
 	to := r.delivered
 	from := uint64(math.MaxUint64)
 	withPrev := false
-	var ready []*Watcher
+	ready, room := d.feeding[:0], d.room[:0]
+	defer func() { clear(ready); d.feeding, d.room = ready[:0], room[:0] }()
 	for w := range r.behind {
 		if w.next > to {
 			w.state = live // nothing left to read: live from here
 			delete(r.behind, w)
 			continue
 		}
-		if !w.stream.hasRoom(w) {
+		n := w.stream.roomFor(w)
+		if n == 0 {
 			continue // its consumer has not taken its queue; Take wakes us
 		}
 		ready = append(ready, w)
+		room = append(room, n)
+		w.stream.feeding++
 		from = min(from, w.next)
 		withPrev = withPrev || w.prevKV
 	}
+	// Read what the streams can take: the ready watchers of a stream share
+	// its room, and at worst every event read is for every one of them
+	// (the watchers of one key). Reading more would be thrown away, and a
+	// stream shared by many watchers fills after a few revisions.
+	limit := 0
+	for i, w := range ready {
+		limit = max(limit, room[i]/w.stream.feeding)
+	}
+	for _, w := range ready {
+		w.stream.feeding = 0
+	}
+	limit = min(max(limit, minStepEvents), d.step)
 	r.mu.Unlock()
 	if len(ready) == 0 {
 		return false
@@ -384,7 +410,7 @@ func (d *Dispatcher) catchUpStep() bool {
 	evs := d.scratch[:0]
 	readTo, last := to, uint64(0)
 	err := d.hist.ReadHistory(from, to, withPrev, func(ev *Event) bool {
-		if len(evs) >= d.step && ev.Revision != last {
+		if len(evs) >= limit && ev.Revision != last {
 			readTo = last // stop on a revision boundary
 			return false
 		}
@@ -433,19 +459,16 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		return false
 	}
 
-	// Index the ready watchers like the registry does, for this step.
-	exact := make(map[string][]*Watcher)
-	prefix := make(map[string][]*Watcher)
-	for _, w := range ready {
-		if w.prefix {
-			prefix[w.key] = append(prefix[w.key], w)
-		} else {
-			exact[w.key] = append(exact[w.key], w)
+	// Index the ready watchers like the registry does, for this step, by
+	// sorting them: no map to build for every step.
+	slices.SortFunc(ready, compareWatchers)
+	defer func() {
+		for _, w := range ready {
+			w.stalled = false
 		}
-	}
-	stalled := make(map[*Watcher]bool)
+	}()
 	feed := func(w *Watcher, ev *Event) {
-		if w.state != catchingUp || stalled[w] || ev.Revision < w.next {
+		if w.state != catchingUp || w.stalled || ev.Revision < w.next {
 			return
 		}
 		out := *ev
@@ -455,25 +478,25 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		}
 		if !w.stream.push(w, &out, ev.Revision == w.curRev) {
 			w.next = ev.Revision // resume here once its queue is taken
-			stalled[w] = true
+			w.stalled = true
 			return
 		}
 		w.curRev = ev.Revision
 	}
 	for i := range evs {
 		ev := &evs[i]
-		for _, w := range exact[string(ev.Key)] {
+		for _, w := range watchersOf(ready, false, ev.Key) {
 			feed(w, ev)
 		}
 		for p := range prefixSegments(ev.Key) {
-			for _, w := range prefix[string(p)] {
+			for _, w := range watchersOf(ready, true, p) {
 				feed(w, ev)
 			}
 		}
 	}
 	progress := false
 	for _, w := range ready {
-		if w.state != catchingUp || stalled[w] {
+		if w.state != catchingUp || w.stalled {
 			continue
 		}
 		progress = true
@@ -484,6 +507,50 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		}
 	}
 	return progress && len(r.behind) > 0
+}
+
+// compareWatchers orders watchers by kind (exact keys first) and key.
+func compareWatchers(a, b *Watcher) int {
+	if a.prefix != b.prefix {
+		if a.prefix {
+			return 1
+		}
+		return -1
+	}
+	return strings.Compare(a.key, b.key)
+}
+
+// watchersOf returns the watchers of key (prefix ones, with prefix) in ws,
+// sorted by compareWatchers.
+func watchersOf(ws []*Watcher, prefix bool, key []byte) []*Watcher {
+	cmp := func(w *Watcher) int { // w against (prefix, key)
+		if w.prefix != prefix {
+			if w.prefix {
+				return 1
+			}
+			return -1
+		}
+		return compareKey(w.key, key)
+	}
+	i, _ := slices.BinarySearchFunc(ws, 0, func(w *Watcher, _ int) int { return cmp(w) })
+	j := i
+	for j < len(ws) && cmp(ws[j]) == 0 {
+		j++
+	}
+	return ws[i:j]
+}
+
+// compareKey is strings.Compare(a, string(b)) without converting b.
+func compareKey(a string, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return len(a) - len(b)
 }
 
 // progress queues a PROGRESS for w if it has room. It reports whether w

@@ -53,7 +53,7 @@
 //
 // Locking: Registry.mu guards the maps, every watcher's state and position,
 // and the delivered revision; Stream.mu guards a stream's queue. Lock order
-// is Registry.mu, then Stream.mu. Every lock is taken and released in the
+// is Registry.mu, then Stream.mu, then the registry's pool of queue blocks. Every lock is taken and released in the
 // same function. History and the logger are called without Registry.mu
 // held (cancels are logged after it is released).
 //

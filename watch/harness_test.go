@@ -248,7 +248,7 @@ func (h *harness) next(w *Watcher) (Event, bool) {
 func recv(t *testing.T, w *Watcher) Event {
 	t.Helper()
 	harnessMu.Lock()
-	h := harnessOf[w.reg]
+	h := harnessOf[w.stream.reg]
 	harnessMu.Unlock()
 	for {
 		ev, ok := h.next(w)

@@ -44,7 +44,7 @@ const (
 	// dispatcher; past it the dispatcher moves every live watcher to
 	// catching up from history.
 	DefaultQueueSize = 4096
-	// DefaultCatchUpEvents is how many history events one catch-up step
+	// DefaultCatchUpEvents is the most history events one catch-up step
 	// reads, between two live batches.
 	DefaultCatchUpEvents = 4096
 	// DefaultProgressInterval is the heartbeat period the node configures.
@@ -85,7 +85,8 @@ type Config struct {
 	// QueueSize is the number of batches buffered between the FSM and the
 	// dispatcher.
 	QueueSize int
-	// CatchUpEvents is the number of history events one catch-up step reads.
+	// CatchUpEvents is the most history events one catch-up step reads
+	// (it reads fewer when the streams it feeds have room for fewer).
 	CatchUpEvents int
 	// ProgressInterval is the heartbeat period, jittered by ±10%; missed
 	// ticks are skipped. Zero disables heartbeats.
@@ -201,6 +202,8 @@ type Registry struct {
 	totalHeld, holding atomic.Int64
 	// counters are the totals Stats reports (stats.go).
 	counters counters
+	// blocks recycles the blocks of the streams' queues.
+	blocks blockPool
 	// prev counts watchers that want previous values; the FSM polls it
 	// (WantPrev) at the start of every batch.
 	prev   atomic.Int64
@@ -259,12 +262,24 @@ func NewRegistry(cfg Config, hist History, delivered uint64) *Registry {
 
 // Watcher receives the events of one key (or of every key under a prefix)
 // in the queue of its Stream. Close it when done.
+//
+// There is one per watch, so its fields are ordered to pack (96 bytes, a
+// size class of its own); its registry is its stream's.
 type Watcher struct {
 	id     uint64
-	key    string
+	key    string // shared with the other watchers of the same key
 	start  uint64
-	reg    *Registry
 	stream *Stream
+
+	// Guarded by reg.mu.
+	next   uint64 // first revision not yet queued (see live and catchingUp)
+	curRev uint64 // revision being queued: its remaining events need no room check
+	sidx   int    // index in stream.ws
+
+	// Guarded by stream.mu: events queued and not yet taken are pending
+	// while takeGen == stream.gen (a Take bumps gen, resetting every count).
+	pending int
+	takeGen uint64
 
 	prefix        bool
 	prevKV        bool
@@ -272,15 +287,10 @@ type Watcher struct {
 
 	// Guarded by reg.mu.
 	state   state
-	next    uint64 // first revision not yet queued (see live and catchingUp)
-	curRev  uint64 // revision being queued: its remaining events need no room check
-	removed bool   // out of the maps and out of its stream
-	sidx    int    // index in stream.ws
-
-	// Guarded by stream.mu: events queued and not yet taken are pending
-	// while takeGen == stream.gen (a Take bumps gen, resetting every count).
-	pending int
-	takeGen uint64
+	removed bool // out of the maps and out of its stream
+	// stalled is set, during one catch-up step, on a watcher whose
+	// stream had no room for the next revision read (applyRead).
+	stalled bool
 
 	// progressPending is set while a RequestProgress waits to be served.
 	progressPending atomic.Bool
@@ -304,8 +314,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	if o.PrevKV {
 		r.prev.Add(1)
 	}
-	w := &Watcher{id: r.nextID.Add(1), key: string(key), reg: r, stream: s,
-		prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader}
+	w := &Watcher{id: r.nextID.Add(1), stream: s, prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader}
 	var oldest uint64
 	if o.StartRevision > 0 {
 		// Asked before taking mu: History is never called with mu held.
@@ -342,11 +351,17 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 		r.behind[w] = struct{}{}
 		r.poke()
 	}
+	m := r.exact
 	if o.Prefix {
-		r.prefix[w.key] = append(r.prefix[w.key], w)
-	} else {
-		r.exact[w.key] = append(r.exact[w.key], w)
+		m = r.prefix
 	}
+	ws := m[string(key)]
+	if len(ws) > 0 {
+		w.key = ws[0].key // one copy of a key however many watch it
+	} else {
+		w.key = string(key)
+	}
+	m[w.key] = append(ws, w)
 	w.sidx = len(s.ws)
 	s.ws = append(s.ws, w)
 	r.n++
@@ -590,7 +605,7 @@ func (w *Watcher) RequestProgress() {
 	if !w.progressPending.CompareAndSwap(false, true) {
 		return
 	}
-	r := w.reg
+	r := w.stream.reg
 	r.reqMu.Lock()
 	r.reqs = append(r.reqs, w)
 	r.reqMu.Unlock()
@@ -604,7 +619,7 @@ func (w *Watcher) RequestProgress() {
 // Close returns (events queued before may still be taken from the Stream).
 // It is idempotent.
 func (w *Watcher) Close() {
-	r := w.reg
+	r := w.stream.reg
 	r.mu.Lock()
 	r.removeLocked(w)
 	r.mu.Unlock()
@@ -615,7 +630,7 @@ func (w *Watcher) Close() {
 // nothing of the watcher can be taken after Drop returns and the bytes
 // they held are released at once. It is idempotent.
 func (w *Watcher) Drop() {
-	r := w.reg
+	r := w.stream.reg
 	r.mu.Lock()
 	r.removeLocked(w)
 	w.stream.discard(w)

@@ -6,15 +6,6 @@ import (
 	"sync/atomic"
 )
 
-// The queue array of a Stream grows by doubling from streamMinCap events,
-// so its capacity is always a power of two; once drained, an array of at
-// most streamRetainCap events is kept for reuse, a larger one, left by a
-// burst, is released.
-const (
-	streamMinCap    = 16
-	streamRetainCap = 1024
-)
-
 // Stream delivers the events of many watchers to one consumer, in the order
 // the dispatcher queued them, which is revision order for each watcher;
 // Event.WatchID says which watcher an event is for.
@@ -47,10 +38,12 @@ type Stream struct {
 	closed atomic.Bool
 	// ws holds the stream's registered watchers; guarded by reg.mu.
 	ws []*Watcher
+	// feeding counts the stream's watchers a catch-up step feeds, while
+	// the step sizes its read; guarded by reg.mu.
+	feeding int
 
 	mu sync.Mutex
-	q  []Event
-	qw []*Watcher // qw[i] is the watcher q[i] is for
+	q  eventQueue
 	// bytes is what q counts for against Config.StreamBytes and the
 	// Client's budget.
 	bytes int
@@ -95,18 +88,22 @@ func (s *Stream) Take(buf []Event) []Event {
 	s.mu.Lock()
 	freed := s.sent + s.sending
 	s.sent, s.sending = 0, 0
-	if len(s.q) == 0 {
+	n := s.q.len()
+	if n == 0 {
 		s.releaseLocked(freed)
 		s.mu.Unlock()
 		return buf
 	}
-	buf = append(buf, s.q...)
+	for s.q.len() > 0 {
+		ev, _ := s.q.front()
+		buf = append(buf, *ev)
+		s.q.pop()
+	}
 	s.releaseLocked(freed + s.bytes)
 	s.bytes = 0
-	s.resetLocked()
 	s.gen++
 	s.mu.Unlock()
-	s.reg.counters.taken.Add(uint64(len(buf)))
+	s.reg.counters.taken.Add(uint64(n))
 	s.reg.poke() // watchers of s that fell behind have room again
 	return buf
 }
@@ -124,31 +121,28 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 	freed := s.sent
 	s.sent, s.sending = s.sending, 0
 	n, size := 0, 0
-	for n < len(s.q) && (n == 0 || size+s.q[n].size() <= max) {
-		size += s.q[n].size()
+	for s.q.len() > 0 {
+		ev, w := s.q.front()
+		if n > 0 && size+ev.size() > max {
+			break
+		}
+		size += ev.size()
 		n++
+		buf = append(buf, *ev)
+		w.pending-- // every queued event's watcher has takeGen == gen
+		s.q.pop()
 	}
 	if n == 0 {
 		s.releaseLocked(freed)
 		s.mu.Unlock()
 		return buf
 	}
-	buf = append(buf, s.q[:n]...)
-	for _, w := range s.qw[:n] {
-		w.pending-- // every queued event's watcher has takeGen == gen
-	}
 	s.sending = size
 	s.bytes -= size
 	s.releaseLocked(freed)
-	if n == len(s.q) {
-		s.resetLocked()
+	if s.q.len() == 0 {
 		s.gen++
 	} else {
-		rest := copy(s.q, s.q[n:])
-		copy(s.qw, s.qw[n:])
-		clear(s.q[rest:])
-		clear(s.qw[rest:])
-		s.q, s.qw = s.q[:rest], s.qw[:rest]
 		s.signalLocked() // the consumer comes back for the rest
 	}
 	s.mu.Unlock()
@@ -167,43 +161,14 @@ func (s *Stream) releaseLocked(n int) {
 	}
 }
 
-// resetLocked empties the queue, dropping its references to keys, values
-// and watchers; an array grown by a burst is released. s.mu is held.
-func (s *Stream) resetLocked() {
-	if cap(s.q) > streamRetainCap {
-		s.q, s.qw = nil, nil // a burst: give the memory back
-		return
-	}
-	clear(s.q)
-	clear(s.qw)
-	s.q, s.qw = s.q[:0], s.qw[:0]
-}
-
 // discard drops the events queued for w and releases their bytes; the
 // caller holds reg.mu (Watcher.Close).
 func (s *Stream) discard(w *Watcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kept, freed := 0, 0
-	for i := range s.q {
-		if s.qw[i] == w {
-			freed += s.q[i].size()
-			continue
-		}
-		s.q[kept], s.qw[kept] = s.q[i], s.qw[i]
-		kept++
-	}
-	if kept == len(s.q) {
-		return
-	}
-	clear(s.q[kept:])
-	clear(s.qw[kept:])
-	s.q, s.qw = s.q[:kept], s.qw[:kept]
+	freed := s.q.removeWatcher(w)
 	s.bytes -= freed
 	s.releaseLocked(freed)
-	if kept == 0 {
-		s.resetLocked()
-	}
 	w.pending = 0
 }
 
@@ -256,7 +221,8 @@ func (s *Stream) Close() {
 	s.ws = nil
 	s.mu.Lock()
 	s.releaseLocked(s.bytes + s.sent + s.sending)
-	s.q, s.qw, s.bytes, s.sent, s.sending = nil, nil, 0, 0, 0
+	s.q.reset()
+	s.bytes, s.sent, s.sending = 0, 0, 0
 	s.mu.Unlock()
 }
 
@@ -275,16 +241,24 @@ func (s *Stream) pendingLocked(w *Watcher) int {
 	return w.pending
 }
 
-// hasRoom reports whether w may start queuing another revision: fewer than
-// BufferSize of its events wait and the stream, its Client and the
-// registry are within their byte budgets.
-func (s *Stream) hasRoom(w *Watcher) bool {
+// roomFor returns how many more events w could take, at most: 0 when it
+// may not start queuing another revision (BufferSize of its events wait,
+// or the stream, its Client or the registry is past its byte budget),
+// else the fewer of the events its buffer and the bytes left in the
+// budgets of s and its Client hold (events of the smallest size; at least
+// one: a stream may pass the shared budgets by a revision, see roomLocked).
+func (s *Stream) roomFor(w *Watcher) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.roomLocked(w, 0)
+	if !s.roomLocked(w, 0) {
+		return 0
+	}
+	free := min(int64(s.reg.streamBytes-(s.bytes+s.sent+s.sending)), s.reg.clientBytes-s.conn.bytes.Load())
+	return max(1, min(s.reg.bufferSize-s.pendingLocked(w), int(free/eventOverhead)))
 }
 
-// roomLocked is hasRoom with s.mu held, keeping spare events free.
+// roomLocked reports whether w may start queuing another revision, with
+// s.mu held, keeping spare events free.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	held := s.bytes + s.sent + s.sending
 	if s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
@@ -337,22 +311,12 @@ func (s *Stream) pushForce(w *Watcher, ev *Event) { s.push(w, ev, true) }
 
 func (s *Stream) appendLocked(w *Watcher, ev *Event) {
 	s.pendingLocked(w)
-	if len(s.q) == cap(s.q) {
-		// Exact powers of two (append would round up to a size class and
-		// overshoot streamRetainCap at 1024 events).
-		n := max(2*cap(s.q), streamMinCap)
-		q, qw := make([]Event, len(s.q), n), make([]*Watcher, len(s.q), n)
-		copy(q, s.q)
-		copy(qw, s.qw)
-		s.q, s.qw = q, qw
-	}
-	s.q = append(s.q, *ev)
-	s.qw = append(s.qw, w)
+	s.q.push(ev, w)
 	n := ev.size()
 	s.bytes += n
 	s.conn.bytes.Add(int64(n))
 	w.pending++
-	if len(s.q) == 1 {
+	if s.q.len() == 1 {
 		s.signalLocked()
 	}
 }

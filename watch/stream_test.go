@@ -77,21 +77,21 @@ func TestStreamBoundIsPerTake(t *testing.T) {
 	wantState(t, w, catchingUp)
 	wantState(t, v, live)
 	sr.takeNow()
-	if !s.hasRoom(w) {
+	if s.roomFor(w) == 0 {
 		t.Fatal("no room right after a Take")
 	}
 }
 
-// Take appends to buf[:0]; a drained queue keeps a small array (emptied of
-// references) and gives a burst's large one back.
+// Take appends to buf[:0]; a drained queue, after a burst or a small
+// batch, holds no memory.
 func TestStreamTakeAndQueueMemory(t *testing.T) {
-	h := newHarness(t, Config{BufferSize: 4 * streamRetainCap}, false)
+	h := newHarness(t, Config{BufferSize: 4096}, false)
 	s, _ := h.stream()
 	h.registerOn(s, "/k", Options{})
 	if got := s.Take(make([]Event, 3, 8)); len(got) != 0 || cap(got) != 8 {
 		t.Fatalf("Take on an empty queue returned %d events, cap %d; want buf[:0]", len(got), cap(got))
 	}
-	burst := make([]Event, 2*streamRetainCap)
+	burst := make([]Event, 2048)
 	for i := range burst {
 		burst[i] = put("/k", uint64(i+1))
 	}
@@ -100,10 +100,14 @@ func TestStreamTakeAndQueueMemory(t *testing.T) {
 	if len(out) != len(burst) || out[len(out)-1].Revision != uint64(len(burst)) {
 		t.Fatalf("took %d events, want %d", len(out), len(burst))
 	}
-	if s.q != nil || s.bytes != 0 {
-		t.Fatalf("queue of cap %d (%d bytes) kept after a burst, want it released", cap(s.q), s.bytes)
+	for i := range out {
+		if out[i].Revision != uint64(i+1) {
+			t.Fatalf("event %d has revision %d, want %d", i, out[i].Revision, i+1)
+		}
 	}
-	// A small batch: its array is kept, emptied of references.
+	if s.q.head != nil || s.q.tail != nil || s.bytes != 0 {
+		t.Fatalf("queue kept blocks (%d bytes) after a burst was taken, want none", s.bytes)
+	}
 	next := uint64(len(burst) + 1)
 	h.deliverNow(next+2, false, put("/k", next), put("/k", next+1), put("/k", next+2))
 	reuse := out[:0]
@@ -111,39 +115,11 @@ func TestStreamTakeAndQueueMemory(t *testing.T) {
 	if len(out) != 3 || &out[0] != &reuse[:1][0] {
 		t.Fatal("Take did not append to buf[:0]")
 	}
-	if cap(s.q) == 0 || cap(s.q) > streamRetainCap {
-		t.Fatalf("small queue: cap %d, want kept (at most %d)", cap(s.q), streamRetainCap)
-	}
-	for i, ev := range s.q[:cap(s.q)] {
-		if ev.Key != nil || ev.Value != nil || ev.Type != 0 {
-			t.Fatalf("slot %d of the kept array still holds %+v", i, ev)
-		}
+	if s.q.head != nil {
+		t.Fatal("queue kept a block after a small batch was taken, want none")
 	}
 	if n, size := s.queueLen(); n != 0 || size != 0 {
 		t.Fatalf("after Take: %d events, %d bytes queued", n, size)
-	}
-}
-
-// The array grows by powers of two, so a queue of 1024 events is still
-// kept and one of 1025 is not.
-func TestStreamQueueRetainBoundary(t *testing.T) {
-	h := newHarness(t, Config{BufferSize: 4 * streamRetainCap}, false)
-	s, _ := h.stream()
-	h.registerOn(s, "/k", Options{})
-	for _, c := range []struct {
-		n    int
-		kept bool
-	}{{streamRetainCap, true}, {streamRetainCap + 1, false}} {
-		evs := make([]Event, c.n)
-		base := h.reg.Delivered()
-		for i := range evs {
-			evs[i] = put("/k", base+uint64(i+1))
-		}
-		h.deliverNow(base+uint64(c.n), false, evs...)
-		s.Take(nil)
-		if kept := s.q != nil; kept != c.kept {
-			t.Fatalf("%d events: array of cap %d kept=%v, want %v", c.n, cap(s.q), kept, c.kept)
-		}
 	}
 }
 
