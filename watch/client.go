@@ -46,7 +46,7 @@ func (c *Client) NewStream() (*Stream, error) {
 			break
 		}
 	}
-	return &Stream{reg: c.reg, conn: c, ready: make(chan struct{}, 1), q: eventQueue{pool: &c.reg.blocks}}, nil
+	return &Stream{reg: c.reg, client: c, ready: make(chan struct{}, 1), q: eventQueue{pool: &c.reg.blocks}}, nil
 }
 
 // Bytes returns the bytes the streams of c hold (queued or in flight).

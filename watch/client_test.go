@@ -107,7 +107,7 @@ func TestTakeBytesCountsWhatIsBeingSent(t *testing.T) {
 			t.Fatalf("take %d: revisions %v, want %v", i, revs, want.revs)
 		}
 		if s.Bytes() != want.bytes || c.Bytes() != want.bytes {
-			t.Fatalf("take %d: stream holds %d bytes, conn %d, want %d", i, s.Bytes(), c.Bytes(), want.bytes)
+			t.Fatalf("take %d: stream holds %d bytes, client %d, want %d", i, s.Bytes(), c.Bytes(), want.bytes)
 		}
 		left := i < 2
 		select {

@@ -304,11 +304,11 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	if r.closed.Load() {
 		return nil, errClosed()
 	}
-	if n, ok := s.conn.reserve(); !ok {
+	if n, ok := s.client.reserve(); !ok {
 		return nil, fmt.Errorf("%w: this client holds %d watchers, the limit is %d; close unused watchers (a client is one certificate identity, or else one IP address, however many connections it opens)", ErrLimitExceeded, n, r.maxPerClient)
 	}
 	if !r.reserve() {
-		s.conn.watchers.Add(-1)
+		s.client.watchers.Add(-1)
 		return nil, fmt.Errorf("%w: this node already serves its maximum of %d watchers; close unused watchers, spread them over other nodes or raise MaxWatchers", ErrLimitExceeded, r.max)
 	}
 	if o.PrevKV {
@@ -429,7 +429,7 @@ func (r *Registry) reserve() bool {
 // release gives back the counters a watcher holds.
 func (r *Registry) release(w *Watcher) {
 	r.reserved.Add(-1)
-	w.stream.conn.watchers.Add(-1)
+	w.stream.client.watchers.Add(-1)
 	if w.prevKV {
 		r.prev.Add(-1)
 	}

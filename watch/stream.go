@@ -29,11 +29,9 @@ import (
 // Client.NewStream and Close it when done.
 type Stream struct {
 	reg *Registry
-	// conn is the Client whose budgets s shares. (Named when a Client
-	// was one connection; kept so as not to touch appendLocked while
-	// other work changes it: rename to client once both are merged.)
-	conn  *Client
-	ready chan struct{}
+	// client is the Client whose budgets s shares.
+	client *Client
+	ready  chan struct{}
 	// closed is set by Close, under reg.mu.
 	closed atomic.Bool
 	// ws holds the stream's registered watchers; guarded by reg.mu.
@@ -156,7 +154,7 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 // or of other clients, that fell behind may have room again. s.mu is held.
 func (s *Stream) releaseLocked(n int) {
 	if n != 0 {
-		s.conn.bytes.Add(int64(-n))
+		s.client.bytes.Add(int64(-n))
 		s.reg.poke()
 	}
 }
@@ -214,7 +212,7 @@ func (s *Stream) Close() {
 		return
 	}
 	s.closed.Store(true)
-	s.conn.streams.Add(-1)
+	s.client.streams.Add(-1)
 	for i := len(s.ws) - 1; i >= 0; i-- { // from the end: no element moves
 		r.removeLocked(s.ws[i])
 	}
@@ -253,7 +251,7 @@ func (s *Stream) roomFor(w *Watcher) int {
 	if !s.roomLocked(w, 0) {
 		return 0
 	}
-	free := min(int64(s.reg.streamBytes-(s.bytes+s.sent+s.sending)), s.reg.clientBytes-s.conn.bytes.Load())
+	free := min(int64(s.reg.streamBytes-(s.bytes+s.sent+s.sending)), s.reg.clientBytes-s.client.bytes.Load())
 	return max(1, min(s.reg.bufferSize-s.pendingLocked(w), int(free/eventOverhead)))
 }
 
@@ -272,7 +270,7 @@ func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	if s.bytes == 0 {
 		return true
 	}
-	return s.conn.roomFor(held) && s.reg.totalRoomFor(s.conn.bytes.Load())
+	return s.client.roomFor(held) && s.reg.totalRoomFor(s.client.bytes.Load())
 }
 
 // push queues ev for w if w has room (or always, with force) and reports
@@ -314,7 +312,7 @@ func (s *Stream) appendLocked(w *Watcher, ev *Event) {
 	s.q.push(ev, w)
 	n := ev.size()
 	s.bytes += n
-	s.conn.bytes.Add(int64(n))
+	s.client.bytes.Add(int64(n))
 	w.pending++
 	if s.q.len() == 1 {
 		s.signalLocked()
