@@ -61,6 +61,10 @@ type Stream struct {
 	// gen counts the Takes that emptied a non-empty queue; a watcher's
 	// pending count is valid only while its takeGen equals gen.
 	gen uint64
+
+	// progress decides whether a heartbeat may queue one PROGRESS for
+	// every watcher of the stream (progress.go).
+	progress streamProgress
 }
 
 // NewStream returns an empty stream delivering events of watchers of r,
@@ -135,7 +139,9 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 	}
 	buf = append(buf, s.q[:n]...)
 	for _, w := range s.qw[:n] {
-		w.pending-- // every queued event's watcher has takeGen == gen
+		if w != nil { // nil: a stream PROGRESS
+			w.pending-- // every queued event's watcher has takeGen == gen
+		}
 	}
 	s.sending = size
 	s.bytes -= size
@@ -179,8 +185,8 @@ func (s *Stream) resetLocked() {
 	s.q, s.qw = s.q[:0], s.qw[:0]
 }
 
-// discard drops the events queued for w and releases their bytes; the
-// caller holds reg.mu (Watcher.Close).
+// discard drops the events queued for w (for nil: the stream PROGRESS
+// events) and releases their bytes; the caller holds reg.mu (Watcher.Close).
 func (s *Stream) discard(w *Watcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -204,7 +210,9 @@ func (s *Stream) discard(w *Watcher) {
 	if kept == 0 {
 		s.resetLocked()
 	}
-	w.pending = 0
+	if w != nil {
+		w.pending = 0
+	}
 }
 
 // Bytes returns the bytes s holds against its budgets: its queue and what
@@ -284,10 +292,11 @@ func (s *Stream) hasRoom(w *Watcher) bool {
 	return s.roomLocked(w, 0)
 }
 
-// roomLocked is hasRoom with s.mu held, keeping spare events free.
+// roomLocked is hasRoom with s.mu held, keeping spare events free; for a
+// nil w (a stream PROGRESS), only the byte budgets count.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	held := s.bytes + s.sent + s.sending
-	if s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
+	if w != nil && s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
 		return false
 	}
 	// An empty queue always takes a revision, whatever the shared budgets
@@ -336,7 +345,10 @@ func (s *Stream) pushProgress(w *Watcher, ev *Event) bool {
 func (s *Stream) pushForce(w *Watcher, ev *Event) { s.push(w, ev, true) }
 
 func (s *Stream) appendLocked(w *Watcher, ev *Event) {
-	s.pendingLocked(w)
+	if w != nil { // nil: a stream PROGRESS, for no one watcher
+		s.pendingLocked(w)
+		w.pending++
+	}
 	if len(s.q) == cap(s.q) {
 		// Exact powers of two (append would round up to a size class and
 		// overshoot streamRetainCap at 1024 events).
@@ -351,7 +363,6 @@ func (s *Stream) appendLocked(w *Watcher, ev *Event) {
 	n := ev.size()
 	s.bytes += n
 	s.conn.bytes.Add(int64(n))
-	w.pending++
 	if len(s.q) == 1 {
 		s.signalLocked()
 	}
