@@ -183,7 +183,9 @@ func TestHintPingPongIsPaced(t *testing.T) {
 	a := serveCanned(t, la, func() error { return toB })
 	b := serveCanned(t, lb, func() error { return toA })
 	c := clientOf(t, Config{Endpoints: []string{a.addr}})
-	const deadline = 400 * time.Millisecond
+	// Long enough that a loaded machine completes hops before it passes (a
+	// deadline that ends the first call returns DeadlineExceeded, no hint).
+	const deadline = 1200 * time.Millisecond
 	err := putOnce(t, c, deadline)
 	if hint, ok := NotLeaderHint(err); !ok || (hint.LeaderAddr != a.addr && hint.LeaderAddr != b.addr) {
 		t.Fatalf("put between two stale followers: %v, want their last NotLeader answer", err)
@@ -417,7 +419,9 @@ func TestLeaderlessRotationVisitsEveryEndpointPaced(t *testing.T) {
 	noLeader := reasonStatus(t, codes.Unavailable, "no leader is elected; the request was not applied, retry shortly", pb.ReasonNotApplied)
 	nodes := []*cannedNode{startCanned(t, noLeader), startCanned(t, noLeader), startCanned(t, noLeader)}
 	c := clientOf(t, Config{Endpoints: []string{nodes[0].addr, nodes[1].addr, nodes[2].addr}})
-	const deadline = 400 * time.Millisecond
+	// Long enough that a loaded machine completes hops before it passes (a
+	// deadline that ends the first call returns DeadlineExceeded, no hint).
+	const deadline = 1200 * time.Millisecond
 	err := putOnce(t, c, deadline)
 	if !NotApplied(err) && status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("put on a leaderless cluster: %v, want its last NOT_APPLIED answer or the deadline", err)

@@ -158,10 +158,12 @@ func (c *Client) Watch(ctx context.Context, key []byte, opts ...OpOption) (*Watc
 }
 
 // createLocked is the create for the next attempt: from the user's start
-// the first time, from the position after that.
+// the first time, from the position after that. It always takes stream
+// PROGRESS: a server then sends one heartbeat for the whole stream, not
+// one per watch.
 func (w *Watcher) createLocked(requestID uint64) *pb.WatchCreate {
 	c := &pb.WatchCreate{Key: w.spec.Key, Prefix: w.spec.Prefix, PrevKv: w.spec.PrevKv,
-		RequireLeader: w.spec.RequireLeader, RequestId: requestID}
+		RequireLeader: w.spec.RequireLeader, RequestId: requestID, StreamProgress: true}
 	if w.pos.set {
 		c.StartRevision = w.pos.resumeAt()
 	}
@@ -182,6 +184,22 @@ func (w *Watcher) push(m *watchMux, r *pb.WatchResponse) {
 	case r.Type == pb.EventType_CANCELED:
 		after = w.canceledLocked(m, r)
 	default:
+		after = w.eventLocked(m, r)
+	}
+	w.mu.Unlock()
+	if after != nil {
+		after()
+	}
+}
+
+// streamProgress takes a stream PROGRESS (watch_id 0) from m's reading
+// goroutine, routed to this watch as server watch id: it is this watch's
+// PROGRESS if the watch is still attached there, and is then handled like
+// one (the same message is queued for every watch of the stream).
+func (w *Watcher) streamProgress(m *watchMux, id uint64, r *pb.WatchResponse) {
+	var after func()
+	w.mu.Lock()
+	if w.state == attached && w.mux == m && w.id == id {
 		after = w.eventLocked(m, r)
 	}
 	w.mu.Unlock()
@@ -371,6 +389,9 @@ func (w *Watcher) Resumes() int {
 }
 
 // Recv returns the next event: PUT, DELETE, PROGRESS, or a final CANCELED.
+// A PROGRESS may be one the server sent for every watch of the stream
+// (watch_id 0): the same message is then returned by each of those
+// watches, so treat what Recv returns as read-only.
 // After a CANCELED for compaction it returns a *CompactedError; after
 // Close, or once the watch's context ended, io.EOF; after the Client's
 // Close, a Canceled status. It never returns a transport error: the watch

@@ -186,8 +186,9 @@ func (m *watchMux) requestProgress(id uint64) {
 // read routes the stream's messages to their watches until it ends.
 func (m *watchMux) read() {
 	type delivery struct {
-		w *Watcher
-		r *pb.WatchResponse
+		w  *Watcher
+		r  *pb.WatchResponse
+		id uint64 // a stream PROGRESS: the server watch id it reaches w as
 	}
 	var out []delivery
 	for {
@@ -203,13 +204,25 @@ func (m *watchMux) read() {
 		// Route the whole batch under one lock, then hand it over in order.
 		m.mu.Lock()
 		for _, r := range b.Responses {
+			if r.Type == pb.EventType_PROGRESS && r.WatchId == 0 {
+				// A stream PROGRESS: one message, the PROGRESS of every
+				// watch whose CREATED came before it.
+				for id, w := range m.watchers {
+					out = append(out, delivery{w, r, id})
+				}
+				continue
+			}
 			if w := m.routeLocked(r); w != nil {
-				out = append(out, delivery{w, r})
+				out = append(out, delivery{w: w, r: r})
 			}
 		}
 		m.mu.Unlock()
 		for i, d := range out {
-			d.w.push(m, d.r)
+			if d.id != 0 {
+				d.w.streamProgress(m, d.id, d.r)
+			} else {
+				d.w.push(m, d.r)
+			}
 			out[i] = delivery{}
 		}
 		out = out[:0]

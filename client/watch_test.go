@@ -42,6 +42,8 @@ type fakeNode struct {
 	creates []*pb.WatchCreate
 	cancels []uint64
 	nextID  uint64
+	// onProgress, if set, answers a progress request for watch id.
+	onProgress func(id uint64) *pb.WatchResponse
 }
 
 func startNode(t *testing.T, s script) *fakeNode {
@@ -87,6 +89,8 @@ func (f *fakeNode) Watch(stream pb.Watch_WatchServer) error {
 						resp.RequestId, resp.WatchId, answered = r.Create.RequestId, id, true
 					case resp.Type == pb.EventType_CANCELED && !answered:
 						resp.RequestId, answered = r.Create.RequestId, true
+					case resp.Type == pb.EventType_PROGRESS && resp.WatchId == streamWide:
+						resp.WatchId = 0 // a stream PROGRESS
 					default:
 						resp.WatchId = id
 					}
@@ -95,6 +99,16 @@ func (f *fakeNode) Watch(stream pb.Watch_WatchServer) error {
 				if err := stream.Send(b); err != nil {
 					return nil
 				}
+			}
+		case *pb.WatchRequest_Progress:
+			f.mu.Lock()
+			answer := f.onProgress
+			f.mu.Unlock()
+			if answer == nil {
+				continue
+			}
+			if err := stream.Send(&pb.WatchBatch{Responses: []*pb.WatchResponse{answer(r.Progress.WatchId)}}); err != nil {
+				return nil
 			}
 		case *pb.WatchRequest_Cancel:
 			f.mu.Lock()

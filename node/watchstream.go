@@ -13,10 +13,14 @@ type WatchOptions struct {
 	// RequireLeader: cancel the watch (watch.CauseNoLeader) when this node
 	// loses touch with the leader, so the client resumes elsewhere.
 	RequireLeader bool
+	// StreamProgress: the consumer takes a PROGRESS with WatchID 0 as this
+	// watch's (watch.Options.StreamProgress).
+	StreamProgress bool
 }
 
 func (o WatchOptions) watchOptions() watch.Options {
-	return watch.Options{Prefix: o.Prefix, PrevKV: o.PrevKV, StartRevision: o.StartRevision, RequireLeader: o.RequireLeader}
+	return watch.Options{Prefix: o.Prefix, PrevKV: o.PrevKV, StartRevision: o.StartRevision, RequireLeader: o.RequireLeader,
+		StreamProgress: o.StreamProgress}
 }
 
 // WatchStream multiplexes many watchers for one consumer (a gRPC stream, or

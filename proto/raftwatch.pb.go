@@ -2254,8 +2254,18 @@ type WatchCreate struct {
 	// Cancel the watch (reason "no leader", code UNAVAILABLE) when this node
 	// loses touch with the leader, so a resuming client moves elsewhere.
 	RequireLeader bool `protobuf:"varint,6,opt,name=require_leader,json=requireLeader,proto3" json:"require_leader,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The client takes a PROGRESS with watch_id 0 as the PROGRESS of every
+	// watch on the stream whose CREATED came before it and whose CANCELED did
+	// not: a PROGRESS R with watch_id 0 means, for each of those watches,
+	// every matching event with revision <= R was already sent, as that
+	// watch's own PROGRESS R would. The server's heartbeat then sends one
+	// PROGRESS for the whole stream when all its watches asked for this and
+	// it says the same for each (none is catching up or waits for a future
+	// start_revision), otherwise one per watch as without it. A PROGRESS
+	// answering a progress request stays per watch.
+	StreamProgress bool `protobuf:"varint,7,opt,name=stream_progress,json=streamProgress,proto3" json:"stream_progress,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchCreate) Reset() {
@@ -2326,6 +2336,13 @@ func (x *WatchCreate) GetStartRevision() uint64 {
 func (x *WatchCreate) GetRequireLeader() bool {
 	if x != nil {
 		return x.RequireLeader
+	}
+	return false
+}
+
+func (x *WatchCreate) GetStreamProgress() bool {
+	if x != nil {
+		return x.StreamProgress
 	}
 	return false
 }
@@ -2528,7 +2545,9 @@ type WatchResponse struct {
 	// exist before the event.
 	PrevValue []byte `protobuf:"bytes,4,opt,name=prev_value,json=prevValue,proto3,oneof" json:"prev_value,omitempty"`
 	// PUT/DELETE: revision of the mutation. CREATED: the revision the watch
-	// starts after. PROGRESS: every event at or below it has been sent.
+	// starts after. PROGRESS: every event at or below it has been sent (for
+	// watch_id 0, a stream PROGRESS: for every watch of the stream, see
+	// WatchCreate.stream_progress).
 	Revision uint64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
 	// PUT: the key's version after the put.
 	Version uint64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
@@ -4145,7 +4164,7 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\vLeaseStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\"H\n" +
 	"\x13LeaseLeasesResponse\x121\n" +
-	"\x06leases\x18\x01 \x03(\v2\x19.raftwatch.v1.LeaseStatusR\x06leases\"\xbd\x01\n" +
+	"\x06leases\x18\x01 \x03(\v2\x19.raftwatch.v1.LeaseStatusR\x06leases\"\xe6\x01\n" +
 	"\vWatchCreate\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12\x17\n" +
@@ -4153,7 +4172,8 @@ const file_proto_raftwatch_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\x04R\trequestId\x12%\n" +
 	"\x0estart_revision\x18\x05 \x01(\x04R\rstartRevision\x12%\n" +
-	"\x0erequire_leader\x18\x06 \x01(\bR\rrequireLeader\"\xcc\x01\n" +
+	"\x0erequire_leader\x18\x06 \x01(\bR\rrequireLeader\x12'\n" +
+	"\x0fstream_progress\x18\a \x01(\bR\x0estreamProgress\"\xcc\x01\n" +
 	"\fWatchRequest\x123\n" +
 	"\x06create\x18\x01 \x01(\v2\x19.raftwatch.v1.WatchCreateH\x00R\x06create\x12@\n" +
 	"\bprogress\x18\x02 \x01(\v2\".raftwatch.v1.WatchProgressRequestH\x00R\bprogress\x12:\n" +

@@ -259,7 +259,7 @@ func (ss *watchSession) handle(req *pb.WatchRequest) error {
 		var w *watch.Watcher
 		if err == nil {
 			w, err = ss.ws.Watch(c.Key, node.WatchOptions{Prefix: c.Prefix, PrevKV: c.PrevKv,
-				StartRevision: c.StartRevision, RequireLeader: c.RequireLeader})
+				StartRevision: c.StartRevision, RequireLeader: c.RequireLeader, StreamProgress: c.StreamProgress})
 		}
 		if err != nil {
 			st := status.Convert(toStatus(err))

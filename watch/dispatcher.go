@@ -587,16 +587,6 @@ func (d *Dispatcher) serveProgress() {
 	d.pending = kept
 }
 
-// heartbeat sends PROGRESS to every watcher with room for it.
-func (d *Dispatcher) heartbeat() {
-	d.reg.mu.Lock()
-	d.reg.forEachLocked(func(w *Watcher) { d.progress(w) })
-	d.reg.mu.Unlock()
-	if len(d.pending) > 0 {
-		d.serveProgress()
-	}
-}
-
 // jittered returns the heartbeat interval ±heartbeatJitter.
 func (d *Dispatcher) jittered() time.Duration {
 	f := 1 + heartbeatJitter*(2*rand.Float64()-1)

@@ -12,7 +12,11 @@
 // cancels and never drops: a watcher that cannot take more is moved to
 // catching up, which holds only its next revision, and is fed from history.
 // A PROGRESS R means every matching event with revision <= R was already
-// queued before it, and R never goes down.
+// queued before it, and R never goes down. A stream PROGRESS (WatchID 0,
+// only on a stream all of whose watchers asked for it with
+// Options.StreamProgress) says so for every watcher registered on the
+// stream before it was taken, as their own PROGRESS would: Register drops
+// the stream PROGRESS events still queued.
 //
 // # Model
 //

@@ -175,6 +175,12 @@ type Options struct {
 	// oldest one history retains is refused with a *CompactedError; one in
 	// the future is waited for.
 	StartRevision uint64
+	// StreamProgress: the consumer takes a PROGRESS with WatchID 0 as the
+	// PROGRESS of every watcher registered on the stream before it was
+	// taken. A heartbeat then queues one for the whole stream when every
+	// watcher of the stream asked for it and it says what theirs would
+	// (progress.go); otherwise each gets its own.
+	StreamProgress bool
 }
 
 // Registry holds the watchers and their states. Every watcher field that
@@ -234,6 +240,11 @@ type Registry struct {
 	// request that found no room, may succeed now: a catching-up watcher was
 	// registered or a stream's queue was taken.
 	wake chan struct{}
+
+	// streams holds the streams with watchers, and heartbeats counts the
+	// heartbeats; both guarded by mu (progress.go).
+	streams    map[*Stream]struct{}
+	heartbeats uint64
 }
 
 // NewRegistry returns an empty registry over hist, whose watchers start
@@ -285,6 +296,8 @@ type Watcher struct {
 	prevKV        bool
 	requireLeader bool
 
+	streamProgress bool // Options.StreamProgress
+
 	// Guarded by reg.mu.
 	state   state
 	removed bool // out of the maps and out of its stream
@@ -314,7 +327,8 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	if o.PrevKV {
 		r.prev.Add(1)
 	}
-	w := &Watcher{id: r.nextID.Add(1), stream: s, prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader}
+	w := &Watcher{id: r.nextID.Add(1), stream: s, prefix: o.Prefix, prevKV: o.PrevKV, requireLeader: o.RequireLeader,
+		streamProgress: o.StreamProgress}
 	var oldest uint64
 	if o.StartRevision > 0 {
 		// Asked before taking mu: History is never called with mu held.
@@ -364,6 +378,7 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	m[w.key] = append(ws, w)
 	w.sidx = len(s.ws)
 	s.ws = append(s.ws, w)
+	r.joinedLocked(w)
 	r.n++
 	return w, nil
 }
@@ -533,6 +548,7 @@ func (r *Registry) removeLocked(w *Watcher) {
 	moved.sidx = w.sidx
 	s.ws[last] = nil
 	s.ws = s.ws[:last]
+	r.leftLocked(w)
 	r.n--
 	r.release(w)
 }

@@ -52,6 +52,10 @@ type Stream struct {
 	// gen counts the Takes that emptied a non-empty queue; a watcher's
 	// pending count is valid only while its takeGen equals gen.
 	gen uint64
+
+	// progress decides whether a heartbeat may queue one PROGRESS for
+	// every watcher of the stream (progress.go).
+	progress streamProgress
 }
 
 // NewStream returns an empty stream delivering events of watchers of r,
@@ -127,7 +131,9 @@ func (s *Stream) TakeBytes(buf []Event, max int) []Event {
 		size += ev.size()
 		n++
 		buf = append(buf, *ev)
-		w.pending-- // every queued event's watcher has takeGen == gen
+		if w != nil { // nil: a stream PROGRESS
+			w.pending-- // every queued event's watcher has takeGen == gen
+		}
 		s.q.pop()
 	}
 	if n == 0 {
@@ -159,15 +165,17 @@ func (s *Stream) releaseLocked(n int) {
 	}
 }
 
-// discard drops the events queued for w and releases their bytes; the
-// caller holds reg.mu (Watcher.Close).
+// discard drops the events queued for w (for nil: the stream PROGRESS
+// events) and releases their bytes; the caller holds reg.mu (Watcher.Close).
 func (s *Stream) discard(w *Watcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	freed := s.q.removeWatcher(w)
 	s.bytes -= freed
 	s.releaseLocked(freed)
-	w.pending = 0
+	if w != nil {
+		w.pending = 0
+	}
 }
 
 // Bytes returns the bytes s holds against its budgets: its queue and what
@@ -256,10 +264,11 @@ func (s *Stream) roomFor(w *Watcher) int {
 }
 
 // roomLocked reports whether w may start queuing another revision, with
-// s.mu held, keeping spare events free.
+// s.mu held, keeping spare events free; for a nil w (a stream PROGRESS),
+// only the byte budgets count.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
 	held := s.bytes + s.sent + s.sending
-	if s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
+	if w != nil && s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
 		return false
 	}
 	// An empty queue always takes a revision, whatever the shared budgets
@@ -308,12 +317,14 @@ func (s *Stream) pushProgress(w *Watcher, ev *Event) bool {
 func (s *Stream) pushForce(w *Watcher, ev *Event) { s.push(w, ev, true) }
 
 func (s *Stream) appendLocked(w *Watcher, ev *Event) {
-	s.pendingLocked(w)
+	if w != nil { // nil: a stream PROGRESS, for no one watcher
+		s.pendingLocked(w)
+		w.pending++
+	}
 	s.q.push(ev, w)
 	n := ev.size()
 	s.bytes += n
 	s.client.bytes.Add(int64(n))
-	w.pending++
 	if s.q.len() == 1 {
 		s.signalLocked()
 	}

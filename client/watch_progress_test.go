@@ -1,0 +1,131 @@
+package client
+
+import (
+	"strings"
+	"testing"
+
+	pb "github.com/raftwatch/raftwatch/proto"
+)
+
+// streamWide marks a PROGRESS in a fake node's script as a stream PROGRESS:
+// the node sends it with watch_id 0.
+const streamWide = ^uint64(0)
+
+func streamProgress(rev uint64) *pb.WatchResponse {
+	return &pb.WatchResponse{Type: pb.EventType_PROGRESS, Revision: rev, WatchId: streamWide}
+}
+
+// byKey is a script playing, for each key's create, its own messages.
+func byKey(t *testing.T, start uint64, plays map[string][][]*pb.WatchResponse) script {
+	return func(c *pb.WatchCreate) [][]*pb.WatchResponse {
+		if c.StartRevision != start {
+			t.Errorf("create of %s with start_revision %d, want %d", c.Key, c.StartRevision, start)
+			return nil
+		}
+		return plays[string(c.Key)]
+	}
+}
+
+// A stream PROGRESS (watch_id 0) is the PROGRESS of every watch on the
+// stream: each consumer sees it, and each watch resumes after it.
+func TestStreamProgressAdvancesEveryWatch(t *testing.T) {
+	a := startNode(t, byKey(t, 0, map[string][][]*pb.WatchResponse{
+		"/a": {msg(created(4))},
+		"/b": {msg(created(4)), msg(put(5, "/b"), streamProgress(7))},
+	}))
+	b := startNode(t, byKey(t, 8, map[string][][]*pb.WatchResponse{
+		"/a": {msg(created(7)), msg(put(8, "/a"))},
+		"/b": {msg(created(7)), msg(put(8, "/b"))},
+	}))
+	c := newClient(t, a, b)
+	wa, err := c.Watch(ctxT(t), []byte("/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := c.Watch(ctxT(t), []byte("/b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(recvN(t, wa, 1), ","); got != "PROGRESS 7" {
+		t.Fatalf("watch /a saw %q, want the stream PROGRESS 7", got)
+	}
+	if got := strings.Join(recvN(t, wb, 2), ","); got != "PUT 5 /b,PROGRESS 7" {
+		t.Fatalf("watch /b saw %q, want PUT 5 then the stream PROGRESS 7", got)
+	}
+	creates, _ := a.received()
+	for _, cr := range creates {
+		if !cr.StreamProgress {
+			t.Fatalf("create %v does not ask for stream progress", cr)
+		}
+	}
+	a.kill() // both resume after the stream PROGRESS: at 8 (byKey checks)
+	if got := recvN(t, wa, 1); got[0] != "PUT 8 /a" {
+		t.Fatalf("watch /a after resume saw %q", got)
+	}
+	if got := recvN(t, wb, 1); got[0] != "PUT 8 /b" {
+		t.Fatalf("watch /b after resume saw %q", got)
+	}
+}
+
+// A stream PROGRESS that arrives before a watch's CREATED is not that
+// watch's: it covers only the watches created before it.
+func TestStreamProgressSkipsAWatchStillCreating(t *testing.T) {
+	a := startNode(t, byKey(t, 0, map[string][][]*pb.WatchResponse{
+		"/a": {msg(created(4))},
+		"/c": {msg(streamProgress(6)), msg(created(4)), msg(put(5, "/c"), progress(5))},
+	}))
+	c := newClient(t, a)
+	wa, err := c.Watch(ctxT(t), []byte("/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := c.Watch(ctxT(t), []byte("/c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(recvN(t, wa, 1), ","); got != "PROGRESS 6" {
+		t.Fatalf("watch /a saw %q, want the stream PROGRESS 6", got)
+	}
+	if got := strings.Join(recvN(t, wc, 2), ","); got != "PUT 5 /c,PROGRESS 5" {
+		t.Fatalf("watch /c saw %q, want PUT 5 and its own PROGRESS 5 (not the stream PROGRESS sent before its CREATED)", got)
+	}
+}
+
+// RequestProgress is answered whether the server answers for the watch or
+// for the whole stream.
+func TestRequestProgressAnsweredByEitherForm(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(id uint64) *pb.WatchResponse
+	}{
+		{"per watch", func(id uint64) *pb.WatchResponse {
+			return &pb.WatchResponse{Type: pb.EventType_PROGRESS, Revision: 11, WatchId: id}
+		}},
+		{"stream", func(uint64) *pb.WatchResponse {
+			return &pb.WatchResponse{Type: pb.EventType_PROGRESS, Revision: 11}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startNode(t, plays(t, 0, msg(created(4))))
+			a.mu.Lock()
+			a.onProgress = tc.answer
+			a.mu.Unlock()
+			w, err := newClient(t, a).Watch(ctxT(t), []byte("/k"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.RequestProgress(); err != nil {
+				t.Fatal(err)
+			}
+			if got := recvN(t, w, 1); got[0] != "PROGRESS 11" {
+				t.Fatalf("after RequestProgress the watch saw %q, want PROGRESS 11", got)
+			}
+			w.mu.Lock()
+			wanted := w.progressWanted
+			w.mu.Unlock()
+			if wanted {
+				t.Fatal("the answer left the request owed")
+			}
+		})
+	}
+}
