@@ -187,11 +187,17 @@ func TestHintPingPongIsPaced(t *testing.T) {
 	// deadline that ends the first call returns DeadlineExceeded, no hint).
 	const deadline = 1200 * time.Millisecond
 	err := putOnce(t, c, deadline)
-	if hint, ok := NotLeaderHint(err); !ok || (hint.LeaderAddr != a.addr && hint.LeaderAddr != b.addr) {
-		t.Fatalf("put between two stale followers: %v, want their last NotLeader answer", err)
-	}
-	if !NotApplied(err) {
-		t.Fatalf("a NotLeader answer must count as not applied: %v", err)
+	// The deadline usually passes during a pause, and the put ends with the
+	// last hint; on a loaded machine it may pass during a hop instead, and
+	// then the honest answer is DeadlineExceeded (that hop's outcome is not
+	// known).
+	if status.Code(err) != codes.DeadlineExceeded {
+		if hint, ok := NotLeaderHint(err); !ok || (hint.LeaderAddr != a.addr && hint.LeaderAddr != b.addr) {
+			t.Fatalf("put between two stale followers: %v, want their last NotLeader answer", err)
+		}
+		if !NotApplied(err) {
+			t.Fatalf("a NotLeader answer must count as not applied: %v", err)
+		}
 	}
 	// Unpaced, a loopback hop costs well under a millisecond: hundreds of
 	// calls. Paced, maxHintHops hops per retryBackoff.
