@@ -117,6 +117,7 @@ func (p *Pacer) Percent(live uint64, rate float64) int {
 // per burst, at most one per ReleaseGap, at a time when nothing else needs
 // the CPU.
 func (p *Pacer) Run(ctx context.Context) {
+	p.withDefaults()
 	t := time.NewTicker(p.Tick)
 	defer t.Stop()
 	last := p.read()
@@ -162,6 +163,32 @@ func (p *Pacer) Run(ctx context.Context) {
 				p.set(cur)
 			}
 		}
+	}
+}
+
+// withDefaults gives every field left at zero (or below) its default.
+func (p *Pacer) withDefaults() {
+	d := New()
+	if p.MinPercent <= 0 {
+		p.MinPercent = d.MinPercent
+	}
+	if p.MaxPercent < p.MinPercent {
+		p.MaxPercent = max(d.MaxPercent, p.MinPercent)
+	}
+	if p.Interval <= 0 {
+		p.Interval = d.Interval
+	}
+	if p.Tick <= 0 {
+		p.Tick = d.Tick
+	}
+	if p.Settle <= 0 {
+		p.Settle = d.Settle
+	}
+	if p.ReleaseGap < 0 {
+		p.ReleaseGap = 0
+	}
+	if p.read == nil {
+		p.read, p.set, p.release = d.read, d.set, d.release
 	}
 }
 

@@ -64,11 +64,13 @@ type Config struct {
 	// (LogStoreAuto): the kind the directory holds, DefaultLogStore for a
 	// new one. Open sets it to the kind it opened.
 	LogStore LogStore
-	// DropDamagedWALTail lets a WAL whose last batch fails its CRC start,
-	// dropping that batch as a torn write, and clears the damage marker its
-	// refusal left; for a machine that lost power while writing it (see
-	// openWAL). Never set it for disk damage.
-	DropDamagedWALTail bool
+	// DropDamagedWALTail, when not zero, lets a WAL whose last batch
+	// fails its CRC and starts at this index start, dropping that batch as
+	// a torn write, and clears the damage marker its refusal left; for a
+	// machine that lost power while writing it (see openWAL). Naming the
+	// index keeps it from dropping a later, different batch. Never set it
+	// for disk damage.
+	DropDamagedWALTail uint64
 	// PeerTLS, when set, carries raft traffic over mutual TLS: each member
 	// presents its node certificate and verifies the other's, which must
 	// chain to the peer CA and be a node certificate (certs.NodeID; nil:

@@ -52,7 +52,8 @@ func logMarkerPath(dataDir string) string { return filepath.Join(dataDir, "raft.
 func (n *Node) checkDamageMarkers(statePath string) error {
 	if b, err := os.ReadFile(logMarkerPath(n.cfg.DataDir)); err == nil {
 		reason := strings.TrimSpace(string(b))
-		if !n.cfg.DropDamagedWALTail || !strings.Contains(reason, walTailDamage) {
+		if n.cfg.DropDamagedWALTail == 0 || !strings.Contains(reason, walTailDamage) ||
+			!strings.Contains(reason, fmt.Sprintf("entries %d to ", n.cfg.DropDamagedWALTail)) {
 			return fmt.Errorf("refusing to start: %s (recorded in %s)", reason, logMarkerPath(n.cfg.DataDir))
 		}
 		// The operator says the damaged last batch is a torn write:

@@ -15,7 +15,7 @@ var logStores = []LogStore{LogStoreBoltDB, LogStoreWAL}
 // openStore opens a new raft log store of kind, closed when t ends.
 func openStore(t *testing.T, kind LogStore) (raftStore, string) {
 	t.Helper()
-	s, path, err := openRaftStore(t.TempDir(), kind, 0, false, newRaftLogger(discardLogger()))
+	s, path, err := openRaftStore(t.TempDir(), kind, 0, 0, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,9 +130,10 @@ func checkLogStore(dataDir string, kind LogStore) error {
 
 // openRaftStore opens the raft log store of kind in dataDir (WAL segments
 // of segmentSize bytes, zero: the default), creating it when the directory
-// holds none, and returns it with its path. dropDamagedTail lets a WAL
-// whose last batch fails its CRC open, dropping that batch (see openWAL).
-func openRaftStore(dataDir string, kind LogStore, segmentSize int, dropDamagedTail bool, log hclog.Logger) (raftStore, string, error) {
+// holds none, and returns it with its path. dropDamagedTail, when not zero,
+// lets a WAL whose last batch fails its CRC and starts at that index open,
+// dropping that batch (see openWAL).
+func openRaftStore(dataDir string, kind LogStore, segmentSize int, dropDamagedTail uint64, log hclog.Logger) (raftStore, string, error) {
 	path := logStorePath(dataDir, kind)
 	if kind == LogStoreWAL {
 		s, err := openWAL(path, segmentSize, dropDamagedTail, log)
@@ -162,19 +163,19 @@ type walStore struct {
 // openWAL opens (creating it if needed) the WAL in dir, with segment files
 // of segmentSize bytes (zero: raft-wal's default). Every append is fsynced
 // before it returns, and the stable store's bbolt file syncs every commit.
-// A last batch that fails its CRC is refused (checkWALTail), unless
-// dropDamagedTail: then raft-wal drops it as a torn write, which is what a
+// A last batch that fails its CRC is refused (checkWALTail), unless it
+// starts at dropDamagedTail: then raft-wal drops it as a torn write, which is what a
 // machine crash in the middle of that batch's write leaves (the batch was
 // never acknowledged); the operator's call, as the file cannot tell that
 // from disk damage. The node still refuses to start if the drop loses an
 // entry it had applied (checkLogHoldsApplied).
-func openWAL(dir string, segmentSize int, dropDamagedTail bool, log hclog.Logger) (*walStore, error) {
+func openWAL(dir string, segmentSize int, dropDamagedTail uint64, log hclog.Logger) (*walStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := checkWALTail(dir); err != nil {
 		var ce *LogCorruptError
-		if !dropDamagedTail || !errors.As(err, &ce) {
+		if !errors.As(err, &ce) || dropDamagedTail == 0 || ce.Index != dropDamagedTail {
 			return nil, err
 		}
 		log.Warn("dropping the damaged last batch of the wal as a torn write (--wal-drop-damaged-tail)", "detail", ce.Detail, "first_index", ce.Index)

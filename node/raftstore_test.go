@@ -287,7 +287,7 @@ func TestFollowerCatchesUpFromASnapshot(t *testing.T) {
 // lastLogIndex is the last entry of the raft log in the closed node's dir.
 func lastLogIndex(t *testing.T, dir string, kind LogStore) uint64 {
 	t.Helper()
-	s, _, err := openRaftStore(dir, kind, 0, false, newRaftLogger(discardLogger()))
+	s, _, err := openRaftStore(dir, kind, 0, 0, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func checkWALTail(dir string) error {
 				"either the disk damaged it after it was fsynced, and so possibly acknowledged, or the machine crashed "+
 				"while writing it; raft-wal would drop it silently, and a node that lost an acknowledged entry can help elect "+
 				"a leader without it. If this machine lost power (and its disk is sound), start it once with "+
-				"--wal-drop-damaged-tail to drop the batch as a torn write", b.first, b.last, b.crc, got)}
+				"--wal-drop-damaged-tail %d to drop the batch as a torn write", b.first, b.last, b.crc, got, b.first)}
 	}
 	return nil
 }

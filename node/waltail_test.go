@@ -19,7 +19,7 @@ import (
 // closes it.
 func writeWAL(t *testing.T, dir string, batches ...[]*raft.Log) {
 	t.Helper()
-	s, path, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
+	s, path, err := openRaftStore(dir, LogStoreWAL, 0, 0, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestWALDropsATornLastWrite(t *testing.T) {
 	torn = append(torn, bytes.Repeat([]byte{0xab}, 60)...)
 	patch(t, path, end, torn)
 
-	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
+	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, 0, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatalf("open after a torn write: %v", err)
 	}
@@ -148,7 +148,7 @@ func TestWALRefusesADamagedLastBatch(t *testing.T) {
 			}
 
 			for range 2 { // the refusal changes nothing: it refuses again
-				s, _, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
+				s, _, err := openRaftStore(dir, LogStoreWAL, 0, 0, newRaftLogger(discardLogger()))
 				var ce *LogCorruptError
 				if !errors.As(err, &ce) || ce.Index != 4 || ce.Path != path || !strings.Contains(err.Error(), "entries 4 to 6, fails its CRC") {
 					if s != nil {
@@ -178,7 +178,7 @@ func TestWALDamagedEarlierEntryFailsItsChecksum(t *testing.T) {
 	}
 	patch(t, path, int64(at+1), []byte{data[1] ^ 0x01})
 
-	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, false, newRaftLogger(discardLogger()))
+	s, lpath, err := openRaftStore(dir, LogStoreWAL, 0, 0, newRaftLogger(discardLogger()))
 	if err != nil {
 		t.Fatalf("open with a damaged earlier batch: %v", err)
 	}
@@ -363,13 +363,22 @@ func TestDropDamagedWALTail(t *testing.T) {
 		path, seg := tailSegment(t, dir)
 		end := commitEnd(t, seg)
 		patch(t, path, end-walFrameHeaderLen-1, []byte{seg[end-walFrameHeaderLen-1] ^ 0x80})
-		if n2, err := Open(cfg); err == nil {
+		n2, err := Open(cfg)
+		if err == nil {
 			n2.Close()
 			t.Fatal("a node started on a wal whose last batch fails its CRC")
-		} else if !strings.Contains(err.Error(), "--wal-drop-damaged-tail") {
-			t.Fatalf("refusal %q does not name --wal-drop-damaged-tail", err)
 		}
-		cfg.DropDamagedWALTail = true
+		var ce *LogCorruptError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), fmt.Sprintf("--wal-drop-damaged-tail %d", ce.Index)) {
+			t.Fatalf("refusal %q does not name --wal-drop-damaged-tail with the batch's first index", err)
+		}
+		// A flag naming another batch changes nothing.
+		cfg.DropDamagedWALTail = ce.Index - 1
+		if n2, err := Open(cfg); err == nil {
+			n2.Close()
+			t.Fatal("--wal-drop-damaged-tail naming another batch dropped this one")
+		}
+		cfg.DropDamagedWALTail = ce.Index
 		return cfg
 	}
 

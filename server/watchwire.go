@@ -89,6 +89,11 @@ func (e *batchEncoder) empty() bool { return len(e.b) == 0 }
 
 // message returns the batch as a message for Send. It aliases the
 // encoder's buffer, so it must be sent (marshalled) before the next reset.
+// That relies on grpc-go marshalling the message inside SendMsg and
+// keeping no reference to it afterwards, true while the server has no
+// stats handler and tracing is off (grpc-go's contract says a message must
+// not be modified after SendMsg because those may read it later): adding
+// one means copying the bytes here.
 func (e *batchEncoder) message() *pb.WatchBatch {
 	m := &pb.WatchBatch{}
 	m.ProtoReflect().SetUnknown(protoreflect.RawFields(e.b))

@@ -384,20 +384,17 @@ func (d *Dispatcher) catchUpStep() bool {
 		}
 		ready = append(ready, w)
 		room = append(room, n)
-		w.stream.feeding++
 		from = min(from, w.next)
 		withPrev = withPrev || w.prevKV
 	}
-	// Read what the streams can take: the ready watchers of a stream share
-	// its room, and at worst every event read is for every one of them
-	// (the watchers of one key). Reading more would be thrown away, and a
-	// stream shared by many watchers fills after a few revisions.
+	// Read what the streams can take: the most any one ready watcher can
+	// take. Dividing by the watchers sharing a stream (right when they all
+	// watch one key) starves watchers of distinct keys, which share the
+	// stream's room but not its events: 10,000 of them on a stream would
+	// read the minimum step and never catch up under load.
 	limit := 0
-	for i, w := range ready {
-		limit = max(limit, room[i]/w.stream.feeding)
-	}
-	for _, w := range ready {
-		w.stream.feeding = 0
+	for i := range ready {
+		limit = max(limit, room[i])
 	}
 	limit = min(max(limit, minStepEvents), d.step)
 	r.mu.Unlock()

@@ -36,9 +36,6 @@ type Stream struct {
 	closed atomic.Bool
 	// ws holds the stream's registered watchers; guarded by reg.mu.
 	ws []*Watcher
-	// feeding counts the stream's watchers a catch-up step feeds, while
-	// the step sizes its read; guarded by reg.mu.
-	feeding int
 
 	mu sync.Mutex
 	q  eventQueue
@@ -267,19 +264,20 @@ func (s *Stream) roomFor(w *Watcher) int {
 // s.mu held, keeping spare events free; for a nil w (a stream PROGRESS),
 // only the byte budgets count.
 func (s *Stream) roomLocked(w *Watcher, spare int) bool {
-	held := s.bytes + s.sent + s.sending
-	if w != nil && s.pendingLocked(w)+spare >= s.reg.bufferSize || held >= s.reg.streamBytes {
+	if w != nil && s.pendingLocked(w)+spare >= s.reg.bufferSize {
 		return false
 	}
-	// An empty queue always takes a revision, whatever the shared budgets
+	// An empty queue always takes a revision, whatever the byte budgets
 	// say: what it holds is what it sent last, which only a later take
 	// releases, and a take needs something queued. So a stream that reads
-	// never stalls behind the budgets, and one that does not holds at most
-	// one revision more than they allow.
+	// never stalls behind the budgets (not even its own, after an event as
+	// large as it), and one that does not holds at most one revision more
+	// than they allow.
 	if s.bytes == 0 {
 		return true
 	}
-	return s.client.roomFor(held) && s.reg.totalRoomFor(s.client.bytes.Load())
+	held := s.bytes + s.sent + s.sending
+	return held < s.reg.streamBytes && s.client.roomFor(held) && s.reg.totalRoomFor(s.client.bytes.Load())
 }
 
 // push queues ev for w if w has room (or always, with force) and reports
