@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -175,19 +174,7 @@ func TestScrubFindsADamagedValueAtRest(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "state.db")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	damaged := append([]byte(nil), value...)
-	damaged[6] ^= 0x01
-	if !strings.Contains(string(b), string(value)) {
-		t.Fatal("value not found in state.db")
-	}
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(b), string(value), string(damaged))), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	flipInStateDB(t, dir, value, 6, 0x01)
 
 	cfg.InitialCluster = nil
 	n = openScrubbing(t, cfg, false)

@@ -272,24 +272,12 @@ func TestDamagedStateMachineIsNeverServedAndRebuilt(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "state.db")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	damaged := append([]byte(nil), value...)
-	damaged[3] ^= 0x20
-	if !bytes.Contains(b, value) {
-		t.Fatal("value not found in state.db")
-	}
-	if err := os.WriteFile(path, bytes.ReplaceAll(b, value, damaged), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := flipInStateDB(t, dir, value, 3, 0x20)
 
 	cfg := singleConfig(dir, addr, DefaultLogStore)
 	var logged syncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
-	n, err = Open(cfg) // it never becomes a ready leader now
+	n, err := Open(cfg) // it never becomes a ready leader now
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,4 +509,25 @@ func replaceInStore(t *testing.T, path string, old, new []byte) int {
 		changed++
 	}
 	return changed
+}
+
+// flipInStateDB flips bits (mask) of byte i of value wherever value is
+// stored in the closed node's state.db under dir, and returns the file's
+// path.
+func flipInStateDB(t *testing.T, dir string, value []byte, i int, mask byte) string {
+	t.Helper()
+	path := filepath.Join(dir, "state.db")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, value) {
+		t.Fatal("value not found in state.db")
+	}
+	damaged := append([]byte(nil), value...)
+	damaged[i] ^= mask
+	if err := os.WriteFile(path, bytes.ReplaceAll(b, value, damaged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
