@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// A node started on a new data dir without --log-store keeps its raft log
-// in wal/ and counts it in raft_db_bytes; started again on that data dir
-// with the other store (--log-store boltdb) it refuses, names the store to
-// use, and creates nothing. A data dir created with boltdb keeps it when
-// started without --log-store.
+// A node started with --log-store wal keeps its raft log in wal/ and counts
+// it in raft_db_bytes; started again on that data dir with the other store
+// (--log-store boltdb) it refuses, names the store to use, and creates
+// nothing; started without --log-store it keeps the wal. A new data dir
+// started without --log-store gets the default, boltdb (raft.db).
 func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	addrs := freePorts(t, 2)
 	raftAddr, clientAddr := addrs[0], addrs[1]
@@ -22,7 +22,7 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	args := []string{"--id", "n1", "--data-dir", dataDir, "--raft-addr", raftAddr, "--client-addr", clientAddr,
 		"--initial-cluster", "n1=" + raftAddr}
 
-	stop := runServe(t, binary, cleanEnv(), clientAddr, "n1", args...)
+	stop := runServe(t, binary, cleanEnv(), clientAddr, "n1", append(args, "--log-store", "wal")...)
 	st, err := nodeStatus(clientAddr)
 	stop()
 	if err != nil {
@@ -30,7 +30,7 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 	}
 	// wal-meta.db and a preallocated 64 MiB segment.
 	if st.RaftDbBytes < 64<<20 {
-		t.Errorf("raft_db_bytes %d on a new data dir (wal by default), want the wal directory's files (at least one 64 MiB segment)", st.RaftDbBytes)
+		t.Errorf("raft_db_bytes %d on a new wal data dir, want the wal directory's files (at least one 64 MiB segment)", st.RaftDbBytes)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "wal")); err != nil {
 		t.Fatalf("no wal directory: %v", err)
@@ -53,18 +53,29 @@ func TestServeKeepsTheDataDirsLogStore(t *testing.T) {
 		t.Errorf("the refused start created raft.db (%v)", err)
 	}
 
+	stop = runServe(t, binary, cleanEnv(), clientAddr, "n1", args...)
+	_, err = nodeStatus(clientAddr)
+	stop()
+	if err != nil {
+		t.Fatalf("a wal data dir started without --log-store: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "raft.db")); !os.IsNotExist(err) {
+		t.Errorf("a wal data dir started without --log-store got raft.db (%v)", err)
+	}
+
 	boltDir := filepath.Join(t.TempDir(), "n1")
 	boltArgs := []string{"--id", "n1", "--data-dir", boltDir, "--raft-addr", raftAddr, "--client-addr", clientAddr,
 		"--initial-cluster", "n1=" + raftAddr}
-	stop = runServe(t, binary, cleanEnv(), clientAddr, "n1", append(boltArgs, "--log-store", "boltdb")...)
-	stop()
 	stop = runServe(t, binary, cleanEnv(), clientAddr, "n1", boltArgs...)
 	_, err = nodeStatus(clientAddr)
 	stop()
 	if err != nil {
-		t.Fatalf("a boltdb data dir started without --log-store: %v", err)
+		t.Fatalf("a new data dir started without --log-store: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(boltDir, "raft.db")); err != nil {
+		t.Errorf("a new data dir started without --log-store has no raft.db (boltdb, the default): %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(boltDir, "wal")); !os.IsNotExist(err) {
-		t.Errorf("a boltdb data dir started without --log-store got a wal directory (%v)", err)
+		t.Errorf("a new data dir started without --log-store got a wal directory (%v)", err)
 	}
 }

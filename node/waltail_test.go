@@ -292,12 +292,12 @@ func entryFrameHolding(t *testing.T, seg []byte, off int) int64 {
 	return 0
 }
 
-// No --log-store: a new data dir gets the WAL, one that holds boltdb keeps
-// it.
+// No --log-store: a new data dir gets DefaultLogStore, one that holds
+// either store keeps it.
 func TestAutoLogStore(t *testing.T) {
 	for _, tc := range []struct {
 		created, want LogStore
-	}{{LogStoreAuto, LogStoreWAL}, {LogStoreBoltDB, LogStoreBoltDB}, {LogStoreWAL, LogStoreWAL}} {
+	}{{LogStoreAuto, DefaultLogStore}, {LogStoreBoltDB, LogStoreBoltDB}, {LogStoreWAL, LogStoreWAL}} {
 		t.Run(fmt.Sprint("created ", tc.created), func(t *testing.T) {
 			dir, addr := t.TempDir(), freeAddr(t)
 			n := openSingleWith(t, dir, addr, tc.created)
@@ -408,4 +408,57 @@ func TestDropDamagedWALTail(t *testing.T) {
 			t.Fatal("dropping a batch the state machine had applied was accepted")
 		}
 	})
+}
+
+// TestWALSegmentSealedByTailTruncationIsUnreadableAfterReopen pins the
+// raft-wal v0.4.0 defect that keeps the WAL from being the default
+// (DefaultLogStore): truncating the log's tail seals the open segment
+// without writing its index block (hashicorp/raft-wal#31), so once the
+// store is reopened none of that segment's entries can be read. Raft
+// truncates the tail when a follower drops entries a new leader did not
+// keep; a 10-minute fault run had two nodes refuse to start on it. When
+// this test fails, the raft-wal in use reads such segments: make the WAL
+// the default again.
+func TestWALSegmentSealedByTailTruncationIsUnreadableAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	open := func() raftStore {
+		s, _, err := openRaftStore(dir, LogStoreWAL, 0, 0, newRaftLogger(discardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	logs := func(from, to uint64) []*raft.Log {
+		var ls []*raft.Log
+		for i := from; i <= to; i++ {
+			ls = append(ls, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint("entry ", i))})
+		}
+		return ls
+	}
+	s := open()
+	if err := s.StoreLogs(logs(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRange(8, 10); err != nil { // raft's tail truncation
+		t.Fatal(err)
+	}
+	if err := s.StoreLogs(logs(8, 12)); err != nil {
+		t.Fatal(err)
+	}
+	var l raft.Log
+	if err := s.GetLog(1, &l); err != nil {
+		t.Fatalf("before reopening: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	err := s.GetLog(1, &l)
+	if err == nil {
+		t.Fatal("raft-wal now reads a segment sealed by a tail truncation after reopening: make the WAL the default again (DefaultLogStore)")
+	}
+	if !strings.Contains(err.Error(), "sealed segment has no index block") {
+		t.Fatalf("entry 1 after reopening: %v, want raft-wal's \"sealed segment has no index block\"", err)
+	}
 }

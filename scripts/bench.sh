@@ -67,9 +67,9 @@
 #                               (default: all of them)
 #            --log-store KIND   serve --log-store KIND (wal or boltdb) for the
 #                               raftwatch clusters, not the baseline's: with
-#                               --baseline HEAD --log-store boltdb the put table
+#                               --baseline HEAD --log-store wal the put table
 #                               compares the two log stores of one build (the
-#                               default is wal) side by side
+#                               default is boltdb) side by side
 #
 # It stops exactly the processes it started, on exit and on INT/TERM.
 set -euo pipefail
@@ -489,7 +489,7 @@ scale_where() { if [[ $SCALE_FRESH == 1 ]]; then echo "$1"; else echo "the round
 	echo
 	echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); clients and every cluster share it, one cluster busy at a time"
 	echo "- rounds: $ROUNDS, order per workload: ${PUT_TARGETS[*]} for put, ${TARGETS[*]} otherwise (A B A B ...); every cluster fresh per round and for each memory measurement"
-	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (${LOG_STORE:-wal} log store$([[ -n $LOG_STORE ]] && echo ", --log-store $LOG_STORE"); raft-wal: one fsync per append; raft-boltdb with NoSync=false: two), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GC target paced by allocation rate, 50-400 %; 2 ms commit timeout)"
+	echo "- raftwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted tree)'): 3 nodes ${EP_raftwatch}; durability: raft log fsync on every append (${LOG_STORE:-boltdb} log store$([[ -n $LOG_STORE ]] && echo ", --log-store $LOG_STORE"); raft-boltdb with NoSync=false: two fsyncs per append; raft-wal: one), a write is acknowledged after a majority has it fsynced and the leader applied it; state machine (bbolt) commits without fsync and is rebuilt from snapshot + log after a machine crash; serve defaults (GC target paced by allocation rate, 50-400 %; 2 ms commit timeout)"
 	echo "- baseline (history cost): $BASELINE_NOTE"
 	echo "- etcd $ETCD_DESC: 3 members ${EP_etcd}; durability: WAL fsync before a proposal is acknowledged (default; --unsafe-no-fsync off), --quota-backend-bytes and --snapshot-count default"
 	echo "- keys: 8 B, sequential over 100,000; values: 256 B; N clients over M connections = M client objects, each shared by N/M goroutines (same for both)"
