@@ -81,10 +81,7 @@ func (c *Client) reserve() (int64, bool) {
 // behind, while c as a whole holds less than twice its budget (each stream
 // adds at most its share once past it).
 func (c *Client) roomFor(held int) bool {
-	if c.bytes.Load() < c.reg.clientBytes {
-		return true
-	}
-	return int64(held) < c.reg.clientBytes/max(c.streams.Load(), 1)
+	return withinShare(int64(held), c.bytes.Load(), c.reg.clientBytes, c.streams.Load())
 }
 
 // heldBytes counts the bytes one Client holds and keeps the registry's
@@ -118,10 +115,16 @@ func (b *heldBytes) Load() int64 { return b.n.Load() }
 // (and so holds little) keeps its watchers live, and the total stays under
 // twice the budget (each client adds at most its share once past it).
 func (r *Registry) totalRoomFor(held int64) bool {
-	if r.totalHeld.Load() < r.totalBytes {
-		return true
-	}
-	return held < r.totalBytes/max(r.holding.Load(), 1)
+	return withinShare(held, r.totalHeld.Load(), r.totalBytes, r.holding.Load())
+}
+
+// withinShare is the rule both shared budgets use: a holder of held bytes
+// may queue more while all holders together hold less than budget, and
+// past it only while it holds less than an equal share of budget among
+// holders of them. Each holder adds at most its share once past the
+// budget, so together they stay under twice it.
+func withinShare(held, total, budget, holders int64) bool {
+	return total < budget || held < budget/max(holders, 1)
 }
 
 // Bytes returns the bytes all the streams of r hold together (queued or
