@@ -285,7 +285,8 @@ type Watcher struct {
 	// Guarded by reg.mu.
 	next   uint64 // first revision not yet queued (see live and catchingUp)
 	curRev uint64 // revision being queued: its remaining events need no room check
-	sidx   int    // index in stream.ws
+	sidx   int32  // index in stream.ws
+	kidx   int32  // index in its key's slice of reg.exact or reg.prefix
 
 	// Guarded by stream.mu: events queued and not yet taken are pending
 	// while takeGen == stream.gen (a Take bumps gen, resetting every count).
@@ -375,8 +376,9 @@ func (r *Registry) register(key []byte, o Options, s *Stream) (*Watcher, error) 
 	} else {
 		w.key = string(key)
 	}
+	w.kidx = int32(len(ws))
 	m[w.key] = append(ws, w)
-	w.sidx = len(s.ws)
+	w.sidx = int32(len(s.ws))
 	s.ws = append(s.ws, w)
 	r.joinedLocked(w)
 	r.n++
@@ -521,16 +523,15 @@ func (r *Registry) removeLocked(w *Watcher) {
 	if w.prefix {
 		m = r.prefix
 	}
+	// Swap-remove by index: a key may have a million watchers, and a
+	// client that goes away removes its own one by one.
 	ws := m[w.key]
-	for i, x := range ws {
-		if x == w {
-			last := len(ws) - 1
-			ws[i] = ws[last]
-			ws[last] = nil
-			ws = ws[:last]
-			break
-		}
-	}
+	last := len(ws) - 1
+	moved := ws[last]
+	ws[w.kidx] = moved
+	moved.kidx = w.kidx
+	ws[last] = nil
+	ws = ws[:last]
 	if len(ws) == 0 {
 		delete(m, w.key)
 	} else {
@@ -542,8 +543,8 @@ func (r *Registry) removeLocked(w *Watcher) {
 	}
 	delete(r.behind, w)
 	s := w.stream
-	last := len(s.ws) - 1
-	moved := s.ws[last]
+	last = len(s.ws) - 1
+	moved = s.ws[last]
 	s.ws[w.sidx] = moved
 	moved.sidx = w.sidx
 	s.ws[last] = nil

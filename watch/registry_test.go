@@ -879,3 +879,65 @@ func TestStuckLoggerBlocksNothing(t *testing.T) {
 		})
 	}
 }
+
+// Watchers of one key are removed by index in any order: the key's slice
+// keeps exactly the open ones, each knowing its place (a hot key may have
+// a million watchers; a scan per removal made a client's departure
+// quadratic).
+func TestRemoveKeepsKeySlicesIndexed(t *testing.T) {
+	r := quietRegistry(Config{})
+	s := r.NewStream()
+	defer s.Close()
+	var ws []*Watcher
+	for i := 0; i < 300; i++ {
+		key, prefix := "/hot", false
+		if i%3 == 0 {
+			key, prefix = "/p/", true
+		}
+		w, err := s.Register([]byte(key), Options{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	check := func(open map[*Watcher]bool) {
+		t.Helper()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		seen := 0
+		for _, m := range []map[string][]*Watcher{r.exact, r.prefix} {
+			for key, list := range m {
+				for i, w := range list {
+					if int(w.kidx) != i || w.key != key || !open[w] {
+						t.Fatalf("key %q slot %d holds watcher %d (kidx %d, open %v)", key, i, w.id, w.kidx, open[w])
+					}
+					seen++
+				}
+			}
+		}
+		if seen != len(open) {
+			t.Fatalf("%d watchers in the key slices, want %d", seen, len(open))
+		}
+	}
+	open := map[*Watcher]bool{}
+	for _, w := range ws {
+		open[w] = true
+	}
+	check(open)
+	// Close every 7th first (middle slots), then the rest from the front.
+	for i := 0; i < len(ws); i += 7 {
+		ws[i].Close()
+		delete(open, ws[i])
+		check(open)
+	}
+	for _, w := range ws {
+		if open[w] {
+			w.Close()
+			delete(open, w)
+			check(open)
+		}
+	}
+	if len(r.exact) != 0 || len(r.prefix) != 0 {
+		t.Fatalf("keys left after every watcher closed: %d exact, %d prefix", len(r.exact), len(r.prefix))
+	}
+}
