@@ -261,6 +261,17 @@ func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 	if !w.pos.fresh(r) {
 		return nil
 	}
+	if n := len(w.queue); r.Type == pb.EventType_PROGRESS && n > 0 && w.queue[n-1].Type == pb.EventType_PROGRESS {
+		// A PROGRESS the consumer has not taken yet says less than this
+		// one: replace it. A watch nobody reads (or reads rarely) then
+		// holds one PROGRESS, not one per second, and a stream PROGRESS
+		// costs each of the stream's watches no memory.
+		w.pos.record(r)
+		w.queue[n-1] = r
+		w.misses = 0
+		w.progressWanted = false
+		return nil
+	}
 	if len(w.queue) >= w.bound {
 		id := w.id
 		resume := w.detachLocked(w.client.endpointIndex(m.addr))

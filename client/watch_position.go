@@ -22,14 +22,15 @@ type position struct {
 	// open: rev came from a PUT or DELETE and nothing since has shown that
 	// every event at rev was delivered.
 	open bool
-	// keys are the keys delivered at rev while open.
+	// keys are the keys delivered at rev while open (nil until the first
+	// event: a million watches at rest hold no map).
 	keys map[string]struct{}
 }
 
 // startingAfter is the position of a watch that delivers the events after
 // rev.
 func startingAfter(rev uint64) position {
-	return position{set: true, rev: rev, keys: map[string]struct{}{}}
+	return position{set: true, rev: rev}
 }
 
 // resumeAt is the start_revision that asks for everything not yet
@@ -67,11 +68,22 @@ func (p *position) record(r *pb.WatchResponse) {
 	case pb.EventType_PUT, pb.EventType_DELETE:
 		if r.Revision > p.rev {
 			p.rev, p.open = r.Revision, true
-			clear(p.keys)
+			p.forget()
+		}
+		if p.keys == nil {
+			p.keys = make(map[string]struct{})
 		}
 		p.keys[string(r.Key)] = struct{}{}
 	case pb.EventType_PROGRESS:
 		p.rev, p.open = r.Revision, false
+		p.forget()
+	}
+}
+
+// forget empties keys; clearing an empty map is not free, and every watch
+// of a stream records each stream PROGRESS.
+func (p *position) forget() {
+	if len(p.keys) > 0 {
 		clear(p.keys)
 	}
 }

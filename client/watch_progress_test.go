@@ -3,6 +3,7 @@ package client
 import (
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/raftwatch/raftwatch/proto"
 )
@@ -89,6 +90,46 @@ func TestStreamProgressSkipsAWatchStillCreating(t *testing.T) {
 	if got := strings.Join(recvN(t, wc, 2), ","); got != "PUT 5 /c,PROGRESS 5" {
 		t.Fatalf("watch /c saw %q, want PUT 5 and its own PROGRESS 5 (not the stream PROGRESS sent before its CREATED)", got)
 	}
+}
+
+// PROGRESS responses the consumer has not taken are coalesced: the newest
+// replaces an older one queued last, so a watch nobody reads holds one
+// PROGRESS, not one per heartbeat; events are never replaced.
+func TestUnreadProgressIsCoalesced(t *testing.T) {
+	a := startNode(t, byKey(t, 0, map[string][][]*pb.WatchResponse{
+		"/a": {msg(created(4)), msg(streamProgress(5)), msg(streamProgress(6), streamProgress(7)), msg(put(8, "/a")),
+			msg(progress(8)), msg(streamProgress(9))},
+	}))
+	c := newClient(t, a)
+	w, err := c.Watch(ctxT(t), []byte("/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CREATED is not queued; wait for the last PROGRESS to arrive.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.HasSuffix(strings.Join(peekQueue(w), ","), "PROGRESS 9") {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue is %v, want it to end with PROGRESS 9", peekQueue(w))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := strings.Join(peekQueue(w), ","); got != "PROGRESS 7,PUT 8 /a,PROGRESS 9" {
+		t.Fatalf("queued %q, want PROGRESS 7, PUT 8 /a, PROGRESS 9 (5 and 6 replaced by 7, 8 by 9)", got)
+	}
+	if got := strings.Join(recvN(t, w, 3), ","); got != "PROGRESS 7,PUT 8 /a,PROGRESS 9" {
+		t.Fatalf("consumer saw %q, want PROGRESS 7, PUT 8 /a, PROGRESS 9", got)
+	}
+}
+
+// peekQueue shows what w has queued for its consumer, without taking it.
+func peekQueue(w *Watcher) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, r := range w.queue {
+		out = append(out, show(r))
+	}
+	return out
 }
 
 // RequestProgress is answered whether the server answers for the watch or
