@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,9 +49,35 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if err := run(os.Args[1], os.Args[2:]); err != nil {
+	stop := startCPUProfile()
+	err := run(os.Args[1], os.Args[2:])
+	stop()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "raftwatch-bench %s: %v\n", os.Args[1], err)
 		os.Exit(1)
+	}
+}
+
+// startCPUProfile writes a CPU profile of this invocation to
+// $RAFTWATCH_BENCH_CPUPROFILE.PID when that is set: the load generator
+// shares the machine's cores with the nodes, and its own cost is part of
+// what a run measures. It returns the function that ends the profile.
+func startCPUProfile() func() {
+	base := os.Getenv("RAFTWATCH_BENCH_CPUPROFILE")
+	if base == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", base, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "raftwatch-bench: RAFTWATCH_BENCH_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 

@@ -230,3 +230,45 @@ func keys(m map[string]row) []string {
 	}
 	return out
 }
+
+// The tables hold each case to issue 11's target for it, and only to it:
+// CPU per op is a target for put at 256 clients and linearizable gets,
+// not for put at 64 clients or serializable gets.
+func TestRowsCarryIssue11Targets(t *testing.T) {
+	res := func(workload, c string, clients int, target string, tput, cpu float64) Result {
+		return Result{Workload: workload, Case: c, Target: target, Clients: clients, Throughput: tput,
+			P50Ms: 1, P99Ms: 1, Ops: 1, NodeCPUS: []float64{1}, CPUPerOpUs: cpu}
+	}
+	var results []Result
+	for _, c := range []struct {
+		workload, name string
+		clients        int
+	}{
+		{"put", "put 1 clients/1 conns", 1}, {"put", "put 64 clients/16 conns", 64}, {"put", "put 256 clients/64 conns", 256},
+		{"get", "get linearizable 64 clients/16 conns", 64}, {"get", "get serializable 64 clients/16 conns", 64},
+	} {
+		// raftwatch: 2.2x the throughput at 0.38 of the CPU.
+		results = append(results, res(c.workload, c.name, c.clients, targetA, 220, 38), res(c.workload, c.name, c.clients, targetB, 100, 100))
+	}
+	want := map[string]string{
+		"put 1 clients/1 conns throughput": "", "put 1 clients/1 conns p50": "**no**", "put 1 clients/1 conns server CPU/op": "",
+		"put 64 clients/16 conns throughput": "yes", "put 64 clients/16 conns p99": "**no**", "put 64 clients/16 conns server CPU/op": "",
+		"put 256 clients/64 conns server CPU/op":          "yes",
+		"get linearizable 64 clients/16 conns throughput": "**no**", "get linearizable 64 clients/16 conns server CPU/op": "**no**",
+		"get serializable 64 clients/16 conns server CPU/op": "",
+	}
+	for _, r := range buildRows(results) {
+		k := r.caseName + " " + r.m.name
+		w, ok := want[k]
+		if !ok {
+			continue
+		}
+		delete(want, k)
+		if got := r.met(); got != w {
+			t.Errorf("%s: met = %q (ratio %.2f), want %q", k, got, r.ratio(), w)
+		}
+	}
+	for k := range want {
+		t.Errorf("no row %q", k)
+	}
+}
