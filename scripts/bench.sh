@@ -57,7 +57,7 @@
 # counts need (RW_WATCH_CAPS) plus RAFTWATCH_MASS_SERVE_FLAGS from the
 # environment (e.g. "--memory-limit 0"), nothing else.
 #
-#   scripts/bench.sh            full run (3 rounds, ~33 minutes)
+#   scripts/bench.sh            full run (3 rounds, ~50 minutes)
 #   scripts/bench.sh --quick    small version of everything, under 3 minutes
 #   options: --rounds N, --only raftwatch|etcd, --out DIR, --pprof,
 #            --baseline REV, --no-baseline, --etcd-bin PATH,
