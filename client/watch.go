@@ -261,18 +261,13 @@ func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 	if !w.pos.fresh(r) {
 		return nil
 	}
-	if n := len(w.queue); r.Type == pb.EventType_PROGRESS && n > 0 && w.queue[n-1].Type == pb.EventType_PROGRESS {
-		// A PROGRESS the consumer has not taken yet says less than this
-		// one: replace it. A watch nobody reads (or reads rarely) then
-		// holds one PROGRESS, not one per second, and a stream PROGRESS
-		// costs each of the stream's watches no memory.
-		w.pos.record(r)
-		w.queue[n-1] = r
-		w.misses = 0
-		w.progressWanted = false
-		return nil
-	}
-	if len(w.queue) >= w.bound {
+	// A PROGRESS the consumer has not taken yet says less than this one:
+	// replace it. A watch nobody reads (or reads rarely) then holds one
+	// PROGRESS, not one per second, and a stream PROGRESS costs each of
+	// the stream's watches no memory.
+	n := len(w.queue)
+	replace := r.Type == pb.EventType_PROGRESS && n > 0 && w.queue[n-1].Type == pb.EventType_PROGRESS
+	if !replace && n >= w.bound {
 		id := w.id
 		resume := w.detachLocked(w.client.endpointIndex(m.addr))
 		return func() {
@@ -283,7 +278,11 @@ func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 		}
 	}
 	w.pos.record(r)
-	w.queue = append(w.queue, r)
+	if replace {
+		w.queue[n-1] = r
+	} else {
+		w.queue = append(w.queue, r)
+	}
 	w.misses = 0
 	if r.Type == pb.EventType_PROGRESS {
 		w.progressWanted = false
