@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,20 +163,39 @@ func (n *Node) Conn(t *testing.T, opts ...grpc.DialOption) *grpc.ClientConn {
 }
 
 // FreeAddrs returns n distinct 127.0.0.1 addresses that were free a moment
-// ago: all are held open together, so none is handed out twice.
+// ago. None is handed out twice in one test process: the kernel may give a
+// port just closed to the next bind, so two calls (say, metrics ports and
+// then a cluster's raft ports) could otherwise name the same port, and the
+// second process to bind it fails with "address already in use".
 func FreeAddrs(t *testing.T, n int) []string {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	var out []string
-	for i := 0; i < n; i++ {
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no free port found after %d tries", tries)
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
+		defer l.Close() // held until every address is chosen
+		addr := l.Addr().String()
+		if handedOut.addrs[addr] {
+			continue
+		}
+		handedOut.addrs[addr] = true
+		out = append(out, addr)
 	}
 	return out
 }
+
+// handedOut is every address FreeAddrs returned in this process.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // Eventually polls cond until it holds or fails t when timeout passes.
 func Eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
