@@ -158,6 +158,67 @@ func BenchmarkCatchUp(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event-read")
 }
 
+// BenchmarkCatchUpOneKeyFanout measures catch-up when many watchers of one
+// key fall behind together (the bench's watch-throughput load: 1,000
+// watchers of one key), with a node's default budgets, so that a step reads
+// more than the streams can take: ns/delivery is per event queued to one
+// watcher. Finding an event's watchers must not cost a comparison per
+// watcher, nor must the events a full stream cannot take.
+func BenchmarkCatchUpOneKeyFanout(b *testing.B) {
+	const events, watchers, streams = 5000, 1000, 10
+	r, d, hist := benchSetup(b, Config{
+		BufferSize: DefaultBufferSize, StreamBytes: DefaultStreamBytes,
+		ClientBytes: DefaultClientBytes, TotalBytes: DefaultTotalBytes,
+	})
+	for rev := uint64(1); rev <= events; rev++ {
+		hist.add(Event{Type: Put, Key: []byte("/bench/key"), Value: []byte("value"), Revision: rev})
+	}
+	d.deliver(&Batch{Index: events})
+	ss := make([]*Stream, streams)
+	for i := range ss {
+		ss[i] = r.NewStream()
+	}
+	var buf []Event
+	taken := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		ws := make([]*Watcher, watchers)
+		for i := range ws {
+			ws[i] = benchRegister(b, ss[i%streams], "/bench/key", Options{StartRevision: 1})
+		}
+		// A step stops short when a stream's queue is full; taking it is
+		// what wakes the dispatcher again in a node, so step until every
+		// watcher is live.
+		for steps := 0; !allLive(ws); steps++ {
+			if steps > 100*events {
+				b.Fatalf("watchers not live after %d catch-up steps", steps)
+			}
+			d.catchUpStep()
+			for _, s := range ss {
+				buf = s.Take(buf)
+				taken += len(buf)
+			}
+		}
+		for _, w := range ws {
+			w.Close()
+		}
+	}
+	if taken != b.N*events*watchers {
+		b.Fatalf("took %d events, want %d", taken, b.N*events*watchers)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events*watchers), "ns/delivery")
+}
+
+func allLive(ws []*Watcher) bool {
+	for _, w := range ws {
+		if st, _ := stateOf(w); st != live {
+			return false
+		}
+	}
+	return true
+}
+
 // watcherHeap registers n watchers on one stream and returns the live heap
 // they added, per watcher, after GC. Keys are built beforehand and not
 // counted; the watcher's own copy of its key is. With distinct, every

@@ -51,6 +51,7 @@ type Dispatcher struct {
 	// Owned by the delivering goroutine.
 	pending []*Watcher // progress requests not yet served
 	scratch []Event    // events read from history by one catch-up step
+	groups  []keyGroup // the ready watchers of one catch-up step, by key
 	feeding []*Watcher // the catching-up watchers one step feeds
 	room    []int      // room[i]: events feeding[i]'s stream has room for
 	// catchUp is set while catching-up watchers may be able to make
@@ -456,17 +457,28 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		return false
 	}
 
-	// Index the ready watchers like the registry does, for this step, by
-	// sorting them: no map to build for every step.
+	// Index the ready watchers like the registry does, for this step: sort
+	// them and group them by key, so that finding an event's watchers is one
+	// binary search over the distinct keys (no map to build for every step,
+	// and no comparing each of 1,000 watchers of one key with every event).
+	// A watcher whose stream is full leaves its group for the rest of the
+	// step, and the step stops reading once no group has a watcher left.
 	slices.SortFunc(ready, compareWatchers)
+	groups := groupByKey(d.groups[:0], ready)
 	defer func() {
+		clear(groups)
+		d.groups = groups[:0]
 		for _, w := range ready {
 			w.stalled = false
 		}
 	}()
-	feed := func(w *Watcher, ev *Event) {
-		if w.state != catchingUp || w.stalled || ev.Revision < w.next {
-			return
+	active := len(ready)
+	feed := func(w *Watcher, ev *Event) (keep bool) {
+		if w.state != catchingUp {
+			return false
+		}
+		if ev.Revision < w.next {
+			return true
 		}
 		out := *ev
 		out.WatchID = w.id
@@ -476,18 +488,19 @@ func (d *Dispatcher) applyRead(ready []*Watcher, evs []Event, readTo uint64, err
 		if !w.stream.push(w, &out, ev.Revision == w.curRev) {
 			w.next = ev.Revision // resume here once its queue is taken
 			w.stalled = true
-			return
+			return false
 		}
 		w.curRev = ev.Revision
+		return true
 	}
-	for i := range evs {
+	for i := 0; i < len(evs) && active > 0; i++ {
 		ev := &evs[i]
-		for _, w := range watchersOf(ready, false, ev.Key) {
-			feed(w, ev)
+		if g := groupOf(groups, false, ev.Key); g != nil {
+			active -= g.feed(ev, feed)
 		}
 		for p := range prefixSegments(ev.Key) {
-			for _, w := range watchersOf(ready, true, p) {
-				feed(w, ev)
+			if g := groupOf(groups, true, p); g != nil {
+				active -= g.feed(ev, feed)
 			}
 		}
 	}
@@ -517,24 +530,62 @@ func compareWatchers(a, b *Watcher) int {
 	return strings.Compare(a.key, b.key)
 }
 
-// watchersOf returns the watchers of key (prefix ones, with prefix) in ws,
-// sorted by compareWatchers.
-func watchersOf(ws []*Watcher, prefix bool, key []byte) []*Watcher {
-	cmp := func(w *Watcher) int { // w against (prefix, key)
-		if w.prefix != prefix {
-			if w.prefix {
+// keyGroup is the watchers of one key (prefix ones, with prefix) among the
+// ready watchers of a catch-up step that can still take events in it.
+type keyGroup struct {
+	prefix bool
+	key    string
+	ws     []*Watcher
+}
+
+// groupByKey appends to groups one keyGroup per run of equal (prefix, key)
+// in ws, which is sorted by compareWatchers, and returns it. The groups'
+// watchers are subslices of ws.
+func groupByKey(groups []keyGroup, ws []*Watcher) []keyGroup {
+	for i := 0; i < len(ws); {
+		j := i + 1
+		for j < len(ws) && ws[j].prefix == ws[i].prefix && ws[j].key == ws[i].key {
+			j++
+		}
+		groups = append(groups, keyGroup{prefix: ws[i].prefix, key: ws[i].key, ws: ws[i:j:j]})
+		i = j
+	}
+	return groups
+}
+
+// groupOf returns the group of key (prefix watchers, with prefix) in
+// groups, or nil.
+func groupOf(groups []keyGroup, prefix bool, key []byte) *keyGroup {
+	i, found := slices.BinarySearchFunc(groups, 0, func(g keyGroup, _ int) int {
+		if g.prefix != prefix {
+			if g.prefix {
 				return 1
 			}
 			return -1
 		}
-		return compareKey(w.key, key)
+		return compareKey(g.key, key)
+	})
+	if !found {
+		return nil
 	}
-	i, _ := slices.BinarySearchFunc(ws, 0, func(w *Watcher, _ int) int { return cmp(w) })
-	j := i
-	for j < len(ws) && cmp(ws[j]) == 0 {
-		j++
+	return &groups[i]
+}
+
+// feed hands ev to each of g's watchers; those for which f reports false
+// leave g (swapped past its end: the set of watchers in the step's slice
+// is unchanged, only their order). It returns how many left.
+func (g *keyGroup) feed(ev *Event, f func(*Watcher, *Event) bool) (left int) {
+	for i := 0; i < len(g.ws); {
+		if f(g.ws[i], ev) {
+			i++
+			continue
+		}
+		last := len(g.ws) - 1
+		g.ws[i], g.ws[last] = g.ws[last], g.ws[i]
+		g.ws = g.ws[:last]
+		left++
 	}
-	return ws[i:j]
+	return left
 }
 
 // compareKey is strings.Compare(a, string(b)) without converting b.
