@@ -36,7 +36,9 @@ import (
 // consumer that stops reading costs a bounded queue, never stalls the other
 // watches on its stream, and loses nothing; the price is that the server
 // re-reads from its history what the parked watch dropped, and a consumer
-// slower than history retention ends with a *CompactedError.
+// slower than history retention ends with a *CompactedError. PROGRESS
+// responses never park a watch: an unread one is replaced by the next, and
+// one that finds the queue full of events is dropped.
 type Watcher struct {
 	client *Client
 	ctx    context.Context // the watch ends when it does
@@ -61,9 +63,12 @@ type Watcher struct {
 	// once ("no leader") are tried no faster than a failing connection.
 	misses         int
 	progressWanted bool // RequestProgress is owed a PROGRESS
-	queue          []*pb.WatchResponse
-	err            error // set once the watch has ended
-	stop           func() bool
+	// progSeq numbers the last stream PROGRESS of mux this watch took (or
+	// the newest when it attached, which is not its own).
+	progSeq uint64
+	queue   []*pb.WatchResponse
+	err     error // set once the watch has ended
+	stop    func() bool
 }
 
 // watchState is where a Watcher stands with the server.
@@ -192,22 +197,6 @@ func (w *Watcher) push(m *watchMux, r *pb.WatchResponse) {
 	}
 }
 
-// streamProgress takes a stream PROGRESS (watch_id 0) from m's reading
-// goroutine, routed to this watch as server watch id: it is this watch's
-// PROGRESS if the watch is still attached there, and is then handled like
-// one (the same message is queued for every watch of the stream).
-func (w *Watcher) streamProgress(m *watchMux, id uint64, r *pb.WatchResponse) {
-	var after func()
-	w.mu.Lock()
-	if w.state == attached && w.mux == m && w.id == id {
-		after = w.eventLocked(m, r)
-	}
-	w.mu.Unlock()
-	if after != nil {
-		after()
-	}
-}
-
 func (w *Watcher) createdLocked(m *watchMux, r *pb.WatchResponse) func() {
 	if w.state != creating || w.mux != m || w.reqID != r.RequestId {
 		// Its creator gave up, or the watch ended: end the orphan.
@@ -223,6 +212,8 @@ func (w *Watcher) createdLocked(m *watchMux, r *pb.WatchResponse) func() {
 		return func() { m.cancelWatch(r.WatchId, false) }
 	}
 	w.state, w.id = attached, r.WatchId
+	w.progSeq = m.progress.Load().seq // stream PROGRESS before its CREATED is not its own
+	w.poke()                          // a consumer in Recv waits on this stream's PROGRESS now
 	if w.created == nil {
 		w.created = r
 		if !w.pos.set {
@@ -258,16 +249,15 @@ func (w *Watcher) canceledLocked(m *watchMux, r *pb.WatchResponse) func() {
 // eventLocked queues a PUT, DELETE or PROGRESS for the consumer, unless it
 // repeats what was delivered, or parks the watch if its queue is full.
 func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
+	w.streamProgressLocked() // it came before r
+	if r.Type == pb.EventType_PROGRESS {
+		w.progressLocked(r)
+		return nil
+	}
 	if !w.pos.fresh(r) {
 		return nil
 	}
-	// A PROGRESS the consumer has not taken yet says less than this one:
-	// replace it. A watch nobody reads (or reads rarely) then holds one
-	// PROGRESS, not one per second, and a stream PROGRESS costs each of
-	// the stream's watches no memory.
-	n := len(w.queue)
-	replace := r.Type == pb.EventType_PROGRESS && n > 0 && w.queue[n-1].Type == pb.EventType_PROGRESS
-	if !replace && n >= w.bound {
+	if len(w.queue) >= w.bound {
 		id := w.id
 		resume := w.detachLocked(w.client.endpointIndex(m.addr))
 		return func() {
@@ -278,17 +268,51 @@ func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 		}
 	}
 	w.pos.record(r)
-	if replace {
-		w.queue[n-1] = r
-	} else {
-		w.queue = append(w.queue, r)
-	}
+	w.queue = append(w.queue, r)
 	w.misses = 0
-	if r.Type == pb.EventType_PROGRESS {
-		w.progressWanted = false
-	}
 	w.poke()
 	return nil
+}
+
+// progressLocked queues a PROGRESS for the consumer unless it says nothing
+// new. One the consumer has not taken yet says less than this one: it is
+// replaced, so a watch nobody reads (or reads rarely) holds one PROGRESS,
+// not one per heartbeat. A PROGRESS that finds the queue full of events is
+// dropped: it carries no event, and the watch stays on its stream.
+func (w *Watcher) progressLocked(r *pb.WatchResponse) {
+	if !w.pos.fresh(r) {
+		return
+	}
+	n := len(w.queue)
+	switch {
+	case n > 0 && w.queue[n-1].Type == pb.EventType_PROGRESS:
+		w.queue[n-1] = r
+	case n < w.bound:
+		w.queue = append(w.queue, r)
+	default:
+		return
+	}
+	w.pos.record(r)
+	w.misses = 0
+	w.progressWanted = false
+	w.poke()
+}
+
+// streamProgressLocked takes the stream PROGRESS that w's stream read since
+// w last took one, if w is attached there: as if it had been queued when it
+// arrived. Everything that reads or adds to the queue, or moves w off its
+// stream, calls it first, so the consumer sees what eager queuing would
+// have shown, while the reading goroutine does nothing per watch.
+func (w *Watcher) streamProgressLocked() {
+	if w.state != attached {
+		return
+	}
+	p := w.mux.progress.Load()
+	if p.seq <= w.progSeq {
+		return
+	}
+	w.progSeq = p.seq
+	w.progressLocked(p.r)
 }
 
 // streamFailed is told by m that its stream ended.
@@ -314,6 +338,7 @@ func (w *Watcher) streamFailed(m *watchMux) {
 // index from, now if its queue is low, else once Recv has drained it. It
 // returns what starts the resume, if it is now.
 func (w *Watcher) detachLocked(from int) func() {
+	w.streamProgressLocked()
 	w.state, w.mux, w.from = parked, nil, from
 	return w.resumeIfDrainedLocked()
 }
@@ -345,6 +370,7 @@ func (w *Watcher) endLocked(err error, final *pb.WatchResponse, tellServer bool)
 	if w.state == ended {
 		return nil
 	}
+	w.streamProgressLocked()
 	prev, m, id, reqID, stop := w.state, w.mux, w.id, w.reqID, w.stop
 	w.state, w.mux, w.err = ended, nil, err
 	if final != nil {
@@ -409,6 +435,7 @@ func (w *Watcher) Resumes() int {
 func (w *Watcher) Recv() (*pb.WatchResponse, error) {
 	for {
 		w.mu.Lock()
+		w.streamProgressLocked()
 		if len(w.queue) > 0 {
 			r := w.queue[0]
 			w.queue[0] = nil
@@ -421,12 +448,17 @@ func (w *Watcher) Recv() (*pb.WatchResponse, error) {
 			return r, nil
 		}
 		err := w.err
+		var newProgress chan struct{} // nil when on no stream: never ready
+		if w.state == attached {
+			newProgress = w.mux.progress.Load().next
+		}
 		w.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
 		select {
 		case <-w.notify:
+		case <-newProgress:
 		case <-w.ctx.Done():
 			w.Close()
 		}
@@ -462,6 +494,7 @@ func (w *Watcher) Close() { w.end(io.EOF, nil, true) }
 func (w *Watcher) queued() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.streamProgressLocked()
 	return len(w.queue)
 }
 

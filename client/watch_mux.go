@@ -31,10 +31,33 @@ type watchMux struct {
 	// lastRecv is when the last message arrived (unix nanoseconds).
 	lastRecv atomic.Int64
 
+	// progress is the newest stream PROGRESS (watch_id 0) read, numbered:
+	// a watch takes it lazily, when its queue is next touched
+	// (Watcher.streamProgressLocked), so a heartbeat costs the reading
+	// goroutine nothing per watch. Never nil; only read() replaces it.
+	progress atomic.Pointer[muxProgress]
+
 	mu       sync.Mutex
 	watchers map[uint64]*Watcher // server watch id -> watch
 	creating map[uint64]*Watcher // request_id -> watch awaiting CREATED
 	err      error               // the stream has ended (or never opened)
+}
+
+// muxProgress is one stream PROGRESS of a watchMux: the seq'th read on
+// it (0: none yet, r nil). next is closed when a newer one replaces it,
+// which wakes the consumers blocked in Recv.
+type muxProgress struct {
+	r    *pb.WatchResponse
+	seq  uint64
+	next chan struct{}
+}
+
+// publishProgress makes r the stream's newest PROGRESS; only read() calls
+// it, in the order the stream delivered its messages.
+func (m *watchMux) publishProgress(r *pb.WatchResponse) {
+	old := m.progress.Load()
+	m.progress.Store(&muxProgress{r: r, seq: old.seq + 1, next: make(chan struct{})})
+	close(old.next)
 }
 
 // watchMux returns the shared watch stream to cc, opening it if need be.
@@ -47,6 +70,7 @@ func (c *Client) watchMux(cc *grpc.ClientConn, addr string) (*watchMux, error) {
 		ctx, cancel := context.WithCancel(c.watches.context())
 		m = &watchMux{client: c, cc: cc, addr: addr, cancel: cancel, opened: make(chan struct{}),
 			watchers: map[uint64]*Watcher{}, creating: map[uint64]*Watcher{}}
+		m.progress.Store(&muxProgress{next: make(chan struct{})})
 		c.muxes[cc] = m
 		c.mu.Unlock()
 		m.open(ctx)
@@ -186,9 +210,8 @@ func (m *watchMux) requestProgress(id uint64) {
 // read routes the stream's messages to their watches until it ends.
 func (m *watchMux) read() {
 	type delivery struct {
-		w  *Watcher
-		r  *pb.WatchResponse
-		id uint64 // a stream PROGRESS: the server watch id it reaches w as
+		w *Watcher // nil: r is a stream PROGRESS
+		r *pb.WatchResponse
 	}
 	var out []delivery
 	for {
@@ -206,10 +229,9 @@ func (m *watchMux) read() {
 		for _, r := range b.Responses {
 			if r.Type == pb.EventType_PROGRESS && r.WatchId == 0 {
 				// A stream PROGRESS: one message, the PROGRESS of every
-				// watch whose CREATED came before it.
-				for id, w := range m.watchers {
-					out = append(out, delivery{w, r, id})
-				}
+				// watch whose CREATED came before it. Published in order,
+				// taken by each watch when it next touches its queue.
+				out = append(out, delivery{r: r})
 				continue
 			}
 			if w := m.routeLocked(r); w != nil {
@@ -218,8 +240,8 @@ func (m *watchMux) read() {
 		}
 		m.mu.Unlock()
 		for i, d := range out {
-			if d.id != 0 {
-				d.w.streamProgress(m, d.id, d.r)
+			if d.w == nil {
+				m.publishProgress(d.r)
 			} else {
 				d.w.push(m, d.r)
 			}

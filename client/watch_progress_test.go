@@ -1,6 +1,7 @@
 package client
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -121,10 +122,64 @@ func TestUnreadProgressIsCoalesced(t *testing.T) {
 	}
 }
 
+// A consumer already blocked in Recv gets a stream PROGRESS that arrives
+// afterwards: the reading goroutine queues nothing for it, so the new
+// PROGRESS itself must wake it.
+func TestStreamProgressWakesABlockedRecv(t *testing.T) {
+	a := startNode(t, plays(t, 0, msg(created(4))))
+	a.mu.Lock()
+	a.onProgress = func(uint64) *pb.WatchResponse {
+		return &pb.WatchResponse{Type: pb.EventType_PROGRESS, Revision: 9} // watch_id 0
+	}
+	a.mu.Unlock()
+	w, err := newClient(t, a).Watch(ctxT(t), []byte("/k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		r, err := w.Recv()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- show(r)
+	}()
+	eventually(t, "the consumer blocked in Recv", func() bool {
+		buf := make([]byte, 1<<20)
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "[select") && strings.Contains(g, "(*Watcher).Recv") {
+				return true
+			}
+		}
+		return false
+	})
+	if err := w.RequestProgress(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "PROGRESS 9" {
+			t.Fatalf("Recv returned %q, want the stream PROGRESS 9", s)
+		}
+		// Woken by the PROGRESS itself, not by the watch leaving its
+		// stream (the watchdog's silence check, or the context's end).
+		w.mu.Lock()
+		state, resumes := w.state, w.resumes
+		w.mu.Unlock()
+		if state != attached || resumes != 0 {
+			t.Fatalf("Recv returned only once the watch left its stream (state %d, %d resumes)", state, resumes)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("a consumer blocked in Recv was not woken by a stream PROGRESS")
+	}
+}
+
 // peekQueue shows what w has queued for its consumer, without taking it.
 func peekQueue(w *Watcher) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.streamProgressLocked()
 	var out []string
 	for _, r := range w.queue {
 		out = append(out, show(r))
