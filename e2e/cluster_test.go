@@ -187,8 +187,25 @@ func (c *testCluster) stop(p *proc) error {
 	case <-p.exited:
 		return nil
 	case <-time.After(15 * time.Second):
-		return fmt.Errorf("%s did not exit within 15 s of SIGTERM", p.id)
+		return fmt.Errorf("%s did not exit within 15 s of SIGTERM; its goroutines:\n%s", p.id, c.goroutines(p))
 	}
+}
+
+// goroutines makes the hung p print its goroutines (SIGQUIT: the Go
+// runtime's dump, then exit) and returns what it printed to its log.
+func (c *testCluster) goroutines(p *proc) string {
+	before, _ := os.ReadFile(p.logPath)
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		c.kill(p)
+	}
+	after, _ := os.ReadFile(p.logPath)
+	if len(after) < len(before) {
+		return "(log shrank)"
+	}
+	return string(after[len(before):])
 }
 
 func (c *testCluster) endpoints() []string {

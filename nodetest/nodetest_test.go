@@ -31,7 +31,7 @@ func TestFreeAddrsAreDistinctLoopbackAddresses(t *testing.T) {
 // was then handed out as another node's raft port).
 func TestFreeAddrsNeverRepeatAcrossCalls(t *testing.T) {
 	seen := map[string]bool{}
-	for i := 0; i < 2000; i++ {
+	for i := 0; i < 500; i++ {
 		a := nodetest.FreeAddrs(t, 1)[0]
 		if seen[a] {
 			t.Fatalf("call %d handed out %s again", i, a)
