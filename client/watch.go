@@ -66,7 +66,7 @@ type Watcher struct {
 	// progSeq numbers the last stream PROGRESS of mux this watch took (or
 	// the newest when it attached, which is not its own).
 	progSeq uint64
-	queue   []*pb.WatchResponse
+	queue   responseQueue
 	err     error // set once the watch has ended
 	stop    func() bool
 }
@@ -257,7 +257,7 @@ func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 	if !w.pos.fresh(r) {
 		return nil
 	}
-	if len(w.queue) >= w.bound {
+	if w.queue.len() >= w.bound {
 		id := w.id
 		resume := w.detachLocked(w.client.endpointIndex(m.addr))
 		return func() {
@@ -268,7 +268,7 @@ func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 		}
 	}
 	w.pos.record(r)
-	w.queue = append(w.queue, r)
+	w.queue.push(r)
 	w.misses = 0
 	w.poke()
 	return nil
@@ -283,12 +283,11 @@ func (w *Watcher) progressLocked(r *pb.WatchResponse) {
 	if !w.pos.fresh(r) {
 		return
 	}
-	n := len(w.queue)
-	switch {
-	case n > 0 && w.queue[n-1].Type == pb.EventType_PROGRESS:
-		w.queue[n-1] = r
-	case n < w.bound:
-		w.queue = append(w.queue, r)
+	switch last := w.queue.last(); {
+	case last != nil && last.Type == pb.EventType_PROGRESS:
+		w.queue.replaceLast(r)
+	case w.queue.len() < w.bound:
+		w.queue.push(r)
 	default:
 		return
 	}
@@ -344,7 +343,7 @@ func (w *Watcher) detachLocked(from int) func() {
 }
 
 func (w *Watcher) resumeIfDrainedLocked() func() {
-	if w.state != parked || len(w.queue) > w.resumeWatermark() {
+	if w.state != parked || w.queue.len() > w.resumeWatermark() {
 		return nil
 	}
 	w.state = connecting
@@ -374,7 +373,7 @@ func (w *Watcher) endLocked(err error, final *pb.WatchResponse, tellServer bool)
 	prev, m, id, reqID, stop := w.state, w.mux, w.id, w.reqID, w.stop
 	w.state, w.mux, w.err = ended, nil, err
 	if final != nil {
-		w.queue = append(w.queue, final)
+		w.queue.push(final)
 	}
 	close(w.done)
 	w.poke()
@@ -436,10 +435,8 @@ func (w *Watcher) Recv() (*pb.WatchResponse, error) {
 	for {
 		w.mu.Lock()
 		w.streamProgressLocked()
-		if len(w.queue) > 0 {
-			r := w.queue[0]
-			w.queue[0] = nil
-			w.queue = w.queue[1:]
+		if w.queue.len() > 0 {
+			r := w.queue.pop()
 			resume := w.resumeIfDrainedLocked()
 			w.mu.Unlock()
 			if resume != nil {
@@ -495,7 +492,7 @@ func (w *Watcher) queued() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.streamProgressLocked()
-	return len(w.queue)
+	return w.queue.len()
 }
 
 func (w *Watcher) String() string { return fmt.Sprintf("watch on %q", w.spec.Key) }

@@ -1,6 +1,10 @@
 package client
 
-import pb "github.com/raftwatch/raftwatch/proto"
+import (
+	"bytes"
+
+	pb "github.com/raftwatch/raftwatch/proto"
+)
 
 // position is how far a watch has brought its consumer: what a resumed
 // watch asks the server for, and what it must drop of what the server
@@ -22,9 +26,12 @@ type position struct {
 	// open: rev came from a PUT or DELETE and nothing since has shown that
 	// every event at rev was delivered.
 	open bool
-	// keys are the keys delivered at rev while open (nil until the first
-	// event: a million watches at rest hold no map).
-	keys map[string]struct{}
+	// first is the first key delivered at rev while open, and more the
+	// others (nil until a revision brings a watch two keys: most bring
+	// one, and a million watches at rest hold no map). first refers to
+	// the key of a response, which nobody changes.
+	first []byte
+	more  map[string]struct{}
 }
 
 // startingAfter is the position of a watch that delivers the events after
@@ -54,7 +61,10 @@ func (p *position) fresh(r *pb.WatchResponse) bool {
 		if !p.open {
 			return false
 		}
-		_, seen := p.keys[string(r.Key)]
+		if p.first != nil && bytes.Equal(p.first, r.Key) {
+			return false
+		}
+		_, seen := p.more[string(r.Key)]
 		return !seen
 	case pb.EventType_PROGRESS:
 		return r.Revision >= p.rev
@@ -70,20 +80,27 @@ func (p *position) record(r *pb.WatchResponse) {
 			p.rev, p.open = r.Revision, true
 			p.forget()
 		}
-		if p.keys == nil {
-			p.keys = make(map[string]struct{})
+		switch {
+		case p.first == nil:
+			p.first = r.Key
+			if p.first == nil {
+				p.first = []byte{} // an empty key is a key
+			}
+		case p.more == nil:
+			p.more = map[string]struct{}{string(r.Key): {}}
+		default:
+			p.more[string(r.Key)] = struct{}{}
 		}
-		p.keys[string(r.Key)] = struct{}{}
 	case pb.EventType_PROGRESS:
 		p.rev, p.open = r.Revision, false
 		p.forget()
 	}
 }
 
-// forget empties keys; clearing an empty map is not free, and every watch
-// of a stream records each stream PROGRESS.
+// forget empties the keys delivered at rev.
 func (p *position) forget() {
-	if len(p.keys) > 0 {
-		clear(p.keys)
+	p.first = nil
+	if len(p.more) > 0 {
+		clear(p.more)
 	}
 }

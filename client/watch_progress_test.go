@@ -181,7 +181,7 @@ func peekQueue(w *Watcher) []string {
 	defer w.mu.Unlock()
 	w.streamProgressLocked()
 	var out []string
-	for _, r := range w.queue {
+	for _, r := range w.queue.all() {
 		out = append(out, show(r))
 	}
 	return out

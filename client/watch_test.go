@@ -642,6 +642,11 @@ func TestPosition(t *testing.T) {
 		{"a later event closes the revision", []*pb.WatchResponse{put(6, "/a"), put(7, "/a")}, put(6, "/b"), false, 7},
 		{"a PROGRESS below the position is stale", []*pb.WatchResponse{progress(9)}, progress(8), false, 10},
 		{"a PROGRESS at the position is news", []*pb.WatchResponse{put(9, "/a")}, progress(9), true, 9},
+		{"every key of an open revision is remembered", []*pb.WatchResponse{put(6, "/a"), put(6, "/b"), put(6, "/c")}, put(6, "/b"), false, 6},
+		{"the first key of an open revision is remembered", []*pb.WatchResponse{put(6, "/a"), put(6, "/b"), put(6, "/c")}, put(6, "/a"), false, 6},
+		{"an unseen key of an open revision is news", []*pb.WatchResponse{put(6, "/a"), put(6, "/b")}, put(6, "/d"), true, 6},
+		{"a new revision forgets the keys of the last", []*pb.WatchResponse{put(6, "/a"), put(6, "/b"), put(7, "/c")}, put(7, "/a"), true, 7},
+		{"a new revision remembers its own keys", []*pb.WatchResponse{put(6, "/a"), put(6, "/b"), put(7, "/c"), put(7, "/b")}, put(7, "/c"), false, 7},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
