@@ -76,13 +76,25 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterAuthServer(g, &authServer{node: s.node, log: s.log, auth: s.auth})
 }
 
+// streamWorkers is how many goroutines the gRPC server keeps to run calls
+// on. Without them every call starts a goroutine whose stack then grows,
+// by copying, through gRPC's and our handlers (12% of a node's CPU under
+// linearizable gets); a kept goroutine has grown its stack already. A call
+// that finds every worker busy (watch streams hold one for their life)
+// gets a goroutine of its own, as before. In the bench's get and put loads
+// it saved 5-10% of the server's CPU per operation.
+const streamWorkers = 256
+
 // NewGRPCServer returns a grpc.Server whose message limits follow the
 // node's configured key, value and txn sizes (RecvLimit, SendLimit), with
 // the services registered, and server reflection (so grpcurl and grpcui
 // need no .proto file). With RequireAuth, every call is checked against
 // the roles after the interceptors in opts (metrics) have seen it.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RecvLimit(s.limits)), grpc.MaxSendMsgSize(SendLimit(s.limits))}, opts...)
+	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(RecvLimit(s.limits)), grpc.MaxSendMsgSize(SendLimit(s.limits)),
+		grpc.NumStreamWorkers(streamWorkers),
+	}, opts...)
 	if s.auth != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(s.auth.unary), grpc.ChainStreamInterceptor(s.auth.stream))
 	}
