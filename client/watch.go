@@ -247,7 +247,8 @@ func (w *Watcher) canceledLocked(m *watchMux, r *pb.WatchResponse) func() {
 }
 
 // eventLocked queues a PUT, DELETE or PROGRESS for the consumer, unless it
-// repeats what was delivered, or parks the watch if its queue is full.
+// repeats what was delivered; an event that finds the queue full parks the
+// watch (a PROGRESS never does: progressLocked).
 func (w *Watcher) eventLocked(m *watchMux, r *pb.WatchResponse) func() {
 	w.streamProgressLocked() // it came before r
 	if r.Type == pb.EventType_PROGRESS {
