@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,27 +15,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftwatch/raftwatch/testport"
 	bolt "go.etcd.io/bbolt"
 )
 
-// handedOut holds every address freeAddr returned: the kernel may give a
-// port that was just closed again, and two members of one test cluster
-// must not share one.
-var handedOut sync.Map
-
+// freeAddr is a free loopback address for a node a test opens.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
-	}
+	return testport.Addrs(t, 1)[0]
 }
 
 // openNode opens a one-node cluster in dir.

@@ -25,21 +25,6 @@ func TestFreeAddrsAreDistinctLoopbackAddresses(t *testing.T) {
 	}
 }
 
-// Many one-address calls in a row never name the same port twice. Each
-// listener is closed before the next call, so the kernel is free to give
-// the same port again (a CI run lost a test to that: a node's metrics port
-// was then handed out as another node's raft port).
-func TestFreeAddrsNeverRepeatAcrossCalls(t *testing.T) {
-	seen := map[string]bool{}
-	for i := 0; i < 500; i++ {
-		a := nodetest.FreeAddrs(t, 1)[0]
-		if seen[a] {
-			t.Fatalf("call %d handed out %s again", i, a)
-		}
-		seen[a] = true
-	}
-}
-
 // A started node has its tune applied, takes writes as soon as Start
 // returns, and a collected watch sees them in order.
 func TestStartServesATunedNodeWhoseWatchIsCollected(t *testing.T) {
